@@ -1,0 +1,35 @@
+# posed: two commands for a newcomer — `make test` and `make demo`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(VENV)/bin/pip
+STAMP   = $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-fast demo bench-openfield clean
+
+venv: $(STAMP)
+
+# The venv is rebuilt when pyproject.toml changes. pip takes torch/torchvision from the
+# local wheel cache where the machine provides one (see README, "Installing").
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip 2>/dev/null || true
+	$(PIP) install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) benchmarks/demo_offline.py
+
+bench-openfield: $(STAMP)
+	$(PY) benchmarks/train_openfield.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,272 @@
+"""The ``posed`` command line.
+
+Each sub-command is thin: parse arguments, build settings, call the library. Any
+:class:`~posed.errors.PosedError` is printed as one ``error: ...`` line on stderr and turned
+into a non-zero exit status (2 for configuration errors, 1 otherwise); ``--debug`` or
+``POSED_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import posed
+from posed.errors import ConfigError, PosedError
+
+log = logging.getLogger("posed")
+
+EPILOG = "Docs: README.md. Errors print one line; add --debug for a traceback."
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got '{text}'") from None
+    if w < 16 or h < 16:
+        raise argparse.ArgumentTypeError(f"size {text} is too small (minimum 16x16)")
+    return w, h
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _snapshot(text: str) -> int | str:
+    return text if text == "last" else _positive(text)
+
+
+# ----------------------------------------------------------------------------- commands
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from posed.engines.synth import generate_project
+
+    bodyparts = [b.strip() for b in args.bodyparts.split(",") if b.strip()]
+    cfg = generate_project(args.out, frames=args.frames, size=args.size, bodyparts=bodyparts,
+                           seed=args.seed, video_frames=args.video_frames, progress=not args.quiet)
+    print(cfg)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from posed.engines import compat
+    from posed.engines.project import load_project
+
+    project = load_project(args.project)
+    overrides = {
+        "net": args.net, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "output_stride": args.output_stride, "save_every": args.save_every, "seed": args.seed,
+        "crop": list(args.crop) if args.crop else None, "num_workers": args.workers,
+        "pretrained": args.pretrained,
+    }
+    if args.pretrained in ("true", "imagenet"):
+        overrides["pretrained"] = True
+    compat.create_training_dataset(project, args.shuffle, train_fraction=args.train_fraction)
+    folder = compat.train_network(project, args.shuffle, args.engine, overrides,
+                                  progress=not args.quiet, resume=args.resume,
+                                  overwrite=args.overwrite)
+    print(folder)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from posed.engines import compat
+    from posed.engines.project import load_project
+
+    project = load_project(args.project)
+    result = compat.evaluate_network(project, args.shuffle, args.engine, snapshot=args.snapshot,
+                                     pcutoff=args.pcutoff, pck_px=args.pck)
+    print(f"evaluation of {project.name} shuffle {args.shuffle} "
+          f"(pcutoff {result.pcutoff}, PCK within {result.pck_px} px)")
+    print(result.format())
+    print(f"written to {result.folder}")
+    return 0
+
+
+def _report(report: object, kind: str) -> int:
+    for path in report.outputs:  # type: ignore[attr-defined]
+        print(path)
+    for path, why in report.failed:  # type: ignore[attr-defined]
+        print(f"error: {why}" if str(path) in why else f"error: {path}: {why}", file=sys.stderr)
+    fps = report.frames / report.seconds if report.seconds else 0.0  # type: ignore[attr-defined]
+    print(f"{len(report.outputs)} {kind} analysed, {report.frames} frames, "  # type: ignore[attr-defined]
+          f"{fps:.1f} frames/s, {len(report.failed)} failed", file=sys.stderr)  # type: ignore[attr-defined]
+    if not report.outputs and not report.failed:  # type: ignore[attr-defined]
+        raise ConfigError("no input files found")
+    return 1 if report.failed else 0  # type: ignore[attr-defined]
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from posed.engines import compat
+
+    report = compat.analyze_videos(args.source, args.videos, args.engine, shuffle=args.shuffle,
+                                   snapshot=args.snapshot, dest=args.dest, csv=args.csv,
+                                   batch_size=args.batch_size, progress=not args.quiet,
+                                   runner_options={"device": args.device})
+    return _report(report, "videos")
+
+
+def cmd_analyze_images(args: argparse.Namespace) -> int:
+    from posed.engines import compat
+
+    report = compat.analyze_images(args.source, args.images, args.engine, shuffle=args.shuffle,
+                                   snapshot=args.snapshot, dest=args.dest, csv=args.csv,
+                                   progress=not args.quiet)
+    return _report(report, "image folders")
+
+
+def cmd_engines(args: argparse.Namespace) -> int:
+    from posed.engines import compat
+
+    for name in compat.list_engines():
+        state = "available" if compat.engine_available(name) else "not installed"
+        print(f"{name:12s} {state}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, fewer logs")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", help="engine: pytorch|torch, tensorflow|tf, onnx "
+                   "(default: the bundle's, else the project's 'engine', else pytorch)")
+    p.add_argument("--shuffle", type=_positive, default=1, help="shuffle number (default 1)")
+    p.add_argument("--snapshot", type=_snapshot, default=None,
+                   help="snapshot epoch to use, or 'last' (default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``posed`` argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="posed", description="Pose estimation for animal behaviour labs: train and analyse "
+        "DeepLabCut projects offline; stream poses live.", epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"posed {posed.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    p = sub.add_parser("synth", formatter_class=fmt, epilog=EPILOG,
+                       help="write a synthetic DeepLabCut project with known keypoints",
+                       description="Render animal-like shapes with exact keypoints into a complete "
+                       "DeepLabCut project (config.yaml, labelled PNG frames, CollectedData "
+                       "h5+csv, a short H.264 video and its ground truth).")
+    p.add_argument("out", type=Path, help="project folder to create (must not exist or be empty)")
+    p.add_argument("--frames", type=_positive, default=60, help="labelled frames")
+    p.add_argument("--video-frames", type=_positive, default=60, help="frames in the video")
+    p.add_argument("--size", type=_size, default=(128, 128), help="frame size WIDTHxHEIGHT")
+    p.add_argument("--bodyparts", default="snout,leftear,rightear,tailbase",
+                   help="comma-separated body part names")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    _common(p)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("train", formatter_class=fmt, epilog=EPILOG, help="train a pose model",
+                       description="Train a model on a DeepLabCut project. Creates the train/test "
+                       "split of the shuffle if missing, writes snapshots and learning_stats.csv to "
+                       "posed-models-<engine>/iteration-N/<task><date>-trainsetPPshuffleK/train/, "
+                       "which is itself a model bundle. Settings: defaults < <model folder>/"
+                       "train_config.yaml < these options.")
+    p.add_argument("project", help="project folder or its config.yaml")
+    _model_args(p)
+    p.add_argument("--net", help="backbone: resnet_50, resnet_18, mobilenet_v2_1.0, "
+                   "mobilenet_v2_0.35, efficientnet_b0 (default: project default_net_type)")
+    p.add_argument("--epochs", type=_positive, help="training epochs (default 50)")
+    p.add_argument("--batch-size", type=_positive, help="batch size (default: project batch_size)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    p.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="backbone stride (default 16)")
+    p.add_argument("--crop", type=_size, help="train on random WIDTHxHEIGHT crops around the animal")
+    p.add_argument("--save-every", type=_positive, help="snapshot interval in epochs (default 10)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--workers", type=int, help="data-loading worker processes (default 0)")
+    p.add_argument("--train-fraction", type=float, help="fraction of images for training "
+                   "(default: project TrainingFraction)")
+    p.add_argument("--pretrained", help="'imagenet' for timm ImageNet weights (needs internet) "
+                   "or a local backbone weights file")
+    p.add_argument("--resume", action="store_true", help="continue from the newest snapshot")
+    p.add_argument("--overwrite", action="store_true", help="delete this shuffle's snapshots first")
+    _common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", formatter_class=fmt, epilog=EPILOG,
+                       help="pixel error, PCK and likelihood statistics on train and test images",
+                       description="Evaluate a trained shuffle on its train and test images: mean "
+                       "pixel error per body part (all, and above pcutoff), PCK and the fraction "
+                       "above pcutoff. Writes evaluation/snapshot-NNN/errors.csv and predictions.")
+    p.add_argument("project", help="project folder or its config.yaml")
+    _model_args(p)
+    p.add_argument("--pcutoff", type=float, help="likelihood cutoff (default: project pcutoff)")
+    p.add_argument("--pck", type=float, default=5.0, help="PCK distance threshold in pixels")
+    _common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    for name, kind in (("analyze", "videos"), ("analyze-images", "images")):
+        p = sub.add_parser(
+            name, formatter_class=fmt, epilog=EPILOG,
+            help=f"poses for {kind} into DeepLabCut-compatible h5/csv",
+            description=(
+                "Analyse videos (files, folders or globs) with a project's trained model or a "
+                "model bundle; writes <video><scorer>.h5 (+ .csv) and <video><scorer>_meta.json "
+                "beside each video (or in --dest). A video that cannot be read is reported and "
+                "skipped; the exit status is 1 if any failed." if kind == "videos" else
+                "Poses for still images (files, folders or globs): one <folder><scorer>.h5 per "
+                "folder, row index = image path as given."))
+        p.add_argument("source", help="project folder/config.yaml, or a model bundle folder")
+        p.add_argument(kind, nargs="+", help=f"{kind}, folders or glob patterns")
+        _model_args(p)
+        p.add_argument("--dest", type=Path, help="write outputs here instead of beside the inputs")
+        p.add_argument("--csv", action="store_true", help="also write a .csv")
+        if kind == "videos":
+            p.add_argument("--batch-size", type=_positive, default=8, help="frames per batch")
+            p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        _common(p)
+        p.set_defaults(func=cmd_analyze if kind == "videos" else cmd_analyze_images)
+
+    p = sub.add_parser("engines", help="list engines and whether they are installed")
+    _common(p)
+    p.set_defaults(func=cmd_engines)
+    return parser
+
+
+def _setup_logging(debug: bool, quiet: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    if not debug:
+        for noisy in ("timm", "PIL", "matplotlib"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``posed`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("POSED_DEBUG", "") not in ("", "0")
+    _setup_logging(debug, args.quiet)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except PosedError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Offline analysis of videos and still images with any engine's runner.
+
+Outputs follow DeepLabCut: ``<video stem><scorer>.h5`` (key ``df_with_missing``, columns
+``scorer/bodyparts/coords``, row index = frame number), an optional ``.csv``, and a JSON
+metadata file ``<video stem><scorer>_meta.json``. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+import posed
+from posed.engines.base import PoseRunner
+from posed.engines.dataformats import output_stem, poses_to_frame, write_metadata, write_pose_table
+from posed.errors import DataError, PosedError
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm", ".h264")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class AnalysisReport:
+    """What an analysis run did.
+
+    Attributes:
+        outputs: Written h5 files, one per video (or image folder).
+        failed: ``(path, reason)`` for every input that could not be analysed.
+        frames: Frames (or images) analysed in total.
+        seconds: Wall time.
+    """
+
+    outputs: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    frames: int = 0
+    seconds: float = 0.0
+
+
+def expand_inputs(paths: Iterable[str | Path], suffixes: Sequence[str]) -> list[Path]:
+    """Expand files, folders (their direct children) and glob patterns into a sorted file list.
+
+    A path that matches nothing is returned unchanged, so the caller reports it as missing.
+    """
+    out: list[Path] = []
+    for raw in paths:
+        text = str(raw)
+        if any(ch in text for ch in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
+            out.extend(m for m in matches if m.suffix.lower() in suffixes)
+            if not matches:
+                out.append(Path(text))
+        elif Path(text).is_dir():
+            out.extend(sorted(p for p in Path(text).iterdir() if p.suffix.lower() in suffixes
+                              and not p.name.startswith(".")))
+        else:
+            out.append(Path(text))
+    seen: set[Path] = set()
+    return [p for p in out if not (p in seen or seen.add(p))]
+
+
+def _metadata(runner: PoseRunner, **extra: object) -> dict:
+    bundle = runner.bundle
+    return {
+        "posed_version": posed.__version__,
+        "engine": runner.engine,
+        "scorer": bundle.scorer,
+        "bodyparts": list(bundle.bodyparts),
+        "model": {"path": str(bundle.path) if bundle.path else None,
+                  "weights": bundle.weights, "architecture": bundle.architecture},
+        **extra,
+    }
+
+
+def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, csv: bool = False,
+                  batch_size: int = 8, progress: bool = True) -> tuple[Path, int]:
+    """Analyse one video; returns (h5 path, frames).
+
+    Raises:
+        VideoError: the video cannot be opened.
+    """
+    from tqdm.auto import tqdm
+
+    from posed.engines.video import VideoReader, prefetch
+
+    folder = dest if dest is not None else video.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    h5 = folder / f"{output_stem(video, runner.bundle.scorer)}.h5"
+    started = time.time()
+    t0 = time.perf_counter()
+    chunks: list[np.ndarray] = []
+    with VideoReader(video) as reader:
+        info = reader.info
+        bar = tqdm(total=info.nframes or None, desc=video.name, unit="frame", disable=not progress,
+                   leave=False)
+        # Decoding runs in a background thread so it overlaps inference.
+        for _idx, frames in prefetch(reader.batches(batch_size), depth=4):
+            chunks.append(runner.predict(frames))
+            bar.update(len(frames))
+        bar.close()
+        decode_errors = reader.decode_errors
+    if not chunks:
+        raise DataError(f"{video}: no frames could be decoded")
+    poses = np.concatenate(chunks)
+    elapsed = time.perf_counter() - t0
+    df = poses_to_frame(poses, runner.bundle.bodyparts, runner.bundle.scorer)
+    write_pose_table(df, h5, csv=csv)
+    write_metadata(h5.with_name(h5.stem + "_meta.json"), _metadata(
+        runner, video=str(video), fps=info.fps, nframes=int(len(poses)),
+        frame_dimensions=[info.height, info.width], batch_size=batch_size,
+        decode_errors=decode_errors, start=started, run_duration_s=round(elapsed, 3),
+        frames_per_second=round(len(poses) / elapsed, 2) if elapsed > 0 else None))
+    if decode_errors:
+        log.warning("%s: %d frame(s) failed to decode and were skipped", video, decode_errors)
+    return h5, len(poses)
+
+
+def analyze_videos(runner: PoseRunner, videos: Iterable[str | Path], *, dest: str | Path | None = None,
+                   csv: bool = False, batch_size: int = 8, progress: bool = True) -> AnalysisReport:
+    """Analyse videos, folders of videos or globs; a failing video is reported and skipped."""
+    report = AnalysisReport()
+    t0 = time.perf_counter()
+    dest_dir = Path(dest) if dest is not None else None
+    for video in expand_inputs(videos, VIDEO_SUFFIXES):
+        try:
+            if not video.is_file():
+                raise DataError(f"{video}: no such file")
+            h5, n = analyze_video(runner, video, dest=dest_dir, csv=csv, batch_size=batch_size,
+                                  progress=progress)
+        except PosedError as exc:
+            log.error("%s", exc)
+            report.failed.append((video, str(exc)))
+            continue
+        report.outputs.append(h5)
+        report.frames += n
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def analyze_images(runner: PoseRunner, paths: Iterable[str | Path], *, dest: str | Path | None = None,
+                   csv: bool = False, batch_size: int = 8, progress: bool = True) -> AnalysisReport:
+    """Poses for still images: one table per folder, row index = image path as given."""
+    from tqdm.auto import tqdm
+
+    from posed.engines.project import load_image
+
+    report = AnalysisReport()
+    t0 = time.perf_counter()
+    groups: dict[Path, list[Path]] = {}
+    for img in expand_inputs(paths, IMAGE_SUFFIXES):
+        groups.setdefault(img.parent, []).append(img)
+    for folder, images in groups.items():
+        poses: list[np.ndarray] = []
+        index: list[str] = []
+        for img in tqdm(images, desc=str(folder), unit="image", disable=not progress, leave=False):
+            try:
+                frame = load_image(Path("."), str(img))
+            except PosedError as exc:
+                log.error("%s", exc)
+                report.failed.append((img, str(exc)))
+                continue
+            poses.append(runner.predict(frame)[0])
+            index.append(str(img))
+        if not poses:
+            continue
+        out_dir = Path(dest) if dest is not None else folder
+        out_dir.mkdir(parents=True, exist_ok=True)
+        h5 = out_dir / f"{folder.resolve().name}{runner.bundle.scorer}.h5"
+        df = poses_to_frame(np.stack(poses), runner.bundle.bodyparts, runner.bundle.scorer, index=index)
+        write_pose_table(df, h5, csv=csv)
+        write_metadata(h5.with_name(h5.stem + "_meta.json"),
+                       _metadata(runner, images=len(index), folder=str(folder)))
+        report.outputs.append(h5)
+        report.frames += len(index)
+    report.seconds = time.perf_counter() - t0
+    return report

@@ -1,0 +1,304 @@
+"""The framework compatibility layer: one set of functions over every engine.
+
+Callers name an engine (``pytorch``/``torch``, ``tensorflow``/``tf``, ``onnx``); the engine
+comes from the argument, else the project's ``engine`` key, else :data:`DEFAULT_ENGINE`.
+Backends are registered by *module path* and imported only when used, so importing this
+module never imports torch or tensorflow.
+
+A backend module may provide:
+
+- ``train(project, shuffle, config, progress) -> Path``: train and return the train folder;
+- ``load_runner(bundle, **options) -> PoseRunner``: inference;
+- ``export(bundle, fmt, out, **options) -> Path``: export a bundle.
+
+Whatever a backend does not provide raises :class:`CapabilityError` naming the engines that can.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Sequence
+
+from posed.errors import CapabilityError, ConfigError, EngineUnavailableError, ModelLoadError
+
+if TYPE_CHECKING:
+    from posed.engines.base import PoseRunner
+    from posed.engines.bundle import ModelBundle
+    from posed.engines.project import Project, Split
+
+
+class Engine(str, enum.Enum):
+    """Known engines; aliases resolve through :meth:`parse`."""
+
+    PYTORCH = "pytorch"
+    TENSORFLOW = "tensorflow"
+    ONNX = "onnx"
+
+    @classmethod
+    def parse(cls, name: "str | Engine") -> "Engine":
+        """Resolve a name or alias; unknown names raise :class:`ConfigError` listing valid ones."""
+        if isinstance(name, Engine):
+            return name
+        key = str(name).strip().lower()
+        if key in _ALIASES:
+            return _ALIASES[key]
+        known = ", ".join(sorted(_ALIASES))
+        raise ConfigError(f"unknown engine '{name}' (known: {known})")
+
+
+_ALIASES: dict[str, Engine] = {
+    "pytorch": Engine.PYTORCH,
+    "torch": Engine.PYTORCH,
+    "tensorflow": Engine.TENSORFLOW,
+    "tf": Engine.TENSORFLOW,
+    "onnx": Engine.ONNX,
+    "onnxruntime": Engine.ONNX,
+}
+
+DEFAULT_ENGINE = Engine.PYTORCH
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Where an engine's implementation lives and what it needs installed."""
+
+    module: str
+    requires: str  # top-level module that must be importable
+    extra: str  # pip extra that installs it
+
+
+_REGISTRY: dict[Engine, BackendSpec] = {}
+
+
+def register_engine(engine: Engine, spec: BackendSpec) -> None:
+    """Register a backend for ``engine``; registering one engine twice is an error."""
+    if engine in _REGISTRY:
+        raise ValueError(f"engine '{engine.value}' is already registered")
+    _REGISTRY[engine] = spec
+
+
+register_engine(Engine.PYTORCH, BackendSpec("posed.engines.pytorch.backend", "torch", "torch"))
+
+
+def list_engines() -> list[str]:
+    """Names of registered engines (imports nothing)."""
+    return [e.value for e in _REGISTRY]
+
+
+def engine_available(engine: "str | Engine") -> bool:
+    """True when the engine is registered and its framework can be imported."""
+    spec = _REGISTRY.get(Engine.parse(engine))
+    return spec is not None and importlib.util.find_spec(spec.requires) is not None
+
+
+def get_backend(engine: "str | Engine") -> ModuleType:
+    """Import and return the backend module of ``engine``.
+
+    Raises:
+        ConfigError: unknown engine name.
+        EngineUnavailableError: not registered yet, or its framework is not installed.
+    """
+    eng = Engine.parse(engine)
+    spec = _REGISTRY.get(eng)
+    if spec is None:
+        raise EngineUnavailableError(
+            f"engine '{eng.value}' is not available in this posed version "
+            f"(available: {', '.join(list_engines())})"
+        )
+    if importlib.util.find_spec(spec.requires) is None:
+        raise EngineUnavailableError(
+            f"engine '{eng.value}' needs {spec.requires}: pip install 'posed[{spec.extra}]'"
+        )
+    return importlib.import_module(spec.module)
+
+
+def _capability(engine: Engine, name: str) -> Any:
+    backend = get_backend(engine)
+    fn = getattr(backend, name, None)
+    if fn is None:
+        able = [
+            e.value
+            for e, s in _REGISTRY.items()
+            if importlib.util.find_spec(s.requires) and hasattr(importlib.import_module(s.module), name)
+        ]
+        raise CapabilityError(
+            f"engine '{engine.value}' cannot {name.replace('_', ' ')}"
+            + (f" (engines that can: {', '.join(able)})" if able else "")
+        )
+    return fn
+
+
+def resolve_engine(engine: "str | Engine | None" = None, project: "Project | None" = None) -> Engine:
+    """The engine to use: the argument, else the project's ``engine`` key, else the default."""
+    if engine is not None:
+        return Engine.parse(engine)
+    if project is not None and project.engine:
+        try:
+            return Engine.parse(project.engine)
+        except ConfigError as exc:
+            raise ConfigError(f"{project.config_path}: key 'engine': {exc}") from None
+    return DEFAULT_ENGINE
+
+
+# ----------------------------------------------------------------------------- folders
+
+def get_model_folder(project: "Project", shuffle: int, engine: "str | Engine | None" = None,
+                     train_fraction: float | None = None) -> Path:
+    """The folder of one shuffle's model, DeepLabCut style but under ``posed-models-<engine>``."""
+    eng = resolve_engine(engine, project)
+    frac = project.training_fraction[0] if train_fraction is None else train_fraction
+    name = f"{project.name}-trainset{int(round(frac * 100))}shuffle{shuffle}"
+    return project.root / f"posed-models-{eng.value}" / f"iteration-{project.iteration}" / name
+
+
+def get_train_folder(project: "Project", shuffle: int, engine: "str | Engine | None" = None) -> Path:
+    """Folder where training writes snapshots (and which is itself a model bundle)."""
+    return get_model_folder(project, shuffle, engine) / "train"
+
+
+def list_snapshots(train_folder: Path) -> list[Path]:
+    """Snapshot weights in ``train_folder``, oldest first."""
+    return sorted(Path(train_folder).glob("snapshot-*.safetensors"))
+
+
+def get_snapshot(project: "Project", shuffle: int, engine: "str | Engine | None" = None,
+                 snapshot: int | str | None = None) -> Path:
+    """Path of a snapshot: ``None``/``"last"`` = newest, an int = that epoch.
+
+    Raises:
+        ModelLoadError: no snapshot (not trained yet) or the requested one is absent.
+    """
+    folder = get_train_folder(project, shuffle, engine)
+    snaps = list_snapshots(folder)
+    if not snaps:
+        raise ModelLoadError(f"{folder}: no snapshots (train shuffle {shuffle} first: posed train)")
+    if snapshot is None or snapshot == "last":
+        return snaps[-1]
+    wanted = folder / f"snapshot-{int(snapshot):03d}.safetensors"
+    if wanted not in snaps:
+        have = ", ".join(p.stem.split("-")[1] for p in snaps)
+        raise ModelLoadError(f"{wanted}: no such snapshot (have: {have})")
+    return wanted
+
+
+# ----------------------------------------------------------------------------- operations
+
+def create_training_dataset(project: "Project", shuffle: int = 1,
+                            train_fraction: float | None = None, seed: int | None = None,
+                            overwrite: bool = False) -> "Split":
+    """Create (or reuse) the reproducible train/test split of ``shuffle``."""
+    from posed.engines.project import create_split
+
+    return create_split(project, shuffle, train_fraction=train_fraction, seed=seed,
+                        overwrite=overwrite)
+
+
+def train_network(project: "Project", shuffle: int = 1, engine: "str | Engine | None" = None,
+                  config: Any = None, *, progress: bool = True, resume: bool = False,
+                  overwrite: bool = False) -> Path:
+    """Train ``shuffle`` with the chosen engine; returns the train folder (a model bundle).
+
+    The split is created first if the shuffle has none. ``resume`` continues from the newest
+    snapshot; ``overwrite`` deletes earlier snapshots of this shuffle and starts again.
+    """
+    eng = resolve_engine(engine, project)
+    create_training_dataset(project, shuffle)
+    fn = _capability(eng, "train")
+    if overwrite:
+        folder = get_train_folder(project, shuffle, eng)
+        for old in [*list_snapshots(folder), folder / "posed.yaml", folder / "resume-state.safetensors",
+                    folder / "learning_stats.csv"]:
+            old.unlink(missing_ok=True)
+    return fn(project, shuffle, config, progress=progress, resume=resume)
+
+
+def load_model(source: "str | Path | ModelBundle", engine: "str | Engine | None" = None,
+               *, shuffle: int = 1, snapshot: int | str | None = None,
+               **options: Any) -> "PoseRunner":
+    """Load a runner from a bundle directory, a bundle object or a project (+ shuffle/snapshot).
+
+    The engine comes from ``engine``, else from the bundle itself.
+    """
+    from posed.engines.bundle import ModelBundle, is_bundle, load_bundle
+
+    if isinstance(source, ModelBundle):
+        bundle = source
+    elif is_bundle(source):
+        bundle = load_bundle(source)
+        if snapshot is not None:
+            bundle = _with_snapshot(bundle, snapshot)
+    else:
+        from posed.engines.project import load_project
+
+        project = load_project(source)
+        eng = resolve_engine(engine, project)
+        snap = get_snapshot(project, shuffle, eng, snapshot)
+        bundle = _with_snapshot(load_bundle(snap.parent, verify=False), snap.stem.split("-")[1])
+    eng = Engine.parse(engine) if engine is not None else Engine.parse(bundle.engine)
+    return _capability(eng, "load_runner")(bundle, **options)
+
+
+def _with_snapshot(bundle: "ModelBundle", snapshot: int | str) -> "ModelBundle":
+    """The same bundle pointing at another snapshot of its training folder."""
+    import dataclasses
+
+    from posed.engines.bundle import sha256_file
+
+    if bundle.path is None:
+        raise ModelLoadError("cannot select a snapshot of a bundle that has no folder")
+    name = f"snapshot-{int(snapshot):03d}.safetensors"
+    wfile = bundle.path / name
+    if not wfile.is_file():
+        raise ModelLoadError(f"{wfile}: no such snapshot")
+    source = dict(bundle.source)
+    source["snapshot"] = int(snapshot)
+    if "scorer" in source:
+        source["scorer"] = str(source["scorer"]).rsplit("_snapshot_", 1)[0] + f"_snapshot_{int(snapshot)}"
+    return dataclasses.replace(bundle, weights=[{"name": name, "sha256": sha256_file(wfile)}],
+                               source=source)
+
+
+def evaluate_network(project: "Project", shuffle: int = 1, engine: "str | Engine | None" = None,
+                     snapshot: int | str | None = None, **options: Any) -> Any:
+    """Evaluate a trained shuffle on its train and test images (see :mod:`posed.engines.evaluate`)."""
+    from posed.engines.evaluate import evaluate
+
+    eng = resolve_engine(engine, project)
+    runner = load_model(project.root, eng, shuffle=shuffle, snapshot=snapshot)
+    with runner:
+        return evaluate(project, shuffle, runner, get_model_folder(project, shuffle, eng), **options)
+
+
+def analyze_videos(source: "str | Path", videos: Sequence["str | Path"],
+                   engine: "str | Engine | None" = None, *, shuffle: int = 1,
+                   snapshot: int | str | None = None, runner_options: dict | None = None,
+                   **options: Any) -> Any:
+    """Analyse videos with a project's trained model or a bundle (see :mod:`posed.engines.analyze`)."""
+    from posed.engines.analyze import analyze_videos as _analyze
+
+    runner = load_model(source, engine, shuffle=shuffle, snapshot=snapshot, **(runner_options or {}))
+    with runner:
+        return _analyze(runner, videos, **options)
+
+
+def analyze_images(source: "str | Path", paths: Sequence["str | Path"],
+                   engine: "str | Engine | None" = None, *, shuffle: int = 1,
+                   snapshot: int | str | None = None, **options: Any) -> Any:
+    """Poses for still images, one DeepLabCut-shaped table per folder."""
+    from posed.engines.analyze import analyze_images as _analyze
+
+    runner = load_model(source, engine, shuffle=shuffle, snapshot=snapshot)
+    with runner:
+        return _analyze(runner, paths, **options)
+
+
+def export_model(bundle: "ModelBundle", fmt: str, out: "str | Path",
+                 engine: "str | Engine | None" = None, **options: Any) -> Path:
+    """Export a bundle to another format with the engine that produced it."""
+    eng = Engine.parse(engine) if engine is not None else Engine.parse(bundle.engine)
+    return _capability(eng, "export")(bundle, fmt, Path(out), **options)

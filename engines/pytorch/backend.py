@@ -1,0 +1,367 @@
+"""The PyTorch engine: training and inference behind :mod:`posed.engines.compat`.
+
+Snapshots are written as ``snapshot-NNN.safetensors`` (weights only) beside ``posed.yaml``,
+so the training folder is a model bundle with no pickle in it. The optimiser state needed
+to resume lives in ``resume-state.safetensors`` (tensors) with its settings as JSON metadata.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from posed.engines import compat
+from posed.engines.base import PoseRunner
+from posed.engines.bundle import ModelBundle, load_bundle
+from posed.engines.decoding import decode
+from posed.engines.io import atomic_path
+from posed.engines.project import Project, load_image, load_labels, load_split
+from posed.engines.pytorch.model import PoseNet, load_state_dict
+from posed.engines.training import SampleMaker, TrainConfig, lr_at, make_train_config, read_train_config_file
+from posed.errors import ConfigError, InferenceError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+ENGINE = "pytorch"
+STATS_FILE = "learning_stats.csv"
+RESUME_FILE = "resume-state.safetensors"
+
+
+# ----------------------------------------------------------------------------- devices
+
+def select_device(device: str = "auto") -> torch.device:
+    """Resolve ``auto``/``cpu``/``cuda``/``cuda:N``; a CUDA request without CUDA falls back to CPU."""
+    want = (device or "auto").lower()
+    if want == "cpu":
+        return torch.device("cpu")
+    if want == "auto" or want.startswith("cuda"):
+        if torch.cuda.is_available():
+            dev = torch.device("cuda" if want == "auto" else want)
+            if dev.index is not None and dev.index >= torch.cuda.device_count():
+                raise ConfigError(f"device '{device}': only {torch.cuda.device_count()} CUDA device(s)")
+            log.info("pytorch engine: using %s (%s)", dev, torch.cuda.get_device_name(dev))
+            return dev
+        if want != "auto":
+            log.warning("pytorch engine: device '%s' requested but CUDA is not available; using CPU", device)
+        else:
+            log.info("pytorch engine: no CUDA device; using CPU")
+        return torch.device("cpu")
+    raise ConfigError(f"device '{device}' is not one of auto, cpu, cuda, cuda:N")
+
+
+# ----------------------------------------------------------------------------- inference
+
+def build_model(bundle: ModelBundle) -> PoseNet:
+    """Instantiate the network a bundle describes (weights not loaded)."""
+    arch = bundle.architecture
+    try:
+        return PoseNet(arch["net"], len(bundle.bodyparts), int(arch.get("output_stride", 16)),
+                       pretrained=False, mean=tuple(bundle.mean), std=tuple(bundle.std))
+    except KeyError as exc:
+        raise ModelLoadError(f"{bundle.path}: architecture lacks '{exc.args[0]}'") from None
+
+
+class TorchRunner(PoseRunner):
+    """Eager PyTorch inference of a ``safetensors`` bundle."""
+
+    engine = ENGINE
+
+    def __init__(self, bundle: ModelBundle, model: PoseNet, device: torch.device) -> None:
+        super().__init__(bundle)
+        self.model = model
+        self.device = device
+
+    @classmethod
+    def load(cls, bundle: ModelBundle, device: str = "auto", threads: int | None = None,
+             **options: Any) -> "TorchRunner":
+        if options:
+            raise ConfigError(f"pytorch engine: unknown option '{next(iter(options))}'")
+        if bundle.format != "safetensors":
+            raise ModelLoadError(f"{bundle.path}: pytorch engine cannot run format '{bundle.format}'")
+        if threads:
+            torch.set_num_threads(int(threads))
+        model = build_model(bundle)
+        state = load_state_dict(bundle.weights_path)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"{bundle.weights_path}: weights do not fit the architecture "
+                                 f"({str(exc).splitlines()[0]})") from None
+        dev = select_device(device)
+        return cls(bundle, model.to(dev).eval(), dev)
+
+    @torch.inference_mode()
+    def _forward(self, frames: np.ndarray) -> np.ndarray:
+        try:
+            x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float()
+            heat, locref = self.model(x)
+            scores = torch.sigmoid(heat).float().cpu().numpy()
+            offsets = locref.float().cpu().numpy()
+        except RuntimeError as exc:
+            raise InferenceError(f"pytorch forward failed: {str(exc).splitlines()[0]}") from exc
+        return decode(scores, offsets, self.model.stride, self.bundle.locref_stdev)
+
+
+def load_runner(bundle: ModelBundle, **options: Any) -> TorchRunner:
+    """Engine entry point used by :func:`posed.engines.compat.load_model`."""
+    return TorchRunner.load(bundle, **options)
+
+
+# ----------------------------------------------------------------------------- training
+
+def resolve_train_config(project: Project, shuffle: int,
+                         overrides: dict[str, Any] | TrainConfig | None,
+                         resume: bool = False) -> TrainConfig:
+    """Defaults ← project config ← shuffle's ``train_config.yaml`` ← overrides.
+
+    The user's settings file is ``<model folder>/train_config.yaml``; when resuming, the
+    settings the interrupted run resolved (``train/train_config.yaml``) are used instead.
+    """
+    if isinstance(overrides, TrainConfig):
+        return overrides
+    folder = compat.get_model_folder(project, shuffle, ENGINE)
+    cfg_file = folder / "train_config.yaml"
+    if resume and (folder / "train" / "train_config.yaml").is_file():
+        cfg_file = folder / "train" / "train_config.yaml"
+    base: dict[str, Any] = {}
+    if project.default_net_type:
+        base["net"] = project.default_net_type
+    base["batch_size"] = project.batch_size
+    return make_train_config([
+        (f"{project.config_path}:", base),
+        (str(cfg_file), read_train_config_file(cfg_file)),
+        ("command line:", overrides or {}),
+    ])
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def _collate(samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    out = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in samples[0]}
+    out["image"] = out["image"].permute(0, 3, 1, 2).float()
+    return out
+
+
+class _TorchSamples(torch.utils.data.Dataset):
+    """Map-style dataset over :class:`SampleMaker`, with a per-(epoch, index) RNG."""
+
+    def __init__(self, maker: SampleMaker, seed: int) -> None:
+        self.maker = maker
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.maker)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        return self.maker.sample(index, rng)
+
+
+def pose_loss(heat: torch.Tensor, locref: torch.Tensor, batch: dict[str, torch.Tensor],
+              locref_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weighted BCE on heatmaps + weighted Huber on locref; returns (total, heatmap, locref)."""
+    hw = batch["heatmap_weight"].expand_as(heat)
+    hm = F.binary_cross_entropy_with_logits(heat, batch["heatmap"], weight=hw, reduction="sum")
+    hm = hm / hw.sum().clamp(min=1.0)
+    lw = batch["locref_weight"]
+    lr_ = F.huber_loss(locref * lw, batch["locref"] * lw, reduction="sum") / lw.sum().clamp(min=1.0)
+    return hm + locref_weight * lr_, hm, lr_
+
+
+def _save_resume_state(path: Path, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+    from safetensors.torch import save_file
+
+    state = optimizer.state_dict()
+    tensors = {}
+    for pid, pstate in state["state"].items():
+        for name, value in pstate.items():
+            tensors[f"state.{pid}.{name}"] = torch.as_tensor(value).contiguous()
+    meta = {"param_groups": json.dumps(state["param_groups"]), "epoch": str(epoch),
+            "torch_rng": json.dumps(torch.get_rng_state().tolist())}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def _load_resume_state(path: Path, optimizer: torch.optim.Optimizer) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key in fh.keys():
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = fh.get_tensor(key)
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    torch.set_rng_state(torch.tensor(json.loads(meta["torch_rng"]), dtype=torch.uint8))
+    return int(meta["epoch"])
+
+
+def _snapshot_name(epoch: int) -> str:
+    return f"snapshot-{epoch:03d}.safetensors"
+
+
+def _bundle_for(project: Project, shuffle: int, cfg: TrainConfig, model: PoseNet, epoch: int) -> ModelBundle:
+    from posed.engines.dataformats import scorer_name
+
+    split = load_split(project, shuffle)
+    return ModelBundle(
+        engine=ENGINE, format="safetensors", bodyparts=list(project.bodyparts),
+        architecture={"net": cfg.net, "output_stride": cfg.output_stride, "head": "deconv3x3s2"},
+        stride=float(model.stride), locref_stdev=cfg.target.locref_stdev,
+        source={"project": str(project.root), "task": project.task, "shuffle": shuffle,
+                "snapshot": epoch, "train_fraction": split.train_fraction,
+                "scorer": scorer_name(cfg.net, project.name, shuffle, epoch),
+                "pcutoff": project.pcutoff},
+    )
+
+
+def _mean_error(model: PoseNet, images: list[np.ndarray], keypoints: list[np.ndarray],
+                locref_stdev: float) -> float:
+    """Mean pixel error of ``model`` on full images (NaN when nothing is labelled)."""
+    errs = []
+    model.eval()
+    with torch.inference_mode():
+        for img, kp in zip(images, keypoints):
+            heat, loc = model(torch.from_numpy(img).permute(2, 0, 1)[None].float())
+            pred = decode(torch.sigmoid(heat).numpy(), loc.numpy(), model.stride, locref_stdev)[0]
+            d = np.linalg.norm(pred[:, :2] - kp, axis=1)
+            errs.extend(d[np.isfinite(d)].tolist())
+    model.train()
+    return float(np.mean(errs)) if errs else float("nan")
+
+
+def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfig | None = None,
+          *, progress: bool = True, resume: bool = False) -> Path:
+    """Train a model for ``shuffle``; returns the training folder (a model bundle).
+
+    With ``resume``, training continues from the newest snapshot and its optimiser state up to
+    ``epochs``; otherwise an existing training folder with snapshots is an error.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = resolve_train_config(project, shuffle, overrides, resume)
+    folder = compat.get_train_folder(project, shuffle, ENGINE)
+    existing = compat.list_snapshots(folder)
+    if existing and not resume:
+        raise ConfigError(f"{folder}: already has snapshots; pass --resume to continue or "
+                          "--overwrite to start again")
+    folder.mkdir(parents=True, exist_ok=True)
+    _seed_everything(cfg.seed)
+
+    split = load_split(project, shuffle)
+    labels = load_labels(project)
+    index = {img: i for i, img in enumerate(labels.images)}
+    missing = [img for img in split.train if img not in index]
+    if missing:
+        raise ConfigError(f"{compat.get_model_folder(project, shuffle, ENGINE)}: split lists "
+                          f"'{missing[0]}', which has no labels")
+    images = [load_image(project.root, img) for img in split.train]
+    kpts = [labels.keypoints[index[img]] for img in split.train]
+    test_images = [load_image(project.root, img) for img in split.test if img in index]
+    test_kpts = [labels.keypoints[index[img]] for img in split.test if img in index]
+    if cfg.crop is None and len({im.shape for im in images}) > 1:
+        w = min(im.shape[1] for im in images) // 32 * 32
+        h = min(im.shape[0] for im in images) // 32 * 32
+        log.info("training images differ in size; training on %dx%d crops", w, h)
+        cfg = dataclasses.replace(cfg, crop=(w, h))
+
+    model = PoseNet(cfg.net, len(project.bodyparts), cfg.output_stride, pretrained=cfg.pretrained)
+    model.train()
+    maker = SampleMaker(images, kpts, cfg, model.grid_size, model.stride)
+    dataset = _TorchSamples(maker, cfg.seed)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) > cfg.batch_size,
+        collate_fn=_collate, num_workers=cfg.num_workers,
+        generator=torch.Generator().manual_seed(cfg.seed), persistent_workers=cfg.num_workers > 0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    start_epoch = 0
+    if resume and existing:
+        model.load_state_dict(load_state_dict(existing[-1]))
+        resume_file = folder / RESUME_FILE
+        if resume_file.is_file():
+            start_epoch = _load_resume_state(resume_file, optimizer)
+        else:
+            start_epoch = int(existing[-1].stem.split("-")[1])
+            log.warning("%s missing: resuming weights only", resume_file)
+        if start_epoch >= cfg.epochs:
+            log.info("already trained to epoch %d (epochs=%d)", start_epoch, cfg.epochs)
+            return folder
+
+    _write_config(folder / "train_config.yaml", cfg)
+    stats_path = folder / STATS_FILE
+    new_stats = not stats_path.is_file() or start_epoch == 0
+    stats = open(stats_path, "w" if new_stats else "a", newline="")
+    writer = csv.writer(stats)
+    if new_stats:
+        writer.writerow(["epoch", "lr", "loss", "heatmap_loss", "locref_loss", "seconds", "test_error_px"])
+    steps_per_epoch = max(len(loader), 1)
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {project.name} shuffle {shuffle}",
+               unit="epoch", disable=not progress, initial=start_epoch, total=cfg.epochs)
+    try:
+        for epoch in bar:
+            dataset.epoch = epoch
+            t0 = time.perf_counter()
+            totals = np.zeros(3)
+            for step, batch in enumerate(loader):
+                lr = lr_at(cfg, epoch + step / steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                heat, locref = model(batch["image"])
+                loss, hm, lo = pose_loss(heat, locref, batch, cfg.locref_loss_weight)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                totals += (loss.item(), hm.item(), lo.item())
+            totals /= steps_per_epoch
+            done = epoch + 1
+            test_err = float("nan")
+            if done % cfg.save_every == 0 or done == cfg.epochs:
+                test_err = _mean_error(model, test_images, test_kpts, cfg.target.locref_stdev)
+                _save_snapshot(folder, project, shuffle, cfg, model, optimizer, done)
+            writer.writerow([done, f"{lr:.6g}", f"{totals[0]:.6f}", f"{totals[1]:.6f}",
+                             f"{totals[2]:.6f}", f"{time.perf_counter() - t0:.2f}",
+                             "" if np.isnan(test_err) else f"{test_err:.3f}"])
+            stats.flush()
+            bar.set_postfix(loss=f"{totals[0]:.4f}", **({} if np.isnan(test_err) else {"test_px": f"{test_err:.2f}"}))
+    finally:
+        stats.close()
+        bar.close()
+    return folder
+
+
+def _save_snapshot(folder: Path, project: Project, shuffle: int, cfg: TrainConfig, model: PoseNet,
+                   optimizer: torch.optim.Optimizer, epoch: int) -> None:
+    from safetensors.torch import save_file
+
+    name = _snapshot_name(epoch)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(folder / name) as tmp:
+        save_file(state, str(tmp), metadata={"epoch": str(epoch), "net": cfg.net})
+    _save_resume_state(folder / RESUME_FILE, optimizer, epoch)
+    # posed.yaml is written last, so it never names a file that is not complete.
+    _bundle_for(project, shuffle, cfg, model, epoch).save(folder, [name])
+
+
+def _write_config(path: Path, cfg: TrainConfig) -> None:
+    import yaml
+
+    from posed.engines.io import atomic_write_text
+
+    atomic_write_text(path, "# resolved training settings of this run (written by posed)\n"
+                      + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+

@@ -1,0 +1,110 @@
+"""DeepLabCut-style single-animal pose network in PyTorch: timm backbone + deconv heads."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from posed.errors import ConfigError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+# posed net name -> timm model name
+TIMM_NAMES = {
+    "resnet_50": "resnet50",
+    "resnet_18": "resnet18",
+    "mobilenet_v2_1.0": "mobilenetv2_100",
+    "mobilenet_v2_0.35": "mobilenetv2_035",
+    "efficientnet_b0": "efficientnet_b0",
+}
+
+
+def build_backbone(net: str, output_stride: int, pretrained: bool | str = False) -> nn.Module:
+    """A timm feature extractor returning the last (dilated) stage.
+
+    ``pretrained=True`` asks timm for ImageNet weights (needs internet or a warm cache);
+    a string is a local weights file (``.safetensors`` or a ``torch.save`` state dict,
+    loaded with ``weights_only=True``).
+    """
+    import timm
+
+    if net not in TIMM_NAMES:
+        raise ConfigError(f"net '{net}' is not known (known: {', '.join(TIMM_NAMES)})")
+    model = timm.create_model(TIMM_NAMES[net], pretrained=pretrained is True, features_only=True,
+                              out_indices=(-1,), output_stride=output_stride)
+    if isinstance(pretrained, str) and pretrained:
+        state = load_state_dict(Path(pretrained))
+        # Classifier weights of an ImageNet checkpoint have no place in a feature extractor.
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        unexpected = [k for k in unexpected if not k.startswith(("fc.", "classifier.", "conv_head.", "bn2."))]
+        if unexpected or len(missing) > 0:
+            raise ModelLoadError(
+                f"{pretrained}: does not fit {net} ({len(missing)} missing, "
+                f"{len(unexpected)} unexpected tensors, e.g. {(missing + unexpected)[:2]})")
+        log.info("loaded backbone weights from %s", pretrained)
+    return model
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file, never unpickling code."""
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: weights file missing")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt files surface as many different exception types
+        raise ModelLoadError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})".split("\n")[0]) from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"{path}: not a state dict")
+    return state
+
+
+class PoseNet(nn.Module):
+    """Backbone + heatmap and location-refinement heads.
+
+    Takes RGB images as float N×3×H×W on the 0..255 scale (normalisation is part of the
+    network, so exported graphs accept raw pixels) and returns heatmap logits N×K×h×w and
+    locref offsets N×2K×h×w at ``stride = output_stride / 2``.
+    """
+
+    def __init__(self, net: str, num_keypoints: int, output_stride: int = 16,
+                 pretrained: bool | str = False,
+                 mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
+                 std: tuple[float, float, float] = (0.229, 0.224, 0.225)) -> None:
+        super().__init__()
+        self.backbone = build_backbone(net, output_stride, pretrained)
+        channels = self.backbone.feature_info.channels()[-1]
+        self.heatmap = nn.ConvTranspose2d(channels, num_keypoints, 3, stride=2, padding=1,
+                                          output_padding=1)
+        self.locref = nn.ConvTranspose2d(channels, 2 * num_keypoints, 3, stride=2, padding=1,
+                                         output_padding=1)
+        # Heatmaps start near zero probability: a sparse target otherwise takes long to learn.
+        nn.init.normal_(self.heatmap.weight, std=0.001)
+        nn.init.constant_(self.heatmap.bias, -4.0)
+        nn.init.normal_(self.locref.weight, std=0.001)
+        nn.init.zeros_(self.locref.bias)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
+        self.stride = output_stride / 2
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (x - self.mean) / self.std
+        feats = self.backbone(x)[-1]
+        return self.heatmap(feats), self.locref(feats)
+
+    @torch.no_grad()
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        """Output grid (h, w) for an input of ``height``×``width``, found by a dry run."""
+        was_training = self.training
+        self.eval()
+        heat, _ = self.forward(torch.zeros(1, 3, height, width, device=self.mean.device))
+        self.train(was_training)
+        return int(heat.shape[-2]), int(heat.shape[-1])

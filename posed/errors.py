@@ -1,0 +1,66 @@
+"""The error tree of posed.
+
+Every error a user can cause (bad file, bad config, unknown name) is a :class:`PosedError`
+whose message is one line that names the file, field or value and says what is wrong. The CLI
+prints that line and exits non-zero; ``--debug`` or ``POSED_DEBUG=1`` shows the traceback.
+
+    PosedError
+    ├── ConfigError          a config file or option is missing, unknown or of the wrong type
+    ├── DataError            a project, label file, image or video cannot be used
+    │   └── VideoError       a video cannot be opened or decoded
+    ├── EngineError          something in an engine failed
+    │   ├── EngineUnavailableError   the engine's framework is not installed
+    │   ├── ModelLoadError           a model bundle or snapshot is missing, corrupt or mismatched
+    │   ├── InferenceError           a forward pass failed
+    │   └── CapabilityError          the engine cannot do what was asked (e.g. train)
+    └── ExportError          exporting a model failed
+"""
+
+from __future__ import annotations
+
+
+class PosedError(Exception):
+    """Base class of every error posed raises on purpose.
+
+    Exit code used by the CLI for this class (subclasses may override).
+    """
+
+    exit_code = 1
+
+
+class ConfigError(PosedError):
+    """A config file, key or command-line option is invalid."""
+
+    exit_code = 2
+
+
+class DataError(PosedError):
+    """A project, label file, image or video cannot be used."""
+
+
+class VideoError(DataError):
+    """A video cannot be opened or decoded."""
+
+
+class EngineError(PosedError):
+    """An engine failed."""
+
+
+class EngineUnavailableError(EngineError):
+    """The framework an engine needs is not installed."""
+
+
+class ModelLoadError(EngineError):
+    """A model bundle or snapshot is missing, corrupt or does not match its description."""
+
+
+class InferenceError(EngineError):
+    """A forward pass failed."""
+
+
+class CapabilityError(EngineError):
+    """The chosen engine cannot perform the requested operation."""
+
+
+class ExportError(PosedError):
+    """Exporting a model failed."""
