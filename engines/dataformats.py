@@ -1,0 +1,357 @@
+"""DeepLabCut-compatible pose tables.
+
+DeepLabCut (2.x and 3.x, single animal) stores the poses it predicts for a video in
+``<video stem><scorer>.h5``: a pandas HDF5 file, key ``df_with_missing``, PyTables ``table``
+format, one row per frame and one float32 column per (scorer, body part, coordinate), with the
+column MultiIndex levels named ``scorer``, ``bodyparts``, ``coords`` and coordinates ``x``, ``y``,
+``likelihood``. The row index holds frame numbers (int64) for videos and image paths for
+analysed image folders. Optionally the same table is written as CSV with three header rows.
+This module writes that layout and reads it back (ours or DeepLabCut's own files).
+
+Multi-animal tables (an extra ``individuals`` level) are not handled here.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tables
+
+from posed.engines.io import atomic_path, cleanup_stale_temps
+from posed.errors import DataError
+
+__all__ = [
+    "COLUMN_NAMES",
+    "COORDS",
+    "H5_KEY",
+    "metadata_path",
+    "output_stem",
+    "poses_to_frame",
+    "read_pose_table",
+    "scorer_name",
+    "write_metadata",
+    "write_pose_table",
+]
+
+H5_KEY = "df_with_missing"
+"""The HDF5 key DeepLabCut stores pose tables under."""
+COLUMN_NAMES = ("scorer", "bodyparts", "coords")
+"""Names of the three column MultiIndex levels."""
+COORDS = ("x", "y", "likelihood")
+"""The coordinates stored per body part, in column order."""
+POSE_DTYPE = np.float32
+"""Value dtype of DeepLabCut's pose tables (checked on a DeepLabCut 3.0.2 output file)."""
+# pandas <= 3.0 wrote this storage-schema marker on every table; pandas >= 3.1 stopped
+# (pandas-dev/pandas GH-62792), and without it pandas 2.x (what DeepLabCut 3 runs on) takes
+# the file for a pre-0.10.1 one and fails to read it. DeepLabCut's own files carry "0.15.2".
+_PANDAS_SCHEMA_VERSION = "0.15.2"
+
+
+def _one_line(exc: BaseException) -> str:
+    """Squash an exception message to one line for a one-line user error."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _camel_net(net: str) -> str:
+    parts = [p.replace(".", "") for p in net.split("_")]
+    return "".join(p[:1].upper() + p[1:] for p in parts if p)
+
+
+def scorer_name(net: str, project_name: str, shuffle: int, snapshot: int | str) -> str:
+    """Build the scorer name that labels a model's predictions.
+
+    DeepLabCut 3 names its scorer like ``DLC_Resnet50_openfieldOct30shuffle1_snapshot_1``; posed
+    uses the same pattern with the prefix ``posed``:
+    ``posed_{CamelNet}_{project_name}shuffle{shuffle}_snapshot_{snapshot}``.
+
+    ``CamelNet`` is the network name split at ``_``, with every ``.`` dropped and the first
+    letter of each part upper-cased, then joined: ``resnet_50`` -> ``Resnet50``,
+    ``mobilenet_v2_0.35`` -> ``MobilenetV2035``, ``hrnet_w32`` -> ``HrnetW32``.
+
+    Args:
+        net: Network name as in DeepLabCut configs, e.g. ``"resnet_50"``.
+        project_name: DeepLabCut's ``Task`` + ``date``, e.g. ``"openfieldOct30"``.
+        shuffle: Shuffle number.
+        snapshot: Snapshot number (or DeepLabCut 3 snapshot id such as ``"best-200"``).
+
+    Returns:
+        The scorer name.
+
+    Raises:
+        ValueError: ``net`` has no letters or digits.
+    """
+    camel = _camel_net(net)
+    if not camel:
+        raise ValueError(f"network name {net!r} is empty")
+    return f"posed_{camel}_{project_name}shuffle{shuffle}_snapshot_{snapshot}"
+
+
+def output_stem(video: str | Path, scorer: str) -> str:
+    """Return the stem DeepLabCut gives a video's output files: video stem + scorer.
+
+    Args:
+        video: The analysed video.
+        scorer: The scorer name (see :func:`scorer_name`).
+
+    Returns:
+        E.g. ``"m3v1mp4DLC_Resnet50_openfieldOct30shuffle1_snapshot_1"``; add ``.h5``,
+        ``.csv`` or ``_meta.json``.
+    """
+    return f"{Path(video).stem}{scorer}"
+
+
+def metadata_path(h5_path: str | Path) -> Path:
+    """Return the metadata file beside a pose table: ``<h5 stem>_meta.json``.
+
+    Args:
+        h5_path: The pose table's ``.h5`` path.
+
+    Returns:
+        The metadata path in the same folder.
+    """
+    h5_path = Path(h5_path)
+    return h5_path.with_name(f"{h5_path.stem}_meta.json")
+
+
+def poses_to_frame(
+    poses: np.ndarray,
+    bodyparts: Sequence[str],
+    scorer: str,
+    index: Sequence[Any] | pd.Index | None = None,
+) -> pd.DataFrame:
+    """Turn an array of poses into a DeepLabCut pose table.
+
+    Args:
+        poses: N×K×3 array: for each of N frames and K body parts, x, y (pixels) and likelihood.
+        bodyparts: The K body part names, in the order of ``poses``' second axis.
+        scorer: The scorer name (top column level).
+        index: Row labels, N of them (e.g. image paths; ``Path`` objects become ``str``). By
+            default the frame numbers 0..N-1.
+
+    Returns:
+        A float32 DataFrame with column MultiIndex (scorer, bodyparts, coords).
+
+    Raises:
+        ValueError: Shapes do not match, body parts repeat, or the values are not numeric.
+    """
+    try:
+        arr = np.asarray(poses, dtype=POSE_DTYPE)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"poses must be numeric: {_one_line(exc)}") from exc
+    names = [str(b) for b in bodyparts]
+    if arr.ndim != 3 or arr.shape[2] != len(COORDS) or arr.shape[1] != len(names):
+        raise ValueError(
+            f"poses shape {arr.shape} does not match (frames, {len(names)} bodyparts, 3)"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"body part names repeat: {names}")
+    n = arr.shape[0]
+    if index is None:
+        row_index: pd.Index = pd.RangeIndex(n)
+    else:
+        if isinstance(index, pd.Index):
+            row_index = index
+        else:
+            # HDF5 tables cannot store Path objects; DeepLabCut keeps image paths as str.
+            row_index = pd.Index([str(i) if isinstance(i, Path) else i for i in index])
+        if len(row_index) != n:
+            raise ValueError(f"index has {len(row_index)} labels for {n} frames of poses")
+    columns = pd.MultiIndex.from_product([[scorer], names, list(COORDS)], names=COLUMN_NAMES)
+    return pd.DataFrame(arr.reshape(n, len(names) * len(COORDS)), index=row_index, columns=columns)
+
+
+def _write_error(path: Path, exc: BaseException) -> DataError:
+    return DataError(f"{path}: cannot write ({_one_line(exc)})")
+
+
+def _mark_schema_version(h5_file: Path) -> None:
+    """Give the table the ``pandas_version`` attribute older pandas need to read it."""
+    with tables.open_file(h5_file, mode="a") as handle:
+        attrs = handle.get_node(f"/{H5_KEY}")._v_attrs
+        if "pandas_version" not in attrs:
+            attrs.pandas_version = _PANDAS_SCHEMA_VERSION
+
+
+def write_pose_table(df: pd.DataFrame, h5_path: str | Path, csv: bool = False) -> list[Path]:
+    """Write a pose table as DeepLabCut does, atomically.
+
+    The HDF5 file uses key ``df_with_missing`` and the PyTables ``table`` format; with ``csv``
+    the same table is also written beside it (same stem, ``.csv``) with the three header rows
+    ``scorer``, ``bodyparts``, ``coords``. Each file is written under a temporary name and moved
+    into place only when complete, so readers never see a partial file. Missing folders are
+    created, and temporaries left by crashed earlier runs are removed.
+
+    Args:
+        df: A table from :func:`poses_to_frame` (or of the same layout).
+        h5_path: Destination ``.h5`` path.
+        csv: Also write the ``.csv``.
+
+    Returns:
+        The paths written: the ``.h5``, then the ``.csv`` if asked for.
+
+    Raises:
+        DataError: A file cannot be written (permissions, disk full, ...).
+    """
+    h5_path = Path(h5_path)
+    written: list[Path] = []
+    targets = [h5_path] + ([h5_path.with_suffix(".csv")] if csv else [])
+    try:
+        h5_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(h5_path.parent, exc) from exc
+    for target in targets:
+        cleanup_stale_temps(target.parent, target.name)
+        try:
+            with atomic_path(target) as tmp:
+                if target is h5_path:
+                    df.to_hdf(tmp, key=H5_KEY, format="table", mode="w")
+                    _mark_schema_version(tmp)
+                else:
+                    # An index name would add a fourth header row that DeepLabCut's readers
+                    # (header=[0, 1, 2]) would take for data.
+                    df.rename_axis(index=None).to_csv(tmp)
+        except (OSError, RuntimeError) as exc:
+            # RuntimeError covers tables.HDF5ExtError (e.g. disk full inside HDF5).
+            raise _write_error(target, exc) from exc
+        written.append(target)
+    return written
+
+
+def _to_jsonable(value: Any, where: str) -> Any:
+    """Convert ``value`` to plain JSON types; ``where`` names the key path for errors."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return _to_jsonable(value.value, where)
+    if isinstance(value, np.generic):
+        return _to_jsonable(value.item(), where)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        # JSON has no NaN/Infinity; strict readers (browsers, jq) reject them.
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.ndarray):
+        return _to_jsonable(value.tolist(), where)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            skey = str(_to_jsonable(key, where)) if not isinstance(key, str) else key
+            if skey in out:
+                raise ValueError(f"metadata {where or 'root'}: two keys become {skey!r}")
+            out[skey] = _to_jsonable(item, f"{where}.{skey}" if where else skey)
+        return out
+    if isinstance(value, (set, frozenset)):
+        items = [_to_jsonable(v, where) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"metadata {where or 'root'}: cannot store {type(value).__name__} in JSON")
+
+
+def write_metadata(path: str | Path, meta: Mapping[str, Any]) -> Path:
+    """Write analysis metadata as JSON (never pickle), atomically, keys sorted.
+
+    numpy scalars and arrays become numbers and lists, paths and dates strings, tuples and sets
+    lists, and non-finite floats ``null``. For a pose table the file is
+    ``<h5 stem>_meta.json`` (see :func:`metadata_path`).
+
+    Args:
+        path: Destination file.
+        meta: The metadata.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        TypeError: A value has no JSON form.
+        DataError: The file cannot be written.
+    """
+    path = Path(path)
+    text = json.dumps(_to_jsonable(meta, ""), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    cleanup_stale_temps(path.parent, path.name)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+    return path
+
+
+def _read_h5(path: Path) -> pd.DataFrame:
+    with pd.HDFStore(path, mode="r") as store:
+        keys = [k.lstrip("/") for k in store.keys()]
+        if H5_KEY in keys:
+            key = H5_KEY
+        elif len(keys) == 1:
+            # DeepLabCut's labelled-data files use another key ('keypoints'); accept any
+            # single table.
+            key = keys[0]
+        else:
+            raise DataError(f"{path}: no '{H5_KEY}' table (keys: {', '.join(keys) or 'none'})")
+        df = store.get(key)
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"{path}: '{key}' is not a table")
+    return df
+
+
+def read_pose_table(path: str | Path) -> pd.DataFrame:
+    """Read a pose table written by posed or DeepLabCut.
+
+    ``.h5``/``.hdf5``/``.hdf`` files are read at key ``df_with_missing`` (or their only key);
+    other files as DeepLabCut CSV (three header rows, index in the first column). Values are
+    returned as float32, as DeepLabCut writes them, so an h5 file and its CSV read equal.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The table, columns MultiIndex (scorer, bodyparts, coords).
+
+    Raises:
+        DataError: The file is missing, unreadable or not a single-animal pose table.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() in (".h5", ".hdf5", ".hdf"):
+            df = _read_h5(path)
+        else:
+            df = pd.read_csv(path, header=[0, 1, 2], index_col=0)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pandas/PyTables raise many types on bad files
+        raise DataError(f"{path}: cannot read pose table ({_one_line(exc)})") from exc
+    cols = df.columns
+    if not isinstance(cols, pd.MultiIndex) or cols.nlevels != len(COLUMN_NAMES):
+        raise DataError(
+            f"{path}: not a pose table (expected 3 column levels scorer/bodyparts/coords, "
+            f"got {cols.nlevels})"
+        )
+    coords = set(cols.get_level_values(-1))
+    if not coords <= set(COORDS) or not {"x", "y"} <= coords:
+        raise DataError(f"{path}: not a pose table (coords {sorted(map(str, coords))})")
+    if list(cols.names) != list(COLUMN_NAMES):
+        cols = cols.set_names(list(COLUMN_NAMES))
+        df.columns = cols
+    try:
+        df = df.astype(POSE_DTYPE)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path}: pose table has non-numeric values ({_one_line(exc)})") from exc
+    return df
