@@ -245,7 +245,7 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
     if not debug:
-        for noisy in ("timm", "PIL", "matplotlib"):
+        for noisy in ("timm", "PIL", "matplotlib", "numexpr", "numexpr.utils"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -314,7 +314,10 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
                unit="epoch", disable=not progress, initial=start_epoch, total=cfg.epochs)
     try:
         for epoch in bar:
+            # Sample order and augmentation depend only on (seed, epoch), so a resumed run
+            # sees exactly the batches an uninterrupted run would have seen.
             dataset.epoch = epoch
+            loader.generator.manual_seed(cfg.seed * 100_003 + epoch)
             t0 = time.perf_counter()
             totals = np.zeros(3)
             for step, batch in enumerate(loader):
