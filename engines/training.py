@@ -128,22 +128,25 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     return value
 
 
-def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+def _build(cls: type, data: Mapping[str, Any], source: str, prefix: str = "") -> Any:
+    """Instantiate a settings dataclass from a mapping, naming ``source`` and the key on error."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: key '{prefix.rstrip('.')}': expected a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
+        name = f"{prefix}{key}"
         if key not in fields:
-            raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(fields)})")
-        sub = f"{where}.{key}" if not where.endswith(":") else f"{where} {key}"
+            raise ConfigError(f"{source}: unknown key '{name}' (known: {', '.join(fields)})")
         if key == "augment":
-            kwargs[key] = _build(AugmentConfig, value or {}, sub)
+            kwargs[key] = _build(AugmentConfig, value or {}, source, f"{name}.")
         elif key == "target":
             try:
-                kwargs[key] = _build(TargetSpec, value or {}, sub)
+                kwargs[key] = _build(TargetSpec, value or {}, source, f"{name}.")
             except ValueError as exc:
-                raise ConfigError(f"{sub}: {exc}") from None
+                raise ConfigError(f"{source}: key '{name}': {exc}") from None
         else:
-            kwargs[key] = _coerce(value, fields[key].type, sub)
+            kwargs[key] = _coerce(value, fields[key].type, f"{source}: key '{name}'")
     return cls(**kwargs)
 
 
@@ -156,9 +159,14 @@ def make_train_config(layers: list[tuple[str, Mapping[str, Any] | None]]) -> Tra
     for where, layer in layers:
         if not layer:
             continue
-        clean = {k: v for k, v in layer.items() if v is not None}
         if not isinstance(layer, Mapping):
             raise ConfigError(f"{where}: expected a mapping of training settings")
+        clean = {k: v for k, v in layer.items() if v is not None}
+        for nested in ("augment", "target"):
+            # A layer that sets one augmentation key keeps the others from lower layers.
+            if isinstance(clean.get(nested), Mapping):
+                lower = dataclasses.asdict(getattr(merged, nested))
+                clean[nested] = {**lower, **clean[nested]}
         update = _build(TrainConfig, clean, where)
         changes = {k: getattr(update, k) for k in clean}
         merged = dataclasses.replace(merged, **changes)

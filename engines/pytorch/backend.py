@@ -138,9 +138,9 @@ def resolve_train_config(project: Project, shuffle: int,
         base["net"] = project.default_net_type
     base["batch_size"] = project.batch_size
     return make_train_config([
-        (f"{project.config_path}:", base),
+        (str(project.config_path), base),
         (str(cfg_file), read_train_config_file(cfg_file)),
-        ("command line:", overrides or {}),
+        ("command line", overrides or {}),
     ])
 
 
@@ -208,6 +208,18 @@ def _load_resume_state(path: Path, optimizer: torch.optim.Optimizer) -> int:
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
     torch.set_rng_state(torch.tensor(json.loads(meta["torch_rng"]), dtype=torch.uint8))
     return int(meta["epoch"])
+
+
+STATS_COLUMNS = ["epoch", "lr", "loss", "heatmap_loss", "locref_loss", "seconds", "test_error_px"]
+
+
+def _stats_up_to(path: Path, epoch: int) -> list[list[str]]:
+    """Rows of an earlier run's stats up to ``epoch``: a resumed run redoes the later epochs."""
+    if epoch == 0 or not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))[1:]
+    return [r for r in rows if r and r[0].isdigit() and int(r[0]) <= epoch]
 
 
 def _snapshot_name(epoch: int) -> str:
@@ -304,11 +316,11 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
 
     _write_config(folder / "train_config.yaml", cfg)
     stats_path = folder / STATS_FILE
-    new_stats = not stats_path.is_file() or start_epoch == 0
-    stats = open(stats_path, "w" if new_stats else "a", newline="")
+    kept = _stats_up_to(stats_path, start_epoch)
+    stats = open(stats_path, "w", newline="")
     writer = csv.writer(stats)
-    if new_stats:
-        writer.writerow(["epoch", "lr", "loss", "heatmap_loss", "locref_loss", "seconds", "test_error_px"])
+    writer.writerow(STATS_COLUMNS)
+    writer.writerows(kept)
     steps_per_epoch = max(len(loader), 1)
     bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {project.name} shuffle {shuffle}",
                unit="epoch", disable=not progress, initial=start_epoch, total=cfg.epochs)
@@ -333,13 +345,15 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
             totals /= steps_per_epoch
             done = epoch + 1
             test_err = float("nan")
-            if done % cfg.save_every == 0 or done == cfg.epochs:
+            snapshot_due = done % cfg.save_every == 0 or done == cfg.epochs
+            if snapshot_due:
                 test_err = _mean_error(model, test_images, test_kpts, cfg.target.locref_stdev)
-                _save_snapshot(folder, project, shuffle, cfg, model, optimizer, done)
             writer.writerow([done, f"{lr:.6g}", f"{totals[0]:.6f}", f"{totals[1]:.6f}",
                              f"{totals[2]:.6f}", f"{time.perf_counter() - t0:.2f}",
                              "" if np.isnan(test_err) else f"{test_err:.3f}"])
             stats.flush()
+            if snapshot_due:
+                _save_snapshot(folder, project, shuffle, cfg, model, optimizer, done)
             bar.set_postfix(loss=f"{totals[0]:.4f}", **({} if np.isnan(test_err) else {"test_px": f"{test_err:.2f}"}))
     finally:
         stats.close()

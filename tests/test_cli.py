@@ -1,0 +1,86 @@
+"""The posed command line, run in-process: exit codes, one-line errors, outputs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from posed.daemon.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_synth_writes_a_project(tmp_path, capsys):
+    out = tmp_path / "p"
+    code, stdout, _ = run(capsys, "synth", str(out), "--frames", "5", "--size", "64x48",
+                          "--bodyparts", "nose,tail", "--video-frames", "4", "-q")
+    assert code == 0 and stdout.strip().endswith("config.yaml")
+    labels = pd.read_hdf(out / "labeled-data" / "synth1" / "CollectedData_synth.h5")
+    assert list(labels.columns.get_level_values("bodyparts").unique()) == ["nose", "tail"]
+    assert len(labels) == 5
+
+
+def test_bad_input_gives_one_line_errors(tmp_path, capsys):
+    code, _, err = run(capsys, "train", str(tmp_path / "nowhere"), "--epochs", "1", "-q")
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ")
+    assert "nowhere" in err and "Traceback" not in err
+
+    code, _, err = run(capsys, "train", str(tmp_path), "--engine", "caffe", "-q")
+    assert code == 2 and "unknown engine 'caffe'" in err or "config.yaml" in err
+
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", str(tmp_path / "x"), "--size", "big"])
+    assert exc.value.code == 2
+    assert "expected WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+def test_unknown_engine_named_on_the_command_line(project_copy, capsys):
+    code, _, err = run(capsys, "train", str(project_copy), "--engine", "caffe", "-q")
+    assert code == 2 and "unknown engine 'caffe' (known:" in err
+
+
+def test_analyze_reports_broken_videos_and_goes_on(trained_project, tmp_path, capsys):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x01 not a video" * 100)
+    good = trained_project / "videos" / "synth1.mp4"
+    code, out, err = run(capsys, "analyze", str(trained_project), str(broken), str(good),
+                         "--dest", str(tmp_path / "out"), "--csv", "-q")
+    assert code == 1
+    assert f"error: {broken}" in err
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == [
+        "synth1posed_MobilenetV2035_synthJan1shuffle1_snapshot_30.csv",
+        "synth1posed_MobilenetV2035_synthJan1shuffle1_snapshot_30.h5",
+        "synth1posed_MobilenetV2035_synthJan1shuffle1_snapshot_30_meta.json",
+    ]
+    assert "1 videos analysed, 60 frames" in err
+
+
+def test_evaluate_and_analyze_images_from_the_cli(trained_project, tmp_path, capsys):
+    code, out, _ = run(capsys, "evaluate", str(trained_project), "-q")
+    assert code == 0 and "error_px" in out and "test" in out
+    folder = trained_project / "labeled-data" / "synth1"
+    code, out, _ = run(capsys, "analyze-images", str(trained_project), str(folder),
+                       "--dest", str(tmp_path), "--snapshot", "20", "-q")
+    assert code == 0
+    h5 = tmp_path / "synth1posed_MobilenetV2035_synthJan1shuffle1_snapshot_20.h5"
+    df = pd.read_hdf(h5, "df_with_missing")
+    assert len(df) == 150 and df.index[0] == f"{folder}/img0000.png"
+    assert df.shape[1] == 12
+
+
+def test_train_from_cli_then_resume(project_copy, capsys):
+    code, out, _ = run(capsys, "train", str(project_copy), "--net", "mobilenet_v2_0.35",
+                       "--epochs", "1", "--batch-size", "16", "--crop", "64x64", "-q")
+    assert code == 0 and out.strip().endswith("train")
+    code, _, err = run(capsys, "train", str(project_copy), "--epochs", "1", "-q")
+    assert code == 2 and "--resume" in err
+    code, out, _ = run(capsys, "train", str(project_copy), "--epochs", "2", "--resume", "-q")
+    assert code == 0
+    from pathlib import Path
+
+    assert (Path(out.strip()) / "snapshot-002.safetensors").is_file()
