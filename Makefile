@@ -25,8 +25,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# Until the streaming daemon lands, the demo runs the main offline job: analyse the bundled
+# synthetic clip with the bundled model, then show poses and their error against ground truth.
 demo: $(STAMP)
-	$(PY) benchmarks/demo_offline.py
+	$(VENV)/bin/posed analyze configs/demo/model configs/demo/clip.mp4 --dest demo-out --csv
+	$(PY) configs/demo/show.py demo-out
 
 bench-openfield: $(STAMP)
 	$(PY) benchmarks/train_openfield.py

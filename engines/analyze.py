@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -144,40 +144,71 @@ def analyze_videos(runner: PoseRunner, videos: Iterable[str | Path], *, dest: st
     return report
 
 
-def analyze_images(runner: PoseRunner, paths: Iterable[str | Path], *, dest: str | Path | None = None,
-                   csv: bool = False, batch_size: int = 8, progress: bool = True) -> AnalysisReport:
-    """Poses for still images: one table per folder, row index = image path as given."""
+def predict_image_files(runner: PoseRunner, images: Sequence[Path], *, batch_size: int = 8,
+                        on_error: "Callable[[Path, PosedError], None] | None" = None,
+                        progress: bool = False, desc: str = "images") -> tuple[list[Path], np.ndarray]:
+    """Predict poses for image files, batching consecutive images of equal size.
+
+    Returns the images that were read and their N×K×3 poses. An unreadable image raises
+    unless ``on_error`` is given, which is then called with the path and the error.
+    """
     from tqdm.auto import tqdm
 
     from posed.engines.project import load_image
 
+    done: list[Path] = []
+    out: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        if batch:
+            out.append(runner.predict(np.stack(batch)))
+            batch.clear()
+
+    for path in tqdm(images, desc=desc, unit="image", disable=not progress, leave=False):
+        try:
+            img = load_image(Path(path).parent, Path(path).name)
+        except PosedError as exc:
+            if on_error is None:
+                raise
+            on_error(Path(path), exc)
+            continue
+        if batch and (img.shape != batch[0].shape or len(batch) == batch_size):
+            flush()
+        batch.append(img)
+        done.append(Path(path))
+    flush()
+    poses = np.concatenate(out) if out else np.zeros((0, len(runner.bodyparts), 3), np.float32)
+    return done, poses
+
+
+def analyze_images(runner: PoseRunner, paths: Iterable[str | Path], *, dest: str | Path | None = None,
+                   csv: bool = False, batch_size: int = 8, progress: bool = True) -> AnalysisReport:
+    """Poses for still images: one table per folder, row index = image path as given."""
     report = AnalysisReport()
     t0 = time.perf_counter()
     groups: dict[Path, list[Path]] = {}
     for img in expand_inputs(paths, IMAGE_SUFFIXES):
         groups.setdefault(img.parent, []).append(img)
+
+    def failed(path: Path, exc: PosedError) -> None:
+        log.error("%s", exc)
+        report.failed.append((path, str(exc)))
+
     for folder, images in groups.items():
-        poses: list[np.ndarray] = []
-        index: list[str] = []
-        for img in tqdm(images, desc=str(folder), unit="image", disable=not progress, leave=False):
-            try:
-                frame = load_image(Path("."), str(img))
-            except PosedError as exc:
-                log.error("%s", exc)
-                report.failed.append((img, str(exc)))
-                continue
-            poses.append(runner.predict(frame)[0])
-            index.append(str(img))
-        if not poses:
+        done, poses = predict_image_files(runner, images, batch_size=batch_size, on_error=failed,
+                                          progress=progress, desc=str(folder))
+        if not done:
             continue
         out_dir = Path(dest) if dest is not None else folder
         out_dir.mkdir(parents=True, exist_ok=True)
         h5 = out_dir / f"{folder.resolve().name}{runner.bundle.scorer}.h5"
-        df = poses_to_frame(np.stack(poses), runner.bundle.bodyparts, runner.bundle.scorer, index=index)
+        df = poses_to_frame(poses, runner.bundle.bodyparts, runner.bundle.scorer,
+                            index=[str(p) for p in done])
         write_pose_table(df, h5, csv=csv)
         write_metadata(h5.with_name(h5.stem + "_meta.json"),
-                       _metadata(runner, images=len(index), folder=str(folder)))
+                       _metadata(runner, images=len(done), folder=str(folder)))
         report.outputs.append(h5)
-        report.frames += len(index)
+        report.frames += len(done)
     report.seconds = time.perf_counter() - t0
     return report

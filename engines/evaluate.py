@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from posed.engines.analyze import predict_image_files
 from posed.engines.base import PoseRunner
 from posed.engines.dataformats import poses_to_frame, write_pose_table
 from posed.engines.io import atomic_path
-from posed.engines.project import Project, load_image, load_labels, load_split
+from posed.engines.project import Project, load_labels, load_split
 
 
 @dataclass
@@ -38,23 +39,6 @@ class Evaluation:
     def format(self) -> str:
         """The summary as a fixed-width text table."""
         return self.table.to_string(float_format=lambda v: f"{v:8.3f}")
-
-
-def predict_images(runner: PoseRunner, root: Path, images: list[str], batch_size: int = 8) -> np.ndarray:
-    """Predict N×K×3 for project images, batching consecutive images of equal size."""
-    out: list[np.ndarray] = []
-    batch: list[np.ndarray] = []
-    for rel in images:
-        img = load_image(root, rel)
-        if batch and (img.shape != batch[0].shape or len(batch) == batch_size):
-            out.append(runner.predict(np.stack(batch)))
-            batch = []
-        batch.append(img)
-    if batch:
-        out.append(runner.predict(np.stack(batch)))
-    if not out:
-        return np.zeros((0, len(runner.bodyparts), 3), dtype=np.float32)
-    return np.concatenate(out)
 
 
 def summarise(pred: np.ndarray, truth: np.ndarray, bodyparts: list[str], pcutoff: float,
@@ -94,7 +78,7 @@ def evaluate(project: Project, shuffle: int, runner: PoseRunner, model_folder: P
         images = [img for img in images if img in index]
         if not images:
             continue
-        pred = predict_images(runner, project.root, images)
+        _, pred = predict_image_files(runner, [project.root / img for img in images])
         truth = labels.keypoints[[index[i] for i in images]]
         parts[set_name] = summarise(pred, truth, list(project.bodyparts), pcutoff, pck_px)
         all_images += images

@@ -1,0 +1,96 @@
+"""Benchmark: train and evaluate on DeepLabCut's openfield example project (not a test).
+
+Copies ``../shared/data/dlc-examples/openfield-Pranav-2018-10-30`` to a work folder, trains
+shuffle 1 from the command line's settings, evaluates it, and writes a JSON record (machine,
+versions, settings, wall times, per-body-part errors) to ``benchmarks/results/``.
+
+The example data is DeepLabCut's (Nath*, Mathis* et al., Nature Protocols 2019); see
+``../shared/data/dlc-examples/SOURCE.md`` for its origin and terms. Nothing of it is copied
+into this repository.
+
+    python benchmarks/train_openfield.py --net mobilenet_v2_0.35 --epochs 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info  # noqa: E402
+
+from posed.engines import compat  # noqa: E402
+from posed.engines.io import atomic_write_text  # noqa: E402
+from posed.engines.project import load_project  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent / "shared" / "data" / "dlc-examples" / "openfield-Pranav-2018-10-30"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--net", default="mobilenet_v2_0.35")
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--output-stride", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--crop", default="320x320", help="training crop WxH")
+    ap.add_argument("--workdir", type=Path, help="keep the trained project here (default: temp)")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "train_openfield.json")
+    args = ap.parse_args()
+    if not DATA.is_dir():
+        print(f"error: {DATA}: example data not found", file=sys.stderr)
+        return 1
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="posed-openfield-"))
+    proj_dir = work / DATA.name
+    if proj_dir.exists():
+        shutil.rmtree(proj_dir)
+    shutil.copytree(DATA, proj_dir)
+    for p in proj_dir.rglob("*"):
+        p.chmod(p.stat().st_mode | 0o200)  # shared/ is read-only; the copy must be writable
+    project = load_project(proj_dir)
+    w, h = (int(v) for v in args.crop.split("x"))
+    settings = {"net": args.net, "epochs": args.epochs, "output_stride": args.output_stride,
+                "lr": args.lr, "batch_size": args.batch_size, "crop": [w, h],
+                "save_every": max(args.epochs // 4, 1)}
+    t0 = time.perf_counter()
+    folder = compat.train_network(project, 1, "pytorch", dict(settings))
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = compat.evaluate_network(project, 1, "pytorch")
+    eval_s = time.perf_counter() - t0
+    print(result.format())
+    table = result.table.reset_index()
+    record = {
+        "benchmark": "train_openfield",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "data": str(DATA.name),
+        "settings": settings,
+        "pretrained": False,
+        "train_images": int(result.table.loc[("train", "all"), "n"] // len(project.bodyparts)),
+        "test_images": int(result.table.loc[("test", "all"), "n"] // len(project.bodyparts)),
+        "train_seconds": round(train_s, 1),
+        "evaluate_seconds": round(eval_s, 1),
+        "pcutoff": result.pcutoff,
+        "pck_px": result.pck_px,
+        "errors": json.loads(table.to_json(orient="records")),
+        "learning_stats": (folder / "learning_stats.csv").read_text(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
+    print(f"test error {result.table.loc[('test', 'all'), 'error_px']:.2f} px; "
+          f"train {train_s:.0f} s; written {args.out}")
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
