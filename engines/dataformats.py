@@ -293,7 +293,12 @@ def write_metadata(path: str | Path, meta: Mapping[str, Any]) -> Path:
     return path
 
 
-def _read_h5(path: Path) -> pd.DataFrame:
+def read_h5_table(path: Path) -> pd.DataFrame:
+    """The DataFrame at key ``df_with_missing`` (or the file's only key) of a pandas HDF5 file.
+
+    Shared by pose tables and DeepLabCut label files. PyTables' own errors pass through; the
+    callers wrap them with their file name.
+    """
     with pd.HDFStore(path, mode="r") as store:
         keys = [k.lstrip("/") for k in store.keys()]
         if H5_KEY in keys:
@@ -331,7 +336,7 @@ def read_pose_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: no such file")
     try:
         if path.suffix.lower() in (".h5", ".hdf5", ".hdf"):
-            df = _read_h5(path)
+            df = read_h5_table(path)
         else:
             df = pd.read_csv(path, header=[0, 1, 2], index_col=0)
     except DataError:

@@ -41,7 +41,6 @@ _DEFAULT_PCUTOFF = 0.6
 _DEFAULT_BATCH_SIZE = 8
 _DEFAULT_TRAINING_FRACTION = (0.95,)
 # DeepLabCut's own key for label tables; other keys are accepted only when there is one.
-_H5_KEY = "df_with_missing"
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,20 +328,10 @@ def _check_unique_images(images: list[str], path: Path) -> None:
 def _read_h5(path: Path) -> _RawTable:
     import pandas as pd  # pandas is heavy; import only when labels are read
 
+    from posed.engines.dataformats import read_h5_table
+
     try:
-        with pd.HDFStore(path, mode="r") as store:
-            keys = [key.lstrip("/") for key in store.keys()]
-            if _H5_KEY in keys:
-                key = _H5_KEY
-            elif len(keys) == 1:
-                # e.g. napari-deeplabcut writes its labels under 'keypoints'.
-                key = keys[0]
-            else:
-                raise DataError(
-                    f"{path}: expected key '{_H5_KEY}' or a single table, found "
-                    f"{', '.join(keys) if keys else 'no tables'}"
-                )
-            df = store[key]
+        df = read_h5_table(path)
     except DataError:
         raise
     except Exception as exc:  # PyTables raises many unrelated types for bad files

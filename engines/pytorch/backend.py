@@ -26,7 +26,7 @@ from posed.engines.bundle import ModelBundle, load_bundle
 from posed.engines.decoding import decode
 from posed.engines.io import atomic_path
 from posed.engines.project import Project, load_image, load_labels, load_split
-from posed.engines.pytorch.model import PoseNet, load_state_dict
+from posed.engines.pytorch.model import TIMM_NAMES, PoseNet, load_state_dict
 from posed.engines.training import SampleMaker, TrainConfig, lr_at, make_train_config, read_train_config_file
 from posed.errors import ConfigError, InferenceError, ModelLoadError
 
@@ -66,7 +66,8 @@ def build_model(bundle: ModelBundle) -> PoseNet:
     arch = bundle.architecture
     try:
         return PoseNet(arch["net"], len(bundle.bodyparts), int(arch.get("output_stride", 16)),
-                       pretrained=False, mean=tuple(bundle.mean), std=tuple(bundle.std))
+                       pretrained=False, mean=tuple(bundle.mean), std=tuple(bundle.std),
+                       timm_model=arch.get("timm_model"), score=arch.get("score", "sigmoid"))
     except KeyError as exc:
         raise ModelLoadError(f"{bundle.path}: architecture lacks '{exc.args[0]}'") from None
 
@@ -105,7 +106,7 @@ class TorchRunner(PoseRunner):
         try:
             x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float()
             heat, locref = self.model(x)
-            scores = torch.sigmoid(heat).float().cpu().numpy()
+            scores = self.model.probabilities(heat).float().cpu().numpy()
             offsets = locref.float().cpu().numpy()
         except RuntimeError as exc:
             raise InferenceError(f"pytorch forward failed: {str(exc).splitlines()[0]}") from exc
@@ -232,7 +233,8 @@ def _bundle_for(project: Project, shuffle: int, cfg: TrainConfig, model: PoseNet
     split = load_split(project, shuffle)
     return ModelBundle(
         engine=ENGINE, format="safetensors", bodyparts=list(project.bodyparts),
-        architecture={"net": cfg.net, "output_stride": cfg.output_stride, "head": "deconv3x3s2"},
+        architecture={"net": cfg.net, "output_stride": cfg.output_stride, "head": "deconv3x3s2",
+                      "timm_model": TIMM_NAMES[cfg.net], "score": model.score},
         stride=float(model.stride), locref_stdev=cfg.target.locref_stdev,
         source={"project": str(project.root), "task": project.task, "shuffle": shuffle,
                 "snapshot": epoch, "train_fraction": split.train_fraction,
@@ -249,7 +251,7 @@ def _mean_error(model: PoseNet, images: list[np.ndarray], keypoints: list[np.nda
     with torch.inference_mode():
         for img, kp in zip(images, keypoints):
             heat, loc = model(torch.from_numpy(img).permute(2, 0, 1)[None].float())
-            pred = decode(torch.sigmoid(heat).numpy(), loc.numpy(), model.stride, locref_stdev)[0]
+            pred = decode(model.probabilities(heat).numpy(), loc.numpy(), model.stride, locref_stdev)[0]
             d = np.linalg.norm(pred[:, :2] - kp, axis=1)
             errs.extend(d[np.isfinite(d)].tolist())
     model.train()

@@ -12,6 +12,8 @@ from posed.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
+SCORES = ("sigmoid", "clip")
+
 # posed net name -> timm model name
 TIMM_NAMES = {
     "resnet_50": "resnet50",
@@ -22,19 +24,26 @@ TIMM_NAMES = {
 }
 
 
-def build_backbone(net: str, output_stride: int, pretrained: bool | str = False) -> nn.Module:
+def build_backbone(net: str, output_stride: int, pretrained: bool | str = False,
+                   timm_model: str | None = None) -> nn.Module:
     """A timm feature extractor returning the last (dilated) stage.
 
     ``pretrained=True`` asks timm for ImageNet weights (needs internet or a warm cache);
     a string is a local weights file (``.safetensors`` or a ``torch.save`` state dict,
-    loaded with ``weights_only=True``).
+    loaded with ``weights_only=True``). ``timm_model`` overrides the timm architecture
+    behind ``net`` (imported DeepLabCut models use e.g. ``resnet50_gn``).
     """
     import timm
 
-    if net not in TIMM_NAMES:
-        raise ConfigError(f"net '{net}' is not known (known: {', '.join(TIMM_NAMES)})")
-    model = timm.create_model(TIMM_NAMES[net], pretrained=pretrained is True, features_only=True,
-                              out_indices=(-1,), output_stride=output_stride)
+    if timm_model is None:
+        if net not in TIMM_NAMES:
+            raise ConfigError(f"net '{net}' is not known (known: {', '.join(TIMM_NAMES)})")
+        timm_model = TIMM_NAMES[net]
+    try:
+        model = timm.create_model(timm_model, pretrained=pretrained is True, features_only=True,
+                                  out_indices=(-1,), output_stride=output_stride)
+    except RuntimeError as exc:  # timm: "Unknown model (...)"
+        raise ModelLoadError(f"timm model '{timm_model}': {exc}") from None
     if isinstance(pretrained, str) and pretrained:
         state = load_state_dict(Path(pretrained))
         # Classifier weights of an ImageNet checkpoint have no place in a feature extractor.
@@ -72,15 +81,21 @@ class PoseNet(nn.Module):
 
     Takes RGB images as float N×3×H×W on the 0..255 scale (normalisation is part of the
     network, so exported graphs accept raw pixels) and returns heatmap logits N×K×h×w and
-    locref offsets N×2K×h×w at ``stride = output_stride / 2``.
+    locref offsets N×2K×h×w at ``stride = output_stride / 2``. ``score`` says how heatmap
+    outputs become probabilities: ``sigmoid`` (posed's models, trained with BCE) or ``clip``
+    to [0, 1] (DeepLabCut 3 models, trained with MSE on Gaussian targets).
     """
 
     def __init__(self, net: str, num_keypoints: int, output_stride: int = 16,
                  pretrained: bool | str = False,
                  mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
-                 std: tuple[float, float, float] = (0.229, 0.224, 0.225)) -> None:
+                 std: tuple[float, float, float] = (0.229, 0.224, 0.225),
+                 timm_model: str | None = None, score: str = "sigmoid") -> None:
         super().__init__()
-        self.backbone = build_backbone(net, output_stride, pretrained)
+        if score not in SCORES:
+            raise ConfigError(f"score '{score}' is not one of {', '.join(SCORES)}")
+        self.score = score
+        self.backbone = build_backbone(net, output_stride, pretrained, timm_model)
         channels = self.backbone.feature_info.channels()[-1]
         self.heatmap = nn.ConvTranspose2d(channels, num_keypoints, 3, stride=2, padding=1,
                                           output_padding=1)
@@ -91,14 +106,19 @@ class PoseNet(nn.Module):
         nn.init.constant_(self.heatmap.bias, -4.0)
         nn.init.normal_(self.locref.weight, std=0.001)
         nn.init.zeros_(self.locref.bias)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
+        # Not persistent: normalisation is recorded in the bundle, weights files hold weights only.
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.stride = output_stride / 2
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (x - self.mean) / self.std
         feats = self.backbone(x)[-1]
         return self.heatmap(feats), self.locref(feats)
+
+    def probabilities(self, heat: torch.Tensor) -> torch.Tensor:
+        """Heatmap outputs to scores in [0, 1] as this model was trained."""
+        return torch.sigmoid(heat) if self.score == "sigmoid" else heat.clamp(0.0, 1.0)
 
     @torch.no_grad()
     def grid_size(self, height: int, width: int) -> tuple[int, int]:

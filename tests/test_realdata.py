@@ -65,3 +65,26 @@ def test_evaluate_openfield_writes_a_table(openfield_trained):
     assert result.table.loc[("train", "all"), "n"] == 88 * 4
     assert result.table.loc[("test", "all"), "n"] == 5 * 4
     assert (result.folder / "errors.csv").is_file()
+
+
+REACHING = DLC_EXAMPLES / "Reaching-Mackenzie-2018-08-30"
+
+
+@pytest.mark.skipif(not REACHING.is_dir(), reason="shared DLC example data absent")
+def test_reaching_trains_with_mixed_image_sizes_and_missing_labels(tmp_path):
+    """Reaching has 832x747 and 640x470 frames and a mostly unlabelled Tongue."""
+    pytest.importorskip("torch")
+    from posed.engines import compat
+    from posed.engines.project import load_project
+
+    proj = tmp_path / REACHING.name
+    shutil.copytree(REACHING, proj)
+    for p in proj.rglob("*"):
+        p.chmod(p.stat().st_mode | 0o200)
+    project = load_project(proj)
+    folder = compat.train_network(project, 1, "torch", {"net": "mobilenet_v2_0.35", "epochs": 1,
+                                                        "crop": [128, 128], "batch_size": 16},
+                                  progress=False)
+    result = compat.evaluate_network(project, 1)
+    assert result.table.loc[("train", "Tongue"), "n"] < result.table.loc[("train", "Hand"), "n"]
+    assert (folder / "snapshot-001.safetensors").is_file()
