@@ -126,6 +126,34 @@ def cmd_analyze_images(args: argparse.Namespace) -> int:
     return _report(report, "image folders")
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from posed.engines import compat
+
+    options: dict = {"overwrite": args.overwrite}
+    if args.format == "onnx":
+        options.update(opset=args.opset, simplify=not args.no_simplify,
+                       precision="fp16" if args.fp16 else
+                       {"static": "int8", "dynamic": "int8-dynamic"}.get(args.int8 or "", "fp32"))
+        if args.fixed_size:
+            options["fixed_size"] = (args.fixed_size[1], args.fixed_size[0])
+    elif args.fp16 or args.int8 or args.fixed_size:
+        raise ConfigError(f"--fp16/--int8/--fixed-size apply to --format onnx, not {args.format}")
+    out = compat.export_model(args.source, args.format, args.out, args.engine,
+                              shuffle=args.shuffle, snapshot=args.snapshot, **options)
+    from posed.engines.bundle import load_bundle
+
+    parity = load_bundle(out).export.get("parity", {})
+    if "max_px" not in parity:  # torchscript records one entry per checked input size
+        parity = max(parity.values(), key=lambda p: p["max_px"], default={})
+    if parity:
+        print(f"parity with the native model on {parity['confident_keypoints']} visible "
+              f"keypoints: within {parity['max_px_confident']:.2g} px (all keypoints: "
+              f"{parity['max_px']:.2g} px), likelihood within {parity['max_likelihood']:.2g}",
+              file=sys.stderr)
+    print(out)
+    return 0
+
+
 def cmd_engines(args: argparse.Namespace) -> int:
     from posed.engines import compat
 
@@ -234,6 +262,31 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
         _common(p)
         p.set_defaults(func=cmd_analyze if kind == "videos" else cmd_analyze_images)
+
+    p = sub.add_parser("export", formatter_class=fmt, epilog=EPILOG,
+                       help="export a trained model to TorchScript or ONNX",
+                       description="Export a project's trained shuffle (or a bundle) into a new "
+                       "model bundle folder. Exported graphs take uint8 N×H×W×3 RGB frames. Every "
+                       "export is checked against the native model (on the shuffle's test images "
+                       "when exporting from a project) and refused beyond tolerance; the measured "
+                       "difference is recorded in the bundle's posed.yaml.")
+    p.add_argument("source", help="project folder/config.yaml, or a model bundle folder")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript"),
+                   help="export format")
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to create")
+    _model_args(p)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--fixed-size", type=_size, help="fix the input size WIDTHxHEIGHT (ONNX; "
+                   "default: dynamic height and width)")
+    prec = p.add_mutually_exclusive_group()
+    prec.add_argument("--fp16", action="store_true", help="half precision (for GPUs)")
+    prec.add_argument("--int8", nargs="?", const="static", choices=("static", "dynamic"),
+                      help="INT8 quantisation for CPUs: static (calibrated on the project's "
+                      "training images; the default) or dynamic")
+    p.add_argument("--no-simplify", action="store_true", help="skip graph simplification")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _common(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("engines", help="list engines and whether they are installed")
     _common(p)

@@ -50,6 +50,10 @@ class PoseRunner(ABC):
             raise InferenceError(f"frames must be N×H×W×3 RGB, got shape {frames.shape}")
         if frames.dtype != np.uint8:
             raise InferenceError(f"frames must be uint8, got {frames.dtype}")
+        size = self.bundle.input_size
+        if size and tuple(frames.shape[1:3]) != tuple(size):
+            raise InferenceError(f"this model takes {size[0]}×{size[1]} frames (height×width), "
+                                 f"got {frames.shape[1]}×{frames.shape[2]}")
         if frames.shape[0] == 0:
             return np.zeros((0, len(self.bodyparts), 3), dtype=np.float32)
         return self._forward(np.ascontiguousarray(frames))

@@ -54,7 +54,10 @@ class ModelBundle:
         mean: Per-channel mean on the 0..1 scale, subtracted from RGB input.
         std: Per-channel standard deviation on the 0..1 scale.
         weights: Weights files, each ``{"name": ..., "sha256": ...}``; the first is the main one.
+        input_size: ``[height, width]`` the weights only accept, or ``None`` for any size
+            (frames of another size must then be resized by the caller).
         source: Where the model came from (project, shuffle, snapshot, scorer, ...).
+        export: How the weights were exported (options, opset, measured parity), if they were.
         path: Bundle directory (not stored in the file).
     """
 
@@ -67,7 +70,9 @@ class ModelBundle:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     weights: list[dict[str, str]] = field(default_factory=list)
+    input_size: list[int] | None = None
     source: dict[str, Any] = field(default_factory=dict)
+    export: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     posed_version: str = posed.__version__
     format_version: int = FORMAT_VERSION

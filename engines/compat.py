@@ -70,6 +70,11 @@ class BackendSpec:
     module: str
     requires: str  # top-level module that must be importable
     extra: str  # pip extra that installs it
+    hint: str = ""  # install advice when the extra alone is not the whole story
+
+    def install_hint(self) -> str:
+        """What to run to make this engine available."""
+        return self.hint or f"pip install 'posed[{self.extra}]'"
 
 
 _REGISTRY: dict[Engine, BackendSpec] = {}
@@ -83,6 +88,9 @@ def register_engine(engine: Engine, spec: BackendSpec) -> None:
 
 
 register_engine(Engine.PYTORCH, BackendSpec("posed.engines.pytorch.backend", "torch", "torch"))
+register_engine(Engine.ONNX, BackendSpec(
+    "posed.engines.onnx.backend", "onnxruntime", "gpu",
+    hint="pip install onnxruntime (CPU) or 'posed[gpu]' (CUDA/TensorRT), never both"))
 
 
 def list_engines() -> list[str]:
@@ -112,7 +120,7 @@ def get_backend(engine: "str | Engine") -> ModuleType:
         )
     if importlib.util.find_spec(spec.requires) is None:
         raise EngineUnavailableError(
-            f"engine '{eng.value}' needs {spec.requires}: pip install 'posed[{spec.extra}]'"
+            f"engine '{eng.value}' needs {spec.requires}: {spec.install_hint()}"
         )
     return importlib.import_module(spec.module)
 
@@ -217,28 +225,33 @@ def train_network(project: "Project", shuffle: int = 1, engine: "str | Engine | 
     return fn(project, shuffle, config, progress=progress, resume=resume)
 
 
+def resolve_bundle(source: "str | Path | ModelBundle", engine: "str | Engine | None" = None, *,
+                   shuffle: int = 1, snapshot: int | str | None = None) -> "ModelBundle":
+    """The bundle behind a bundle folder, a bundle object, or a project's trained shuffle."""
+    from posed.engines.bundle import ModelBundle, is_bundle, load_bundle
+
+    if isinstance(source, ModelBundle):
+        return source
+    if is_bundle(source):
+        bundle = load_bundle(source)
+        return _with_snapshot(bundle, snapshot) if snapshot is not None else bundle
+    from posed.engines.project import load_project
+
+    project = load_project(source)
+    eng = resolve_engine(engine, project)
+    snap = get_snapshot(project, shuffle, eng, snapshot)
+    return _with_snapshot(load_bundle(snap.parent, verify=False), snap.stem.split("-")[1])
+
+
 def load_model(source: "str | Path | ModelBundle", engine: "str | Engine | None" = None,
                *, shuffle: int = 1, snapshot: int | str | None = None,
                **options: Any) -> "PoseRunner":
     """Load a runner from a bundle directory, a bundle object or a project (+ shuffle/snapshot).
 
-    The engine comes from ``engine``, else from the bundle itself.
+    The engine comes from ``engine``, else from the bundle itself. ``options`` go to the
+    engine's runner (``device``, ``threads``, ``provider``, ...).
     """
-    from posed.engines.bundle import ModelBundle, is_bundle, load_bundle
-
-    if isinstance(source, ModelBundle):
-        bundle = source
-    elif is_bundle(source):
-        bundle = load_bundle(source)
-        if snapshot is not None:
-            bundle = _with_snapshot(bundle, snapshot)
-    else:
-        from posed.engines.project import load_project
-
-        project = load_project(source)
-        eng = resolve_engine(engine, project)
-        snap = get_snapshot(project, shuffle, eng, snapshot)
-        bundle = _with_snapshot(load_bundle(snap.parent, verify=False), snap.stem.split("-")[1])
+    bundle = resolve_bundle(source, engine, shuffle=shuffle, snapshot=snapshot)
     eng = Engine.parse(engine) if engine is not None else Engine.parse(bundle.engine)
     return _capability(eng, "load_runner")(bundle, **options)
 
@@ -297,8 +310,51 @@ def analyze_images(source: "str | Path", paths: Sequence["str | Path"],
         return _analyze(runner, paths, **options)
 
 
-def export_model(bundle: "ModelBundle", fmt: str, out: "str | Path",
-                 engine: "str | Engine | None" = None, **options: Any) -> Path:
-    """Export a bundle to another format with the engine that produced it."""
-    eng = Engine.parse(engine) if engine is not None else Engine.parse(bundle.engine)
+def export_model(source: "str | Path | ModelBundle", fmt: str, out: "str | Path",
+                 engine: "str | Engine | None" = None, *, shuffle: int = 1,
+                 snapshot: int | str | None = None, **options: Any) -> Path:
+    """Export a trained model (bundle, bundle folder or project shuffle) to ``fmt`` in ``out``.
+
+    The engine that produced the model exports it. From a project, the parity check runs on
+    the shuffle's test images and INT8 calibration uses (up to 32 of) its training images.
+    """
+    bundle = resolve_bundle(source, engine, shuffle=shuffle, snapshot=snapshot)
+    if not hasattr(source, "bodyparts") and not _is_bundle_path(source):
+        from posed.engines.project import load_project
+
+        project = load_project(source)
+        size = options.get("fixed_size")
+        options.setdefault("check_frames", _project_frames(project, shuffle, "test", 8, size))
+        if options.get("precision") == "int8":
+            options.setdefault("calibration", _project_frames(project, shuffle, "train", 32, size))
+    eng = Engine.parse(bundle.engine)
     return _capability(eng, "export")(bundle, fmt, Path(out), **options)
+
+
+def _is_bundle_path(source: Any) -> bool:
+    from posed.engines.bundle import is_bundle
+
+    return isinstance(source, (str, Path)) and is_bundle(source)
+
+
+def _project_frames(project: "Project", shuffle: int, which: str, limit: int,
+                    size: "tuple[int, int] | None") -> Any:
+    """Up to ``limit`` labelled images of one split set as a uint8 batch of one size.
+
+    Images are resized to ``size`` (height, width) when given, else only those of the most
+    common size are used.
+    """
+    import collections
+
+    import cv2
+    import numpy as np
+
+    from posed.engines.project import load_image, load_split
+
+    split = load_split(project, shuffle)
+    names = list(split.test if which == "test" else split.train) or list(split.train)
+    images = [load_image(project.root, n) for n in names[: limit * 2]]
+    if size is not None:
+        images = [cv2.resize(im, (size[1], size[0]), interpolation=cv2.INTER_AREA) for im in images]
+    common = collections.Counter(im.shape for im in images).most_common(1)[0][0]
+    return np.stack([im for im in images if im.shape == common][:limit])

@@ -14,6 +14,7 @@ prints that line and exits non-zero; ``--debug`` or ``POSED_DEBUG=1`` shows the 
     │   ├── InferenceError           a forward pass failed
     │   └── CapabilityError          the engine cannot do what was asked (e.g. train)
     └── ExportError          exporting a model failed
+        └── ExportMismatchError  the export disagrees with the original model
 """
 
 from __future__ import annotations
@@ -64,3 +65,7 @@ class CapabilityError(EngineError):
 
 class ExportError(PosedError):
     """Exporting a model failed."""
+
+
+class ExportMismatchError(ExportError):
+    """An exported model disagrees with the original beyond the stated tolerance."""

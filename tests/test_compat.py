@@ -69,11 +69,10 @@ def test_engine_resolution_order():
         compat.resolve_engine(None, _Project("mxnet"))
 
 
-def test_unregistered_engine_is_a_clear_error():
-    if Engine.ONNX.value in compat.list_engines():
-        pytest.skip("onnx engine registered")
-    with pytest.raises(EngineUnavailableError, match="onnx"):
-        compat.get_backend("onnx")
+def test_unregistered_engine_is_a_clear_error(monkeypatch):
+    monkeypatch.delitem(compat._REGISTRY, Engine.TENSORFLOW, raising=False)
+    with pytest.raises(EngineUnavailableError, match="engine 'tensorflow' is not available"):
+        compat.get_backend("tf")
 
 
 def test_duplicate_registration_is_an_error():

@@ -67,7 +67,8 @@ def build_model(bundle: ModelBundle) -> PoseNet:
     try:
         return PoseNet(arch["net"], len(bundle.bodyparts), int(arch.get("output_stride", 16)),
                        pretrained=False, mean=tuple(bundle.mean), std=tuple(bundle.std),
-                       timm_model=arch.get("timm_model"), score=arch.get("score", "sigmoid"))
+                       timm_model=arch.get("timm_model"), score=arch.get("score", "sigmoid"),
+                       head=arch.get("head", "deconv3x3s2"))
     except KeyError as exc:
         raise ModelLoadError(f"{bundle.path}: architecture lacks '{exc.args[0]}'") from None
 
@@ -113,9 +114,60 @@ class TorchRunner(PoseRunner):
         return decode(scores, offsets, self.model.stride, self.bundle.locref_stdev)
 
 
-def load_runner(bundle: ModelBundle, **options: Any) -> TorchRunner:
+class TorchScriptRunner(PoseRunner):
+    """Inference of a TorchScript bundle (uint8 NHWC frames in, score maps and locref out)."""
+
+    engine = ENGINE
+
+    def __init__(self, bundle: ModelBundle, module: torch.jit.ScriptModule, device: torch.device) -> None:
+        super().__init__(bundle)
+        self.module = module
+        self.device = device
+
+    @classmethod
+    def load(cls, bundle: ModelBundle, device: str = "auto", threads: int | None = None,
+             **options: Any) -> "TorchScriptRunner":
+        if options:
+            raise ConfigError(f"pytorch engine: unknown option '{next(iter(options))}'")
+        if threads:
+            torch.set_num_threads(int(threads))
+        dev = select_device(device)
+        try:
+            module = torch.jit.load(str(bundle.weights_path), map_location=dev)
+        except Exception as exc:  # TorchScript raises RuntimeError and internal types alike
+            raise ModelLoadError(f"{bundle.weights_path}: cannot load TorchScript "
+                                 f"({str(exc).splitlines()[0]})") from exc
+        return cls(bundle, module.eval(), dev)
+
+    @torch.inference_mode()
+    def _forward(self, frames: np.ndarray) -> np.ndarray:
+        try:
+            scores, locref = self.module(torch.from_numpy(frames).to(self.device))
+        except RuntimeError as exc:
+            raise InferenceError(f"torchscript forward failed: {str(exc).splitlines()[0]}") from exc
+        return decode(scores.float().cpu().numpy(), locref.float().cpu().numpy(),
+                      self.bundle.stride, self.bundle.locref_stdev)
+
+
+def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
     """Engine entry point used by :func:`posed.engines.compat.load_model`."""
+    if bundle.format == "torchscript":
+        return TorchScriptRunner.load(bundle, **options)
     return TorchRunner.load(bundle, **options)
+
+
+EXPORT_FORMATS = ("torchscript", "onnx")
+
+
+def export(bundle: ModelBundle, fmt: str, out: Path, **options: Any) -> Path:
+    """Export a PyTorch bundle to ``torchscript`` or ``onnx`` (see :mod:`posed.exporters.torch`)."""
+    from posed.exporters import torch as exporters
+
+    if fmt == "torchscript":
+        return exporters.export_torchscript(bundle, out, **options)
+    if fmt == "onnx":
+        return exporters.export_onnx(bundle, out, **options)
+    raise ConfigError(f"format '{fmt}': the pytorch engine exports {', '.join(EXPORT_FORMATS)}")
 
 
 # ----------------------------------------------------------------------------- training

@@ -14,6 +14,13 @@ log = logging.getLogger(__name__)
 
 SCORES = ("sigmoid", "clip")
 
+# Head name -> (padding, output_padding) of the 3x3 stride-2 transposed convolutions.
+# ``deconv3x3s2`` (posed's own) gives a 2h x 2w grid. ``deconv3x3s2_nopad`` is DeepLabCut 3's
+# HeatmapHead layer: a (2h+1) x (2w+1) grid whose cell i is cell i-1 of the padded head, so
+# imported DeepLabCut weights need it to decode to the same pixels with the shared
+# (i + 0.5) * stride convention.
+HEADS = {"deconv3x3s2": (1, 1), "deconv3x3s2_nopad": (0, 0)}
+
 # posed net name -> timm model name
 TIMM_NAMES = {
     "resnet_50": "resnet50",
@@ -83,24 +90,30 @@ class PoseNet(nn.Module):
     network, so exported graphs accept raw pixels) and returns heatmap logits N×K×h×w and
     locref offsets N×2K×h×w at ``stride = output_stride / 2``. ``score`` says how heatmap
     outputs become probabilities: ``sigmoid`` (posed's models, trained with BCE) or ``clip``
-    to [0, 1] (DeepLabCut 3 models, trained with MSE on Gaussian targets).
+    to [0, 1] (DeepLabCut 3 models, trained with MSE on Gaussian targets). ``head`` is a
+    key of :data:`HEADS` (``deconv3x3s2_nopad`` for imported DeepLabCut 3 models).
     """
 
     def __init__(self, net: str, num_keypoints: int, output_stride: int = 16,
                  pretrained: bool | str = False,
                  mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
                  std: tuple[float, float, float] = (0.229, 0.224, 0.225),
-                 timm_model: str | None = None, score: str = "sigmoid") -> None:
+                 timm_model: str | None = None, score: str = "sigmoid",
+                 head: str = "deconv3x3s2") -> None:
         super().__init__()
         if score not in SCORES:
             raise ConfigError(f"score '{score}' is not one of {', '.join(SCORES)}")
+        if head not in HEADS:
+            raise ConfigError(f"head '{head}' is not one of {', '.join(HEADS)}")
         self.score = score
+        self.head = head
         self.backbone = build_backbone(net, output_stride, pretrained, timm_model)
         channels = self.backbone.feature_info.channels()[-1]
-        self.heatmap = nn.ConvTranspose2d(channels, num_keypoints, 3, stride=2, padding=1,
-                                          output_padding=1)
-        self.locref = nn.ConvTranspose2d(channels, 2 * num_keypoints, 3, stride=2, padding=1,
-                                         output_padding=1)
+        pad, out_pad = HEADS[head]
+        self.heatmap = nn.ConvTranspose2d(channels, num_keypoints, 3, stride=2, padding=pad,
+                                          output_padding=out_pad)
+        self.locref = nn.ConvTranspose2d(channels, 2 * num_keypoints, 3, stride=2, padding=pad,
+                                         output_padding=out_pad)
         # Heatmaps start near zero probability: a sparse target otherwise takes long to learn.
         nn.init.normal_(self.heatmap.weight, std=0.001)
         nn.init.constant_(self.heatmap.bias, -4.0)

@@ -1,0 +1,179 @@
+"""The ONNX Runtime engine: runs exported ``onnx`` bundles; imports neither torch nor TF.
+
+The exported graph takes uint8 N×H×W×3 RGB frames (conversion and normalisation are folded
+into it) and returns score maps and locref fields; decoding is the shared numpy code.
+
+Execution providers are chosen by :func:`choose_providers`, a pure function of the request
+and of what the installed onnxruntime offers. onnxruntime-gpu lists CUDA and TensorRT even
+on machines without a usable GPU and then silently runs on the CPU, so after creating the
+session the runner reads ``session.get_providers()`` and reports the provider really used.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from posed.engines.base import PoseRunner
+from posed.engines.bundle import ModelBundle
+from posed.engines.decoding import decode
+from posed.errors import ConfigError, InferenceError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+ENGINE = "onnx"
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def choose_providers(requested: str, available: list[str]) -> tuple[list[str], str]:
+    """Pick the execution providers for a request.
+
+    Args:
+        requested: ``auto``, ``tensorrt``, ``cuda`` or ``cpu``.
+        available: ``onnxruntime.get_available_providers()``.
+
+    Returns:
+        The provider list to pass to the session (CPU always last, as the fallback) and a
+        human-readable reason for the log.
+
+    Raises:
+        ConfigError: unknown provider name.
+    """
+    want = (requested or "auto").lower()
+    if want != "auto" and want not in PROVIDERS:
+        raise ConfigError(f"provider '{requested}' is not one of auto, {', '.join(PROVIDERS)}")
+    order = AUTO_ORDER if want == "auto" else AUTO_ORDER[AUTO_ORDER.index(want):]
+    chosen = [PROVIDERS[p] for p in order if PROVIDERS[p] in available]
+    if PROVIDERS["cpu"] not in chosen:
+        chosen.append(PROVIDERS["cpu"])
+    first = chosen[0]
+    if want == "auto":
+        reason = f"auto: {first} is the fastest provider this onnxruntime offers"
+    elif first == PROVIDERS[want]:
+        reason = f"{first} as requested"
+    else:
+        reason = (f"{PROVIDERS[want]} requested but this onnxruntime does not offer it "
+                  f"(available: {', '.join(available)}); falling back to {first}")
+    if want == "tensorrt" and PROVIDERS["cuda"] not in chosen and first == PROVIDERS["tensorrt"]:
+        reason += "; no CUDA provider for nodes TensorRT cannot run"
+    return chosen, reason
+
+
+def _provider_options(providers: list[str], cache_dir: Path | None) -> list[dict[str, Any]]:
+    options: list[dict[str, Any]] = []
+    for name in providers:
+        if name == PROVIDERS["tensorrt"] and cache_dir is not None:
+            # Keep built engines on disk: building one takes minutes, a restart should not.
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            options.append({"trt_engine_cache_enable": "True",
+                            "trt_engine_cache_path": str(cache_dir)})
+        else:
+            options.append({})
+    return options
+
+
+class OnnxRunner(PoseRunner):
+    """ONNX Runtime inference of an ``onnx`` bundle."""
+
+    engine = ENGINE
+
+    def __init__(self, bundle: ModelBundle, session: ort.InferenceSession, provider: str) -> None:
+        super().__init__(bundle)
+        self.session = session
+        self.provider = provider
+        self._input = session.get_inputs()[0].name
+        self._outputs = [o.name for o in session.get_outputs()]
+
+    @classmethod
+    def load(cls, bundle: ModelBundle, provider: str = "auto", threads: int | None = None,
+             optimization: str = "all", device: str | None = None, **options: Any) -> "OnnxRunner":
+        """Create the session.
+
+        Args:
+            bundle: An ``onnx`` bundle.
+            provider: ``auto``, ``tensorrt``, ``cuda`` or ``cpu``.
+            threads: Intra-op threads (default: onnxruntime's choice).
+            optimization: Graph optimisation level: disable, basic, extended, all.
+            device: Accepted for symmetry with other engines: ``cpu`` means provider ``cpu``,
+                ``cuda``/``cuda:N`` means provider ``cuda`` on that device.
+        """
+        if options:
+            raise ConfigError(f"onnx engine: unknown option '{next(iter(options))}'")
+        if bundle.format != "onnx":
+            raise ModelLoadError(f"{bundle.path}: onnx engine cannot run format '{bundle.format}'")
+        if optimization not in OPT_LEVELS:
+            raise ConfigError(f"optimization '{optimization}' is not one of {', '.join(OPT_LEVELS)}")
+        device_id = 0
+        if device and device != "auto":
+            if device == "cpu":
+                provider = "cpu"
+            elif device.startswith("cuda"):
+                provider = "cuda" if provider == "auto" else provider
+                device_id = int(device.split(":")[1]) if ":" in device else 0
+            else:
+                raise ConfigError(f"device '{device}' is not one of auto, cpu, cuda, cuda:N")
+        chosen, reason = choose_providers(provider, ort.get_available_providers())
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = OPT_LEVELS[optimization]
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.log_severity_level = 3  # the provider actually used is reported below instead
+        provider_options = _provider_options(chosen, bundle.path / "trt-cache" if bundle.path else None)
+        for name, popt in zip(chosen, provider_options):
+            if name in (PROVIDERS["cuda"], PROVIDERS["tensorrt"]):
+                popt["device_id"] = str(device_id)
+        try:
+            session = ort.InferenceSession(str(bundle.weights_path), sess_options=opts,
+                                           providers=chosen, provider_options=provider_options)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise ModelLoadError(f"{bundle.weights_path}: onnxruntime cannot load it "
+                                 f"({str(exc).splitlines()[0]})") from exc
+        used = session.get_providers()[0]
+        if used != chosen[0]:
+            log.warning("onnx engine: %s could not be used (no usable device or libraries); "
+                        "running on %s", chosen[0], used)
+        else:
+            log.info("onnx engine: %s (%s)", used, reason)
+        runner = cls(bundle, session, used)
+        runner._check_io()
+        return runner
+
+    def _check_io(self) -> None:
+        inputs = self.session.get_inputs()
+        where = self.bundle.weights_path
+        if len(inputs) != 1:
+            raise ModelLoadError(f"{where}: expected one input (uint8 frames), found {len(inputs)}")
+        if inputs[0].type != "tensor(uint8)" or len(inputs[0].shape) != 4:
+            raise ModelLoadError(f"{where}: input '{inputs[0].name}' is {inputs[0].type} with "
+                                 f"rank {len(inputs[0].shape)}; expected uint8 N×H×W×3")
+        if len(self._outputs) != 2:
+            raise ModelLoadError(f"{where}: expected outputs (scores, locref), found "
+                                 f"{', '.join(self._outputs)}")
+
+    def _forward(self, frames: np.ndarray) -> np.ndarray:
+        try:
+            scores, locref = self.session.run(self._outputs, {self._input: frames})
+        except Exception as exc:  # onnxruntime's errors are not a public hierarchy
+            raise InferenceError(f"onnxruntime run failed: {str(exc).splitlines()[0]}") from exc
+        return decode(scores, locref, self.bundle.stride, self.bundle.locref_stdev)
+
+
+def load_runner(bundle: ModelBundle, **options: Any) -> OnnxRunner:
+    """Engine entry point used by :func:`posed.engines.compat.load_model`."""
+    return OnnxRunner.load(bundle, **options)
+
