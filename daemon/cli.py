@@ -154,6 +154,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_dlc(args: argparse.Namespace) -> int:
+    from posed.engines.compat import get_backend
+
+    get_backend("pytorch")  # a clear install hint when torch is missing
+    from posed.exporters.dlc import import_dlc_pytorch
+
+    print(import_dlc_pytorch(args.file, args.out, overwrite=args.overwrite))
+    return 0
+
+
 def cmd_engines(args: argparse.Namespace) -> int:
     from posed.engines import compat
 
@@ -287,6 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _common(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import-dlc", formatter_class=fmt, epilog=EPILOG,
+                       help="convert a DeepLabCut 3 PyTorch export (.pt) into a posed bundle",
+                       description="Convert the .pt written by DeepLabCut 3's export_model "
+                       "(single-animal ResNet heatmap models) into a posed bundle folder. The file "
+                       "is read with torch.load(weights_only=True): anything that is not plain "
+                       "weights and settings is refused. The bundle predicts DeepLabCut's own "
+                       "keypoints and can be exported to ONNX/TorchScript like any other.")
+    p.add_argument("file", type=Path, help="DLC_<task>_<net>_iteration-I_shuffle-K_snapshot-N.pt")
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to create")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _common(p)
+    p.set_defaults(func=cmd_import_dlc)
 
     p = sub.add_parser("engines", help="list engines and whether they are installed")
     _common(p)

@@ -102,7 +102,8 @@ def decode(
     """Turn score maps (and locref fields) into keypoints by argmax + refinement.
 
     Args:
-        scores: N×K×h×w probabilities (after the sigmoid).
+        scores: N×K×h×w scores (sigmoid probabilities, or raw maps of models trained
+            with MSE; the likelihood read at the argmax is clipped to [0, 1]).
         locref: N×2K×h×w offsets (interleaved x, y), or None to use cell centres only.
         stride: Input pixels per grid cell.
         locref_stdev: Scale the offsets were trained with.
@@ -118,7 +119,8 @@ def decode(
     flat = np.where(np.isfinite(flat), flat, -np.inf)
     idx = flat.argmax(axis=2)  # N×K
     row, col = np.divmod(idx, w)
-    likelihood = np.take_along_axis(flat, idx[..., None], axis=2)[..., 0]
+    # Clipped: models trained with MSE (DeepLabCut 3) can overshoot 1 or undershoot 0.
+    likelihood = np.clip(np.take_along_axis(flat, idx[..., None], axis=2)[..., 0], 0.0, 1.0)
     x = (col.astype(np.float32) + 0.5) * stride
     y = (row.astype(np.float32) + 0.5) * stride
     if locref is not None:

@@ -103,7 +103,8 @@ def read_dlc_export(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
             found = re.search(r"GLOBAL ([\w.]+)", text)
             what = f" (it asks to unpickle {found.group(1)})" if found else ""
             raise ModelLoadError(f"{path}: refused: not a plain weights file{what}") from None
-        reason = " ".join(text.split())[:200] or type(exc).__name__
+        first = " ".join(text.split()).split(". ")[0][:160]
+        reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
         raise ModelLoadError(f"{path}: cannot read: truncated or corrupt file ({reason})") from None
     if not isinstance(data, Mapping):
         raise ModelLoadError(f"{path}: not a DeepLabCut export (expected a dict with 'config' "
@@ -205,7 +206,8 @@ def _model_spec(config: Mapping, path: Path) -> dict[str, Any]:
         kind = {"td": "top-down", "ctd": "conditional top-down"}.get(method, f"method '{method}'")
         raise _unsupported(path, f"{kind} models (method '{method}')")
     bodyparts = _get(config, "metadata.bodyparts", path)
-    if not isinstance(bodyparts, list) or not bodyparts or not all(isinstance(b, str) for b in bodyparts):
+    if not (isinstance(bodyparts, list) and bodyparts
+            and all(isinstance(b, str) for b in bodyparts)):
         raise ModelLoadError(f"{path}: config key 'metadata.bodyparts' is not a list of names")
     metadata = config["metadata"]
     individuals = metadata.get("individuals") or []
@@ -245,7 +247,8 @@ def _model_spec(config: Mapping, path: Path) -> dict[str, Any]:
         raise _unsupported(path, f"predictor '{predictor.get('type')}'")
     locref_cfg = head.get("locref_config")
     # DeepLabCut's predictor defaults: apply_sigmoid True, clip_scores False, locref True.
-    location_refinement = bool(predictor.get("location_refinement", True)) and locref_cfg is not None
+    location_refinement = (bool(predictor.get("location_refinement", True))
+                           and locref_cfg is not None)
     if locref_cfg is not None:
         _check_deconv(locref_cfg, "locref", 2 * k, path)
     if predictor.get("apply_sigmoid", True):
@@ -278,7 +281,8 @@ def _check_deconv(cfg: Mapping, name: str, out_channels: int, path: Path) -> Non
     kernels, strides = list(cfg.get("kernel_size") or []), list(cfg.get("strides") or [])
     channels = list(cfg.get("channels") or [])
     if len(kernels) != 1:
-        raise _unsupported(path, f"{len(kernels)} deconvolution layers in HeatmapHead {name}_config")
+        raise _unsupported(path, f"{len(kernels)} deconvolution layers in HeatmapHead "
+                                 f"{name}_config")
     if kernels[0] != 3 or strides != [2]:
         raise _unsupported(path, f"HeatmapHead {name}_config kernel {kernels[0]} stride {strides}")
     if len(channels) != 2 or channels[1] != out_channels:
@@ -329,7 +333,8 @@ def _map_state_dict(pose: Mapping[str, torch.Tensor], spec: dict[str, Any],
         # DeepLabCut then decodes cell centres only: zero offsets do exactly that.
         weight = state.get("heatmap.weight")
         if weight is None:
-            raise ModelLoadError(f"{path}: 'pose' lacks '{_HEAD_PREFIX}heatmap_head.deconv_layers.0.weight'")
+            raise ModelLoadError(f"{path}: 'pose' lacks "
+                                 f"'{_HEAD_PREFIX}heatmap_head.deconv_layers.0.weight'")
         k = len(spec["bodyparts"])
         state["locref.weight"] = weight.new_zeros((weight.shape[0], 2 * k, *weight.shape[2:]))
         state["locref.bias"] = weight.new_zeros(2 * k)
@@ -373,7 +378,9 @@ def _source(config: Mapping, path: Path, spec: dict[str, Any]) -> dict[str, Any]
     if found and task:
         shuffle, snapshot = int(found["shuffle"]), found["snapshot"]
         # Kept as text where an int would change it ("best-200", "050").
-        snap: int | str = int(snapshot) if snapshot.isdigit() and str(int(snapshot)) == snapshot else snapshot
+        snap: int | str = snapshot
+        if snapshot.isdigit() and str(int(snapshot)) == snapshot:
+            snap = int(snapshot)
         scorer = scorer_name(net_type, task + (date or ""), shuffle, snap)
         source.update(task=task, iteration=int(found["iteration"]), shuffle=shuffle,
                       snapshot=snap, scorer=scorer, dlc_scorer="DLC" + scorer[len("posed"):])

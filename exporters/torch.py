@@ -2,7 +2,7 @@
 
 Both exports take uint8 N×H×W×3 RGB frames: the layout change, the cast and the
 normalisation are folded into the graph, so a runtime hands decoded frames straight in.
-They return score maps in [0, 1] (sigmoid or clip applied in the graph) and locref fields;
+They return score maps (sigmoid applied in the graph for BCE-trained models) and locref fields;
 decoding stays in the shared numpy code. Every export runs the original model and the
 exported one on the same frames and records the largest keypoint difference in the new
 bundle's ``posed.yaml`` (``export.parity``); an export that disagrees beyond its tolerance

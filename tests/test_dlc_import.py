@@ -18,11 +18,11 @@ torch = pytest.importorskip("torch")
 
 from posed.errors import ExportError, ModelLoadError  # noqa: E402
 
-MODEL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "dlc3-openfield-resnet50"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+MODEL_DIR = SHARED / "models" / "dlc3-openfield-resnet50"
 PT_FILE = MODEL_DIR / "DLC_openfield_NetType.RESNET_50_iteration-0_shuffle-1_snapshot-1.pt"
 H5_FILE = MODEL_DIR / "m3v1mp4DLC_Resnet50_openfieldOct30shuffle1_snapshot_1.h5"
-VIDEO = (MODEL_DIR.parents[1] / "data" / "dlc-examples" / "openfield-Pranav-2018-10-30"
-         / "videos" / "m3v1mp4.mp4")
+VIDEO = SHARED / "data" / "dlc-examples" / "openfield-Pranav-2018-10-30" / "videos" / "m3v1mp4.mp4"
 
 XY_TOL_PX = 1e-2
 LIKELIHOOD_TOL = 1e-3
@@ -51,7 +51,8 @@ def imported(tmp_path_factory) -> Path:
 
 def _save_export(path: Path, config: dict, pose: dict | None = None) -> Path:
     """A DeepLabCut-style export with ``config`` and a small stand-in state dict."""
-    torch.save({"config": config, "pose": pose if pose is not None else {"w": torch.zeros(1)}}, path)
+    pose = pose if pose is not None else {"w": torch.zeros(1)}
+    torch.save({"config": config, "pose": pose}, path)
     return path
 
 
@@ -72,8 +73,9 @@ def test_imported_bundle_loads_with_hash_check(imported):
     bundle = load_bundle(imported, verify=True)
     assert bundle.engine == "pytorch" and bundle.format == "safetensors"
     assert bundle.bodyparts == ["snout", "leftear", "rightear", "tailbase"]
-    assert bundle.architecture == {"net": "resnet_50", "timm_model": "resnet50_gn", "output_stride": 16,
-                                   "score": "clip", "head": "deconv3x3s2_nopad"}
+    assert bundle.architecture == {"net": "resnet_50", "timm_model": "resnet50_gn",
+                                   "output_stride": 16, "score": "clip",
+                                   "head": "deconv3x3s2_nopad"}
     assert bundle.stride == 8.0
     assert bundle.locref_stdev == pytest.approx(7.2801)
     assert bundle.mean == pytest.approx((0.485, 0.456, 0.406))
@@ -81,7 +83,8 @@ def test_imported_bundle_loads_with_hash_check(imported):
     assert src["imported_from"] == "deeplabcut"
     assert src["file"] == PT_FILE.name
     assert src["sha256"] == "d8866070628871746575a47db825bbd1fc71a1fed64c6c0e77d8b7f0cba52f53"
-    assert (src["task"], src["date"], src["shuffle"], src["snapshot"]) == ("openfield", "Oct30", 1, 1)
+    assert (src["task"], src["date"]) == ("openfield", "Oct30")
+    assert (src["shuffle"], src["snapshot"]) == (1, 1)
     assert bundle.scorer == "posed_Resnet50_openfieldOct30shuffle1_snapshot_1"
     # The scorer DeepLabCut itself wrote into its h5 for this model.
     assert src["dlc_scorer"] == "DLC_Resnet50_openfieldOct30shuffle1_snapshot_1"
@@ -307,7 +310,8 @@ def test_scorer_without_project_path_or_pattern(tmp_path, dlc_config):
     named = tmp_path / "DLC_my_task_resnet_50_iteration-2_shuffle-3_snapshot-best-200.pt"
     named.write_bytes(b"x")
     src = _source(config, named, spec)
-    assert (src["task"], src["iteration"], src["shuffle"], src["snapshot"]) == ("my_task", 2, 3, "best-200")
+    assert (src["task"], src["iteration"]) == ("my_task", 2)
+    assert (src["shuffle"], src["snapshot"]) == (3, "best-200")
     assert src["scorer"] == "posed_Resnet50_my_taskshuffle3_snapshot_best-200"
     assert "date" not in src
     renamed = tmp_path / "my model.pt"

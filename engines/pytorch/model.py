@@ -130,8 +130,10 @@ class PoseNet(nn.Module):
         return self.heatmap(feats), self.locref(feats)
 
     def probabilities(self, heat: torch.Tensor) -> torch.Tensor:
-        """Heatmap outputs to scores in [0, 1] as this model was trained."""
-        return torch.sigmoid(heat) if self.score == "sigmoid" else heat.clamp(0.0, 1.0)
+        """Heatmap outputs to the scores decoding takes the argmax of, as the model was trained."""
+        # For ``clip`` models the map is passed on raw: DeepLabCut takes the argmax before
+        # clipping, and decoding clips the likelihood it reads to [0, 1].
+        return torch.sigmoid(heat) if self.score == "sigmoid" else heat
 
     @torch.no_grad()
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
