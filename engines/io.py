@@ -62,6 +62,16 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe.
+_UMASK = _read_umask()
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Give a temporary path to write, then move it onto ``path`` if the block succeeds.
@@ -89,6 +99,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         try:
             yield tmp
+            # Some writers (safetensors) create files 0600; outputs get the usual
+            # umask-based mode, as a plain open() would have given them.
+            os.chmod(tmp, 0o666 & ~_UMASK)
             _fsync_file(tmp)
             os.replace(tmp, final)
         except BaseException:

@@ -5,8 +5,9 @@
 Everything here is synthetic and made by posed itself (no third-party data): a synthetic
 project (seed 0, 150 labelled 128x128 frames) is generated, a MobileNetV2-0.35 model is
 trained on it from random weights with the PyTorch engine, and the newest snapshot is copied
-with its ``posed.yaml`` into ``configs/demo/model/``. The clip is a 300-frame synthetic video
-(seed 1, a different animal and floor than the training frames) with its ground truth.
+with its ``posed.yaml`` into ``configs/demo/model/``. The clip is the project's 300-frame
+video of the same synthetic "session" (same animal and floor, as a lab labels frames from
+its own rig) with its ground truth; none of its frames is a labelled frame.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ SETTINGS = {"net": "mobilenet_v2_0.35", "output_stride": 8, "lr": 3e-3, "epochs"
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         proj = Path(tmp) / "demo-project"
-        generate_project(proj, frames=150, size=(128, 128), seed=0, video_frames=0, task="demo",
+        generate_project(proj, frames=150, size=(128, 128), seed=0, video_frames=300, task="demo",
                          scorer="synth")
         project = load_project(proj)
         folder = compat.train_network(project, 1, "pytorch", dict(SETTINGS))
@@ -42,11 +43,8 @@ def main() -> None:
         source = {k: v for k, v in bundle.source.items() if k != "project"}
         source["note"] = "synthetic demo model, built by configs/demo/make_assets.py"
         dataclasses.replace(bundle, source=source).save(out, ["model.safetensors"])
-
-        clip = Path(tmp) / "clip-project"
-        generate_project(clip, frames=1, size=(128, 128), seed=1, video_frames=300)
-        shutil.copy2(clip / "videos" / "synth1.mp4", HERE / "clip.mp4")
-        shutil.copy2(clip / "videos" / "synth1_truth.csv", HERE / "clip_truth.csv")
+        shutil.copy2(proj / "videos" / "synth1.mp4", HERE / "clip.mp4")
+        shutil.copy2(proj / "videos" / "synth1_truth.csv", HERE / "clip_truth.csv")
 
 
 if __name__ == "__main__":
