@@ -10,12 +10,11 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-# The venv is rebuilt when pyproject.toml changes. pip takes torch/torchvision from the
+# The venv is created once and re-installed when pyproject.toml changes. pip takes torch/torchvision from the
 # local wheel cache where the machine provides one (see README, "Installing").
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip 2>/dev/null || true
 	$(PIP) install --quiet -e '.[dev]'
 	touch $(STAMP)
 

@@ -143,7 +143,13 @@ def load_bundle(path: str | Path, verify: bool = True) -> ModelBundle:
     for key in _REQUIRED:
         if key not in data:
             raise ModelLoadError(f"{meta_file}: missing key '{key}'")
-    if data["format_version"] != FORMAT_VERSION:
+    version = data["format_version"]
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise ModelLoadError(
+            f"{meta_file}: written by a newer posed ({data.get('posed_version', '?')}, "
+            f"format_version {version}); this posed {posed.__version__} reads format_version "
+            f"{FORMAT_VERSION}: upgrade posed")
+    if version != FORMAT_VERSION:
         raise ModelLoadError(
             f"{meta_file}: format_version {data['format_version']!r} is not supported "
             f"(this posed reads version {FORMAT_VERSION})"

@@ -245,8 +245,10 @@ class SampleMaker:
         kpts = self.keypoints[index]
         out_w, out_h = self.out_size(index)
         matrix = self._affine(image.shape[:2], kpts, (out_w, out_h), rng, augment)
+        # Constant (black) fill: reflecting the border would mirror body parts into the
+        # sample without labels, teaching the network that a visible part is background.
         warped = cv2.warpAffine(image, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REFLECT_101)
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         ones = np.ones((kpts.shape[0], 1))
         moved = np.concatenate([kpts, ones], axis=1) @ matrix.T
         inside = (moved[:, 0] >= 0) & (moved[:, 0] <= out_w - 1) & (moved[:, 1] >= 0) & (

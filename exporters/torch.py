@@ -157,9 +157,11 @@ def export_torchscript(bundle: ModelBundle, out: str | Path, *, check_frames: np
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings; the parity check below is the test
             traced = torch.jit.trace(wrapper, torch.from_numpy(frames[:1]), check_trace=False)
-        traced = torch.jit.freeze(traced.eval())
-        traced.save(str(staging / "model.pt"))
-        loaded = torch.jit.load(str(staging / "model.pt"), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript deprecation notices
+            traced = torch.jit.freeze(traced.eval())
+            traced.save(str(staging / "model.pt"))
+            loaded = torch.jit.load(str(staging / "model.pt"), map_location="cpu")
         # A second size: a trace that baked the first size in would mis-predict on others.
         other = np.ascontiguousarray(np.pad(frames, ((0, 0), (16, 0), (0, 32), (0, 0))))
         parity = {}

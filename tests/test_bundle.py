@@ -45,8 +45,13 @@ def test_missing_weights_and_bad_version(tmp_path):
         load_bundle(tmp_path)
     meta = yaml.safe_load((tmp_path / BUNDLE_FILE).read_text())
     meta["format_version"] = 99
+    meta["posed_version"] = "9.0.0"
     (tmp_path / BUNDLE_FILE).write_text(yaml.safe_dump(meta))
-    with pytest.raises(ModelLoadError, match="format_version 99"):
+    with pytest.raises(ModelLoadError, match=r"newer posed \(9\.0\.0, format_version 99\).*upgrade"):
+        load_bundle(tmp_path)
+    meta["format_version"] = "one"
+    (tmp_path / BUNDLE_FILE).write_text(yaml.safe_dump(meta))
+    with pytest.raises(ModelLoadError, match="format_version 'one' is not supported"):
         load_bundle(tmp_path)
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,11 @@ class TorchScriptRunner(PoseRunner):
             torch.set_num_threads(int(threads))
         dev = select_device(device)
         try:
-            module = torch.jit.load(str(bundle.weights_path), map_location=dev)
+            with warnings.catch_warnings():
+                # torch 2.14 marks TorchScript as deprecated; it still runs, and the bundle
+                # format is what users chose to export.
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(str(bundle.weights_path), map_location=dev)
         except Exception as exc:  # TorchScript raises RuntimeError and internal types alike
             raise ModelLoadError(f"{bundle.weights_path}: cannot load TorchScript "
                                  f"({str(exc).splitlines()[0]})") from exc

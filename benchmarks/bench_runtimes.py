@@ -1,0 +1,137 @@
+"""Benchmark: one model on every runtime posed has (not a test).
+
+Exports one PyTorch bundle to TorchScript, ONNX FP32 and ONNX INT8 (static, calibrated on
+the benchmark frames), then runs each runner through the common interface on the same
+frames and records frames/s and per-batch latency percentiles, plus the keypoint difference
+to native PyTorch. Writes JSON (machine, versions, settings, figures) to
+``benchmarks/results/`` and prints a Markdown table.
+
+    python benchmarks/bench_runtimes.py                       # bundled demo model, 640x480
+    python benchmarks/bench_runtimes.py --net resnet_50 --size 320x240 --batch 1 8
+
+With ``--net`` the model has random weights (speed does not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info  # noqa: E402
+
+from posed.engines import compat  # noqa: E402
+from posed.engines.bundle import ModelBundle, load_bundle  # noqa: E402
+from posed.engines.io import atomic_write_text  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DEMO = HERE.parent / "configs" / "demo" / "model"
+
+
+def random_bundle(net: str, folder: Path, keypoints: int = 4) -> ModelBundle:
+    """A randomly initialised PyTorch bundle of ``net`` (output stride 16)."""
+    from safetensors.torch import save_file
+
+    from posed.engines.pytorch.model import TIMM_NAMES, PoseNet
+
+    model = PoseNet(net, keypoints, 16)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "w.safetensors"))
+    bundle = ModelBundle(engine="pytorch", format="safetensors",
+                         bodyparts=[f"part{i}" for i in range(keypoints)],
+                         architecture={"net": net, "output_stride": 16, "timm_model": TIMM_NAMES[net]},
+                         stride=8.0, locref_stdev=7.2801, source={"scorer": f"random_{net}"})
+    bundle.save(folder, ["w.safetensors"])
+    return bundle
+
+
+def measure(runner, frames: np.ndarray, batch: int, seconds: float) -> dict:
+    """Run batches until ``seconds`` pass (after warm-up); frames/s and latency percentiles."""
+    batches = [frames[i:i + batch] for i in range(0, len(frames) - batch + 1, batch)]
+    for b in batches[:2]:
+        runner.predict(b)  # warm-up: lazy allocation, kernel selection
+    lat = []
+    start = time.perf_counter()
+    i = 0
+    while time.perf_counter() - start < seconds or len(lat) < 5:
+        t0 = time.perf_counter()
+        runner.predict(batches[i % len(batches)])
+        lat.append(time.perf_counter() - t0)
+        i += 1
+    total = time.perf_counter() - start
+    ms = np.array(lat) * 1000
+    return {"batch": batch, "batches": len(lat), "frames_per_s": round(len(lat) * batch / total, 2),
+            "latency_ms_p50": round(float(np.percentile(ms, 50)), 3),
+            "latency_ms_p95": round(float(np.percentile(ms, 95)), 3),
+            "latency_ms_p99": round(float(np.percentile(ms, 99)), 3)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--net", help="random-weights model of this net instead of the demo model")
+    ap.add_argument("--size", default="640x480", help="frame WIDTHxHEIGHT")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--seconds", type=float, default=5.0, help="measuring time per case")
+    ap.add_argument("--threads", type=int, help="intra-op threads for every runtime")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "bench_runtimes.json")
+    args = ap.parse_args()
+    w, h = (int(v) for v in args.size.split("x"))
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (max(args.batch) * 4, h, w, 3), dtype=np.uint8)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        bundle = random_bundle(args.net, tmp / "native") if args.net else load_bundle(DEMO)
+        exports = {
+            "pytorch-eager": bundle.path,
+            "torchscript": compat.export_model(bundle, "torchscript", tmp / "ts"),
+            "onnx-fp32": compat.export_model(bundle, "onnx", tmp / "onnx"),
+            "onnx-int8": compat.export_model(bundle, "onnx", tmp / "int8", precision="int8",
+                                             calibration=frames[:16], check_frames=frames[:4]),
+        }
+        opts = {"threads": args.threads} if args.threads else {}
+        native = compat.load_model(bundle.path, device="cpu", **opts)
+        reference = native.predict(frames[:8])
+        for name, path in exports.items():
+            extra = {"provider": "cpu"} if name.startswith("onnx") else {"device": "cpu"}
+            runner = native if name == "pytorch-eager" else compat.load_model(path, **extra, **opts)
+            got = runner.predict(frames[:8])
+            diff = float(np.nanmax(np.linalg.norm(got[..., :2] - reference[..., :2], axis=-1)))
+            for batch in args.batch:
+                row = {"runtime": name, **measure(runner, frames, batch, args.seconds),
+                       "max_px_vs_pytorch": round(diff, 4)}
+                results.append(row)
+                print(json.dumps(row), flush=True)
+        results.append({"runtime": "tensorflow", "skipped": "TensorFlow engine not built yet"})
+    record = {
+        "benchmark": "bench_runtimes",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "model": {"net": bundle.architecture.get("net"), "weights": "random" if args.net else "demo",
+                  "output_stride": bundle.architecture.get("output_stride"),
+                  "keypoints": len(bundle.bodyparts)},
+        "input": {"width": w, "height": h}, "threads": args.threads, "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
+    print(f"\n| runtime | batch | frames/s | p50 ms | p95 ms | p99 ms | max px vs PyTorch |\n"
+          f"|---|---|---|---|---|---|---|")
+    for r in results:
+        if "skipped" in r:
+            print(f"| {r['runtime']} | – | – | – | – | – | {r['skipped']} |")
+        else:
+            print(f"| {r['runtime']} | {r['batch']} | {r['frames_per_s']} | {r['latency_ms_p50']} | "
+                  f"{r['latency_ms_p95']} | {r['latency_ms_p99']} | {r['max_px_vs_pytorch']} |")
+    print(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Shared training pieces: augmentation geometry, targets on samples, schedules, settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from posed.engines.training import AugmentConfig, SampleMaker, TrainConfig, lr_at, make_train_config
+from posed.errors import ConfigError
+
+
+def _dot_image(points, size=(96, 128)):
+    img = np.zeros((*size, 3), np.uint8)
+    for k, (x, y) in enumerate(points):
+        img[int(y) - 1:int(y) + 2, int(x) - 1:int(x) + 2, k % 3] = 255
+    return img
+
+
+@pytest.mark.parametrize("crop", [None, (64, 64)])
+def test_augmented_keypoints_stay_on_the_pixels_they_label(crop):
+    points = np.array([[40.0, 30.0], [90.0, 60.0], [60.0, 50.0]])
+    cfg = TrainConfig(crop=crop, augment=AugmentConfig(rotation=40, scale=(0.7, 1.3), shift=0.1,
+                                                       blur_prob=0.0, noise=0.0, brightness=0.0,
+                                                       contrast=0.0))
+    maker = SampleMaker([_dot_image(points)], [points], cfg, lambda h, w: (h // 4, w // 4), 4.0)
+    rng = np.random.default_rng(1)
+    checked = 0
+    for _ in range(20):
+        sample = maker.sample(0, rng)
+        image = sample["image"]
+        assert image.shape == ((64, 64, 3) if crop else (96, 128, 3))
+        from posed.engines.decoding import decode
+
+        kpts = decode(sample["heatmap"][None], sample["locref"][None], 4.0,
+                      cfg.target.locref_stdev)[0]
+        for k in range(3):
+            if sample["heatmap_weight"][k, 0, 0] == 0:
+                continue  # pushed out of the crop: marked missing
+            x, y = kpts[k, :2]
+            # The dot's colour channel is brightest where the target says the keypoint is.
+            ys, xs = np.nonzero(image[..., k % 3] > 128)
+            assert np.hypot(xs.mean() - x, ys.mean() - y) < 1.5
+            checked += 1
+    assert checked > 30
+
+
+def test_photometric_augmentation_changes_pixels_not_geometry():
+    points = np.array([[40.0, 30.0]])
+    cfg = TrainConfig(augment=AugmentConfig(rotation=0, scale=(1, 1), shift=0, blur_prob=1.0,
+                                            noise=0.05, brightness=0.2, contrast=0.2))
+    maker = SampleMaker([_dot_image(points)], [points], cfg, lambda h, w: (h // 4, w // 4), 4.0)
+    a = maker.sample(0, np.random.default_rng(0))
+    b = maker.sample(0, np.random.default_rng(0), augment=False)
+    assert not np.array_equal(a["image"], b["image"])
+    np.testing.assert_allclose(a["heatmap"], b["heatmap"])
+
+
+def test_cosine_schedule_warms_up_then_decays():
+    cfg = TrainConfig(epochs=10, lr=1e-3, warmup_epochs=1.0)
+    assert lr_at(cfg, 0.5) == pytest.approx(5e-4)
+    assert lr_at(cfg, 1.0) == pytest.approx(1e-3)
+    values = [lr_at(cfg, e) for e in np.linspace(1, 10, 20)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert lr_at(cfg, 10) == pytest.approx(1e-5)
+    step = TrainConfig(epochs=10, lr=1.0, schedule="step")
+    assert [lr_at(step, e) for e in (0, 6, 9)] == pytest.approx([1.0, 0.1, 0.01])
+
+
+def test_settings_layers_and_errors():
+    cfg = make_train_config([("defaults", {"net": "resnet_18", "epochs": 5}),
+                             ("file.yaml", {"epochs": 7, "crop": [64, 48]}),
+                             ("command line", {"epochs": None, "batch_size": 4})])
+    assert (cfg.net, cfg.epochs, cfg.crop, cfg.batch_size) == ("resnet_18", 7, (64, 48), 4)
+    with pytest.raises(ConfigError, match="file.yaml: key 'crop': expected"):
+        make_train_config([("file.yaml", {"crop": [64]})])
+    with pytest.raises(ConfigError, match="schedule 'linear'"):
+        make_train_config([("x", {"schedule": "linear"})])
+    with pytest.raises(ConfigError, match="file.yaml: key 'target': target kind 'box'"):
+        make_train_config([("file.yaml", {"target": {"kind": "box"}})])
+    with pytest.raises(ConfigError, match="epochs must be at least 1"):
+        make_train_config([("x", {"epochs": 0})])
+
+
+def test_local_pretrained_backbone_weights_are_loaded(tmp_path):
+    torch = pytest.importorskip("torch")
+    import timm
+
+    from posed.engines.pytorch.model import PoseNet
+
+    donor = timm.create_model("resnet18", pretrained=False)
+    torch.save(donor.state_dict(), tmp_path / "resnet18.pth")
+    model = PoseNet("resnet_18", 2, 16, pretrained=str(tmp_path / "resnet18.pth"))
+    torch.testing.assert_close(model.backbone.conv1.weight, donor.conv1.weight)
+    torch.save({"not": "weights", "w": torch.zeros(1)}, tmp_path / "bad.pth")
+    from posed.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="does not fit resnet_18"):
+        PoseNet("resnet_18", 2, 16, pretrained=str(tmp_path / "bad.pth"))
