@@ -52,6 +52,14 @@ def random_bundle(net: str, folder: Path, keypoints: int = 4) -> ModelBundle:
     return bundle
 
 
+def _clip_frames(n: int) -> np.ndarray:
+    """The first ``n`` frames of the demo clip (what the demo model was trained for)."""
+    from posed.engines.video import VideoReader
+
+    with VideoReader(DEMO.parent / "clip.mp4") as reader:
+        return next(iter(reader.batches(n)))[1]
+
+
 def measure(runner, frames: np.ndarray, batch: int, seconds: float) -> dict:
     """Run batches until ``seconds`` pass (after warm-up); frames/s and latency percentiles."""
     batches = [frames[i:i + batch] for i in range(0, len(frames) - batch + 1, batch)]
@@ -98,15 +106,22 @@ def main() -> int:
         }
         opts = {"threads": args.threads} if args.threads else {}
         native = compat.load_model(bundle.path, device="cpu", **opts)
-        reference = native.predict(frames[:8])
+        # Agreement is measured on frames the model was trained for (the demo clip): on noise
+        # the score maps are flat and their argmax says nothing about the runtime.
+        check = None if args.net else _clip_frames(32)
+        reference = native.predict(check) if check is not None else None
         for name, path in exports.items():
             extra = {"provider": "cpu"} if name.startswith("onnx") else {"device": "cpu"}
             runner = native if name == "pytorch-eager" else compat.load_model(path, **extra, **opts)
-            got = runner.predict(frames[:8])
-            diff = float(np.nanmax(np.linalg.norm(got[..., :2] - reference[..., :2], axis=-1)))
+            diff = None
+            if reference is not None:
+                got = runner.predict(check)
+                seen = reference[..., 2] >= 0.5
+                dist = np.linalg.norm(got[..., :2] - reference[..., :2], axis=-1)[seen]
+                diff = round(float(dist.max()), 4) if dist.size else None
             for batch in args.batch:
                 row = {"runtime": name, **measure(runner, frames, batch, args.seconds),
-                       "max_px_vs_pytorch": round(diff, 4)}
+                       "max_px_vs_pytorch": diff}
                 results.append(row)
                 print(json.dumps(row), flush=True)
         results.append({"runtime": "tensorflow", "skipped": "TensorFlow engine not built yet"})
@@ -121,7 +136,8 @@ def main() -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
-    print(f"\n| runtime | batch | frames/s | p50 ms | p95 ms | p99 ms | max px vs PyTorch |\n"
+    print(f"\n| runtime | batch | frames/s | p50 ms | p95 ms | p99 ms | max px vs PyTorch "
+          f"(visible keypoints, demo clip) |\n"
           f"|---|---|---|---|---|---|---|")
     for r in results:
         if "skipped" in r:

@@ -164,6 +164,50 @@ def cmd_import_dlc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from posed.daemon.config import load_config
+    from posed.daemon.service import serve
+
+    cfg = load_config(args.config)
+    if not args.debug:
+        logging.getLogger().setLevel(cfg.log_level.upper())
+    return serve(cfg)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from posed.daemon.service import check_config
+
+    print(check_config(args.file))
+    return 0
+
+
+def _curve_client(args: argparse.Namespace) -> object | None:
+    if not (args.client_key or args.server_key):
+        return None
+    if not (args.client_key and args.server_key):
+        raise ConfigError("CurveZMQ needs both --client-key and --server-key")
+    from posed.daemon.keys import CurveClient
+
+    return CurveClient(args.client_key, args.server_key)
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from posed.daemon.client import listen
+
+    n = listen(args.endpoint, csv=args.csv, h5=args.h5, count=args.count, timeout_s=args.timeout,
+               cameras=args.camera or None, curve=_curve_client(args))
+    print(f"{n} poses received", file=sys.stderr)
+    return 0 if n or args.timeout is None else 1
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from posed.daemon.keys import generate_keys
+
+    public, secret = generate_keys(args.dir, args.name)
+    print(f"public key: {public}\nsecret key: {secret} (keep it private)")
+    return 0
+
+
 def cmd_engines(args: argparse.Namespace) -> int:
     from posed.engines import compat
 
@@ -310,6 +354,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _common(p)
     p.set_defaults(func=cmd_import_dlc)
+
+    p = sub.add_parser("serve", formatter_class=fmt, epilog=EPILOG,
+                       help="run the streaming daemon (capture -> inference -> ZeroMQ)",
+                       description="Serve poses from cameras or files over ZeroMQ with Prometheus "
+                       "metrics, as configured in FILE (see configs/). Sends sd_notify READY/WATCHDOG/"
+                       "STATUS under systemd. SIGTERM/SIGINT stop it cleanly.")
+    p.add_argument("--config", required=True, type=Path, help="daemon config YAML")
+    _common(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("config", help="validate daemon configs")
+    config_sub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    c = config_sub.add_parser("check", formatter_class=fmt, epilog=EPILOG,
+                              help="validate a daemon config without starting",
+                              description="Validate FILE (unknown keys and wrong types are errors "
+                              "naming the key), load its model bundle (hashes checked) and hook, and "
+                              "print a summary.")
+    c.add_argument("file", type=Path)
+    _common(c)
+    c.set_defaults(func=cmd_config_check)
+
+    p = sub.add_parser("listen", formatter_class=fmt, epilog=EPILOG,
+                       help="subscribe to a daemon's poses: print them or record csv/h5",
+                       description="Subscribe to a posed daemon. Prints one line per pose, or records "
+                       "DeepLabCut-format tables with --csv/--h5 (one file per camera when several).")
+    p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="daemon's ZeroMQ endpoint")
+    rec = p.add_mutually_exclusive_group()
+    rec.add_argument("--csv", type=Path, help="record to this CSV file")
+    rec.add_argument("--h5", type=Path, help="record to this h5 file")
+    p.add_argument("--camera", action="append", help="only this camera (repeatable)")
+    p.add_argument("--count", type=_positive, help="stop after N poses")
+    p.add_argument("--timeout", type=float, help="stop after S seconds")
+    p.add_argument("--client-key", type=Path, help="CurveZMQ client secret key file")
+    p.add_argument("--server-key", type=Path, help="CurveZMQ server public key file")
+    _common(p)
+    p.set_defaults(func=cmd_listen)
+
+    p = sub.add_parser("keys", help="CurveZMQ key pairs")
+    keys_sub = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    k = keys_sub.add_parser("generate", formatter_class=fmt, epilog=EPILOG,
+                            help="write a CurveZMQ key pair",
+                            description="Write NAME.key (public) and NAME.key_secret (private, mode "
+                            "0600) into DIR. Give the server's public key to clients; put clients' "
+                            "public keys in the daemon's publisher.curve.allowed_clients folder.")
+    k.add_argument("dir", type=Path)
+    k.add_argument("--name", default="server", help="key pair name")
+    _common(k)
+    k.set_defaults(func=cmd_keys_generate)
 
     p = sub.add_parser("engines", help="list engines and whether they are installed")
     _common(p)

@@ -13,8 +13,11 @@ prints that line and exits non-zero; ``--debug`` or ``POSED_DEBUG=1`` shows the 
     │   ├── ModelLoadError           a model bundle or snapshot is missing, corrupt or mismatched
     │   ├── InferenceError           a forward pass failed
     │   └── CapabilityError          the engine cannot do what was asked (e.g. train)
-    └── ExportError          exporting a model failed
-        └── ExportMismatchError  the export disagrees with the original model
+    ├── ExportError          exporting a model failed
+    │   └── ExportMismatchError  the export disagrees with the original model
+    ├── CaptureError         a camera or stream cannot be opened or read
+    ├── PublishError         the pose stream cannot be set up (endpoint, keys)
+    └── ProtocolError        a pose-stream message is malformed or of an unknown schema
 """
 
 from __future__ import annotations
@@ -69,3 +72,15 @@ class ExportError(PosedError):
 
 class ExportMismatchError(ExportError):
     """An exported model disagrees with the original beyond the stated tolerance."""
+
+
+class CaptureError(PosedError):
+    """A camera or stream cannot be opened or read."""
+
+
+class PublishError(PosedError):
+    """The pose stream cannot be set up (endpoint, keys)."""
+
+
+class ProtocolError(PosedError):
+    """A message on the pose stream is malformed or of an unknown schema."""

@@ -1,0 +1,237 @@
+"""The daemon's configuration file: schema, loading and one-line errors.
+
+Every section forbids unknown keys, so a misspelt key is an error that names it instead of
+a setting silently ignored. Relative paths are resolved against the config file's folder,
+so a config and its model can move together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from posed.errors import ConfigError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    """Which model runs and where."""
+
+    bundle: Path = Field(description="model bundle folder (posed.yaml inside)")
+    engine: str | None = Field(None, description="engine; default: the bundle's")
+    device: str = Field("auto", description="pytorch: auto, cpu, cuda, cuda:N")
+    provider: str = Field("auto", description="onnx: auto, tensorrt, cuda, cpu")
+    threads: int | None = Field(None, ge=1, description="intra-op threads")
+    warmup: bool = Field(True, description="run dummy batches before reporting ready")
+
+
+class CameraConfig(_Strict):
+    """One video source."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="camera id, used in topics")
+    source: str = Field(description="file, /dev/videoN, rtsp://, http://...")
+    kind: Literal["auto", "file", "v4l2", "stream"] = "auto"
+    pace: Literal["native", "fast"] = Field("native", description="files: real time or fast")
+    loop: bool = False
+    policy: Literal["auto", "lossless", "latest"] = "auto"
+    width: int | None = Field(None, ge=1)
+    height: int | None = Field(None, ge=1)
+    fps: float | None = Field(None, gt=0)
+    pixel_format: str | None = None
+    options: dict[str, str] = Field(default_factory=dict)
+    reconnect_initial_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(10.0, gt=0)
+    queue_size: int = Field(4, ge=1)
+    crop: tuple[int, int, int, int] | None = Field(
+        None, description="x, y, width, height of the region passed to the model")
+    resize: tuple[int, int] | None = Field(
+        None, description="width, height the (cropped) frame is resized to before inference")
+
+
+class BatchingConfig(_Strict):
+    """How frames from all cameras are grouped for inference."""
+
+    max_batch: int = Field(4, ge=1, le=256)
+    max_delay_ms: float = Field(2.0, ge=0, description="longest wait for a fuller batch")
+
+
+class KalmanConfig(_Strict):
+    """Constant-velocity forward prediction of each keypoint to publish time + lead."""
+
+    enabled: bool = False
+    lead_ms: float = Field(0.0, ge=0, description="extra look-ahead beyond publish time")
+    process_noise: float = Field(500.0, gt=0, description="px/s² acceleration noise")
+    measurement_noise: float = Field(2.0, gt=0, description="px measurement noise")
+    min_likelihood: float = Field(0.1, ge=0, le=1, description="updates below it are skipped")
+
+
+class ProcessorsConfig(_Strict):
+    """Per-pose processing between inference and publishing."""
+
+    hook: str | None = Field(None, description="'package.module:callable' or an entry point "
+                             "name in group 'posed.processors'")
+    hook_args: dict[str, Any] = Field(default_factory=dict)
+    kalman: KalmanConfig = Field(default_factory=KalmanConfig)
+
+
+class CurveConfig(_Strict):
+    """CurveZMQ encryption and client authentication."""
+
+    server_secret_key: Path
+    allowed_clients: Path | None = Field(None, description="folder of allowed client public keys")
+
+
+class PublisherConfig(_Strict):
+    """The ZeroMQ PUB socket."""
+
+    endpoint: str = "tcp://127.0.0.1:5555"
+    hwm: int = Field(1000, ge=1)
+    queue_size: int = Field(256, ge=1)
+    curve: CurveConfig | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ValueError("must start with tcp://, ipc:// or inproc://")
+        return value
+
+
+class RecorderConfig(_Strict):
+    """Optional recording of published poses into DeepLabCut-format tables."""
+
+    path: Path | None = Field(None, description="h5 file; one file per camera when several")
+    csv: bool = False
+    flush_every_s: float = Field(10.0, gt=0)
+
+
+class MetricsConfig(_Strict):
+    """Prometheus endpoint."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class DaemonConfig(_Strict):
+    """The whole ``posed serve`` configuration."""
+
+    model: ModelConfig
+    cameras: list[CameraConfig] = Field(min_length=1)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    processors: ProcessorsConfig = Field(default_factory=ProcessorsConfig)
+    publisher: PublisherConfig = Field(default_factory=PublisherConfig)
+    recorder: RecorderConfig = Field(default_factory=RecorderConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> "DaemonConfig":
+        ids = [c.id for c in self.cameras]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"camera id '{dupes[0]}' is used twice")
+        return self
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    where = _location(tuple(err.get("loc", ())))
+    if not err.get("loc"):
+        return err.get("msg", "invalid").replace("Value error, ", "")
+    if kind == "extra_forbidden":
+        return f"unknown key '{where}'"
+    if kind == "missing":
+        return f"missing key '{where}'"
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    msg = err.get("msg", "invalid").replace("Value error, ", "")
+    return f"key '{where}': {msg} (got {shown})"
+
+
+def parse_config(data: Any, source: str = "config", base: Path | None = None) -> DaemonConfig:
+    """Validate a parsed YAML mapping; relative paths resolve against ``base``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        cfg = DaemonConfig.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}: {_describe(errors[0])}{more}") from None
+    if base is not None:
+        cfg = _resolve_paths(cfg, base)
+    return cfg
+
+
+def _resolve_paths(cfg: DaemonConfig, base: Path) -> DaemonConfig:
+    def rel(path: Path | None) -> Path | None:
+        return None if path is None or path.is_absolute() else base / path
+
+    model = cfg.model.model_copy(update={"bundle": rel(cfg.model.bundle) or cfg.model.bundle})
+    cameras = []
+    for cam in cfg.cameras:
+        kind = cam.kind
+        looks_local = "://" not in cam.source and not cam.source.startswith("/dev/")
+        if kind in ("auto", "file") and looks_local and not Path(cam.source).is_absolute():
+            cam = cam.model_copy(update={"source": str(base / cam.source)})
+        cameras.append(cam)
+    updates: dict[str, Any] = {"model": model, "cameras": cameras}
+    if cfg.recorder.path is not None:
+        updates["recorder"] = cfg.recorder.model_copy(
+            update={"path": rel(cfg.recorder.path) or cfg.recorder.path})
+    if cfg.publisher.curve is not None:
+        curve = cfg.publisher.curve
+        updates["publisher"] = cfg.publisher.model_copy(update={"curve": curve.model_copy(update={
+            "server_secret_key": rel(curve.server_secret_key) or curve.server_secret_key,
+            "allowed_clients": rel(curve.allowed_clients) or curve.allowed_clients})})
+    return cfg.model_copy(update=updates)
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    """Read and validate a daemon config file.
+
+    Raises:
+        ConfigError: missing file, YAML syntax error (with line), unknown key, wrong type.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"{path}: invalid YAML{line} ({problem})") from None
+    return parse_config(data, str(path), path.resolve().parent)
+
+
+def non_loopback_endpoints(cfg: DaemonConfig) -> list[str]:
+    """Network endpoints of ``cfg`` that listen beyond this machine."""
+    found = []
+    pub = cfg.publisher.endpoint
+    if pub.startswith("tcp://"):
+        host = pub[len("tcp://"):].rsplit(":", 1)[0]
+        if host not in LOOPBACK:
+            found.append(pub)
+    if cfg.metrics.enabled and cfg.metrics.host not in LOOPBACK:
+        found.append(f"http://{cfg.metrics.host}:{cfg.metrics.port}/metrics")
+    return found

@@ -1,0 +1,197 @@
+"""Batching inference: frames from every camera in, poses out.
+
+One thread collects frames round-robin across the cameras' queues into batches of up to
+``max_batch``, waiting at most ``max_delay_ms`` after the first frame for more, so one
+camera keeps batch-1 latency and many cameras fill batches. Frames are cropped/resized per
+camera, grouped by size, run through the engine's common runner, and keypoints are mapped
+back to full-frame pixels. A failing batch is logged and counted and the thread goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+
+from posed.daemon.queues import FrameQueue, FrameSignal
+from posed.daemon.types import Frame, Pose
+from posed.engines.base import PoseRunner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Per-camera region and size handed to the model.
+
+    Attributes:
+        crop: (x, y, width, height) of the region, or None for the whole frame.
+        resize: (width, height) the region is resized to, or None.
+    """
+
+    crop: tuple[int, int, int, int] | None = None
+    resize: tuple[int, int] | None = None
+
+    def apply(self, image: np.ndarray) -> tuple[np.ndarray, float, float, float, float]:
+        """Transformed image and the (offset_x, offset_y, scale_x, scale_y) to map back."""
+        ox = oy = 0.0
+        if self.crop is not None:
+            x, y, w, h = self.crop
+            image = image[y:y + h, x:x + w]
+            ox, oy = float(x), float(y)
+        sx = sy = 1.0
+        if self.resize is not None and (image.shape[1], image.shape[0]) != tuple(self.resize):
+            rw, rh = self.resize
+            sx, sy = image.shape[1] / rw, image.shape[0] / rh
+            image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(image), ox, oy, sx, sy
+
+
+class InferenceStage:
+    """The thread that batches frames and runs the model.
+
+    Args:
+        runner: Any engine's runner (uint8 N×H×W×3 in, N×K×3 out).
+        queues: One queue per camera.
+        signal: Notified whenever a frame is queued.
+        emit: Called with each :class:`Pose` (in batch order).
+        max_batch: Largest batch.
+        max_delay_ms: Longest wait for a fuller batch after the first frame.
+        preprocess: Per-camera crop/resize.
+        metrics: Optional :class:`~posed.daemon.metrics.Metrics`.
+        stop: Set to end the thread; queued frames are still inferred when ``drain``.
+    """
+
+    def __init__(self, runner: PoseRunner, queues: Sequence[FrameQueue], signal: FrameSignal,
+                 emit: Callable[[Pose], None], *, max_batch: int = 4, max_delay_ms: float = 2.0,
+                 preprocess: dict[str, Preprocess] | None = None, metrics: Any = None,
+                 stop: threading.Event | None = None) -> None:
+        self.runner = runner
+        self.queues = list(queues)
+        self.signal = signal
+        self.emit = emit
+        self.max_batch = max_batch
+        self.max_delay = max_delay_ms / 1000.0
+        self.preprocess = preprocess or {}
+        self.metrics = metrics
+        self.stop = stop or threading.Event()
+        self.drain = True
+        self.heartbeat = time.monotonic()
+        self.batches = 0
+        self.inferred = 0
+        self.failed = 0
+        self._next = 0
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to end."""
+        self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        """True while the thread runs."""
+        return self._thread.is_alive()
+
+    def pending(self) -> int:
+        """Frames queued across all cameras."""
+        return sum(len(q) for q in self.queues)
+
+    def _take(self, limit: int) -> list[Frame]:
+        """Up to ``limit`` frames, one camera at a time in rotating order (fairness)."""
+        taken: list[Frame] = []
+        n = len(self.queues)
+        progress = True
+        while len(taken) < limit and progress:
+            progress = False
+            for i in range(n):
+                q = self.queues[(self._next + i) % n]
+                frame = q.get_nowait()
+                if frame is not None:
+                    taken.append(frame)
+                    progress = True
+                    if len(taken) == limit:
+                        break
+            self._next = (self._next + 1) % max(n, 1)
+        return taken
+
+    def _collect(self) -> list[Frame]:
+        batch = self._take(self.max_batch)
+        if not batch:
+            self.signal.wait(0.05)
+            batch = self._take(self.max_batch)
+            if not batch:
+                return []
+        deadline = time.monotonic() + self.max_delay
+        while len(batch) < self.max_batch and not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            more = self._take(self.max_batch - len(batch))
+            if more:
+                batch.extend(more)
+            else:
+                self.signal.wait(left)
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            self.heartbeat = time.monotonic()
+            if self.stop.is_set() and (not self.drain or self.pending() == 0):
+                break
+            batch = self._collect()
+            if batch:
+                self.infer(batch)
+
+    def infer(self, frames: list[Frame]) -> None:
+        """Run one batch; every frame yields a pose or is counted as dropped."""
+        groups: dict[tuple[int, ...], list[tuple[Frame, np.ndarray, tuple[float, ...]]]] = {}
+        for frame in frames:
+            try:
+                image, *mapping = self.preprocess.get(frame.camera, Preprocess()).apply(frame.image)
+            except Exception as exc:  # a malformed frame must not take the batch down
+                self._fail([frame], exc)
+                continue
+            groups.setdefault(image.shape, []).append((frame, image, tuple(mapping)))
+        for items in groups.values():
+            t0 = time.perf_counter()
+            try:
+                poses = self.runner.predict(np.stack([img for _, img, _ in items]))
+            except Exception as exc:  # any engine error: count it, keep serving
+                self._fail([f for f, _, _ in items], exc)
+                continue
+            elapsed = time.perf_counter() - t0
+            infer_ns = time.time_ns()
+            self.batches += 1
+            if self.metrics is not None:
+                self.metrics.inference_seconds.observe(elapsed)
+                self.metrics.batch_size.observe(len(items))
+            for (frame, _, (ox, oy, sx, sy)), kp in zip(items, poses):
+                kp = kp.copy()
+                kp[:, 0] = kp[:, 0] * sx + ox
+                kp[:, 1] = kp[:, 1] * sy + oy
+                # A model that returns NaN still publishes the frame: no position, no confidence.
+                bad = ~np.isfinite(kp).all(axis=1)
+                kp[bad] = (np.nan, np.nan, 0.0)
+                self.inferred += 1
+                if self.metrics is not None:
+                    self.metrics.frames_inferred.labels(camera=frame.camera).inc()
+                self.emit(Pose(camera=frame.camera, seq=frame.seq, index=frame.index, pts=frame.pts,
+                               capture_ns=frame.capture_ns, capture_mono=frame.capture_mono,
+                               infer_ns=infer_ns, keypoints=kp, batch_size=len(items)))
+
+    def _fail(self, frames: list[Frame], exc: BaseException) -> None:
+        self.failed += len(frames)
+        log.error("inference failed for %d frame(s) (%s): %s", len(frames),
+                  ", ".join(sorted({f.camera for f in frames})), exc)
+        if self.metrics is not None:
+            self.metrics.errors.labels(stage="inference").inc()
+            for f in frames:
+                self.metrics.frames_dropped.labels(camera=f.camera, reason="inference").inc()

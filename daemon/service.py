@@ -1,0 +1,338 @@
+"""``posed serve``: wires capture → batching inference → processors → publisher/recorder.
+
+Start-up order matters for a service manager: the model is loaded and warmed up, the
+publisher and metrics endpoints are bound, and only then is READY=1 sent and capture
+started. Stopping (SIGTERM/SIGINT) stops capture, lets inference drain what is queued,
+flushes the publisher and the recorder, and returns within about two seconds.
+
+A run whose cameras are all non-looping files ends by itself when every frame has been
+published.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import posed
+from posed.daemon.config import DaemonConfig, non_loopback_endpoints
+from posed.daemon.inference import InferenceStage, Preprocess
+from posed.daemon.queues import FrameQueue, FrameSignal
+from posed.daemon.types import Pose
+from posed.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+STOP_BUDGET_S = 1.8  # SIGTERM to exit must fit in 2 s (interfaces.md)
+WATCHDOG_STALL_S = 5.0  # no inference heartbeat for this long: stop pinging systemd
+
+
+class Service:
+    """The daemon: build it from a config, :meth:`start`, :meth:`run`, :meth:`stop`.
+
+    Args:
+        cfg: Validated config.
+        metrics: A :class:`~posed.daemon.metrics.Metrics` (a new one by default).
+        notifier: A :class:`~posed.daemon.notify.Notifier` (``$NOTIFY_SOCKET`` by default).
+    """
+
+    def __init__(self, cfg: DaemonConfig, *, metrics: Any = None, notifier: Any = None) -> None:
+        from posed.daemon.metrics import Metrics
+        from posed.daemon.notify import Notifier
+
+        self.cfg = cfg
+        self.metrics = metrics or Metrics()
+        self.notifier = notifier or Notifier()
+        self.stop_event = threading.Event()
+        # Inference has its own stop so that capture stops first and queued frames still drain.
+        self._inference_stop = threading.Event()
+        self.runner: Any = None
+        self.cameras: list[Any] = []
+        self.inference: InferenceStage | None = None
+        self.publisher: Any = None
+        self.recorder: Any = None
+        self.metrics_server: Any = None
+        self._post_queue: queue.Queue[Pose | None] = queue.Queue(maxsize=256)
+        self._post_thread: threading.Thread | None = None
+        self._processors: Any = None
+        self.published = 0
+        self._stopped = False
+
+    # ------------------------------------------------------------------ start
+
+    def _load_model(self) -> Any:
+        from posed.engines import compat
+        from posed.engines.bundle import load_bundle
+
+        m = self.cfg.model
+        bundle = load_bundle(m.bundle)
+        engine = compat.Engine.parse(m.engine or bundle.engine)
+        options: dict[str, Any] = {}
+        if m.threads:
+            options["threads"] = m.threads
+        if engine is compat.Engine.ONNX:
+            options["provider"] = m.provider
+            if m.device not in ("auto",):
+                options["device"] = m.device
+        else:
+            options["device"] = m.device
+        runner = compat.load_model(bundle, engine, **options)
+        log.info("model %s (%s/%s, %d body parts) on %s", bundle.path, engine.value, bundle.format,
+                 len(bundle.bodyparts), getattr(runner, "provider", getattr(runner, "device", "?")))
+        return runner
+
+    def _warmup(self) -> None:
+        """Run the shapes the cameras will send once, so the first real frame is fast."""
+        from posed.daemon.capture import CameraSpec
+        from posed.engines.video import probe_video
+
+        sizes: set[tuple[int, int]] = set()
+        for cam in self.cfg.cameras:
+            h = w = None
+            if cam.resize is not None:
+                w, h = cam.resize
+            elif cam.crop is not None:
+                w, h = cam.crop[2], cam.crop[3]
+            elif cam.width and cam.height:
+                w, h = cam.width, cam.height
+            elif CameraSpec(id=cam.id, source=cam.source, kind=cam.kind).resolved_kind() == "file":
+                try:
+                    info = probe_video(cam.source)
+                    w, h = info.width, info.height
+                except Exception:  # the camera reports an unreadable file itself
+                    continue
+            if h and w:
+                sizes.add((h, w))
+        size = self.runner.bundle.input_size
+        if size:
+            sizes = {tuple(size)}  # type: ignore[arg-type]
+        for h, w in sorted(sizes):
+            for n in sorted({1, min(self.cfg.batching.max_batch, len(self.cfg.cameras))}):
+                t0 = time.perf_counter()
+                self.runner.predict(np.zeros((n, h, w, 3), np.uint8))
+                log.info("warm-up %dx%d batch %d: %.1f ms", w, h, n, (time.perf_counter() - t0) * 1e3)
+
+    def start(self) -> None:
+        """Load, bind, warm up, then start capturing; sends READY=1 when serving."""
+        from posed.daemon.capture import Camera, CameraSpec
+        from posed.daemon.processors import KalmanPredictor, Processors, load_hook
+        from posed.daemon.publisher import Publisher
+
+        cfg = self.cfg
+        for endpoint in non_loopback_endpoints(cfg):
+            if cfg.publisher.curve is None or endpoint.startswith("http"):
+                log.warning("%s listens beyond this machine%s", endpoint,
+                            "" if endpoint.startswith("http") else " without CurveZMQ encryption")
+        self.notifier.status("loading model")
+        self.runner = self._load_model()
+        bundle = self.runner.bundle
+        for cam in cfg.cameras:
+            self.metrics.add_camera(cam.id)
+        self.metrics.set_build_info(posed.__version__, self.runner.engine,
+                                    str(getattr(self.runner, "provider", getattr(self.runner, "device", ""))),
+                                    bundle.scorer)
+        hook = load_hook(cfg.processors.hook, cfg.processors.hook_args) if cfg.processors.hook else None
+        k = cfg.processors.kalman
+        kalman = (KalmanPredictor(k.process_noise, k.measurement_noise, k.lead_ms / 1000.0,
+                                  k.min_likelihood) if k.enabled else None)
+        self._processors = Processors(bundle.bodyparts, hook=hook, kalman=kalman, metrics=self.metrics)
+        if cfg.model.warmup:
+            self.notifier.status("warming up")
+            self._warmup()
+        if cfg.metrics.enabled:
+            self.metrics_server = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        curve = None
+        if cfg.publisher.curve is not None:
+            from posed.daemon.keys import CurveServer
+
+            curve = CurveServer(cfg.publisher.curve.server_secret_key,
+                                cfg.publisher.curve.allowed_clients)
+        self.publisher = Publisher(cfg.publisher.endpoint, bundle.bodyparts, metrics=self.metrics,
+                                   hwm=cfg.publisher.hwm, queue_size=cfg.publisher.queue_size,
+                                   curve=curve, model={"scorer": bundle.scorer,
+                                                       "engine": self.runner.engine})
+        self.publisher.start()
+        if cfg.recorder.path is not None:
+            from posed.daemon.recorder import Recorder
+
+            self.recorder = Recorder(cfg.recorder.path, bundle.bodyparts, bundle.scorer,
+                                     [c.id for c in cfg.cameras], csv=cfg.recorder.csv,
+                                     flush_every_s=cfg.recorder.flush_every_s, metrics=self.metrics)
+
+        signal = FrameSignal()
+        queues = []
+        preprocess = {}
+        for cam in cfg.cameras:
+            spec = CameraSpec(
+                id=cam.id, source=cam.source, kind=cam.kind, pace=cam.pace, loop=cam.loop,
+                policy=cam.policy, width=cam.width, height=cam.height, fps=cam.fps,
+                pixel_format=cam.pixel_format, options=dict(cam.options),
+                reconnect_initial_s=cam.reconnect_initial_s, reconnect_max_s=cam.reconnect_max_s,
+                queue_size=cam.queue_size)
+            dropped = self.metrics.frames_dropped.labels(camera=cam.id, reason="policy")
+            q = FrameQueue(cam.id, cam.queue_size, spec.resolved_policy(), signal,
+                           on_drop=dropped.inc)
+            queues.append(q)
+            preprocess[cam.id] = Preprocess(cam.crop, cam.resize)
+            self.cameras.append(Camera(spec, q, self.stop_event, metrics=self.metrics))
+        self._queues = queues
+        self.inference = InferenceStage(
+            self.runner, queues, signal, self._emit, max_batch=cfg.batching.max_batch,
+            max_delay_ms=cfg.batching.max_delay_ms, preprocess=preprocess, metrics=self.metrics,
+            stop=self._inference_stop)
+        self._post_thread = threading.Thread(target=self._post_loop, name="post", daemon=True)
+        self._post_thread.start()
+        self.inference.start()
+        for camera in self.cameras:
+            camera.start()
+        self.metrics.ready.set(1)
+        self.notifier.ready()
+        self.notifier.status(f"serving {len(self.cameras)} camera(s) on {cfg.publisher.endpoint}")
+        log.info("ready: %d camera(s), poses on %s%s", len(self.cameras), cfg.publisher.endpoint,
+                 f", metrics on {self.metrics_server.url}" if self.metrics_server else "")
+
+    def _emit(self, pose: Pose) -> None:
+        while True:
+            try:
+                self._post_queue.put(pose, timeout=0.1)
+                return
+            except queue.Full:
+                if self.stop_event.is_set() and self._inference_stop.is_set():
+                    return
+
+    def _post_loop(self) -> None:
+        while True:
+            try:
+                pose = self._post_queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._inference_stop.is_set() and (self.inference is None or not self.inference.is_alive()):
+                    return
+                continue
+            if pose is None:
+                return
+            pose = self._processors(pose)
+            if self.recorder is not None:
+                self.recorder.add(pose)
+            self.publisher.publish(pose)
+            self.published += 1
+
+    # ------------------------------------------------------------------ run / stop
+
+    def _files_done(self) -> bool:
+        files = [c for c in self.cameras if c.spec.resolved_kind() == "file" and not c.spec.loop]
+        if len(files) != len(self.cameras) or not all(c.finished.is_set() for c in files):
+            return False
+        return (self.inference is not None and self.inference.pending() == 0
+                and self._post_queue.empty())
+
+    def run(self, timeout: float | None = None) -> int:
+        """Serve until stopped (or, for file-only configs, until every frame is out)."""
+        interval = self.notifier.watchdog_interval() or 1.0
+        last_beat = 0.0
+        last_count, last_t = 0, time.monotonic()
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self.stop_event.is_set():
+            if self._files_done():
+                # Let the last poses leave the post stage before declaring the run complete.
+                time.sleep(0.05)
+                if self._files_done():
+                    log.info("all file sources finished: %d poses published", self.published)
+                    break
+            if end is not None and time.monotonic() > end:
+                break
+            now = time.monotonic()
+            if now - last_beat >= interval:
+                last_beat = now
+                fps = (self.published - last_count) / max(now - last_t, 1e-6)
+                last_count, last_t = self.published, now
+                self.notifier.status(f"serving {len(self.cameras)} camera(s), {fps:.1f} poses/s")
+                # WATCHDOG only while the inference loop is alive and turning.
+                if self.inference is not None and self.inference.is_alive() and \
+                        now - self.inference.heartbeat < WATCHDOG_STALL_S:
+                    self.notifier.watchdog()
+            for q in self._queues:
+                self.metrics.queue_depth.labels(queue=f"capture:{q.camera}").set(len(q))
+            self.metrics.queue_depth.labels(queue="post").set(self._post_queue.qsize())
+            self.stop_event.wait(0.05)
+        return 0
+
+    def stop(self) -> None:
+        """Stop capture, drain, flush and release everything (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        deadline = time.monotonic() + STOP_BUDGET_S
+        self.notifier.stopping()
+        self.metrics.ready.set(0)
+        self.stop_event.set()
+        for camera in self.cameras:
+            camera.join(max(deadline - time.monotonic(), 0.05) / 2)
+        self._inference_stop.set()
+        if self.inference is not None:
+            self.inference.join(max(deadline - time.monotonic() - 0.4, 0.05))
+            if self.inference.is_alive():
+                self.inference.drain = False
+                self.inference.join(0.2)
+        if self._post_thread is not None:
+            self._post_thread.join(max(deadline - time.monotonic() - 0.3, 0.05))
+        if self.publisher is not None:
+            self.publisher.stop(timeout=max(deadline - time.monotonic() - 0.1, 0.05))
+        if self.recorder is not None:
+            self.recorder.close()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+        if self.runner is not None:
+            self.runner.close()
+        log.info("stopped: %d poses published", self.published)
+
+
+def serve(cfg: DaemonConfig, *, install_signals: bool = True, metrics: Any = None,
+          notifier: Any = None) -> int:
+    """Run the daemon in this thread until SIGTERM/SIGINT or the end of file sources."""
+    import signal
+
+    service = Service(cfg, metrics=metrics, notifier=notifier)
+    if install_signals:
+        def _stop(signum: int, _frame: Any) -> None:
+            log.info("signal %d: stopping", signum)
+            service.stop_event.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+    try:
+        service.start()
+        return service.run()
+    finally:
+        service.stop()
+
+
+def check_config(path: str | Path) -> str:
+    """Validate a config file (and that its model bundle loads); a one-paragraph summary."""
+    from posed.daemon.config import load_config
+    from posed.engines.bundle import load_bundle
+
+    cfg = load_config(path)
+    bundle = load_bundle(cfg.model.bundle)
+    if cfg.processors.hook:
+        from posed.daemon.processors import load_hook
+
+        load_hook(cfg.processors.hook, cfg.processors.hook_args)
+    if cfg.publisher.curve is not None and not Path(cfg.publisher.curve.server_secret_key).is_file():
+        raise ConfigError(f"{path}: key 'publisher.curve.server_secret_key': "
+                          f"{cfg.publisher.curve.server_secret_key} does not exist")
+    lines = [f"{path}: ok",
+             f"  model: {bundle.path} ({bundle.engine}/{bundle.format}, {len(bundle.bodyparts)} body "
+             f"parts: {', '.join(bundle.bodyparts)})",
+             *[f"  camera {c.id}: {c.source} ({c.kind}, policy {c.policy})" for c in cfg.cameras],
+             f"  batching: max_batch {cfg.batching.max_batch}, max_delay {cfg.batching.max_delay_ms} ms",
+             f"  publisher: {cfg.publisher.endpoint}{' (CurveZMQ)' if cfg.publisher.curve else ''}",
+             f"  metrics: {'http://%s:%d/metrics' % (cfg.metrics.host, cfg.metrics.port) if cfg.metrics.enabled else 'off'}"]
+    for endpoint in non_loopback_endpoints(cfg):
+        lines.append(f"  warning: {endpoint} listens beyond this machine")
+    return "\n".join(lines)
