@@ -6,7 +6,7 @@ PIP     = $(VENV)/bin/pip
 STAMP   = $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-fast demo bench-openfield clean
+.PHONY: venv test test-fast demo demo-offline bench-openfield clean
 
 venv: $(STAMP)
 
@@ -24,9 +24,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# Until the streaming daemon lands, the demo runs the main offline job: analyse the bundled
-# synthetic clip with the bundled model, then show poses and their error against ground truth.
+# The main job: serve the bundled clip with the bundled model and show poses arriving over
+# ZeroMQ (configs/demo.yaml). `make demo-offline` runs the offline analysis of the same clip.
 demo: $(STAMP)
+	$(PY) configs/demo/run_demo.py
+
+demo-offline: $(STAMP)
 	$(VENV)/bin/posed analyze configs/demo/model configs/demo/clip.mp4 --dest demo-out --csv
 	$(PY) configs/demo/show.py demo-out
 
