@@ -96,6 +96,9 @@ class PublisherConfig(_Strict):
     hwm: int = Field(1000, ge=1)
     queue_size: int = Field(256, ge=1)
     curve: CurveConfig | None = None
+    wait_for_subscribers: int = Field(0, ge=0, description="start capturing only once this "
+                                      "many subscribers are connected (no lost first frames)")
+    wait_timeout_s: float = Field(30.0, gt=0, description="give up waiting and start anyway")
 
     @field_validator("endpoint")
     @classmethod

@@ -189,6 +189,13 @@ class Service:
         self._post_thread = threading.Thread(target=self._post_loop, name="post", daemon=True)
         self._post_thread.start()
         self.inference.start()
+        want = cfg.publisher.wait_for_subscribers
+        if want:
+            self.notifier.status(f"waiting for {want} subscriber(s) on {cfg.publisher.endpoint}")
+            log.info("waiting for %d subscriber(s) on %s", want, cfg.publisher.endpoint)
+            if not self.publisher.wait_for_subscribers(want, cfg.publisher.wait_timeout_s):
+                log.warning("only %d subscriber(s) after %.0f s; starting anyway",
+                            self.publisher.subscribers(), cfg.publisher.wait_timeout_s)
         for camera in self.cameras:
             camera.start()
         self.metrics.ready.set(1)

@@ -84,3 +84,20 @@ def test_train_from_cli_then_resume(project_copy, capsys):
     from pathlib import Path
 
     assert (Path(out.strip()) / "snapshot-002.safetensors").is_file()
+
+
+def test_config_check_and_keys_from_the_cli(tmp_path, capsys):
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    code, out, _ = run(capsys, "config", "check", str(demo))
+    assert code == 0 and "ok" in out and "camera cam0" in out and "tcp://127.0.0.1:5555" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(demo.read_text().replace("max_batch", "max_bacth"))
+    code, _, err = run(capsys, "config", "check", str(bad))
+    assert code == 2 and err.count("\n") == 1 and "unknown key 'batching.max_bacth'" in err
+    code, out, _ = run(capsys, "keys", "generate", str(tmp_path / "keys"))
+    assert code == 0 and (tmp_path / "keys" / "server.key_secret").is_file()
+    assert (tmp_path / "keys" / "server.key_secret").stat().st_mode & 0o077 == 0
+    code, _, err = run(capsys, "keys", "generate", str(tmp_path / "keys"))
+    assert code == 1 and "error:" in err
