@@ -238,6 +238,21 @@ class Service:
         return (self.inference is not None and self.inference.pending() == 0
                 and self._post_queue.empty())
 
+    def _healthy(self, now: float) -> bool:
+        """True while frames flow: WATCHDOG=1 is sent only then, so systemd restarts a stall.
+
+        Frames flow when the inference loop is turning and some camera delivered a frame
+        recently (or every camera is a file that has finished).
+        """
+        if self.inference is None or not self.inference.is_alive():
+            return False
+        if now - self.inference.heartbeat >= WATCHDOG_STALL_S:
+            return False
+        if all(c.finished.is_set() for c in self.cameras):
+            return True
+        return any(c.last_frame_mono is not None and now - c.last_frame_mono < WATCHDOG_STALL_S
+                   for c in self.cameras)
+
     def run(self, timeout: float | None = None) -> int:
         """Serve until stopped (or, for file-only configs, until every frame is out)."""
         interval = self.notifier.watchdog_interval() or 1.0
@@ -259,9 +274,7 @@ class Service:
                 fps = (self.published - last_count) / max(now - last_t, 1e-6)
                 last_count, last_t = self.published, now
                 self.notifier.status(f"serving {len(self.cameras)} camera(s), {fps:.1f} poses/s")
-                # WATCHDOG only while the inference loop is alive and turning.
-                if self.inference is not None and self.inference.is_alive() and \
-                        now - self.inference.heartbeat < WATCHDOG_STALL_S:
+                if self._healthy(now):
                     self.notifier.watchdog()
             for q in self._queues:
                 self.metrics.queue_depth.labels(queue=f"capture:{q.camera}").set(len(q))

@@ -245,3 +245,25 @@ def test_recorder_writes_one_deeplabcut_table_per_camera(tmp_path):
     assert list(a.index) == [0, 1, 2, 3, 4] and list(b.index) == [0, 2, 4]
     assert a.columns.names == ["scorer", "bodyparts", "coords"] and a.shape == (5, 6)
     assert (tmp_path / "session_a.csv").is_file()
+
+
+def test_watchdog_is_fed_only_while_frames_flow():
+    import threading as _t
+    from types import SimpleNamespace
+
+    from posed.daemon.service import WATCHDOG_STALL_S, Service
+
+    now = 1000.0
+    service = Service.__new__(Service)
+    service.inference = SimpleNamespace(is_alive=lambda: True, heartbeat=now)
+    live = SimpleNamespace(finished=_t.Event(), last_frame_mono=now - 0.1)
+    service.cameras = [live]
+    assert service._healthy(now)
+    live.last_frame_mono = now - WATCHDOG_STALL_S - 1  # camera silent: stop feeding systemd
+    assert not service._healthy(now)
+    live.last_frame_mono = None  # never delivered a frame
+    assert not service._healthy(now)
+    live.finished.set()  # a file that ended is not a stall
+    assert service._healthy(now)
+    service.inference = SimpleNamespace(is_alive=lambda: False, heartbeat=now)
+    assert not service._healthy(now)
