@@ -136,9 +136,9 @@ def main() -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
-    print(f"\n| runtime | batch | frames/s | p50 ms | p95 ms | p99 ms | max px vs PyTorch "
-          f"(visible keypoints, demo clip) |\n"
-          f"|---|---|---|---|---|---|---|")
+    print("\n| runtime | batch | frames/s | p50 ms | p95 ms | p99 ms | max px vs PyTorch "
+          "(visible keypoints, demo clip) |\n"
+          "|---|---|---|---|---|---|---|")
     for r in results:
         if "skipped" in r:
             print(f"| {r['runtime']} | – | – | – | – | – | {r['skipped']} |")

@@ -88,6 +88,7 @@ def register_engine(engine: Engine, spec: BackendSpec) -> None:
 
 
 register_engine(Engine.PYTORCH, BackendSpec("posed.engines.pytorch.backend", "torch", "torch"))
+register_engine(Engine.TENSORFLOW, BackendSpec("posed.engines.tensorflow.backend", "tensorflow", "tensorflow"))
 register_engine(Engine.ONNX, BackendSpec(
     "posed.engines.onnx.backend", "onnxruntime", "gpu",
     hint="pip install onnxruntime (CPU) or 'posed[gpu]' (CUDA/TensorRT), never both"))

@@ -53,9 +53,9 @@ def test_analyze_reports_broken_videos_and_goes_on(trained_project, tmp_path, ca
     assert f"error: {broken}" in err
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == [
-        "synth1posed_MobilenetV2035_synthJan1shuffle1_snapshot_30.csv",
-        "synth1posed_MobilenetV2035_synthJan1shuffle1_snapshot_30.h5",
-        "synth1posed_MobilenetV2035_synthJan1shuffle1_snapshot_30_meta.json",
+        "synth1posed_MobilenetV2035_synthJan1shuffle1_snapshot_40.csv",
+        "synth1posed_MobilenetV2035_synthJan1shuffle1_snapshot_40.h5",
+        "synth1posed_MobilenetV2035_synthJan1shuffle1_snapshot_40_meta.json",
     ]
     assert "1 videos analysed, 60 frames" in err
 

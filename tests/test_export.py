@@ -79,7 +79,7 @@ def test_exported_bundles_describe_themselves(exports):
     assert meta["engine"] == "onnx" and meta["format"] == "onnx"
     assert meta["input_size"] == [128, 128]
     assert meta["export"]["opset"] == 17 and meta["export"]["precision"] == "fp32"
-    assert meta["source"]["exported_from"]["name"] == "snapshot-030.safetensors"
+    assert meta["source"]["exported_from"]["name"] == "snapshot-040.safetensors"
     ts = load_bundle(exports["torchscript"])
     assert ts.engine == "pytorch" and ts.format == "torchscript"
     assert set(ts.export["parity"]) == {"same_size", "other_size"}

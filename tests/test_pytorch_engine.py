@@ -37,15 +37,16 @@ def test_training_writes_snapshots_stats_and_a_bundle(trained_project):
     project = load_project(trained_project)
     folder = compat.get_train_folder(project, 1, "pytorch")
     assert [p.name for p in compat.list_snapshots(folder)] == [
-        "snapshot-010.safetensors", "snapshot-020.safetensors", "snapshot-030.safetensors"]
+        "snapshot-010.safetensors", "snapshot-020.safetensors", "snapshot-030.safetensors",
+        "snapshot-040.safetensors"]
     with open(folder / "learning_stats.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert [int(r["epoch"]) for r in rows] == list(range(1, 31))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 41))
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     bundle = load_bundle(folder)  # verifies sha256
-    assert bundle.weights[0]["name"] == "snapshot-030.safetensors"
+    assert bundle.weights[0]["name"] == "snapshot-040.safetensors"
     assert bundle.bodyparts == list(project.bodyparts)
-    assert bundle.scorer == "posed_MobilenetV2035_synthJan1shuffle1_snapshot_30"
+    assert bundle.scorer == "posed_MobilenetV2035_synthJan1shuffle1_snapshot_40"
     assert compat.get_snapshot(project, 1, "torch", 20).name == "snapshot-020.safetensors"
     with pytest.raises(ModelLoadError, match="no such snapshot"):
         compat.get_snapshot(project, 1, "torch", 15)
@@ -73,7 +74,7 @@ def test_analyze_video_matches_ground_truth(trained_project, tmp_path):
                                    progress=False, batch_size=16)
     assert not report.failed and len(report.outputs) == 1
     h5 = report.outputs[0]
-    assert h5.name == "synth1posed_MobilenetV2035_synthJan1shuffle1_snapshot_30.h5"
+    assert h5.name == "synth1posed_MobilenetV2035_synthJan1shuffle1_snapshot_40.h5"
     df = pd.read_hdf(h5, "df_with_missing")
     assert df.shape == (60, 12) and list(df.index) == list(range(60))
     assert df.columns.names == ["scorer", "bodyparts", "coords"]
@@ -98,7 +99,7 @@ def test_corrupt_snapshot_is_refused(trained_project, tmp_path):
     folder = compat.get_train_folder(load_project(trained_project), 1, "pytorch")
     copy = tmp_path / "bundle"
     shutil.copytree(folder, copy)
-    weights = copy / "snapshot-030.safetensors"
+    weights = copy / "snapshot-040.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ModelLoadError, match="sha256 mismatch"):
         compat.load_model(copy)

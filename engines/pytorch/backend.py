@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -18,24 +17,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from posed.engines import compat
 from posed.engines.base import PoseRunner
-from posed.engines.bundle import ModelBundle, load_bundle
+from posed.engines.bundle import ModelBundle
 from posed.engines.decoding import decode
 from posed.engines.io import atomic_path
-from posed.engines.project import Project, load_image, load_labels, load_split
+from posed.engines.project import Project
 from posed.engines.pytorch.model import TIMM_NAMES, PoseNet, load_state_dict
-from posed.engines.training import SampleMaker, TrainConfig, lr_at, make_train_config, read_train_config_file
+from posed.engines.training import (RESUME_FILE, STATS_COLUMNS, STATS_FILE, SampleMaker, TrainConfig,
+                                    bundle_source, load_training_data, lr_at, resolve_train_config,
+                                    snapshot_name, stats_up_to, write_resolved_config)
 from posed.errors import ConfigError, InferenceError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
 ENGINE = "pytorch"
-STATS_FILE = "learning_stats.csv"
-RESUME_FILE = "resume-state.safetensors"
 
 
 # ----------------------------------------------------------------------------- devices
@@ -177,31 +175,6 @@ def export(bundle: ModelBundle, fmt: str, out: Path, **options: Any) -> Path:
 
 # ----------------------------------------------------------------------------- training
 
-def resolve_train_config(project: Project, shuffle: int,
-                         overrides: dict[str, Any] | TrainConfig | None,
-                         resume: bool = False) -> TrainConfig:
-    """Defaults ← project config ← shuffle's ``train_config.yaml`` ← overrides.
-
-    The user's settings file is ``<model folder>/train_config.yaml``; when resuming, the
-    settings the interrupted run resolved (``train/train_config.yaml``) are used instead.
-    """
-    if isinstance(overrides, TrainConfig):
-        return overrides
-    folder = compat.get_model_folder(project, shuffle, ENGINE)
-    cfg_file = folder / "train_config.yaml"
-    if resume and (folder / "train" / "train_config.yaml").is_file():
-        cfg_file = folder / "train" / "train_config.yaml"
-    base: dict[str, Any] = {}
-    if project.default_net_type:
-        base["net"] = project.default_net_type
-    base["batch_size"] = project.batch_size
-    return make_train_config([
-        (str(project.config_path), base),
-        (str(cfg_file), read_train_config_file(cfg_file)),
-        ("command line", overrides or {}),
-    ])
-
-
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
@@ -268,35 +241,13 @@ def _load_resume_state(path: Path, optimizer: torch.optim.Optimizer) -> int:
     return int(meta["epoch"])
 
 
-STATS_COLUMNS = ["epoch", "lr", "loss", "heatmap_loss", "locref_loss", "seconds", "test_error_px"]
-
-
-def _stats_up_to(path: Path, epoch: int) -> list[list[str]]:
-    """Rows of an earlier run's stats up to ``epoch``: a resumed run redoes the later epochs."""
-    if epoch == 0 or not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))[1:]
-    return [r for r in rows if r and r[0].isdigit() and int(r[0]) <= epoch]
-
-
-def _snapshot_name(epoch: int) -> str:
-    return f"snapshot-{epoch:03d}.safetensors"
-
-
 def _bundle_for(project: Project, shuffle: int, cfg: TrainConfig, model: PoseNet, epoch: int) -> ModelBundle:
-    from posed.engines.dataformats import scorer_name
-
-    split = load_split(project, shuffle)
     return ModelBundle(
         engine=ENGINE, format="safetensors", bodyparts=list(project.bodyparts),
         architecture={"net": cfg.net, "output_stride": cfg.output_stride, "head": "deconv3x3s2",
                       "timm_model": TIMM_NAMES[cfg.net], "score": model.score},
         stride=float(model.stride), locref_stdev=cfg.target.locref_stdev,
-        source={"project": str(project.root), "task": project.task, "shuffle": shuffle,
-                "snapshot": epoch, "train_fraction": split.train_fraction,
-                "scorer": scorer_name(cfg.net, project.name, shuffle, epoch),
-                "pcutoff": project.pcutoff},
+        source=bundle_source(project, shuffle, cfg, epoch),
     )
 
 
@@ -324,7 +275,7 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
     """
     from tqdm.auto import tqdm
 
-    cfg = resolve_train_config(project, shuffle, overrides, resume)
+    cfg = resolve_train_config(project, shuffle, overrides, ENGINE, resume)
     folder = compat.get_train_folder(project, shuffle, ENGINE)
     existing = compat.list_snapshots(folder)
     if existing and not resume:
@@ -333,22 +284,10 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
     folder.mkdir(parents=True, exist_ok=True)
     _seed_everything(cfg.seed)
 
-    split = load_split(project, shuffle)
-    labels = load_labels(project)
-    index = {img: i for i, img in enumerate(labels.images)}
-    missing = [img for img in split.train if img not in index]
-    if missing:
-        raise ConfigError(f"{compat.get_model_folder(project, shuffle, ENGINE)}: split lists "
-                          f"'{missing[0]}', which has no labels")
-    images = [load_image(project.root, img) for img in split.train]
-    kpts = [labels.keypoints[index[img]] for img in split.train]
-    test_images = [load_image(project.root, img) for img in split.test if img in index]
-    test_kpts = [labels.keypoints[index[img]] for img in split.test if img in index]
-    if cfg.crop is None and len({im.shape for im in images}) > 1:
-        w = min(im.shape[1] for im in images) // 32 * 32
-        h = min(im.shape[0] for im in images) // 32 * 32
-        log.info("training images differ in size; training on %dx%d crops", w, h)
-        cfg = dataclasses.replace(cfg, crop=(w, h))
+    data = load_training_data(project, shuffle, cfg, compat.get_model_folder(project, shuffle, ENGINE))
+    cfg = data.cfg
+    images, kpts = data.images, data.keypoints
+    test_images, test_kpts = data.test_images, data.test_keypoints
 
     model = PoseNet(cfg.net, len(project.bodyparts), cfg.output_stride, pretrained=cfg.pretrained)
     model.train()
@@ -373,9 +312,9 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
             log.info("already trained to epoch %d (epochs=%d)", start_epoch, cfg.epochs)
             return folder
 
-    _write_config(folder / "train_config.yaml", cfg)
+    write_resolved_config(folder / "train_config.yaml", cfg)
     stats_path = folder / STATS_FILE
-    kept = _stats_up_to(stats_path, start_epoch)
+    kept = stats_up_to(stats_path, start_epoch)
     stats = open(stats_path, "w", newline="")
     writer = csv.writer(stats)
     writer.writerow(STATS_COLUMNS)
@@ -424,20 +363,10 @@ def _save_snapshot(folder: Path, project: Project, shuffle: int, cfg: TrainConfi
                    optimizer: torch.optim.Optimizer, epoch: int) -> None:
     from safetensors.torch import save_file
 
-    name = _snapshot_name(epoch)
+    name = snapshot_name(epoch)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(folder / name) as tmp:
         save_file(state, str(tmp), metadata={"epoch": str(epoch), "net": cfg.net})
     _save_resume_state(folder / RESUME_FILE, optimizer, epoch)
     # posed.yaml is written last, so it never names a file that is not complete.
     _bundle_for(project, shuffle, cfg, model, epoch).save(folder, [name])
-
-
-def _write_config(path: Path, cfg: TrainConfig) -> None:
-    import yaml
-
-    from posed.engines.io import atomic_write_text
-
-    atomic_write_text(path, "# resolved training settings of this run (written by posed)\n"
-                      + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-

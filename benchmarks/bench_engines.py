@@ -1,0 +1,122 @@
+"""Benchmark: training seconds per epoch and inference frames/s, PyTorch vs TensorFlow (not a test).
+
+Both engines train the same model family (default MobileNetV2-0.35, output stride 8) on the
+same synthetic project with the same settings, then run the trained model through the
+common runner interface on the same frames. The first epoch (graph tracing, allocator warm-up)
+is reported apart from the steady-state mean. Writes JSON (machine, versions, settings,
+figures) to ``benchmarks/results/bench_engines.json`` and prints a Markdown table.
+
+    python benchmarks/bench_engines.py
+    python benchmarks/bench_engines.py --epochs 4 --size 320x240 --batch 1 8 --engines tf
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info  # noqa: E402
+from bench_runtimes import measure  # noqa: E402
+
+from posed.engines import compat  # noqa: E402
+from posed.engines.io import atomic_write_text  # noqa: E402
+from posed.engines.project import load_project  # noqa: E402
+from posed.engines.synth import generate_project  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, h = text.lower().split("x")
+    return int(w), int(h)
+
+
+def bench_engine(engine: str, project_dir: Path, settings: dict, frames: np.ndarray,
+                 batches: list[int], seconds: float, threads: int | None) -> dict:
+    """Train ``settings`` with ``engine`` and time its epochs and inference."""
+    project = load_project(project_dir)
+    t0 = time.perf_counter()
+    folder = compat.train_network(project, 1, engine, dict(settings), progress=False)
+    total = time.perf_counter() - t0
+    with open(folder / "learning_stats.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    epoch_s = [float(r["seconds"]) for r in rows]
+    last_err = next((float(r["test_error_px"]) for r in reversed(rows) if r["test_error_px"]), None)
+    options = {"device": "cpu"} | ({"threads": threads} if threads else {})
+    runner = compat.load_model(folder, engine, **options)
+    infer = [measure(runner, frames, b, seconds) for b in batches]
+    runner.close()
+    return {"engine": engine, "train_total_s": round(total, 2),
+            "first_epoch_s": epoch_s[0],
+            "epoch_s_mean": round(float(np.mean(epoch_s[1:] or epoch_s)), 3),
+            "epoch_s_all": epoch_s, "test_error_px": last_err, "inference": infer}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--engines", nargs="+", default=["pytorch", "tensorflow"])
+    ap.add_argument("--net", default="mobilenet_v2_0.35")
+    ap.add_argument("--output-stride", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=3, help="training epochs per engine")
+    ap.add_argument("--frames", type=int, default=150, help="labelled synthetic frames")
+    ap.add_argument("--train-size", type=_size, default=(128, 128), help="synthetic image WxH")
+    ap.add_argument("--size", type=_size, default=(128, 128), help="inference frame WxH")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--seconds", type=float, default=5.0, help="inference time per batch size")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "bench_engines.json")
+    args = ap.parse_args()
+
+    settings = {"net": args.net, "output_stride": args.output_stride, "lr": 3e-3,
+                "epochs": args.epochs, "batch_size": 8, "save_every": args.epochs}
+    w, h = args.size
+    frames = np.random.default_rng(0).integers(0, 255, (32, h, w, 3), dtype=np.uint8)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "proj"
+        generate_project(base, frames=args.frames, size=args.train_size, seed=0, video_frames=0)
+        for engine in args.engines:
+            if not compat.engine_available(engine):
+                results.append({"engine": engine, "skipped": "not installed"})
+                continue
+            row = bench_engine(engine, base, settings, frames, args.batch, args.seconds, args.threads)
+            results.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "epoch_s_all"}), flush=True)
+    versions = {}
+    for pkg in ("tensorflow", "tensorflow-cpu", "keras"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    record = {
+        "benchmark": "bench_engines", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(), "versions_extra": versions, "settings": settings,
+        "train_images": {"count": args.frames, "width": args.train_size[0], "height": args.train_size[1]},
+        "inference_input": {"width": w, "height": h}, "threads": args.threads, "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
+    print(f"\n| engine | first epoch s | epoch s | " + " | ".join(f"fps b{b}" for b in args.batch) + " |")
+    print("|---|---|---|" + "---|" * len(args.batch))
+    for r in results:
+        if "skipped" in r:
+            print(f"| {r['engine']} | skipped: {r['skipped']} |")
+            continue
+        fps = " | ".join(str(i["frames_per_s"]) for i in r["inference"])
+        print(f"| {r['engine']} | {r['first_epoch_s']} | {r['epoch_s_mean']} | {fps} |")
+    print(f"\nwritten {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

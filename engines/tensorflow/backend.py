@@ -1,0 +1,378 @@
+"""The TensorFlow engine: Keras 3 training and inference behind :mod:`posed.engines.compat`.
+
+Mirrors the PyTorch engine file for file: the same :class:`~posed.engines.training.TrainConfig`
+layers, the same :class:`~posed.engines.training.SampleMaker` targets, the same losses,
+AdamW and learning-rate schedule, the same ``learning_stats.csv`` and the same bundle fields.
+Snapshots are ``snapshot-NNN.safetensors`` holding every Keras variable by its path (weights
+only, no pickle and no Keras config: the architecture is rebuilt from ``posed.yaml``), so the
+snapshot helpers of :mod:`posed.engines.compat` work unchanged. The optimiser state needed to
+resume is in ``resume-state.safetensors``.
+
+Bundles of format ``frozen-graph`` (imported DeepLabCut 2.x exports) run through
+:mod:`posed.engines.tensorflow.dlc2`.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from posed.engines import compat
+from posed.engines.base import PoseRunner
+from posed.engines.bundle import ModelBundle
+from posed.engines.decoding import decode
+from posed.engines.io import atomic_path
+from posed.engines.project import Project
+from posed.engines.tensorflow import import_tensorflow
+from posed.engines.training import (RESUME_FILE, STATS_COLUMNS, STATS_FILE, SampleMaker, TrainConfig,
+                                    bundle_source, load_training_data, lr_at, resolve_train_config,
+                                    snapshot_name, stats_up_to, write_resolved_config)
+from posed.errors import ConfigError, InferenceError, ModelLoadError
+
+tf = import_tensorflow()
+import keras  # noqa: E402  (after TensorFlow's environment is set up)
+
+from posed.engines.tensorflow.model import (  # noqa: E402
+    KERAS_NETS, build_pose_model, grid_size, load_weights, save_weights)
+
+log = logging.getLogger(__name__)
+
+ENGINE = "tensorflow"
+HEAD = "deconv3x3s2_same"  # Keras Conv2DTranspose(3, strides 2, padding 'same'): a 2h×2w grid
+
+
+# ----------------------------------------------------------------------------- devices
+
+def select_device(device: str = "auto") -> str:
+    """Resolve ``auto``/``cpu``/``gpu``/``gpu:N`` to a TensorFlow device string.
+
+    A GPU request without a visible GPU falls back to the CPU with a warning.
+    """
+    want = (device or "auto").lower()
+    if want == "cpu":
+        return "/CPU:0"
+    if want == "auto" or want.startswith(("gpu", "cuda")):
+        gpus = tf.config.list_physical_devices("GPU")
+        index = int(want.split(":", 1)[1]) if ":" in want else 0
+        if gpus:
+            if index >= len(gpus):
+                raise ConfigError(f"device '{device}': only {len(gpus)} GPU(s)")
+            return f"/GPU:{index}"
+        if want != "auto":
+            log.warning("tensorflow engine: device '%s' requested but no GPU is visible; using CPU", device)
+        return "/CPU:0"
+    raise ConfigError(f"device '{device}' is not one of auto, cpu, gpu, gpu:N")
+
+
+def set_threads(threads: int | None) -> None:
+    """Limit TensorFlow's CPU threads; only possible before TensorFlow runs its first op."""
+    if not threads:
+        return
+    threads = int(threads)
+    if tf.config.threading.get_intra_op_parallelism_threads() == threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(threads, 2)))
+    except RuntimeError:
+        # TensorFlow fixes its thread pools when the runtime starts, for the whole process.
+        log.warning("tensorflow engine: threads=%d ignored (TensorFlow already started in "
+                    "this process)", threads)
+
+
+# ----------------------------------------------------------------------------- inference
+
+def build_model(bundle: ModelBundle) -> "keras.Model":
+    """Instantiate the network a bundle describes (weights not loaded)."""
+    arch = bundle.architecture
+    try:
+        return build_pose_model(arch["net"], len(bundle.bodyparts), int(arch.get("output_stride", 16)),
+                                mean=tuple(bundle.mean), std=tuple(bundle.std))
+    except KeyError as exc:
+        raise ModelLoadError(f"{bundle.path}: architecture lacks '{exc.args[0]}'") from None
+
+
+class TFRunner(PoseRunner):
+    """Keras model inference compiled once with :func:`tf.function`.
+
+    The function has a fixed input signature (uint8 N×H×W×3, every dimension but the channels
+    free), so batches and frame sizes never retrace it.
+    """
+
+    engine = ENGINE
+
+    def __init__(self, bundle: ModelBundle, model: "keras.Model", device: str) -> None:
+        super().__init__(bundle)
+        self.model = model
+        self.device = device
+        self.stride = float(bundle.stride)
+        self.function = tf.function(self._scores, input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.uint8, name="frames")])
+
+    @classmethod
+    def load(cls, bundle: ModelBundle, device: str = "auto", threads: int | None = None,
+             **options: Any) -> "TFRunner":
+        if options:
+            raise ConfigError(f"tensorflow engine: unknown option '{next(iter(options))}'")
+        if bundle.format != "safetensors":
+            raise ModelLoadError(f"{bundle.path}: tensorflow engine cannot run format '{bundle.format}'")
+        set_threads(threads)
+        dev = select_device(device)
+        with tf.device(dev):
+            model = build_model(bundle)
+            load_weights(model, bundle.weights_path)
+        return cls(bundle, model, dev)
+
+    def _scores(self, frames: "tf.Tensor") -> tuple["tf.Tensor", "tf.Tensor"]:
+        with tf.device(self.device):
+            heat, locref = self.model(tf.cast(frames, tf.float32), training=False)
+            return tf.sigmoid(heat), locref
+
+    def _forward(self, frames: np.ndarray) -> np.ndarray:
+        try:
+            probs, locref = self.function(tf.convert_to_tensor(frames))
+        except (tf.errors.OpError, ValueError) as exc:
+            raise InferenceError(f"tensorflow forward failed: {str(exc).splitlines()[0]}") from exc
+        # decode() takes the PyTorch layout (N×K×h×w); the Keras heads are channels-last.
+        return decode(np.transpose(probs.numpy(), (0, 3, 1, 2)),
+                      np.transpose(locref.numpy(), (0, 3, 1, 2)), self.stride,
+                      self.bundle.locref_stdev)
+
+
+def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
+    """Engine entry point used by :func:`posed.engines.compat.load_model`."""
+    if bundle.format == "frozen-graph":
+        from posed.engines.tensorflow.dlc2 import FrozenGraphRunner
+
+        return FrozenGraphRunner.load(bundle, **options)
+    return TFRunner.load(bundle, **options)
+
+
+# ----------------------------------------------------------------------------- training
+
+def _resolve_config(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfig | None,
+                    resume: bool = False) -> TrainConfig:
+    cfg = resolve_train_config(project, shuffle, overrides, ENGINE, resume)
+    if cfg.net not in KERAS_NETS:
+        raise ConfigError(f"net '{cfg.net}': the tensorflow engine supports {', '.join(KERAS_NETS)}")
+    return cfg
+
+
+def pose_loss(heat: "tf.Tensor", locref: "tf.Tensor", heatmap: "tf.Tensor",
+              heatmap_weight: "tf.Tensor", locref_target: "tf.Tensor",
+              locref_weight: "tf.Tensor", locref_loss_weight: float
+              ) -> tuple["tf.Tensor", "tf.Tensor", "tf.Tensor"]:
+    """Weighted BCE on heatmaps + weighted Huber on locref; returns (total, heatmap, locref).
+
+    ``heat``/``locref`` are channels-last network outputs; targets and weights are the
+    N×C×h×w arrays of :func:`posed.engines.decoding.make_targets`, as the PyTorch loss takes.
+    """
+    heat = tf.transpose(heat, (0, 3, 1, 2))
+    locref = tf.transpose(locref, (0, 3, 1, 2))
+    hw = tf.broadcast_to(heatmap_weight, tf.shape(heat))
+    bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=heatmap, logits=heat)
+    hm = tf.reduce_sum(bce * hw) / tf.maximum(tf.reduce_sum(hw), 1.0)
+    diff = tf.abs(locref * locref_weight - locref_target * locref_weight)
+    huber = tf.where(diff < 1.0, 0.5 * diff * diff, diff - 0.5)  # torch huber_loss, delta 1
+    lo = tf.reduce_sum(huber) / tf.maximum(tf.reduce_sum(locref_weight), 1.0)
+    return hm + locref_loss_weight * lo, hm, lo
+
+
+def _make_optimizer(cfg: TrainConfig) -> "keras.optimizers.Optimizer":
+    # torch.optim.AdamW defaults (eps 1e-8); Keras' weight decay is decoupled and scaled by
+    # the learning rate exactly as torch's is.
+    return keras.optimizers.AdamW(learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+                                  beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+
+
+def _save_resume_state(path: Path, optimizer: "keras.optimizers.Optimizer", epoch: int) -> None:
+    from safetensors.numpy import save_file
+
+    tensors = {f"{i:05d}:{v.path}": np.ascontiguousarray(np.asarray(v.numpy()))
+               for i, v in enumerate(optimizer.variables)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"epoch": str(epoch)})
+
+
+def _load_resume_state(path: Path, optimizer: "keras.optimizers.Optimizer") -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as fh:
+        meta = fh.metadata()
+        values = {int(k.split(":", 1)[0]): fh.get_tensor(k) for k in fh.keys()}
+    variables = optimizer.variables
+    if len(values) != len(variables):
+        raise ModelLoadError(f"{path}: optimiser state has {len(values)} tensors, "
+                             f"this model needs {len(variables)}")
+    for i, var in enumerate(variables):
+        # safetensors keeps scalars (the step counter) as one-element tensors.
+        if int(np.prod(var.shape)) != values[i].size:
+            raise ModelLoadError(f"{path}: optimiser tensor {i} ({var.path}) does not fit")
+        var.assign(values[i].reshape(tuple(var.shape)))
+    return int(meta["epoch"])
+
+
+def _bundle_for(project: Project, shuffle: int, cfg: TrainConfig, epoch: int) -> ModelBundle:
+    ctor, kwargs = KERAS_NETS[cfg.net]
+    return ModelBundle(
+        engine=ENGINE, format="safetensors", bodyparts=list(project.bodyparts),
+        architecture={"net": cfg.net, "output_stride": cfg.output_stride, "head": HEAD,
+                      "keras_model": ctor, **kwargs, "score": "sigmoid", "layout": "channels_last"},
+        stride=cfg.output_stride / 2, locref_stdev=cfg.target.locref_stdev,
+        source=bundle_source(project, shuffle, cfg, epoch),
+    )
+
+
+def _mean_error(predict: Any, images: list[np.ndarray], keypoints: list[np.ndarray],
+                stride: float, locref_stdev: float) -> float:
+    """Mean pixel error on full images (NaN when nothing is labelled)."""
+    errs = []
+    for img, kp in zip(images, keypoints):
+        probs, loc = predict(tf.convert_to_tensor(img[None]))
+        pred = decode(np.transpose(probs.numpy(), (0, 3, 1, 2)),
+                      np.transpose(loc.numpy(), (0, 3, 1, 2)), stride, locref_stdev)[0]
+        d = np.linalg.norm(pred[:, :2] - kp, axis=1)
+        errs.extend(d[np.isfinite(d)].tolist())
+    return float(np.mean(errs)) if errs else float("nan")
+
+
+def _dataset(maker: SampleMaker, cfg: TrainConfig, epoch: int, drop_last: bool) -> "tf.data.Dataset":
+    """One epoch of batches; order and augmentation depend only on (seed, epoch, index)."""
+    n = len(maker)
+
+    def samples():
+        order = np.random.default_rng((cfg.seed, epoch)).permutation(n)
+        for index in order:
+            rng = np.random.default_rng((cfg.seed, epoch, int(index)))
+            s = maker.sample(int(index), rng)
+            yield s["image"], s["heatmap"], s["heatmap_weight"], s["locref"], s["locref_weight"]
+
+    f32 = tf.float32
+    signature = (tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([None, None, None], f32),
+                 tf.TensorSpec([None, 1, 1], f32), tf.TensorSpec([None, None, None], f32),
+                 tf.TensorSpec([None, None, None], f32))
+    ds = tf.data.Dataset.from_generator(samples, output_signature=signature)
+    return ds.batch(cfg.batch_size, drop_remainder=drop_last).prefetch(2)
+
+
+def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfig | None = None,
+          *, progress: bool = True, resume: bool = False) -> Path:
+    """Train a model for ``shuffle``; returns the training folder (a model bundle).
+
+    With ``resume``, training continues from the newest snapshot and its optimiser state up to
+    ``epochs``; otherwise an existing training folder with snapshots is an error.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = _resolve_config(project, shuffle, overrides, resume)
+    folder = compat.get_train_folder(project, shuffle, ENGINE)
+    existing = compat.list_snapshots(folder)
+    if existing and not resume:
+        raise ConfigError(f"{folder}: already has snapshots; pass --resume to continue or "
+                          "--overwrite to start again")
+    folder.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+
+    data = load_training_data(project, shuffle, cfg, compat.get_model_folder(project, shuffle, ENGINE))
+    cfg = data.cfg
+    images, kpts = data.images, data.keypoints
+    test_images, test_kpts = data.test_images, data.test_keypoints
+
+    pretrained = cfg.pretrained
+    weights = "imagenet" if pretrained is True else (pretrained or None)
+    model = build_pose_model(cfg.net, len(project.bodyparts), cfg.output_stride, weights=weights)
+    stride = cfg.output_stride / 2
+    maker = SampleMaker(images, kpts, cfg, lambda h, w: grid_size(model, h, w), stride)
+    drop_last = len(maker) > cfg.batch_size
+    steps_per_epoch = max(len(maker) // cfg.batch_size if drop_last
+                          else math.ceil(len(maker) / cfg.batch_size), 1)
+    optimizer = _make_optimizer(cfg)
+    optimizer.build(model.trainable_variables)
+    variables = model.trainable_variables
+    loss_weight = float(cfg.locref_loss_weight)
+    f32 = tf.float32
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.uint8), tf.TensorSpec([None, None, None, None], f32),
+        tf.TensorSpec([None, None, 1, 1], f32), tf.TensorSpec([None, None, None, None], f32),
+        tf.TensorSpec([None, None, None, None], f32)])
+    def train_step(image, heatmap, heatmap_weight, locref, locref_weight):
+        with tf.GradientTape() as tape:
+            heat, loc = model(tf.cast(image, f32), training=True)
+            loss, hm, lo = pose_loss(heat, loc, heatmap, heatmap_weight, locref, locref_weight,
+                                     loss_weight)
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+        return loss, hm, lo
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+    def predict(image):
+        heat, loc = model(tf.cast(image, f32), training=False)
+        return tf.sigmoid(heat), loc
+
+    start_epoch = 0
+    if resume and existing:
+        load_weights(model, existing[-1])
+        resume_file = folder / RESUME_FILE
+        if resume_file.is_file():
+            start_epoch = _load_resume_state(resume_file, optimizer)
+        else:
+            start_epoch = int(existing[-1].stem.split("-")[1])
+            log.warning("%s missing: resuming weights only", resume_file)
+        if start_epoch >= cfg.epochs:
+            log.info("already trained to epoch %d (epochs=%d)", start_epoch, cfg.epochs)
+            return folder
+
+    write_resolved_config(folder / "train_config.yaml", cfg)
+    stats_path = folder / STATS_FILE
+    kept = stats_up_to(stats_path, start_epoch)
+    stats = open(stats_path, "w", newline="")
+    writer = csv.writer(stats)
+    writer.writerow(STATS_COLUMNS)
+    writer.writerows(kept)
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {project.name} shuffle {shuffle}",
+               unit="epoch", disable=not progress, initial=start_epoch, total=cfg.epochs)
+    lr = cfg.lr
+    try:
+        for epoch in bar:
+            t0 = time.perf_counter()
+            totals = np.zeros(3)
+            for step, batch in enumerate(_dataset(maker, cfg, epoch, drop_last)):
+                lr = lr_at(cfg, epoch + step / steps_per_epoch)
+                optimizer.learning_rate = lr
+                loss, hm, lo = train_step(*batch)
+                totals += (float(loss), float(hm), float(lo))
+            totals /= steps_per_epoch
+            done = epoch + 1
+            test_err = float("nan")
+            snapshot_due = done % cfg.save_every == 0 or done == cfg.epochs
+            if snapshot_due:
+                test_err = _mean_error(predict, test_images, test_kpts, stride, cfg.target.locref_stdev)
+            writer.writerow([done, f"{lr:.6g}", f"{totals[0]:.6f}", f"{totals[1]:.6f}",
+                             f"{totals[2]:.6f}", f"{time.perf_counter() - t0:.2f}",
+                             "" if np.isnan(test_err) else f"{test_err:.3f}"])
+            stats.flush()
+            if snapshot_due:
+                _save_snapshot(folder, project, shuffle, cfg, model, optimizer, done)
+            bar.set_postfix(loss=f"{totals[0]:.4f}", **({} if np.isnan(test_err) else {"test_px": f"{test_err:.2f}"}))
+    finally:
+        stats.close()
+        bar.close()
+    return folder
+
+
+def _save_snapshot(folder: Path, project: Project, shuffle: int, cfg: TrainConfig,
+                   model: "keras.Model", optimizer: "keras.optimizers.Optimizer", epoch: int) -> None:
+    name = snapshot_name(epoch)
+    with atomic_path(folder / name) as tmp:
+        save_weights(model, Path(tmp), metadata={"epoch": str(epoch), "net": cfg.net,
+                                                 "engine": ENGINE})
+    _save_resume_state(folder / RESUME_FILE, optimizer, epoch)
+    # posed.yaml is written last, so it never names a file that is not complete.
+    _bundle_for(project, shuffle, cfg, epoch).save(folder, [name])
