@@ -346,6 +346,37 @@ def write_resolved_config(path: Path, cfg: TrainConfig) -> None:
                       + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
+class LearningStats:
+    """``learning_stats.csv`` of a run: earlier rows kept up to the resumed epoch, one row per epoch.
+
+    Also writes the run's resolved settings (``train_config.yaml``) beside it, since both
+    describe the same run and both are read back on resume.
+    """
+
+    def __init__(self, folder: Path, cfg: TrainConfig, start_epoch: int) -> None:
+        import csv
+
+        write_resolved_config(folder / "train_config.yaml", cfg)
+        path = folder / STATS_FILE
+        kept = stats_up_to(path, start_epoch)
+        self._fh = open(path, "w", newline="")
+        self._writer = csv.writer(self._fh)
+        self._writer.writerow(STATS_COLUMNS)
+        self._writer.writerows(kept)
+        self._fh.flush()
+
+    def row(self, epoch: int, lr: float, losses: np.ndarray, seconds: float, test_error: float) -> None:
+        """Append one epoch: (total, heatmap, locref) losses; NaN test error is left empty."""
+        self._writer.writerow([epoch, f"{lr:.6g}", f"{losses[0]:.6f}", f"{losses[1]:.6f}",
+                               f"{losses[2]:.6f}", f"{seconds:.2f}",
+                               "" if np.isnan(test_error) else f"{test_error:.3f}"])
+        self._fh.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._fh.close()
+
+
 def stats_up_to(path: Path, epoch: int) -> list[list[str]]:
     """Rows of an earlier run's stats up to ``epoch``: a resumed run redoes the later epochs."""
     import csv

@@ -14,7 +14,6 @@ Bundles of format ``frozen-graph`` (imported DeepLabCut 2.x exports) run through
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
@@ -30,9 +29,9 @@ from posed.engines.decoding import decode
 from posed.engines.io import atomic_path
 from posed.engines.project import Project
 from posed.engines.tensorflow import import_tensorflow
-from posed.engines.training import (RESUME_FILE, STATS_COLUMNS, STATS_FILE, SampleMaker, TrainConfig,
+from posed.engines.training import (RESUME_FILE, LearningStats, SampleMaker, TrainConfig,
                                     bundle_source, load_training_data, lr_at, resolve_train_config,
-                                    snapshot_name, stats_up_to, write_resolved_config)
+                                    snapshot_name)
 from posed.errors import ConfigError, InferenceError, ModelLoadError
 
 tf = import_tensorflow()
@@ -329,13 +328,7 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
             log.info("already trained to epoch %d (epochs=%d)", start_epoch, cfg.epochs)
             return folder
 
-    write_resolved_config(folder / "train_config.yaml", cfg)
-    stats_path = folder / STATS_FILE
-    kept = stats_up_to(stats_path, start_epoch)
-    stats = open(stats_path, "w", newline="")
-    writer = csv.writer(stats)
-    writer.writerow(STATS_COLUMNS)
-    writer.writerows(kept)
+    stats = LearningStats(folder, cfg, start_epoch)
     bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {project.name} shuffle {shuffle}",
                unit="epoch", disable=not progress, initial=start_epoch, total=cfg.epochs)
     lr = cfg.lr
@@ -354,10 +347,7 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
             snapshot_due = done % cfg.save_every == 0 or done == cfg.epochs
             if snapshot_due:
                 test_err = _mean_error(predict, test_images, test_kpts, stride, cfg.target.locref_stdev)
-            writer.writerow([done, f"{lr:.6g}", f"{totals[0]:.6f}", f"{totals[1]:.6f}",
-                             f"{totals[2]:.6f}", f"{time.perf_counter() - t0:.2f}",
-                             "" if np.isnan(test_err) else f"{test_err:.3f}"])
-            stats.flush()
+            stats.row(done, lr, totals, time.perf_counter() - t0, test_err)
             if snapshot_due:
                 _save_snapshot(folder, project, shuffle, cfg, model, optimizer, done)
             bar.set_postfix(loss=f"{totals[0]:.4f}", **({} if np.isnan(test_err) else {"test_px": f"{test_err:.2f}"}))
