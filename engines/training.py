@@ -346,6 +346,23 @@ def write_resolved_config(path: Path, cfg: TrainConfig) -> None:
                       + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
+def resume_epoch(folder: Path, snapshots: list[Path], load_state: Any) -> int:
+    """Epoch to continue from: the optimiser state's, else (weights only) the newest snapshot's.
+
+    Args:
+        folder: Training folder.
+        snapshots: Its snapshots, oldest first (non-empty).
+        load_state: Engine function that restores ``resume-state.safetensors`` and returns its epoch.
+    """
+    import logging
+
+    resume_file = folder / RESUME_FILE
+    if resume_file.is_file():
+        return int(load_state(resume_file))
+    logging.getLogger(__name__).warning("%s missing: resuming weights only", resume_file)
+    return int(snapshots[-1].stem.split("-")[1])
+
+
 class LearningStats:
     """``learning_stats.csv`` of a run: earlier rows kept up to the resumed epoch, one row per epoch.
 

@@ -27,7 +27,7 @@ from posed.engines.project import Project
 from posed.engines.pytorch.model import TIMM_NAMES, PoseNet, load_state_dict
 from posed.engines.training import (RESUME_FILE, LearningStats, SampleMaker, TrainConfig,
                                     bundle_source, load_training_data, lr_at, resolve_train_config,
-                                    snapshot_name)
+                                    resume_epoch, snapshot_name)
 from posed.errors import ConfigError, InferenceError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -301,12 +301,7 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
     start_epoch = 0
     if resume and existing:
         model.load_state_dict(load_state_dict(existing[-1]))
-        resume_file = folder / RESUME_FILE
-        if resume_file.is_file():
-            start_epoch = _load_resume_state(resume_file, optimizer)
-        else:
-            start_epoch = int(existing[-1].stem.split("-")[1])
-            log.warning("%s missing: resuming weights only", resume_file)
+        start_epoch = resume_epoch(folder, existing, lambda f: _load_resume_state(f, optimizer))
         if start_epoch >= cfg.epochs:
             log.info("already trained to epoch %d (epochs=%d)", start_epoch, cfg.epochs)
             return folder
