@@ -100,8 +100,10 @@ def _report(report: object, kind: str) -> int:
     for path, why in report.failed:  # type: ignore[attr-defined]
         print(f"error: {why}" if str(path) in why else f"error: {path}: {why}", file=sys.stderr)
     fps = report.frames / report.seconds if report.seconds else 0.0  # type: ignore[attr-defined]
-    print(f"{len(report.outputs)} {kind} analysed, {report.frames} frames, "  # type: ignore[attr-defined]
-          f"{fps:.1f} frames/s, {len(report.failed)} failed", file=sys.stderr)  # type: ignore[attr-defined]
+    skipped = len(getattr(report, "skipped", []))
+    print(f"{len(report.outputs) - skipped} {kind} analysed, {report.frames} frames, "  # type: ignore[attr-defined]
+          f"{fps:.1f} frames/s, {skipped} already done, {len(report.failed)} failed",  # type: ignore[attr-defined]
+          file=sys.stderr)
     if not report.outputs and not report.failed:  # type: ignore[attr-defined]
         raise ConfigError("no input files found")
     return 1 if report.failed else 0  # type: ignore[attr-defined]
@@ -113,7 +115,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     report = compat.analyze_videos(args.source, args.videos, args.engine, shuffle=args.shuffle,
                                    snapshot=args.snapshot, dest=args.dest, csv=args.csv,
                                    batch_size=args.batch_size, progress=not args.quiet,
-                                   runner_options={"device": args.device})
+                                   overwrite=args.overwrite, runner_options={"device": args.device})
     return _report(report, "videos")
 
 
@@ -205,6 +207,32 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
     public, secret = generate_keys(args.dir, args.name)
     print(f"public key: {public}\nsecret key: {secret} (keep it private)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from posed.daemon import bench
+
+    if args.list:
+        for name, what in bench.list_cases():
+            print(f"{name:10s} {what}")
+        return 0
+    opts = bench.BenchOptions(seconds=args.seconds, size=args.size,
+                              **({"model": args.model} if args.model else {}))
+    known = dict(bench.list_cases())
+    unknown = [c for c in args.case or [] if c not in known]
+    if unknown:
+        raise ConfigError(f"unknown bench case '{unknown[0]}' (cases: {', '.join(known)})")
+    record = bench.run(args.case, opts)
+    table = bench.to_markdown(record)
+    if args.out:
+        import json
+
+        from posed.engines.io import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
+        atomic_write_text(args.out.with_suffix(".md"), table)
+    print(table, end="")
     return 0
 
 
@@ -314,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
         if kind == "videos":
             p.add_argument("--batch-size", type=_positive, default=8, help="frames per batch")
             p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+            p.add_argument("--overwrite", action="store_true",
+                           help="redo videos whose output exists for the same model and settings "
+                           "(by default they are skipped, so an interrupted run can be resumed)")
         _common(p)
         p.set_defaults(func=cmd_analyze if kind == "videos" else cmd_analyze_images)
 
@@ -402,6 +433,20 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--name", default="server", help="key pair name")
     _common(k)
     k.set_defaults(func=cmd_keys_generate)
+
+    p = sub.add_parser("bench", formatter_class=fmt, epilog=EPILOG,
+                       help="run the performance suite (engine, decode, pipeline, ...)",
+                       description="Run named benchmark cases (all by default) and print a "
+                       "Markdown table; with --out also write the full record (machine, versions, "
+                       "config, every figure) as JSON and the table beside it as .md.")
+    p.add_argument("--case", action="append", metavar="NAME", help="run this case (repeatable)")
+    p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument("--out", type=Path, help="write the JSON record here (+ a .md beside it)")
+    p.add_argument("--model", type=Path, help="PyTorch model bundle (default: the demo model)")
+    p.add_argument("--size", type=_size, default=(320, 240), help="input size WIDTHxHEIGHT")
+    p.add_argument("--seconds", type=float, default=3.0, help="measuring time per measurement")
+    _common(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("engines", help="list engines and whether they are installed")
     _common(p)

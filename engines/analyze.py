@@ -34,12 +34,14 @@ class AnalysisReport:
     Attributes:
         outputs: Written h5 files, one per video (or image folder).
         failed: ``(path, reason)`` for every input that could not be analysed.
+        skipped: Videos whose complete output already existed for the same model and settings.
         frames: Frames (or images) analysed in total.
         seconds: Wall time.
     """
 
     outputs: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
     frames: int = 0
     seconds: float = 0.0
 
@@ -79,9 +81,39 @@ def _metadata(runner: PoseRunner, **extra: object) -> dict:
     }
 
 
+def run_signature(runner: PoseRunner, video: Path, csv: bool) -> dict:
+    """What an output depends on: model weights, engine, the video file and the settings.
+
+    A rerun skips a video whose metadata holds the same signature; the video is identified by
+    size and modification time (hashing hours of video on every run would cost more than
+    analysing a short one).
+    """
+    stat = video.stat()
+    return {"weights": [w.get("sha256") for w in runner.bundle.weights], "engine": runner.engine,
+            "format": runner.bundle.format, "video_size": stat.st_size,
+            "video_mtime_ns": stat.st_mtime_ns, "csv": csv}
+
+
+def _already_done(h5: Path, signature: dict, csv: bool) -> bool:
+    import json
+
+    meta = h5.with_name(h5.stem + "_meta.json")
+    if not (h5.is_file() and meta.is_file()) or (csv and not h5.with_suffix(".csv").is_file()):
+        return False
+    try:
+        return json.loads(meta.read_text()).get("signature") == signature
+    except (OSError, ValueError):
+        return False
+
+
 def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, csv: bool = False,
-                  batch_size: int = 8, progress: bool = True) -> tuple[Path, int]:
-    """Analyse one video; returns (h5 path, frames).
+                  batch_size: int = 8, progress: bool = True,
+                  overwrite: bool = True) -> tuple[Path, int | None]:
+    """Analyse one video; returns (h5 path, frames), frames None when skipped.
+
+    Without ``overwrite``, a video whose outputs exist with the same :func:`run_signature` is
+    skipped. The metadata file is written last, so an interrupted run leaves outputs that a
+    rerun recognises as incomplete and redoes.
 
     Raises:
         VideoError: the video cannot be opened.
@@ -93,6 +125,10 @@ def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, 
     folder = dest if dest is not None else video.parent
     folder.mkdir(parents=True, exist_ok=True)
     h5 = folder / f"{output_stem(video, runner.bundle.scorer)}.h5"
+    signature = run_signature(runner, video, csv)
+    if not overwrite and _already_done(h5, signature, csv):
+        log.info("%s: output exists for this model and settings; skipped", video)
+        return h5, None
     started = time.time()
     t0 = time.perf_counter()
     chunks: list[np.ndarray] = []
@@ -116,6 +152,7 @@ def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, 
         runner, video=str(video), fps=info.fps, nframes=int(len(poses)),
         frame_dimensions=[info.height, info.width], batch_size=batch_size,
         decode_errors=decode_errors, start=started, run_duration_s=round(elapsed, 3),
+        signature=signature,
         frames_per_second=round(len(poses) / elapsed, 2) if elapsed > 0 else None))
     if decode_errors:
         log.warning("%s: %d frame(s) failed to decode and were skipped", video, decode_errors)
@@ -123,8 +160,13 @@ def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, 
 
 
 def analyze_videos(runner: PoseRunner, videos: Iterable[str | Path], *, dest: str | Path | None = None,
-                   csv: bool = False, batch_size: int = 8, progress: bool = True) -> AnalysisReport:
-    """Analyse videos, folders of videos or globs; a failing video is reported and skipped."""
+                   csv: bool = False, batch_size: int = 8, progress: bool = True,
+                   overwrite: bool = False) -> AnalysisReport:
+    """Analyse videos, folders of videos or globs; a failing video is reported and skipped.
+
+    Resumable: a video whose complete output exists for the same model and settings is
+    skipped unless ``overwrite``.
+    """
     report = AnalysisReport()
     t0 = time.perf_counter()
     dest_dir = Path(dest) if dest is not None else None
@@ -133,13 +175,16 @@ def analyze_videos(runner: PoseRunner, videos: Iterable[str | Path], *, dest: st
             if not video.is_file():
                 raise DataError(f"{video}: no such file")
             h5, n = analyze_video(runner, video, dest=dest_dir, csv=csv, batch_size=batch_size,
-                                  progress=progress)
+                                  progress=progress, overwrite=overwrite)
         except PosedError as exc:
             log.error("%s", exc)
             report.failed.append((video, str(exc)))
             continue
         report.outputs.append(h5)
-        report.frames += n
+        if n is None:
+            report.skipped.append(video)
+        else:
+            report.frames += n
     report.seconds = time.perf_counter() - t0
     return report
 
