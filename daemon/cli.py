@@ -236,6 +236,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_filter(args: argparse.Namespace) -> int:
+    from posed.engines.analyze import expand_inputs
+    from posed.engines.filtering import filter_file
+
+    found = [p for p in expand_inputs(args.files, (".h5", ".csv"))
+             if not p.stem.endswith(("_filtered", "_meta"))]
+    # A table analysed with --csv exists twice; filter the h5 once.
+    files = [p for p in found if p.suffix != ".csv" or p.with_suffix(".h5") not in found]
+    if not files:
+        raise ConfigError("no analysed .h5/.csv files found")
+    failed = 0
+    for path in files:
+        try:
+            print(filter_file(path, args.method, csv=args.csv, window=args.window,
+                              order=args.order, p_bound=args.p_bound, fps=args.fps))
+        except PosedError as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
 def cmd_engines(args: argparse.Namespace) -> int:
     from posed.engines import compat
 
@@ -447,6 +470,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=3.0, help="measuring time per measurement")
     _common(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("filter", formatter_class=fmt, epilog=EPILOG,
+                       help="smooth analysed poses over time (median, savgol, kalman)",
+                       description="Filter analysed pose tables (files, folders or globs) over time "
+                       "and write <stem>_filtered.h5 (+ .csv) beside each, as DeepLabCut names them. "
+                       "Keypoints below --p-bound are treated as missing and bridged.")
+    p.add_argument("files", nargs="+", help="analysed .h5/.csv files, folders or globs")
+    p.add_argument("--method", choices=("median", "savgol", "kalman"), default="median")
+    p.add_argument("--window", type=int, default=5, help="odd window length (median, savgol)")
+    p.add_argument("--order", type=int, default=3, help="polynomial order (savgol)")
+    p.add_argument("--p-bound", type=float, default=0.01, help="likelihood below which a "
+                   "keypoint counts as missing")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate (kalman)")
+    p.add_argument("--csv", action="store_true", help="also write a .csv")
+    _common(p)
+    p.set_defaults(func=cmd_filter)
 
     p = sub.add_parser("engines", help="list engines and whether they are installed")
     _common(p)

@@ -66,3 +66,14 @@ def test_bad_filter_settings_are_clear_errors():
         filter_table(df, "median", window=4)
     with pytest.raises(ConfigError, match="order must be"):
         filter_table(df, "savgol", window=5, order=5)
+
+
+def test_filter_from_the_cli(tmp_path, capsys):
+    from posed.daemon.cli import main
+
+    _, df = _noisy_track(40)
+    write_pose_table(df, tmp_path / "aposed_x.h5")
+    assert main(["filter", str(tmp_path), "--method", "savgol", "--window", "7", "-q"]) == 0
+    assert capsys.readouterr().out.strip().endswith("aposed_x_filtered.h5")
+    assert main(["filter", str(tmp_path / "aposed_x.h5"), "--window", "4", "-q"]) == 2
+    assert "odd number" in capsys.readouterr().err
