@@ -230,6 +230,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         from posed.engines.io import atomic_write_text
 
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
         atomic_write_text(args.out.with_suffix(".md"), table)
     print(table, end="")
@@ -257,6 +258,40 @@ def cmd_filter(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
     return 1 if failed else 0
+
+
+def _table_for(video: Path, filtered: bool) -> Path:
+    tables = sorted(p for p in video.parent.glob(f"{video.stem}*.h5")
+                    if p.stem.endswith("_filtered") == filtered)
+    if len(tables) != 1:
+        what = "no" if not tables else f"{len(tables)}"
+        raise ConfigError(f"{video}: {what} {'filtered ' if filtered else ''}pose tables beside it "
+                          "(analyse it first, or pass --table)")
+    return tables[0]
+
+
+def cmd_label_video(args: argparse.Namespace) -> int:
+    from posed.engines.labelvideo import label_video
+
+    skeleton: list[tuple[str, str]] = []
+    pcutoff = args.pcutoff
+    if args.project:
+        from posed.engines.project import load_project
+
+        project = load_project(args.project)
+        skeleton = list(project.skeleton)
+        pcutoff = project.pcutoff if pcutoff is None else pcutoff
+    for pair in (args.skeleton or "").split(","):
+        if pair.strip():
+            a, sep, b = pair.partition("-")
+            if not sep:
+                raise ConfigError(f"--skeleton: '{pair}' is not PART-PART")
+            skeleton.append((a.strip(), b.strip()))
+    for video in args.videos:
+        table = args.table or _table_for(video, args.filtered)
+        print(label_video(video, table, pcutoff=0.6 if pcutoff is None else pcutoff,
+                          skeleton=skeleton))
+    return 0
 
 
 def cmd_engines(args: argparse.Namespace) -> int:
@@ -486,6 +521,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true", help="also write a .csv")
     _common(p)
     p.set_defaults(func=cmd_filter)
+
+    p = sub.add_parser("label-video", formatter_class=fmt, epilog=EPILOG,
+                       help="draw analysed keypoints onto videos",
+                       description="Write <table stem>_labeled.mp4 (H.264) beside each video's pose "
+                       "table: keypoints above the likelihood cutoff, and a skeleton.")
+    p.add_argument("videos", nargs="+", type=Path, help="analysed videos")
+    p.add_argument("--table", type=Path, help="pose table (default: the one beside the video)")
+    p.add_argument("--filtered", action="store_true", help="use the _filtered table")
+    p.add_argument("--project", help="take skeleton and pcutoff from this project's config.yaml")
+    p.add_argument("--skeleton", help="extra edges, e.g. snout-leftear,snout-rightear")
+    p.add_argument("--pcutoff", type=float, help="likelihood cutoff (default: project's, else 0.6)")
+    _common(p)
+    p.set_defaults(func=cmd_label_video)
 
     p = sub.add_parser("engines", help="list engines and whether they are installed")
     _common(p)
