@@ -500,7 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case", action="append", metavar="NAME", help="run this case (repeatable)")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     p.add_argument("--out", type=Path, help="write the JSON record here (+ a .md beside it)")
-    p.add_argument("--model", type=Path, help="PyTorch model bundle (default: the demo model)")
+    p.add_argument("--model", type=Path, help="model bundle (default: the demo model); engine, "
+                   "resources and matmul need a PyTorch bundle, pipeline runs any")
     p.add_argument("--size", type=_size, default=(320, 240), help="input size WIDTHxHEIGHT")
     p.add_argument("--seconds", type=float, default=3.0, help="measuring time per measurement")
     _common(p)

@@ -1,0 +1,92 @@
+"""``posed bench``: case listing, errors, two quick cases and the Markdown table.
+
+Figures are checked for structure and sign only: timing thresholds would fail on a busy
+machine without saying anything about the code.
+"""
+
+from __future__ import annotations
+
+import json
+
+from posed.daemon import bench
+from posed.daemon.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_names_every_case(capsys):
+    code, out, _ = run(capsys, "bench", "--list")
+    assert code == 0
+    names = [line.split()[0] for line in out.splitlines()]
+    assert names == list(bench.CASES)
+    assert {"engine", "decode", "pipeline", "publisher", "resources", "matmul"} <= set(names)
+
+
+def test_unknown_case_is_a_one_line_error(capsys):
+    code, out, err = run(capsys, "bench", "--case", "decode", "--case", "warp-drive", "-q")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert "warp-drive" in err and "publisher" in err and "Traceback" not in err
+
+
+def test_decode_and_publisher_cases(tmp_path, capsys):
+    out_file = tmp_path / "res" / "bench.json"
+    out_file.parent.mkdir()
+    code, out, _ = run(capsys, "bench", "--case", "decode", "--case", "publisher",
+                       "--seconds", "0.5", "--out", str(out_file), "-q")
+    assert code == 0
+    record = json.loads(out_file.read_text())
+    assert {"date", "machine", "config", "results"} <= set(record)
+    assert record["machine"]["cores"] >= 1 and record["machine"]["versions"]["numpy"]
+    assert record["config"]["seconds"] == 0.5 and record["config"]["size"] == [320, 240]
+    assert list(record["results"]) == ["decode", "publisher"]
+
+    decode = record["results"]["decode"]["rows"]
+    assert [r["threads"] for r in decode] == [True, False]
+    for r in decode:
+        assert r["frames"] >= 300 and r["frames_per_s"] > 0  # at least one pass of the clip
+
+    pub = record["results"]["publisher"]
+    assert pub["received"] == pub["sent"] > 0 and pub["messages_per_s"] > 0
+    assert pub["latency_samples"] >= 20
+    assert 0 < pub["latency"]["p50_ms"] <= pub["latency"]["p95_ms"] <= pub["latency"]["p99_ms"]
+
+    md = out_file.with_suffix(".md").read_text()
+    assert md == out  # the printed table is the one written beside the JSON
+    assert "| decode | threads on |" in md and "| publisher | tcp loopback |" in md
+
+
+def test_to_markdown_renders_a_table():
+    record = {
+        "date": "2026-01-01T00:00:00+00:00",
+        "machine": {"cpu": "Test CPU", "cores": 2},
+        "config": {"size": [320, 240], "seconds": 1.0},
+        "results": {
+            "engine": {"rows": [{"runtime": "onnx-fp32", "batch": 1, "frames_per_s": 100.0,
+                                 "p50_ms": 9.5, "p95_ms": 10.0, "p99_ms": 12.0}]},
+            "pipeline": {"engine": {"runtime": "onnx", "frames_per_s": 50.0, "p50_ms": 20.0,
+                                    "p95_ms": 21.0, "p99_ms": 22.0},
+                         "fast": {"frames": 100, "frames_per_s": 48.0}, "fps_ratio": 0.96,
+                         "native": {"rate": 25, "frames": 75,
+                                    "capture_to_publish": {"p50_ms": 21.0},
+                                    "inference": {"p50_ms": 20.0}, "added": {"p50_ms": 0.8}}},
+            "resources": {"rows": [{"engine": "onnx", "ready_s": 0.2, "ready_s_with_imports": 0.5,
+                                    "peak_rss_mb": 150.0}, {"engine": "pytorch", "error": "boom"}]},
+            "matmul": {"matmul_n": 1024, "matmul_gflops": {"numpy": 60.0}, "model_gflops": 3.0,
+                       "model_gflop_per_frame": 0.5, "fraction_of_peak": 0.05},
+        },
+    }
+    md = bench.to_markdown(record)
+    lines = md.strip().splitlines()
+    assert "Test CPU" in lines[0]
+    table = [line for line in lines if line.startswith("|")]
+    assert table[0].startswith("| case | what |") and set(table[1]) <= set("|-")
+    assert all(line.count("|") == table[0].count("|") for line in table)
+    assert "| engine | onnx-fp32 batch 1 | 100 | 9.5 | 10 | 12 | frames/s |" in md
+    assert "| pipeline | raw onnx batch 1 | 50 |" in md and "ratio to engine 0.96" in md
+    assert "| added latency | – | 0.8 |" in md
+    assert "peak RSS 150 MB" in md and "boom" in md and "0.05 of peak" in md
