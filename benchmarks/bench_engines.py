@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402
-from bench_runtimes import measure  # noqa: E402
+from posed.daemon.bench import measure  # noqa: E402
 
 from posed.engines import compat  # noqa: E402
 from posed.engines.io import atomic_write_text  # noqa: E402
@@ -106,7 +106,7 @@ def main() -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
-    print(f"\n| engine | first epoch s | epoch s | " + " | ".join(f"fps b{b}" for b in args.batch) + " |")
+    print("\n| engine | first epoch s | epoch s | " + " | ".join(f"fps b{b}" for b in args.batch) + " |")
     print("|---|---|---|" + "---|" * len(args.batch))
     for r in results:
         if "skipped" in r:

@@ -19,13 +19,14 @@ import datetime as dt
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402
+
+from posed.daemon.bench import measure  # noqa: E402
 
 from posed.engines import compat  # noqa: E402
 from posed.engines.bundle import ModelBundle, load_bundle  # noqa: E402
@@ -58,27 +59,6 @@ def _clip_frames(n: int) -> np.ndarray:
 
     with VideoReader(DEMO.parent / "clip.mp4") as reader:
         return next(iter(reader.batches(n)))[1]
-
-
-def measure(runner, frames: np.ndarray, batch: int, seconds: float) -> dict:
-    """Run batches until ``seconds`` pass (after warm-up); frames/s and latency percentiles."""
-    batches = [frames[i:i + batch] for i in range(0, len(frames) - batch + 1, batch)]
-    for b in batches[:2]:
-        runner.predict(b)  # warm-up: lazy allocation, kernel selection
-    lat = []
-    start = time.perf_counter()
-    i = 0
-    while time.perf_counter() - start < seconds or len(lat) < 5:
-        t0 = time.perf_counter()
-        runner.predict(batches[i % len(batches)])
-        lat.append(time.perf_counter() - t0)
-        i += 1
-    total = time.perf_counter() - start
-    ms = np.array(lat) * 1000
-    return {"batch": batch, "batches": len(lat), "frames_per_s": round(len(lat) * batch / total, 2),
-            "latency_ms_p50": round(float(np.percentile(ms, 50)), 3),
-            "latency_ms_p95": round(float(np.percentile(ms, 95)), 3),
-            "latency_ms_p99": round(float(np.percentile(ms, 99)), 3)}
 
 
 def main() -> int:
@@ -144,8 +124,8 @@ def main() -> int:
         if "skipped" in r:
             print(f"| {r['runtime']} | – | – | – | – | – | {r['skipped']} |")
         else:
-            print(f"| {r['runtime']} | {r['batch']} | {r['frames_per_s']} | {r['latency_ms_p50']} | "
-                  f"{r['latency_ms_p95']} | {r['latency_ms_p99']} | {r['max_px_vs_pytorch']} |")
+            print(f"| {r['runtime']} | {r['batch']} | {r['frames_per_s']} | {r['p50_ms']} | "
+                  f"{r['p95_ms']} | {r['p99_ms']} | {r['max_px_vs_pytorch']} |")
     print(f"written {args.out}")
     return 0
 
