@@ -6,7 +6,7 @@ PIP     = $(VENV)/bin/pip
 STAMP   = $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-fast demo demo-offline bench-openfield clean
+.PHONY: venv test test-fast demo demo-offline bench-openfield gpu-wheels clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,14 @@ demo-offline: $(STAMP)
 
 bench-openfield: $(STAMP)
 	$(PY) benchmarks/train_openfield.py
+
+# Wheels a stock CUDA PyTorch machine lacks (Python 3.12, x86_64), for benchmarks/gpu_check.sh
+# there; .whl/ is ignored by git. onnxruntime-gpu is not among them (see README, "GPU serving").
+GPU_WHEELS = av==18.1.0 pyzmq==27.3.0 pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

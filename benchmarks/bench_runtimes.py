@@ -29,28 +29,12 @@ from _machine import machine_info  # noqa: E402
 from posed.daemon.bench import measure  # noqa: E402
 
 from posed.engines import compat  # noqa: E402
-from posed.engines.bundle import ModelBundle, load_bundle  # noqa: E402
+from posed.engines.bundle import load_bundle  # noqa: E402
 from posed.engines.io import atomic_write_text  # noqa: E402
+from posed.engines.pytorch.backend import random_bundle  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEMO = HERE.parent / "configs" / "demo" / "model"
-
-
-def random_bundle(net: str, folder: Path, keypoints: int = 4) -> ModelBundle:
-    """A randomly initialised PyTorch bundle of ``net`` (output stride 16)."""
-    from safetensors.torch import save_file
-
-    from posed.engines.pytorch.model import TIMM_NAMES, PoseNet
-
-    model = PoseNet(net, keypoints, 16)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "w.safetensors"))
-    bundle = ModelBundle(engine="pytorch", format="safetensors",
-                         bodyparts=[f"part{i}" for i in range(keypoints)],
-                         architecture={"net": net, "output_stride": 16, "timm_model": TIMM_NAMES[net]},
-                         stride=8.0, locref_stdev=7.2801, source={"scorer": f"random_{net}"})
-    bundle.save(folder, ["w.safetensors"])
-    return bundle
 
 
 def _clip_frames(n: int) -> np.ndarray:

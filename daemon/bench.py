@@ -45,11 +45,16 @@ class BenchOptions:
             ``matmul`` need a PyTorch ``safetensors`` bundle; ``pipeline`` runs any bundle.
         size: Input frame (width, height).
         seconds: Measuring time per measurement.
+        nets: Extra architectures for ``engine`` (randomly initialised, 4 body parts), e.g.
+            ``mobilenet_v2_1.0``, ``resnet_50``; the timing of a net does not depend on its weights.
+        batches: Batch sizes for ``engine``.
     """
 
     model: Path = field(default_factory=lambda: DEMO_MODEL)
     size: tuple[int, int] = (320, 240)
     seconds: float = 3.0
+    nets: tuple[str, ...] = ()
+    batches: tuple[int, ...] = (1, 8)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -160,14 +165,16 @@ def _write_video(path: Path, frames: np.ndarray, fps: int) -> None:
 
 
 def _daemon_config(model: Path, source: str | Path, *, engine: str | None = None,
-                   pace: str = "fast", wait: int = 0, max_batch: int = 1) -> Any:
+                   pace: str = "fast", wait: int = 0, max_batch: int = 1, cameras: int = 1,
+                   model_options: dict[str, Any] | None = None, max_delay_ms: float = 0) -> Any:
     from posed.daemon.config import parse_config
 
     return parse_config({
-        "model": {"bundle": str(model), **({"engine": engine} if engine else {})},
-        "cameras": [{"id": "cam0", "source": str(source), "kind": "file", "pace": pace,
-                     "policy": "lossless"}],
-        "batching": {"max_batch": max_batch, "max_delay_ms": 0},
+        "model": {"bundle": str(model), **({"engine": engine} if engine else {}),
+                  **(model_options or {})},
+        "cameras": [{"id": f"cam{i}", "source": str(source), "kind": "file", "pace": pace,
+                     "policy": "lossless"} for i in range(cameras)],
+        "batching": {"max_batch": max_batch, "max_delay_ms": max_delay_ms},
         "publisher": {"endpoint": f"tcp://127.0.0.1:{_free_port()}", "hwm": 100000,
                       "queue_size": 100000, "wait_for_subscribers": wait, "wait_timeout_s": 10},
         "metrics": {"enabled": False},
@@ -187,22 +194,51 @@ class _Notifier:
 
 # ----------------------------------------------------------------------------- cases
 
-def case_engine(opts: BenchOptions) -> dict[str, Any]:
-    """PyTorch eager and ONNX Runtime FP32 (exported now), batch 1 and 8, same frames."""
+def _runtimes(model: Path, tmp: Path) -> list[tuple[str, Path, dict[str, Any]]]:
+    """(name, bundle, load options) of every CPU runtime for one PyTorch bundle."""
     from posed.engines import compat
+    from posed.engines.bundle import load_bundle
+
+    rows: list[tuple[str, Path, dict[str, Any]]] = [("pytorch-eager", model, {"device": "cpu"})]
+    rows.append(("torchscript", compat.export_model(model, "torchscript", tmp / "ts"), {"device": "cpu"}))
+    rows.append(("onnx-fp32", compat.export_model(model, "onnx", tmp / "onnx"), {"provider": "cpu"}))
+    try:
+        # Dynamic INT8 needs no calibration set, so it works for any bundle; static INT8
+        # (calibrated on the project) is timed by benchmarks/bench_runtimes.py.
+        rows.append(("onnx-int8-dynamic", compat.export_model(model, "onnx", tmp / "int8",
+                                                              precision="int8-dynamic"),
+                      {"provider": "cpu"}))
+    except Exception as exc:  # quantisation needs the export extra; report, don't stop
+        rows.append(("onnx-int8-dynamic", Path(), {"error": str(exc).splitlines()[0]}))
+    if compat.engine_available("tensorflow") and load_bundle(model).engine == "tensorflow":
+        rows.append(("tensorflow", model, {}))
+    return rows
+
+
+def case_engine(opts: BenchOptions) -> dict[str, Any]:
+    """Every CPU runtime (eager, TorchScript, ONNX FP32/INT8) per model and batch, same frames."""
+    from posed.engines import compat
+    from posed.engines.pytorch.backend import random_bundle
 
     frames = _frames(opts.size, 32)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = compat.export_model(opts.model, "onnx", Path(tmp) / "onnx")
-        for name, path, extra in (("pytorch-eager", opts.model, {"device": "cpu"}),
-                                  ("onnx-fp32", onnx_path, {"provider": "cpu"})):
-            runner = compat.load_model(path, **extra)
-            try:
-                for batch in (1, 8):
-                    rows.append({"runtime": name, **measure(runner, frames, batch, opts.seconds)})
-            finally:
-                runner.close()
+        models = [("model", opts.model)]
+        for net in opts.nets:
+            random_bundle(net, Path(tmp) / f"net-{net}")
+            models.append((net, Path(tmp) / f"net-{net}"))
+        for label, model in models:
+            for name, path, extra in _runtimes(model, Path(tmp) / f"x-{label}"):
+                if "error" in extra:
+                    rows.append({"model": label, "runtime": name, "error": extra["error"]})
+                    continue
+                runner = compat.load_model(path, **extra)
+                try:
+                    for batch in opts.batches:
+                        rows.append({"model": label, "runtime": name,
+                                     **measure(runner, frames, batch, opts.seconds)})
+                finally:
+                    runner.close()
     return {"rows": rows}
 
 
@@ -442,6 +478,112 @@ def case_matmul(opts: BenchOptions) -> dict[str, Any]:
             "fraction_of_peak": round(achieved / peak, 4) if peak else None}
 
 
+def _camera_rates(msgs: list[Any]) -> dict[str, Any]:
+    """Aggregate frames/s over the received span and each camera's share."""
+    if len(msgs) < 2:
+        return {"frames": len(msgs), "frames_per_s": 0.0, "per_camera": {}}
+    span = (max(m.publish_ns for m in msgs) - min(m.capture_ns for m in msgs)) / 1e9
+    counts: dict[str, int] = {}
+    for m in msgs:
+        counts[m.camera] = counts.get(m.camera, 0) + 1
+    return {"frames": len(msgs), "frames_per_s": round(len(msgs) / span, 2),
+            "per_camera": {c: round(n / span, 2) for c, n in sorted(counts.items())}}
+
+
+def _multicam(model: Path, frames: np.ndarray, counts: tuple[int, ...], per_camera: int,
+              model_options: dict[str, Any], fps: int = 30) -> list[dict[str, Any]]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        video = Path(tmp) / "cam.mp4"
+        _write_video(video, frames[np.arange(per_camera) % len(frames)], fps)
+        for n in counts:
+            for batching in ((False, True) if n > 1 else (False,)):
+                cfg = _daemon_config(model, video, wait=1, cameras=n,
+                                     max_batch=n if batching else 1,
+                                     max_delay_ms=2 if batching else 0, model_options=model_options)
+                times: list[float] = []
+                msgs = _run_service(cfg, n * per_camera, 120, times)
+                rows.append({"cameras": n, "dynamic_batching": batching, **_camera_rates(msgs),
+                             "expected": n * per_camera})
+    return rows
+
+
+def case_multicam(opts: BenchOptions) -> dict[str, Any]:
+    """Aggregate frames/s of 1, 2 and 4 file sources, with and without dynamic batching."""
+    frames = _frames(opts.size, 32)
+    return {"rows": _multicam(opts.model, frames, (1, 2, 4), int(max(30, 20 * opts.seconds)),
+                              {"device": "cpu"})}
+
+
+GPU_MODES = {  # name: pytorch runner options
+    "fp32-eager": {"precision": "fp32", "cuda_graphs": False, "channels_last": False},
+    "fp16-eager": {"precision": "fp16", "cuda_graphs": False, "channels_last": True},
+    "fp16-graph": {"precision": "fp16", "cuda_graphs": True, "channels_last": True},
+    "bf16-graph": {"precision": "bf16", "cuda_graphs": True, "channels_last": True},
+}
+
+
+def case_gpu(opts: BenchOptions) -> dict[str, Any]:
+    """CUDA: raw engine per precision/graph mode and batch; daemon 640×480 at 200 fps; 1/4/8 cameras."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA device (torch.cuda.is_available() is False)"}
+    return {"device": torch.cuda.get_device_name(0), "cuda": torch.version.cuda,
+            **gpu_figures(opts, "cuda", GPU_MODES)}
+
+
+def gpu_figures(opts: BenchOptions, device: str, modes: dict[str, dict[str, Any]], *,
+                size: tuple[int, int] = (640, 480), batches: tuple[int, ...] = (1, 8, 64),
+                daemon_frames: int = 800, daemon_fps: int = 200,
+                cameras: tuple[int, ...] = (1, 4, 8), per_camera: int = 400) -> dict[str, Any]:
+    """The figures of :func:`case_gpu` on ``device`` (a CPU run checks the procedure)."""
+    from posed.engines import compat
+    from posed.engines.pytorch.backend import random_bundle
+
+    frames = _frames(size, 64)
+    out: dict[str, Any] = {"size": list(size), "rows": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        nets = opts.nets or ("resnet_50", "mobilenet_v2_0.35")
+        for net in nets:
+            model = Path(tmp) / net
+            random_bundle(net, model, keypoints=4, output_stride=16)
+            for mode, options in modes.items():
+                runner = compat.load_model(model, device=device, **options)
+                for batch in batches:
+                    pool = np.concatenate([frames] * (1 + 2 * batch // len(frames)))
+                    out["rows"].append({"model": net, "mode": mode,
+                                        **measure(runner, pool, batch, opts.seconds)})
+                runner.close()
+        # Keypoint error of each mode against the first (fp32) on a trained model and its clip.
+        if opts.model == DEMO_MODEL:
+            clip = _frames((128, 128), 64)
+            first, *others = modes
+            ref = compat.load_model(opts.model, device=device, **modes[first]).predict(clip)
+            for mode in others:
+                got = compat.load_model(opts.model, device=device, **modes[mode]).predict(clip)
+                out.setdefault("accuracy", {})[f"{mode} vs {first}"] = {
+                    "max_px": round(float(np.nanmax(np.hypot(*(got[..., :2] - ref[..., :2])
+                                                             .transpose(2, 0, 1)))), 4),
+                    "max_likelihood": round(float(np.nanmax(np.abs(got[..., 2] - ref[..., 2]))), 5)}
+        # The daemon end to end: one file paced at daemon_fps, then several cameras.
+        model = Path(tmp) / nets[0]
+        video = Path(tmp) / "paced.mp4"
+        _write_video(video, frames[np.arange(daemon_frames) % len(frames)], daemon_fps)
+        times: list[float] = []
+        msgs = _run_service(_daemon_config(model, video, pace="native", wait=1,
+                                           model_options={"device": device}),
+                            daemon_frames, 60, times)
+        skip = daemon_frames // 16  # the first frames pay for allocator and cache warm-up
+        e2e = [(m.publish_ns - m.capture_ns) / 1e6 for m in msgs[skip:]]
+        out["daemon"] = {"model": nets[0], "fps": daemon_fps, "frames": len(msgs),
+                         "expected": daemon_frames, "capture_to_publish": _percentiles(e2e),
+                         "inference": _percentiles(times[skip:])}
+        out["cameras"] = _multicam(model, frames, cameras, per_camera, {"device": device},
+                                   fps=daemon_fps)
+    return out
+
+
 CASES: dict[str, Callable[[BenchOptions], dict[str, Any]]] = {
     "engine": case_engine,
     "decode": case_decode,
@@ -449,6 +591,8 @@ CASES: dict[str, Callable[[BenchOptions], dict[str, Any]]] = {
     "publisher": case_publisher,
     "resources": case_resources,
     "matmul": case_matmul,
+    "multicam": case_multicam,
+    "gpu": case_gpu,
 }
 
 
@@ -503,7 +647,32 @@ def to_markdown(record: dict[str, Any]) -> str:
     for case, res in record.get("results", {}).items():
         if case == "engine":
             for r in res["rows"]:
-                row(case, f"{r['runtime']} batch {r['batch']}", r["frames_per_s"], r, "frames/s")
+                what = f"{r['model']} {r['runtime']}" if "model" in r else r["runtime"]
+                if "error" in r:
+                    row(case, what, None, None, r["error"])
+                else:
+                    row(case, f"{what} batch {r['batch']}", r["frames_per_s"], r, "frames/s")
+        elif case in ("multicam", "gpu") and "skipped" in res:
+            row(case, "skipped", None, None, res["skipped"])
+        elif case == "multicam":
+            for r in res["rows"]:
+                row(case, f"{r['cameras']} camera(s){', batching' if r['dynamic_batching'] else ''}",
+                    r["frames_per_s"], None, f"{r['frames']}/{r['expected']} frames; per camera "
+                    + ", ".join(f"{v:g}" for v in r["per_camera"].values()))
+        elif case == "gpu":
+            for r in res["rows"]:
+                row(case, f"{r['model']} {r['mode']} batch {r['batch']}", r["frames_per_s"], r,
+                    res["device"])
+            for what, acc in res.get("accuracy", {}).items():
+                row(case, what, None, None,
+                    f"max {acc['max_px']} px, likelihood {acc['max_likelihood']}")
+            d = res["daemon"]
+            row(case, f"daemon {d['model']} {d['fps']} fps", None, d["capture_to_publish"],
+                f"capture→publish, {d['frames']}/{d['expected']} frames")
+            for r in res["cameras"]:
+                row(case, f"{r['cameras']} camera(s){', batching' if r['dynamic_batching'] else ''}",
+                    r["frames_per_s"], None, "per camera " + ", ".join(
+                        f"{v:g}" for v in r["per_camera"].values()))
         elif case == "decode":
             for r in res["rows"]:
                 row(case, f"threads {'on' if r['threads'] else 'off'}", r["frames_per_s"], None,

@@ -217,7 +217,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for name, what in bench.list_cases():
             print(f"{name:10s} {what}")
         return 0
-    opts = bench.BenchOptions(seconds=args.seconds, size=args.size,
+    opts = bench.BenchOptions(seconds=args.seconds, size=args.size, nets=tuple(args.net or ()),
+                              batches=tuple(args.batch or (1, 8)),
                               **({"model": args.model} if args.model else {}))
     known = dict(bench.list_cases())
     unknown = [c for c in args.case or [] if c not in known]
@@ -504,6 +505,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "resources and matmul need a PyTorch bundle, pipeline runs any")
     p.add_argument("--size", type=_size, default=(320, 240), help="input size WIDTHxHEIGHT")
     p.add_argument("--seconds", type=float, default=3.0, help="measuring time per measurement")
+    p.add_argument("--net", action="append", metavar="NET",
+                   help="engine/gpu: also time this architecture, randomly initialised (repeatable; "
+                   "e.g. mobilenet_v2_1.0, resnet_50)")
+    p.add_argument("--batch", action="append", type=_positive, metavar="N",
+                   help="engine: batch size (repeatable; default 1 and 8)")
     _common(p)
     p.set_defaults(func=cmd_bench)
 

@@ -30,6 +30,11 @@ class ModelConfig(_Strict):
     device: str = Field("auto", description="pytorch: auto, cpu, cuda, cuda:N")
     provider: str = Field("auto", description="onnx: auto, tensorrt, cuda, cpu")
     threads: int | None = Field(None, ge=1, description="intra-op threads")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="pytorch: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16")
+    channels_last: bool | None = Field(
+        None, description="pytorch: NHWC convolutions (default: on for CUDA, off for CPU)")
+    cuda_graphs: bool = Field(True, description="pytorch on CUDA: replay a graph per input shape")
     warmup: bool = Field(True, description="run dummy batches before reporting ready")
 
 

@@ -70,21 +70,12 @@ class Service:
         from posed.engines import compat
         from posed.engines.bundle import load_bundle
 
-        m = self.cfg.model
-        bundle = load_bundle(m.bundle)
-        engine = compat.Engine.parse(m.engine or bundle.engine)
-        options: dict[str, Any] = {}
-        if m.threads:
-            options["threads"] = m.threads
-        if engine is compat.Engine.ONNX:
-            options["provider"] = m.provider
-            if m.device not in ("auto",):
-                options["device"] = m.device
-        else:
-            options["device"] = m.device
+        bundle = load_bundle(self.cfg.model.bundle)
+        engine, options = runner_options(self.cfg.model, bundle)
         runner = compat.load_model(bundle, engine, **options)
-        log.info("model %s (%s/%s, %d body parts) on %s", bundle.path, engine.value, bundle.format,
-                 len(bundle.bodyparts), getattr(runner, "provider", getattr(runner, "device", "?")))
+        log.info("model %s (%s/%s, %d body parts) on %s%s", bundle.path, engine.value, bundle.format,
+                 len(bundle.bodyparts), getattr(runner, "provider", getattr(runner, "device", "?")),
+                 f", {runner.precision}" if hasattr(runner, "precision") else "")
         return runner
 
     def _warmup(self) -> None:
@@ -332,6 +323,33 @@ def serve(cfg: DaemonConfig, *, install_signals: bool = True, metrics: Any = Non
         service.stop()
 
 
+def runner_options(m: Any, bundle: Any) -> tuple[Any, dict[str, Any]]:
+    """The engine and :func:`~posed.engines.compat.load_model` options for a ``model`` section.
+
+    Raises:
+        ConfigError: an option that the bundle's engine/format cannot honour.
+    """
+    from posed.engines import compat
+
+    engine = compat.Engine.parse(m.engine or bundle.engine)
+    options: dict[str, Any] = {"threads": m.threads} if m.threads else {}
+    fast_path = engine is compat.Engine.PYTORCH and bundle.format == "safetensors"
+    if m.precision != "auto" and not fast_path:
+        hint = " (export the ONNX bundle with --fp16 or --int8 instead)" if engine is compat.Engine.ONNX else ""
+        raise ConfigError(f"key 'model.precision': '{m.precision}' needs a pytorch safetensors "
+                          f"bundle; {bundle.path} is {engine.value}/{bundle.format}{hint}")
+    if engine is compat.Engine.ONNX:
+        options["provider"] = m.provider
+        if m.device != "auto":
+            options["device"] = m.device
+    elif fast_path:
+        options.update(device=m.device, precision=m.precision, cuda_graphs=m.cuda_graphs,
+                       channels_last=m.channels_last)
+    else:
+        options["device"] = m.device
+    return engine, options
+
+
 def check_config(path: str | Path) -> str:
     """Validate a config file (and that its model bundle loads); a one-paragraph summary."""
     from posed.daemon.config import load_config
@@ -339,6 +357,7 @@ def check_config(path: str | Path) -> str:
 
     cfg = load_config(path)
     bundle = load_bundle(cfg.model.bundle)
+    runner_options(cfg.model, bundle)
     if cfg.processors.hook:
         from posed.daemon.processors import load_hook
 

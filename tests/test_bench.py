@@ -90,3 +90,39 @@ def test_to_markdown_renders_a_table():
     assert "| pipeline | raw onnx batch 1 | 50 |" in md and "ratio to engine 0.96" in md
     assert "| added latency | – | 0.8 |" in md
     assert "peak RSS 150 MB" in md and "boom" in md and "0.05 of peak" in md
+
+
+def test_multicam_delivers_every_frame_of_every_camera_and_gpu_skips_without_cuda(tmp_path, capsys):
+    out_file = tmp_path / "b.json"
+    code, out, _ = run(capsys, "bench", "--case", "multicam", "--case", "gpu", "--seconds", "0.5",
+                       "--out", str(out_file), "-q")
+    assert code == 0
+    res = json.loads(out_file.read_text())["results"]
+    rows = res["multicam"]["rows"]
+    assert [(r["cameras"], r["dynamic_batching"]) for r in rows] == [
+        (1, False), (2, False), (2, True), (4, False), (4, True)]
+    for r in rows:  # lossless file sources: nothing may go missing, every camera served
+        assert r["frames"] == r["expected"] and len(r["per_camera"]) == r["cameras"]
+        assert r["frames_per_s"] > 0
+    import torch
+
+    if not torch.cuda.is_available():
+        assert "no CUDA" in res["gpu"]["skipped"] and "| gpu | skipped |" in out
+    assert "| multicam | 4 camera(s), batching |" in out
+
+
+def test_gpu_case_procedure_runs_end_to_end_on_the_cpu():
+    """The GPU case's procedure, on the CPU with tiny sizes: a GPU session has minutes only."""
+    modes = {"fp32": {"precision": "fp32", "cuda_graphs": False},
+             "fp32-nhwc": {"precision": "fp32", "channels_last": True}}
+    res = bench.gpu_figures(bench.BenchOptions(seconds=0.2, nets=("mobilenet_v2_0.35",)), "cpu",
+                            modes, size=(96, 64), batches=(1, 2), daemon_frames=40, daemon_fps=50,
+                            cameras=(1, 2), per_camera=20)
+    assert [(r["mode"], r["batch"]) for r in res["rows"]] == [
+        ("fp32", 1), ("fp32", 2), ("fp32-nhwc", 1), ("fp32-nhwc", 2)]
+    assert res["accuracy"]["fp32-nhwc vs fp32"]["max_px"] < 0.01
+    assert res["daemon"]["frames"] == res["daemon"]["expected"] == 40
+    assert res["daemon"]["capture_to_publish"]["p50_ms"] > 0
+    assert [(r["cameras"], r["frames"]) for r in res["cameras"]] == [(1, 20), (2, 40), (2, 40)]
+    md = bench.to_markdown({"results": {"gpu": {"device": "cpu", **res}}})
+    assert "| gpu | daemon mobilenet_v2_0.35 50 fps |" in md

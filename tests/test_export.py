@@ -188,17 +188,62 @@ def test_runner_reports_the_provider_really_used(exports_onnx_tiny, monkeypatch,
 def exports_onnx_tiny(tmp_path):
     """A tiny untrained model exported to ONNX (no training needed)."""
     pytest.importorskip("torch")
-    from safetensors.torch import save_file
+    from posed.engines.pytorch.backend import random_bundle
 
-    from posed.engines.bundle import ModelBundle
-    from posed.engines.pytorch.model import PoseNet
+    random_bundle("mobilenet_v2_0.35", tmp_path / "src", keypoints=2)
+    return compat.export_model(tmp_path / "src", "onnx", tmp_path / "onnx")
 
-    src = tmp_path / "src"
-    src.mkdir()
-    model = PoseNet("mobilenet_v2_0.35", 2, 16)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(src / "w.safetensors"))
-    bundle = ModelBundle(engine="pytorch", format="safetensors", bodyparts=["a", "b"],
-                         architecture={"net": "mobilenet_v2_0.35", "output_stride": 16},
-                         stride=8.0, locref_stdev=7.2801)
-    bundle.save(src, ["w.safetensors"])
-    return compat.export_model(src, "onnx", tmp_path / "onnx")
+
+def test_gpu_providers_run_through_io_binding(exports_onnx_tiny, monkeypatch):
+    """On CUDA/TensorRT the runner binds the input once and copies only the outputs back."""
+    import onnxruntime as ort
+
+    from posed.engines.onnx import backend
+
+    real = ort.InferenceSession
+    calls = []
+
+    class Binding:
+        def __init__(self, session):
+            self.session, self.feed, self.outputs, self.result = session, {}, [], None
+
+        def bind_cpu_input(self, name, array):
+            calls.append("input")
+            self.feed[name] = array
+
+        def bind_output(self, name, device, device_id):
+            assert (device, device_id) == ("cuda", 0)
+            self.outputs.append(name)
+
+        def clear_binding_inputs(self):
+            self.feed = {}
+
+        def copy_outputs_to_cpu(self):
+            calls.append("copy")
+            return self.result
+
+    class OnCuda(real):  # a session that says it runs on CUDA; the arithmetic is the CPU's
+        def __init__(self, path, sess_options=None, providers=None, provider_options=None):
+            super().__init__(path, sess_options=sess_options, providers=[CPU])
+
+        def get_providers(self):
+            return [CUDA, CPU]
+
+        def get_provider_options(self):
+            return {CUDA: {"device_id": "0"}}
+
+        def io_binding(self):
+            return Binding(self)
+
+        def run_with_iobinding(self, binding):
+            calls.append("run")
+            binding.result = self.run(binding.outputs, binding.feed)
+
+    frames = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    want = compat.load_model(exports_onnx_tiny, provider="cpu").predict(frames)
+    monkeypatch.setattr(backend.ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(backend.ort, "InferenceSession", OnCuda)
+    runner = compat.load_model(exports_onnx_tiny, provider="cuda")
+    assert runner.provider == CUDA
+    np.testing.assert_array_equal(runner.predict(frames), want)
+    assert calls == ["input", "run", "copy"]

@@ -98,6 +98,13 @@ class OnnxRunner(PoseRunner):
         self.provider = provider
         self._input = session.get_inputs()[0].name
         self._outputs = [o.name for o in session.get_outputs()]
+        # On a GPU provider, IO binding lets onnxruntime copy the frames in once and keep its
+        # output buffers on the device between runs instead of allocating them per call.
+        self._binding = None
+        if provider in (PROVIDERS["cuda"], PROVIDERS["tensorrt"]):
+            self._binding = session.io_binding()
+            self._device_id = int(session.get_provider_options().get(provider, {})
+                                  .get("device_id", 0))
 
     @classmethod
     def load(cls, bundle: ModelBundle, provider: str = "auto", threads: int | None = None,
@@ -165,9 +172,22 @@ class OnnxRunner(PoseRunner):
             raise ModelLoadError(f"{where}: expected outputs (scores, locref), found "
                                  f"{', '.join(self._outputs)}")
 
+    def _run_bound(self, frames: np.ndarray) -> list[np.ndarray]:
+        binding = self._binding
+        binding.bind_cpu_input(self._input, frames)
+        for name in self._outputs:
+            binding.bind_output(name, "cuda", self._device_id)
+        self.session.run_with_iobinding(binding)
+        outputs = binding.copy_outputs_to_cpu()
+        binding.clear_binding_inputs()
+        return outputs
+
     def _forward(self, frames: np.ndarray) -> np.ndarray:
         try:
-            scores, locref = self.session.run(self._outputs, {self._input: frames})
+            if self._binding is not None:
+                scores, locref = self._run_bound(frames)
+            else:
+                scores, locref = self.session.run(self._outputs, {self._input: frames})
         except Exception as exc:  # onnxruntime's errors are not a public hierarchy
             raise InferenceError(f"onnxruntime run failed: {str(exc).splitlines()[0]}") from exc
         return decode(scores, locref, self.bundle.stride, self.bundle.locref_stdev)

@@ -71,21 +71,64 @@ def build_model(bundle: ModelBundle) -> PoseNet:
         raise ModelLoadError(f"{bundle.path}: architecture lacks '{exc.args[0]}'") from None
 
 
+def random_bundle(net: str, folder: Path, keypoints: int = 4, output_stride: int = 16) -> ModelBundle:
+    """A randomly initialised bundle of ``net`` (for benchmarks and tests: no download needed)."""
+    from safetensors.torch import save_file
+
+    model = PoseNet(net, keypoints, output_stride)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "w.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    bundle = ModelBundle(engine=ENGINE, format="safetensors",
+                         bodyparts=[f"part{i}" for i in range(keypoints)],
+                         architecture={"net": net, "output_stride": output_stride,
+                                       "timm_model": TIMM_NAMES[net]},
+                         stride=output_stride / 2, locref_stdev=7.2801,
+                         source={"scorer": f"random_{net}"})
+    bundle.save(folder, ["w.safetensors"])
+    return bundle
+
+
 class TorchRunner(PoseRunner):
-    """Eager PyTorch inference of a ``safetensors`` bundle."""
+    """Eager PyTorch inference of a ``safetensors`` bundle.
+
+    Options (also settable in the daemon's ``model`` section):
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        threads: intra-op CPU threads.
+        precision: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16`` (CUDA) or ``bf16``
+            (CUDA, or CPUs with native bf16).
+        channels_last: NHWC convolutions; default on for CUDA, off for the CPU.
+        cuda_graphs: replay a captured CUDA graph per input shape (CUDA only; default on).
+    """
 
     engine = ENGINE
 
-    def __init__(self, bundle: ModelBundle, model: PoseNet, device: torch.device) -> None:
+    def __init__(self, bundle: ModelBundle, model: PoseNet, device: torch.device,
+                 precision: str = "auto", channels_last: bool | None = None,
+                 cuda_graphs: bool = True) -> None:
+        from posed.engines.pytorch.accel import FastForward, describe, resolve_precision
+
         super().__init__(bundle)
-        self.model = model
+        dtype, reason = resolve_precision(precision, device)
+        cuda = device.type == "cuda"
+        channels_last = cuda if channels_last is None else bool(channels_last)
+        self.fast = FastForward(model, device, dtype, channels_last=channels_last,
+                                cuda_graphs=cuda_graphs, stride=model.stride,
+                                locref_stdev=bundle.locref_stdev)
+        self.model = self.fast.model
         self.device = device
+        self.precision = describe(dtype, channels_last, self.fast.pool is not None)
+        log.info("pytorch engine: %s on %s (%s)", self.precision, device, reason)
 
     @classmethod
     def load(cls, bundle: ModelBundle, device: str = "auto", threads: int | None = None,
-             **options: Any) -> "TorchRunner":
+             precision: str = "auto", channels_last: bool | None = None,
+             cuda_graphs: bool = True, **options: Any) -> "TorchRunner":
+        from posed.engines.pytorch.accel import check_options
+
         if options:
             raise ConfigError(f"pytorch engine: unknown option '{next(iter(options))}'")
+        check_options(precision, channels_last, cuda_graphs)
         if bundle.format != "safetensors":
             raise ModelLoadError(f"{bundle.path}: pytorch engine cannot run format '{bundle.format}'")
         if threads:
@@ -97,19 +140,14 @@ class TorchRunner(PoseRunner):
         except RuntimeError as exc:
             raise ModelLoadError(f"{bundle.weights_path}: weights do not fit the architecture "
                                  f"({str(exc).splitlines()[0]})") from None
-        dev = select_device(device)
-        return cls(bundle, model.to(dev).eval(), dev)
+        return cls(bundle, model.eval(), select_device(device), precision=precision,
+                   channels_last=channels_last, cuda_graphs=cuda_graphs)
 
-    @torch.inference_mode()
     def _forward(self, frames: np.ndarray) -> np.ndarray:
         try:
-            x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float()
-            heat, locref = self.model(x)
-            scores = self.model.probabilities(heat).float().cpu().numpy()
-            offsets = locref.float().cpu().numpy()
+            return self.fast(frames)
         except RuntimeError as exc:
             raise InferenceError(f"pytorch forward failed: {str(exc).splitlines()[0]}") from exc
-        return decode(scores, offsets, self.model.stride, self.bundle.locref_stdev)
 
 
 class TorchScriptRunner(PoseRunner):

@@ -1,0 +1,204 @@
+"""The PyTorch fast path: device decoding, precision choice, CUDA-graph pool and its fallbacks.
+
+CUDA itself is exercised by benchmarks/gpu_check.sh on a GPU machine; here the selection
+logic runs against fakes and everything else on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from posed.engines import compat  # noqa: E402
+from posed.engines.bundle import load_bundle  # noqa: E402
+from posed.engines.decoding import decode  # noqa: E402
+from posed.engines.pytorch import accel  # noqa: E402
+from posed.errors import CapabilityError, ConfigError  # noqa: E402
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo" / "model"
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def _maps(seed: int, n: int = 3, k: int = 4, h: int = 7, w: int = 9):
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(0.3, 0.5, (n, k, h, w)).astype(np.float32)  # overshoots 0..1 too
+    locref = rng.normal(0, 1, (n, 2 * k, h, w)).astype(np.float32)
+    scores[0, 1, 2, 3] = scores[0, 1, 5, 1] = 9.0  # a tie: the first index wins in both
+    scores[1, 2, 4, 4] = np.nan  # a non-finite map
+    scores[2, 0] = -np.inf
+    return scores, locref
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_device_decoding_equals_the_shared_numpy_decoding(seed):
+    scores, locref = _maps(seed)
+    want = decode(scores, locref, 4.0, 7.2801)
+    got = accel.decode_torch(torch.from_numpy(scores), torch.from_numpy(locref), 4.0, 7.2801).numpy()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, equal_nan=True)
+    assert got[1, 2].tolist()[2] == 0.0 and np.isnan(got[1, 2, :2]).all()
+    # Without locref the cell centres are returned.
+    np.testing.assert_allclose(accel.decode_torch(torch.from_numpy(scores), None, 4.0, 1.0).numpy(),
+                               decode(scores, None, 4.0, 1.0), atol=1e-6, equal_nan=True)
+
+
+def test_precision_auto_is_fp16_on_cuda_and_fp32_on_cpu():
+    assert accel.resolve_precision("auto", CPU)[0] == torch.float32
+    assert accel.resolve_precision("auto", CUDA)[0] == torch.float16
+    assert accel.resolve_precision("bf16", CUDA)[0] == torch.bfloat16
+    assert accel.resolve_precision("FP32", CUDA)[0] == torch.float32
+
+
+def test_reduced_precision_on_the_cpu_needs_the_hardware():
+    with pytest.raises(CapabilityError, match="fp16.*CUDA"):
+        accel.resolve_precision("fp16", CPU)
+    with pytest.raises(CapabilityError, match="no native bf16"):
+        accel.resolve_precision("bf16", CPU, bf16_support=None)
+    dtype, reason = accel.resolve_precision("bf16", CPU, bf16_support="amx_bf16")
+    assert dtype == torch.bfloat16 and "amx_bf16" in reason
+    with pytest.raises(ConfigError, match="precision 'int4' is not one of auto, fp32, fp16, bf16"):
+        accel.resolve_precision("int4", CPU)
+
+
+def test_bf16_capability_is_read_from_cpu_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_tile amx_bf16\n")
+    assert accel.cpu_flags(info) >= {"avx512_bf16", "amx_bf16"}
+    assert accel.cpu_bf16_support(accel.cpu_flags(info)) == "amx_bf16"
+    assert accel.cpu_bf16_support({"avx512f", "avx512_vnni"}) is None
+    assert accel.cpu_flags(tmp_path / "absent") == set()
+
+
+class _FakeCapture:
+    """Stands in for CUDA graph capture: counts captures, optionally fails for some shapes."""
+
+    def __init__(self, fail_for: set[tuple[int, ...]] = frozenset()) -> None:
+        self.fail_for = fail_for
+        self.captured: list[tuple[int, ...]] = []
+
+    def __call__(self, fn, example):
+        key = tuple(example.shape)
+        if key in self.fail_for:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        self.captured.append(key)
+        return lambda x: fn(x) + 1000  # marks results that came through a "graph"
+
+
+def test_graph_pool_captures_once_per_shape_and_evicts_the_oldest():
+    capture = _FakeCapture()
+    pool = accel.GraphPool(lambda x: x.float().sum().reshape(1), capture, size=2)
+    a, b, c = torch.zeros(1, 4, 4, 3), torch.zeros(2, 4, 4, 3), torch.zeros(1, 8, 8, 3)
+    for x in (a, a, b, a, b):
+        assert pool(x).item() == 1000
+    assert capture.captured == [(1, 4, 4, 3), (2, 4, 4, 3)]
+    pool(c)  # a third shape: the least recently used (a) goes
+    assert list(pool.graphs) == [(2, 4, 4, 3), (1, 8, 8, 3)]
+    pool(a)
+    assert capture.captured[-1] == (1, 4, 4, 3) and len(capture.captured) == 4
+
+
+def test_graph_capture_failure_falls_back_to_eager_for_that_shape(caplog):
+    capture = _FakeCapture(fail_for={(1, 4, 4, 3)})
+    pool = accel.GraphPool(lambda x: x.float().sum().reshape(1), capture)
+    with caplog.at_level(logging.WARNING, logger="posed.engines.pytorch.accel"):
+        for _ in range(3):
+            assert pool(torch.ones(1, 4, 4, 3)).item() == 48  # eager result, no +1000
+    warnings = [r for r in caplog.records if "capture failed" in r.getMessage()]
+    assert len(warnings) == 1 and "1×4×4×3" in warnings[0].getMessage()
+    assert pool(torch.ones(2, 4, 4, 3)).item() == 1096  # other shapes still use graphs
+
+
+def test_fast_path_is_cpu_only_without_graphs_even_when_asked():
+    runner = compat.load_model(load_bundle(DEMO), "pytorch", device="cpu", cuda_graphs=True)
+    assert runner.fast.pool is None and runner.precision == "fp32"
+
+
+def _frames(n: int = 6) -> np.ndarray:
+    from posed.engines.video import VideoReader
+
+    with VideoReader(DEMO.parent / "clip.mp4") as reader:
+        _, frames = next(iter(reader.batches(n)))
+    return frames
+
+
+def test_cpu_runner_equals_the_model_with_numpy_decoding():
+    bundle = load_bundle(DEMO)
+    runner = compat.load_model(bundle, "pytorch", device="cpu")
+    frames = _frames()
+    with torch.inference_mode():
+        heat, loc = runner.model(torch.from_numpy(frames).permute(0, 3, 1, 2).float())
+        want = decode(runner.model.probabilities(heat).numpy(), loc.numpy(), runner.model.stride,
+                      bundle.locref_stdev)
+    np.testing.assert_allclose(runner.predict(frames), want, atol=1e-4)
+
+
+def test_channels_last_gives_the_same_keypoints_on_cpu():
+    bundle = load_bundle(DEMO)
+    frames = _frames()
+    ref = compat.load_model(bundle, "pytorch", device="cpu").predict(frames)
+    nhwc = compat.load_model(bundle, "pytorch", device="cpu", channels_last=True)
+    assert nhwc.precision == "fp32 channels-last"
+    out = nhwc.predict(frames)
+    assert np.abs(out[..., :2] - ref[..., :2]).max() < 0.01
+    assert np.abs(out[..., 2] - ref[..., 2]).max() < 1e-4
+
+
+@pytest.mark.skipif(accel.cpu_bf16_support() is None, reason="this CPU has no native bf16")
+def test_bf16_on_a_cpu_that_has_it_stays_close_to_fp32():
+    bundle = load_bundle(DEMO)
+    frames = _frames()
+    ref = compat.load_model(bundle, "pytorch", device="cpu").predict(frames)
+    out = compat.load_model(bundle, "pytorch", device="cpu", precision="bf16").predict(frames)
+    assert np.nanmax(np.hypot(*(out[..., :2] - ref[..., :2]).transpose(2, 0, 1))) < 2.0
+
+
+def test_bad_runner_options_are_config_errors():
+    bundle = load_bundle(DEMO)
+    with pytest.raises(ConfigError, match="precision 'half'"):
+        compat.load_model(bundle, "pytorch", device="cpu", precision="half")
+    with pytest.raises(ConfigError, match="cuda_graphs must be true or false"):
+        compat.load_model(bundle, "pytorch", device="cpu", cuda_graphs="yes")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh)")
+@pytest.mark.gpu
+def test_cuda_fp16_graphs_match_fp32_within_the_stated_tolerance():
+    bundle = load_bundle(DEMO)
+    frames = _frames(8)
+    ref = compat.load_model(bundle, "pytorch", device="cuda", precision="fp32",
+                            cuda_graphs=False).predict(frames)
+    fast = compat.load_model(bundle, "pytorch", device="cuda")
+    assert fast.precision == "fp16 channels-last cuda-graphs"
+    for _ in range(3):  # capture, then replays
+        out = fast.predict(frames)
+    assert fast.fast.pool.graphs and not fast.fast.pool.eager
+    assert np.nanmax(np.hypot(*(out[..., :2] - ref[..., :2]).transpose(2, 0, 1))) < 0.2
+    assert np.nanmax(np.abs(out[..., 2] - ref[..., 2])) < 1e-2
+    cpu = compat.load_model(bundle, "pytorch", device="cpu").predict(frames)
+    assert np.nanmax(np.abs(ref - cpu)) < 1e-2  # fp32 on the GPU equals the CPU
+
+
+def test_daemon_model_section_passes_fast_path_options_and_refuses_misfits(tmp_path):
+    from posed.daemon.config import parse_config
+    from posed.daemon.service import runner_options
+
+    def section(**model):
+        return parse_config({"model": {"bundle": str(DEMO), **model},
+                             "cameras": [{"id": "c", "source": "x.mp4"}]}, "d.yaml").model
+
+    bundle = load_bundle(DEMO)
+    engine, options = runner_options(section(device="cuda:1", precision="fp16", cuda_graphs=False),
+                                     bundle)
+    assert engine.value == "pytorch"
+    assert options == {"device": "cuda:1", "precision": "fp16", "cuda_graphs": False,
+                       "channels_last": None}
+    with pytest.raises(ConfigError, match="key 'model.precision'"):
+        runner_options(section(precision="fp16", engine="onnx"), bundle)
+    with pytest.raises(ConfigError, match="model.precision"):
+        parse_config({"model": {"bundle": str(DEMO), "precision": "int8"},
+                      "cameras": [{"id": "c", "source": "x.mp4"}]}, "d.yaml")
