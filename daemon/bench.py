@@ -463,19 +463,37 @@ def case_matmul(opts: BenchOptions) -> dict[str, Any]:
             calls += 1
         peaks[name] = round(2 * n**3 * calls / (time.perf_counter() - start) / 1e9, 2)
     peak = max(peaks.values())
-    runner = compat.load_model(opts.model, device="cpu")
-    try:
-        w, h = opts.size
-        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            runner.model(torch.zeros(1, 3, h, w))
-        gflop = counter.get_total_flops() / 1e9
-        raw = measure(runner, _frames(opts.size, 16), 1, opts.seconds)
-    finally:
-        runner.close()
-    achieved = gflop * raw["frames_per_s"]
-    return {"matmul_n": n, "matmul_gflops": peaks, "model_gflop_per_frame": round(gflop, 3),
-            "model_frames_per_s": raw["frames_per_s"], "model_gflops": round(achieved, 2),
-            "fraction_of_peak": round(achieved / peak, 4) if peak else None}
+    models = []
+    with tempfile.TemporaryDirectory() as tmp:
+        from posed.engines.pytorch.backend import random_bundle
+
+        for label, model in [("model", opts.model)] + [(net, Path(tmp) / net) for net in opts.nets]:
+            if label != "model":
+                random_bundle(label, model)
+            w, h = opts.size
+            frames = _frames(opts.size, 16)
+            # The same graph on both runtimes, so one FLOP count serves both.
+            for runtime, path, options in (
+                    ("pytorch-eager", model, {"device": "cpu"}),
+                    ("onnx-fp32", compat.export_model(model, "onnx", Path(tmp) / f"{label}-onnx"),
+                     {"provider": "cpu"})):
+                runner = compat.load_model(path, **options)
+                try:
+                    if runtime == "pytorch-eager":
+                        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+                            runner.model(torch.zeros(1, 3, h, w))
+                        gflop = counter.get_total_flops() / 1e9
+                    raw = measure(runner, frames, 1, opts.seconds)
+                finally:
+                    runner.close()
+                achieved = gflop * raw["frames_per_s"]
+                models.append({"model": label, "runtime": runtime, "gflop_per_frame": round(gflop, 3),
+                               "frames_per_s": raw["frames_per_s"], "gflops": round(achieved, 2),
+                               "fraction_of_peak": round(achieved / peak, 4) if peak else None})
+    first = models[0]
+    return {"matmul_n": n, "matmul_gflops": peaks, "model_gflop_per_frame": first["gflop_per_frame"],
+            "model_frames_per_s": first["frames_per_s"], "model_gflops": first["gflops"],
+            "fraction_of_peak": first["fraction_of_peak"], "models": models}
 
 
 def _camera_rates(msgs: list[Any]) -> dict[str, Any]:
@@ -698,7 +716,10 @@ def to_markdown(record: dict[str, Any]) -> str:
         elif case == "matmul":
             for name, g in res["matmul_gflops"].items():
                 row(case, f"{name} matmul {res['matmul_n']}", g, None, "GFLOP/s")
-            row(case, "model", res["model_gflops"], None,
-                f"GFLOP/s ({res['model_gflop_per_frame']} GFLOP/frame); "
-                f"{_fmt(res['fraction_of_peak'])} of peak")
+            for r in res.get("models") or [{"model": "model", "gflops": res["model_gflops"],
+                                             "gflop_per_frame": res["model_gflop_per_frame"],
+                                             "fraction_of_peak": res["fraction_of_peak"]}]:
+                row(case, f"{r['model']} {r.get('runtime', '')}".strip(), r["gflops"], None,
+                    f"GFLOP/s ({r['gflop_per_frame']} GFLOP/frame); "
+                    f"{_fmt(r['fraction_of_peak'])} of peak")
     return "\n".join(lines) + "\n"
