@@ -53,6 +53,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from posed.engines.synth import generate_project
 
     bodyparts = [b.strip() for b in args.bodyparts.split(",") if b.strip()]
+    if args.animals is not None:
+        from posed.engines.synth import generate_multianimal_project
+
+        cfg = generate_multianimal_project(
+            args.out, animals=args.animals, frames=args.frames, size=args.size,
+            bodyparts=bodyparts, seed=args.seed, video_frames=args.video_frames,
+            progress=not args.quiet)
+        print(cfg)
+        return 0
     cfg = generate_project(args.out, frames=args.frames, size=args.size, bodyparts=bodyparts,
                            seed=args.seed, video_frames=args.video_frames, progress=not args.quiet)
     print(cfg)
@@ -340,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bodyparts", default="snout,leftear,rightear,tailbase",
                    help="comma-separated body part names")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--animals", type=_positive, metavar="N",
+                   help="write a multi-animal project with N animals that cross and occlude "
+                   "one another (individuals individual1..N; truth CSV with identities)")
     _common(p)
     p.set_defaults(func=cmd_synth)
 

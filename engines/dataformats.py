@@ -8,7 +8,12 @@ column MultiIndex levels named ``scorer``, ``bodyparts``, ``coords`` and coordin
 analysed image folders. Optionally the same table is written as CSV with three header rows.
 This module writes that layout and reads it back (ours or DeepLabCut's own files).
 
-Multi-animal tables (an extra ``individuals`` level) are not handled here.
+Multi-animal tables have a fourth column level, ``individuals``, between ``scorer`` and
+``bodyparts`` (names ``scorer/individuals/bodyparts/coords``): every individual has the same
+multi-animal body parts, and body parts that exist once per image (DeepLabCut's unique body
+parts) follow under the pseudo-individual ``single``. :func:`multianimal_poses_to_frame`,
+:func:`read_multianimal_pose_table` and :func:`multianimal_frame_to_poses` handle that layout;
+:func:`write_pose_table` writes both.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import enum
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,11 @@ __all__ = [
     "COLUMN_NAMES",
     "COORDS",
     "H5_KEY",
+    "MA_COLUMN_NAMES",
+    "MultiAnimalPoses",
+    "multianimal_frame_to_poses",
+    "multianimal_poses_to_frame",
+    "read_multianimal_pose_table",
     "metadata_path",
     "output_stem",
     "poses_to_frame",
@@ -47,6 +58,10 @@ COLUMN_NAMES = ("scorer", "bodyparts", "coords")
 """Names of the three column MultiIndex levels."""
 COORDS = ("x", "y", "likelihood")
 """The coordinates stored per body part, in column order."""
+MA_COLUMN_NAMES = ("scorer", "individuals", "bodyparts", "coords")
+"""Names of the four column MultiIndex levels of multi-animal tables."""
+SINGLE = "single"
+"""The pseudo-individual that holds the unique body parts of multi-animal tables."""
 POSE_DTYPE = np.float32
 """Value dtype of DeepLabCut's pose tables (checked on a DeepLabCut 3.0.2 output file)."""
 # pandas <= 3.0 wrote this storage-schema marker on every table; pandas >= 3.1 stopped
@@ -169,8 +184,24 @@ def poses_to_frame(
     return pd.DataFrame(arr.reshape(n, len(names) * len(COORDS)), index=row_index, columns=columns)
 
 
+def _hdf5_reason(exc: BaseException) -> str:
+    """The innermost problem of a PyTables error, which carries HDF5's whole C call stack."""
+    text = str(exc)
+    if "HDF5 error back trace" not in text:
+        return _one_line(exc)
+    stack = text.split("End of HDF5 error back trace")[0]
+    problems = [line.strip() for line in stack.splitlines()
+                if line.strip() and not line.strip().startswith(("File ", "HDF5 error"))]
+    inner = " ".join(problems[-1].split()) if problems else "HDF5 error"
+    if inner.startswith("truncated file"):
+        # HDF5 does not report a failed write (ENOSPC, EFBIG) when pandas closes the file;
+        # reopening it is where the damage shows.
+        return "the HDF5 file came out truncated: disk full or over quota?"
+    return f"HDF5: {inner}"
+
+
 def _write_error(path: Path, exc: BaseException) -> DataError:
-    return DataError(f"{path}: cannot write ({_one_line(exc)})")
+    return DataError(f"{path}: cannot write ({_hdf5_reason(exc)})")
 
 
 def _mark_schema_version(h5_file: Path) -> None:
@@ -360,3 +391,209 @@ def read_pose_table(path: str | Path) -> pd.DataFrame:
     except (TypeError, ValueError) as exc:
         raise DataError(f"{path}: pose table has non-numeric values ({_one_line(exc)})") from exc
     return df
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-animal tables
+# --------------------------------------------------------------------------------------------
+
+
+def _pose_array(poses: Any, what: str) -> np.ndarray:
+    try:
+        return np.asarray(poses, dtype=POSE_DTYPE)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be numeric: {_one_line(exc)}") from exc
+
+
+def multianimal_poses_to_frame(
+    poses: np.ndarray,
+    individuals: Sequence[str],
+    bodyparts: Sequence[str],
+    scorer: str,
+    index: Sequence[Any] | pd.Index | None = None,
+    unique: np.ndarray | None = None,
+    uniquebodyparts: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Turn per-individual poses into a DeepLabCut multi-animal pose table.
+
+    Args:
+        poses: N×I×K×3 array: for each frame, individual and multi-animal body part, x, y
+            (pixels) and likelihood; NaN where an individual or part was not found.
+        individuals: The I individual names (``single`` is reserved).
+        bodyparts: The K multi-animal body part names.
+        scorer: The scorer name (top column level).
+        index: Row labels, N of them; by default the frame numbers 0..N-1.
+        unique: N×U×3 poses of the unique body parts, filed under individual ``single``.
+        uniquebodyparts: The U unique body part names.
+
+    Returns:
+        A float32 DataFrame with column MultiIndex (scorer, individuals, bodyparts, coords),
+        individuals in the given order, then ``single``.
+
+    Raises:
+        ValueError: Shapes do not match, names repeat or the values are not numeric.
+    """
+    arr = _pose_array(poses, "poses")
+    inds = [str(i) for i in individuals]
+    names = [str(b) for b in bodyparts]
+    unames = [str(b) for b in uniquebodyparts]
+    if arr.ndim != 4 or arr.shape[1:] != (len(inds), len(names), len(COORDS)):
+        raise ValueError(
+            f"poses shape {arr.shape} does not match (frames, {len(inds)} individuals, "
+            f"{len(names)} bodyparts, 3)"
+        )
+    for label, values in (("individual", inds), ("body part", names + unames)):
+        if len(set(values)) != len(values):
+            raise ValueError(f"{label} names repeat: {values}")
+    if SINGLE in inds:
+        raise ValueError(f"individual name '{SINGLE}' is reserved for unique body parts")
+    n = arr.shape[0]
+    values = [arr.reshape(n, -1)]
+    tuples = [(scorer, i, b, c) for i in inds for b in names for c in COORDS]
+    if unames:
+        if unique is None:
+            raise ValueError(f"{len(unames)} unique body parts but no unique poses")
+        uarr = _pose_array(unique, "unique")
+        if uarr.shape != (n, len(unames), len(COORDS)):
+            raise ValueError(
+                f"unique shape {uarr.shape} does not match ({n} frames, {len(unames)} "
+                "unique bodyparts, 3)"
+            )
+        values.append(uarr.reshape(n, -1))
+        tuples += [(scorer, SINGLE, b, c) for b in unames for c in COORDS]
+    elif unique is not None and np.asarray(unique).size:
+        raise ValueError("unique poses given without uniquebodyparts")
+    if index is None:
+        row_index: pd.Index = pd.RangeIndex(n)
+    elif isinstance(index, pd.Index):
+        row_index = index
+    else:
+        # As in poses_to_frame: HDF5 tables cannot store Path objects.
+        row_index = pd.Index([str(i) if isinstance(i, Path) else i for i in index])
+    if len(row_index) != n:
+        raise ValueError(f"index has {len(row_index)} labels for {n} frames of poses")
+    columns = pd.MultiIndex.from_tuples(tuples, names=MA_COLUMN_NAMES)
+    return pd.DataFrame(np.concatenate(values, axis=1), index=row_index, columns=columns)
+
+
+def read_multianimal_pose_table(path: str | Path) -> pd.DataFrame:
+    """Read a multi-animal pose table written by posed or DeepLabCut.
+
+    Like :func:`read_pose_table`, for tables with the four column levels
+    ``scorer/individuals/bodyparts/coords`` (CSV: four header rows).
+
+    Args:
+        path: The ``.h5`` or ``.csv`` file.
+
+    Returns:
+        The table, float32, column level names set to :data:`MA_COLUMN_NAMES`.
+
+    Raises:
+        DataError: The file is missing, unreadable or not a multi-animal pose table.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() in (".h5", ".hdf5", ".hdf"):
+            df = read_h5_table(path)
+        else:
+            df = pd.read_csv(path, header=[0, 1, 2, 3], index_col=0)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pandas/PyTables raise many types on bad files
+        raise DataError(f"{path}: cannot read pose table ({_one_line(exc)})") from exc
+    cols = df.columns
+    if not isinstance(cols, pd.MultiIndex) or cols.nlevels != len(MA_COLUMN_NAMES):
+        raise DataError(
+            f"{path}: not a multi-animal pose table (expected 4 column levels "
+            f"scorer/individuals/bodyparts/coords, got {cols.nlevels})"
+        )
+    coords = set(cols.get_level_values(-1))
+    if not coords <= set(COORDS) or not {"x", "y"} <= coords:
+        raise DataError(f"{path}: not a pose table (coords {sorted(map(str, coords))})")
+    df.columns = cols.set_names(list(MA_COLUMN_NAMES))
+    try:
+        df = df.astype(POSE_DTYPE)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path}: pose table has non-numeric values ({_one_line(exc)})") from exc
+    return df
+
+
+@dataclass(frozen=True)
+class MultiAnimalPoses:
+    """The arrays of a multi-animal pose table.
+
+    Attributes:
+        poses: float32 N×I×K×3 (x, y, likelihood); NaN where the table has no value (a
+            likelihood column that is absent reads as NaN).
+        individuals: The I individuals, in column order (``single`` excluded).
+        bodyparts: The K multi-animal body parts, in column order.
+        unique: float32 N×U×3 of the unique body parts (individual ``single``).
+        uniquebodyparts: The U unique body parts.
+        index: The table's row index.
+    """
+
+    poses: np.ndarray
+    individuals: tuple[str, ...]
+    bodyparts: tuple[str, ...]
+    unique: np.ndarray
+    uniquebodyparts: tuple[str, ...]
+    index: pd.Index
+
+
+def multianimal_frame_to_poses(df: pd.DataFrame) -> MultiAnimalPoses:
+    """Split a multi-animal pose table (see :func:`multianimal_poses_to_frame`) into arrays.
+
+    Args:
+        df: A table with four column levels; only the first scorer is read.
+
+    Returns:
+        The arrays and names.
+
+    Raises:
+        ValueError: The table does not have four column levels.
+    """
+    cols = df.columns
+    if not isinstance(cols, pd.MultiIndex) or cols.nlevels != 4:
+        raise ValueError("expected a table with columns scorer/individuals/bodyparts/coords")
+    scorer = cols.get_level_values(0)[0]
+    sub = df.loc[:, cols.get_level_values(0) == scorer]
+    position: dict[tuple[str, str, str], int] = {}
+    inds: list[str] = []
+    parts: list[str] = []
+    uparts: list[str] = []
+    for c, (_, ind, bp, coord) in enumerate(sub.columns):
+        ind, bp, coord = str(ind), str(bp), str(coord)
+        position[(ind, bp, coord)] = c
+        if ind == SINGLE:
+            if bp not in uparts:
+                uparts.append(bp)
+        else:
+            if ind not in inds:
+                inds.append(ind)
+            if bp not in parts:
+                parts.append(bp)
+    values = sub.to_numpy(dtype=POSE_DTYPE, na_value=np.nan)
+    n = len(sub)
+
+    def gather(ind: str, names: list[str]) -> np.ndarray:
+        out = np.full((n, len(names), len(COORDS)), np.nan, dtype=POSE_DTYPE)
+        for k, bp in enumerate(names):
+            for j, coord in enumerate(COORDS):
+                c = position.get((ind, bp, coord))
+                if c is not None:
+                    out[:, k, j] = values[:, c]
+        return out
+
+    poses = np.stack([gather(ind, parts) for ind in inds], axis=1) if inds else np.full(
+        (n, 0, len(parts), len(COORDS)), np.nan, dtype=POSE_DTYPE
+    )
+    return MultiAnimalPoses(
+        poses=poses,
+        individuals=tuple(inds),
+        bodyparts=tuple(parts),
+        unique=gather(SINGLE, uparts),
+        uniquebodyparts=tuple(uparts),
+        index=df.index,
+    )

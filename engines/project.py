@@ -5,6 +5,12 @@ that each hold PNG frames plus ``CollectedData_<scorer>.h5`` (and usually a ``.c
 the hand labels. This module reads those files without DeepLabCut installed, checks them, and
 keeps the split of labelled frames into training and test sets in
 ``training-datasets/iteration-<n>/posed/split-shuffle<k>.yaml``.
+
+Multi-animal projects (``multianimalproject: true``) list ``individuals``,
+``multianimalbodyparts`` (labelled once per individual) and ``uniquebodyparts`` (labelled
+once per image, under the pseudo-individual ``single``); their label files have the column
+levels ``scorer/individuals/bodyparts/coords``. :func:`load_multianimal_labels` reads them;
+:func:`load_labels` (what training and evaluation use) stays single-animal.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ __all__ = [
     "load_project",
     "read_label_file",
     "load_labels",
+    "MultiAnimalLabels",
+    "read_multianimal_label_file",
+    "load_multianimal_labels",
+    "SINGLE",
     "load_image",
     "split_path",
     "create_split",
@@ -40,6 +50,8 @@ __all__ = [
 _DEFAULT_PCUTOFF = 0.6
 _DEFAULT_BATCH_SIZE = 8
 _DEFAULT_TRAINING_FRACTION = (0.95,)
+SINGLE = "single"
+"""The pseudo-individual DeepLabCut files the unique body parts of a multi-animal project under."""
 # DeepLabCut's own key for label tables; other keys are accepted only when there is one.
 
 
@@ -50,7 +62,7 @@ _DEFAULT_TRAINING_FRACTION = (0.95,)
 
 @dataclass(frozen=True)
 class Project:
-    """A single-animal DeepLabCut project, as described by its ``config.yaml``.
+    """A DeepLabCut project, as described by its ``config.yaml``.
 
     Attributes:
         root: Absolute project folder (the folder holding ``config.yaml``; the ``project_path``
@@ -59,7 +71,9 @@ class Project:
         task: Config ``Task``.
         scorer: Config ``scorer``; label files are ``CollectedData_<scorer>.h5``.
         date: Config ``date`` (e.g. ``'Oct30'``).
-        bodyparts: Config ``bodyparts``, in order.
+        bodyparts: Config ``bodyparts``, in order. For a multi-animal project (whose config
+            says ``bodyparts: MULTI!``) ``multianimalbodyparts + uniquebodyparts``, the order
+            DeepLabCut stacks them in.
         training_fraction: Config ``TrainingFraction``.
         iteration: Config ``iteration`` (0 when absent).
         pcutoff: Config ``pcutoff`` (0.6 when absent).
@@ -68,6 +82,10 @@ class Project:
         skeleton: Config ``skeleton`` as pairs of body part names.
         batch_size: Config ``batch_size`` (8 when absent).
         raw: The whole parsed config.
+        multianimal: Config ``multianimalproject`` (False when absent).
+        individuals: Config ``individuals`` (multi-animal projects; empty otherwise).
+        multianimalbodyparts: Config ``multianimalbodyparts`` (multi-animal projects).
+        uniquebodyparts: Config ``uniquebodyparts`` (multi-animal projects; may be empty).
     """
 
     root: Path
@@ -84,11 +102,23 @@ class Project:
     skeleton: tuple[tuple[str, str], ...]
     batch_size: int
     raw: dict
+    multianimal: bool = False
+    individuals: tuple[str, ...] = ()
+    multianimalbodyparts: tuple[str, ...] = ()
+    uniquebodyparts: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         """DeepLabCut's short project name, ``f"{task}{date}"`` (e.g. ``'openfieldOct30'``)."""
         return f"{self.task}{self.date}"
+
+    @property
+    def label_individuals(self) -> tuple[str, ...]:
+        """The individuals of the label files: ``individuals`` plus ``single`` when there are
+        unique body parts (empty for single-animal projects)."""
+        if not self.multianimal:
+            return ()
+        return self.individuals + ((SINGLE,) if self.uniquebodyparts else ())
 
 
 def _is_int(value: Any) -> bool:
@@ -127,31 +157,74 @@ def _optional_str(cfg: dict, key: str, path: Path) -> str | None:
     return value
 
 
+def _name_list(value: Any, key: str, path: Path, allow_empty: bool = False) -> tuple[str, ...]:
+    """Checks a config list of distinct, non-empty names (``bodyparts`` and friends)."""
+    if value is None and allow_empty:
+        return ()
+    if not isinstance(value, list) or (not value and not allow_empty):
+        what = "a list of names" if allow_empty else "a non-empty list of names"
+        raise ConfigError(f"{path}: '{key}' must be {what}, got {_type_name(value)} {value!r}")
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise ConfigError(
+                f"{path}: '{key}' entries must be non-empty strings, got {_type_name(item)} "
+                f"{item!r}"
+            )
+    seen: set[str] = set()
+    dupes = [name for name in value if name in seen or seen.add(name)]
+    if dupes:
+        raise ConfigError(f"{path}: '{key}' lists {', '.join(sorted(set(dupes)))} twice")
+    return tuple(value)
+
+
 def _parse_bodyparts(cfg: dict, path: Path) -> tuple[str, ...]:
     if "bodyparts" not in cfg:
         raise ConfigError(f"{path}: missing key 'bodyparts'")
     value = cfg["bodyparts"]
-    if value == "MULTI!" or cfg.get("multianimalproject") is True:
+    if value == "MULTI!":
         raise ConfigError(
-            f"{path}: multi-animal projects (multianimalproject / bodyparts: MULTI!) "
-            "are not supported yet"
+            f"{path}: 'bodyparts: MULTI!' marks a multi-animal project, but "
+            "'multianimalproject' is not true"
         )
-    if not isinstance(value, list) or not value:
+    return _name_list(value, "bodyparts", path)
+
+
+def _parse_multianimal_flag(cfg: dict, path: Path) -> bool:
+    value = cfg.get("multianimalproject")
+    if value is None:
+        return False
+    if not isinstance(value, bool):
         raise ConfigError(
-            f"{path}: 'bodyparts' must be a non-empty list of names, got {_type_name(value)} "
+            f"{path}: 'multianimalproject' must be true or false, got {_type_name(value)} "
             f"{value!r}"
         )
-    for item in value:
-        if not isinstance(item, str) or not item.strip():
+    return value
+
+
+def _parse_multianimal(
+    cfg: dict, path: Path
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The individuals, multi-animal and unique body parts of a multi-animal config."""
+    for key in ("individuals", "multianimalbodyparts"):
+        if key not in cfg:
             raise ConfigError(
-                f"{path}: 'bodyparts' entries must be non-empty strings, got {_type_name(item)} "
-                f"{item!r}"
+                f"{path}: multi-animal project (multianimalproject: true) lacks key '{key}'"
             )
-    seen: set[str] = set()
-    dupes = [bp for bp in value if bp in seen or seen.add(bp)]
-    if dupes:
-        raise ConfigError(f"{path}: 'bodyparts' lists {', '.join(sorted(set(dupes)))} twice")
-    return tuple(value)
+    individuals = _name_list(cfg["individuals"], "individuals", path)
+    if SINGLE in individuals:
+        raise ConfigError(
+            f"{path}: 'individuals' must not list '{SINGLE}' (DeepLabCut reserves it for the "
+            "unique body parts)"
+        )
+    multi = _name_list(cfg["multianimalbodyparts"], "multianimalbodyparts", path)
+    unique = _name_list(cfg.get("uniquebodyparts"), "uniquebodyparts", path, allow_empty=True)
+    both = [name for name in unique if name in multi]
+    if both:
+        raise ConfigError(
+            f"{path}: 'uniquebodyparts' and 'multianimalbodyparts' both list "
+            f"{', '.join(repr(name) for name in both)}"
+        )
+    return individuals, multi, unique
 
 
 def _parse_training_fraction(cfg: dict, path: Path) -> tuple[float, ...]:
@@ -193,7 +266,7 @@ def _parse_pcutoff(cfg: dict, path: Path) -> float:
 
 
 def _parse_skeleton(
-    cfg: dict, bodyparts: tuple[str, ...], path: Path
+    cfg: dict, bodyparts: tuple[str, ...], path: Path, listed_in: str = "bodyparts"
 ) -> tuple[tuple[str, str], ...]:
     value = cfg.get("skeleton")
     if value is None:
@@ -217,7 +290,7 @@ def _parse_skeleton(
         if unknown:
             raise ConfigError(
                 f"{path}: 'skeleton' names unknown body part '{unknown[0]}' "
-                f"(bodyparts: {', '.join(bodyparts)})"
+                f"({listed_in}: {', '.join(bodyparts)})"
             )
         pairs.append((item[0], item[1]))
     return tuple(pairs)
@@ -234,8 +307,9 @@ def load_project(path: str | Path) -> Project:
 
     Raises:
         ConfigError: The config is missing, is not valid YAML, lacks a required key
-            (``Task``, ``scorer``, ``date``, ``bodyparts``), has a value of the wrong type,
-            or describes a multi-animal project.
+            (``Task``, ``scorer``, ``date``, ``bodyparts``; for multi-animal projects
+            ``individuals`` and ``multianimalbodyparts`` instead of ``bodyparts``), has a
+            value of the wrong type, or lists a body part both as multi-animal and unique.
     """
     path = Path(path).expanduser()
     config_path = path / "config.yaml" if path.is_dir() else path
@@ -263,7 +337,18 @@ def load_project(path: str | Path) -> Project:
     task = _require_str(cfg, "Task", config_path)
     scorer = _require_str(cfg, "scorer", config_path)
     date = _require_str(cfg, "date", config_path)
-    bodyparts = _parse_bodyparts(cfg, config_path)
+    multianimal = _parse_multianimal_flag(cfg, config_path)
+    individuals: tuple[str, ...] = ()
+    multi: tuple[str, ...] = ()
+    unique: tuple[str, ...] = ()
+    if multianimal:
+        # DeepLabCut ignores 'bodyparts' (normally "MULTI!") in multi-animal projects.
+        individuals, multi, unique = _parse_multianimal(cfg, config_path)
+        bodyparts = multi + unique
+        listed_in = "multianimalbodyparts + uniquebodyparts"
+    else:
+        bodyparts = _parse_bodyparts(cfg, config_path)
+        listed_in = "bodyparts"
     return Project(
         root=config_path.parent,
         config_path=config_path,
@@ -276,9 +361,13 @@ def load_project(path: str | Path) -> Project:
         pcutoff=_parse_pcutoff(cfg, config_path),
         engine=_optional_str(cfg, "engine", config_path),
         default_net_type=_optional_str(cfg, "default_net_type", config_path),
-        skeleton=_parse_skeleton(cfg, bodyparts, config_path),
+        skeleton=_parse_skeleton(cfg, bodyparts, config_path, listed_in),
         batch_size=_parse_int(cfg, "batch_size", _DEFAULT_BATCH_SIZE, 1, config_path),
         raw=cfg,
+        multianimal=multianimal,
+        individuals=individuals,
+        multianimalbodyparts=multi,
+        uniquebodyparts=unique,
     )
 
 
@@ -310,6 +399,11 @@ class _RawTable:
     col_bps: list[str]
     col_coords: list[str]
     values: np.ndarray  # float64 NxC; only the x/y columns are filled in
+    col_inds: list[str] | None = None  # the individuals level of multi-animal files
+
+    def column(self, c: int) -> str:
+        """How errors name column ``c``: ``'snout'`` or ``'mouse1 snout'``."""
+        return self.col_bps[c] if self.col_inds is None else f"{self.col_inds[c]} {self.col_bps[c]}"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -352,8 +446,15 @@ def _read_h5(path: Path) -> _RawTable:
             f"{path}: expected DeepLabCut column levels scorer/bodyparts/coords, got flat columns"
         )
     names = list(columns.names)
-    if "individuals" in names or columns.nlevels > 3:
-        raise DataError(f"{path}: multi-animal label files are not supported yet")
+    col_inds = None
+    if "individuals" in names or columns.nlevels == 4:
+        ind_level = names.index("individuals") if "individuals" in names else 1
+        col_inds = [str(v) for v in columns.get_level_values(ind_level)]
+    elif columns.nlevels > 3:
+        raise DataError(
+            f"{path}: expected column levels scorer/bodyparts/coords or "
+            f"scorer/individuals/bodyparts/coords, got {columns.nlevels} levels"
+        )
     bp_level = names.index("bodyparts") if "bodyparts" in names else columns.nlevels - 2
     coord_level = names.index("coords") if "coords" in names else columns.nlevels - 1
     col_bps = [str(v) for v in columns.get_level_values(bp_level)]
@@ -369,12 +470,13 @@ def _read_h5(path: Path) -> _RawTable:
         bad = (np.isnan(column) & series.notna().to_numpy()) | np.isinf(column)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
+            who = col_bps[c] if col_inds is None else f"{col_inds[c]} {col_bps[c]}"
             raise DataError(
-                f"{path}: non-numeric {col_bps[c]} {coord} value {series.iloc[row]!r} for image "
+                f"{path}: non-numeric {who} {coord} value {series.iloc[row]!r} for image "
                 f"'{images[row]}'"
             )
         values[:, c] = column
-    return _RawTable(images, col_bps, col_coords, values)
+    return _RawTable(images, col_bps, col_coords, values, col_inds)
 
 
 def _read_csv(path: Path) -> _RawTable:
@@ -390,8 +492,20 @@ def _read_csv(path: Path) -> _RawTable:
         raise DataError(
             f"{path}: not a DeepLabCut label csv (needs header rows scorer/bodyparts/coords)"
         )
-    if rows[1] and rows[1][0].strip() == "individuals":
-        raise DataError(f"{path}: multi-animal label files are not supported yet")
+    # Multi-animal files have a fourth header row, 'individuals', after 'scorer'. It is
+    # recognised by its level name or, when pandas wrote no level names, by the fourth row
+    # holding only coordinate names.
+    coord_names = {"x", "y", "likelihood"}
+    multi = bool(rows[1]) and rows[1][0].strip() == "individuals"
+    if not multi and len(rows) >= 4:
+        cells = [cell.strip() for cell in rows[3][1:]]
+        multi = any(cells) and all(cell in coord_names for cell in cells if cell)
+    n_header = 4 if multi else 3
+    if len(rows) < n_header:
+        raise DataError(
+            f"{path}: not a DeepLabCut label csv (needs header rows "
+            "scorer/individuals/bodyparts/coords)"
+        )
 
     # Pandas writes the level name ('scorer') in the first cell and one empty cell per further
     # row-index level, so the first non-empty cell after it starts the value columns.
@@ -400,16 +514,19 @@ def _read_csv(path: Path) -> _RawTable:
     if n_index is None:
         raise DataError(f"{path}: not a DeepLabCut label csv (first row names no scorer)")
     width = len(first)
-    for line, row in enumerate(rows[1:3], start=2):
+    for line, row in enumerate(rows[1:n_header], start=2):
         if len(row) != width:
             raise DataError(
                 f"{path}: header line {line} has {len(row)} columns, line 1 has {width}"
             )
-    col_bps = [cell.strip() for cell in rows[1][n_index:]]
-    col_coords = [cell.strip() for cell in rows[2][n_index:]]
+    col_inds = [cell.strip() for cell in rows[1][n_index:]] if multi else None
+    col_bps = [cell.strip() for cell in rows[n_header - 2][n_index:]]
+    col_coords = [cell.strip() for cell in rows[n_header - 1][n_index:]]
 
     body = [
-        (line, row) for line, row in enumerate(rows[3:], start=4) if any(c.strip() for c in row)
+        (line, row)
+        for line, row in enumerate(rows[n_header:], start=n_header + 1)
+        if any(c.strip() for c in row)
     ]
     if body:
         line, row = body[0]
@@ -422,6 +539,7 @@ def _read_csv(path: Path) -> _RawTable:
     images: list[str] = []
     values = np.full((len(body), len(col_bps)), np.nan, dtype=np.float64)
     xy_columns = [c for c, coord in enumerate(col_coords) if coord in ("x", "y")]
+    table = _RawTable(images, col_bps, col_coords, values, col_inds)
     for r, (line, row) in enumerate(body):
         if len(row) != width:
             raise DataError(f"{path}: line {line} has {len(row)} columns, expected {width}")
@@ -436,10 +554,11 @@ def _read_csv(path: Path) -> _RawTable:
                 value = math.inf  # reported below together with infinities
             if math.isinf(value):
                 raise DataError(
-                    f"{path}: line {line}: non-numeric {col_bps[c]} {col_coords[c]} value {cell!r}"
+                    f"{path}: line {line}: non-numeric {table.column(c)} {col_coords[c]} "
+                    f"value {cell!r}"
                 )
             values[r, c] = value
-    return _RawTable(images, col_bps, col_coords, values)
+    return table
 
 
 def read_label_file(path: str | Path, bodyparts: Sequence[str] | None = None) -> LabeledData:
@@ -461,19 +580,16 @@ def read_label_file(path: str | Path, bodyparts: Sequence[str] | None = None) ->
 
     Raises:
         DataError: The file is missing or unreadable, has non-numeric values, lists an image
-            twice, lacks x or y for a body part, or labels a body part not in ``bodyparts``.
+            twice, lacks x or y for a body part, labels a body part not in ``bodyparts``, or
+            is a multi-animal file (see :func:`read_multianimal_label_file`).
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: label file not found")
-    suffix = path.suffix.lower()
-    if suffix in (".h5", ".hdf5", ".hdf"):
-        table = _read_h5(path)
-    elif suffix == ".csv":
-        table = _read_csv(path)
-    else:
-        raise DataError(f"{path}: unknown label file type '{path.suffix}' (expected .h5 or .csv)")
-    _check_unique_images(table.images, path)
+    table = _read_table(path)
+    if table.col_inds is not None:
+        raise DataError(
+            f"{path}: multi-animal label file (columns scorer/individuals/bodyparts/coords) "
+            "where a single-animal one (scorer/bodyparts/coords) is expected"
+        )
 
     # Column of x / y of each body part, body parts in file order of first appearance.
     where: dict[str, dict[str, int]] = {}
@@ -510,6 +626,172 @@ def read_label_file(path: str | Path, bodyparts: Sequence[str] | None = None) ->
     return LabeledData(images=table.images, keypoints=keypoints, bodyparts=out_bps)
 
 
+def _read_table(path: Path) -> _RawTable:
+    if not path.is_file():
+        raise DataError(f"{path}: label file not found")
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5", ".hdf"):
+        table = _read_h5(path)
+    elif suffix == ".csv":
+        table = _read_csv(path)
+    else:
+        raise DataError(f"{path}: unknown label file type '{path.suffix}' (expected .h5 or .csv)")
+    _check_unique_images(table.images, path)
+    return table
+
+
+@dataclass
+class MultiAnimalLabels:
+    """Hand labels of a set of images of several animals.
+
+    Attributes:
+        images: Image paths relative to the project root, with ``/`` separators.
+        keypoints: float64 array NxIxKx2 of (x, y) pixel coordinates of each individual's
+            multi-animal body parts; NaN where not labelled.
+        individuals: The I individual names.
+        bodyparts: The K multi-animal body part names.
+        unique: float64 array NxUx2 of the unique body parts (filed under ``single``); NaN
+            where not labelled. U may be 0.
+        uniquebodyparts: The U unique body part names.
+    """
+
+    images: list[str]
+    keypoints: np.ndarray
+    individuals: tuple[str, ...]
+    bodyparts: tuple[str, ...]
+    unique: np.ndarray
+    uniquebodyparts: tuple[str, ...]
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(names) if names else "none"
+
+
+def read_multianimal_label_file(
+    path: str | Path,
+    individuals: Sequence[str] | None = None,
+    multianimalbodyparts: Sequence[str] | None = None,
+    uniquebodyparts: Sequence[str] | None = None,
+) -> MultiAnimalLabels:
+    """Reads one multi-animal DeepLabCut label file (h5 or csv).
+
+    Columns are ``scorer/individuals/bodyparts/coords``; unique body parts are under the
+    individual ``single``. Rows are read as by :func:`read_label_file` (both row layouts).
+
+    Args:
+        path: The ``.h5`` or ``.csv`` label file.
+        individuals: Individuals to return, in this order (absent ones come back NaN);
+            None returns the file's individuals in file order.
+        multianimalbodyparts: Multi-animal body parts to return, in this order; None: the
+            file's.
+        uniquebodyparts: Unique body parts to return, in this order; None: those the file
+            has under ``single``.
+
+    Returns:
+        The labels of every row of the file, in file order.
+
+    Raises:
+        DataError: The file is missing, unreadable or single-animal, has non-numeric values,
+            lists an image twice, lacks x or y for a column, or names an individual or body
+            part that the given lists do not have (or files a body part under the wrong kind
+            of individual).
+    """
+    path = Path(path)
+    table = _read_table(path)
+    if table.col_inds is None:
+        raise DataError(
+            f"{path}: single-animal label file (columns scorer/bodyparts/coords) where a "
+            "multi-animal one (scorer/individuals/bodyparts/coords) is expected"
+        )
+    want_inds = None if individuals is None else tuple(individuals)
+    want_multi = None if multianimalbodyparts is None else tuple(multianimalbodyparts)
+    want_unique = None if uniquebodyparts is None else tuple(uniquebodyparts)
+
+    # Column of x / y of each (individual, body part), in file order of first appearance.
+    where: dict[tuple[str, str], dict[str, int]] = {}
+    for c, (ind, bp, coord) in enumerate(
+        zip(table.col_inds, table.col_bps, table.col_coords, strict=True)
+    ):
+        if coord not in ("x", "y"):
+            continue
+        slots = where.setdefault((ind, bp), {})
+        if coord in slots:
+            raise DataError(
+                f"{path}: individual '{ind}' body part '{bp}' has more than one '{coord}' column"
+            )
+        slots[coord] = c
+    for (ind, bp), slots in where.items():
+        for coord in ("x", "y"):
+            if coord not in slots:
+                raise DataError(
+                    f"{path}: individual '{ind}' body part '{bp}' has no '{coord}' column"
+                )
+
+    file_inds: list[str] = []
+    file_multi: list[str] = []
+    file_unique: list[str] = []
+    for ind, bp in where:
+        if ind == SINGLE:
+            if want_unique is not None and bp not in want_unique:
+                hint = (
+                    " (it is a multi-animal body part: label it per individual)"
+                    if want_multi is not None and bp in want_multi
+                    else ""
+                )
+                raise DataError(
+                    f"{path}: body part '{bp}' of individual '{SINGLE}' is not in "
+                    f"config.yaml uniquebodyparts ({_names(want_unique)}){hint}"
+                )
+            if bp not in file_unique:
+                file_unique.append(bp)
+            continue
+        if want_inds is not None and ind not in want_inds:
+            raise DataError(
+                f"{path}: labels for unknown individual '{ind}' "
+                f"(config.yaml individuals: {_names(want_inds)})"
+            )
+        if want_multi is not None and bp not in want_multi:
+            if want_unique is not None and bp in want_unique:
+                raise DataError(
+                    f"{path}: unique body part '{bp}' is labelled under individual '{ind}' "
+                    f"(unique body parts belong to '{SINGLE}')"
+                )
+            raise DataError(
+                f"{path}: labels for unknown body part '{bp}' of individual '{ind}' "
+                f"(config.yaml multianimalbodyparts: {_names(want_multi)})"
+            )
+        if ind not in file_inds:
+            file_inds.append(ind)
+        if bp not in file_multi:
+            file_multi.append(bp)
+
+    out_inds = want_inds if want_inds is not None else tuple(file_inds)
+    out_multi = want_multi if want_multi is not None else tuple(file_multi)
+    out_unique = want_unique if want_unique is not None else tuple(file_unique)
+    n = len(table.images)
+    keypoints = np.full((n, len(out_inds), len(out_multi), 2), np.nan, dtype=np.float64)
+    for i, ind in enumerate(out_inds):
+        for k, bp in enumerate(out_multi):
+            slots = where.get((ind, bp))
+            if slots is not None:
+                keypoints[:, i, k, 0] = table.values[:, slots["x"]]
+                keypoints[:, i, k, 1] = table.values[:, slots["y"]]
+    unique = np.full((n, len(out_unique), 2), np.nan, dtype=np.float64)
+    for u, bp in enumerate(out_unique):
+        slots = where.get((SINGLE, bp))
+        if slots is not None:
+            unique[:, u, 0] = table.values[:, slots["x"]]
+            unique[:, u, 1] = table.values[:, slots["y"]]
+    return MultiAnimalLabels(
+        images=table.images,
+        keypoints=keypoints,
+        individuals=out_inds,
+        bodyparts=out_multi,
+        unique=unique,
+        uniquebodyparts=out_unique,
+    )
+
+
 def _label_file_for(folder: Path, scorer: str) -> Path | None:
     h5 = folder / f"CollectedData_{scorer}.h5"
     if h5.is_file():
@@ -534,8 +816,29 @@ def load_labels(project: Project, check_images: bool = True) -> LabeledData:
 
     Raises:
         DataError: No label file is found, a label file is invalid, an image is listed twice,
-            or (with ``check_images``) a listed image is missing.
+            (with ``check_images``) a listed image is missing, or the project is multi-animal
+            (see :func:`load_multianimal_labels`).
     """
+    if project.multianimal:
+        # Training, evaluation and analysis read labels through here and are single-animal.
+        raise DataError(
+            f"{project.config_path}: multi-animal project (multianimalproject: true): "
+            "training and evaluation of multi-animal models are not supported yet"
+        )
+    source: dict[str, Path] = {}
+    parts = []
+    for label_file in _label_files(project):
+        data = read_label_file(label_file, project.bodyparts)
+        _check_images(project, label_file, data.images, source, check_images)
+        parts.append(data)
+    return LabeledData(
+        images=[image for data in parts for image in data.images],
+        keypoints=np.concatenate([data.keypoints for data in parts], axis=0),
+        bodyparts=project.bodyparts,
+    )
+
+
+def _label_files(project: Project) -> list[Path]:
     labeled = project.root / "labeled-data"
     folders = (
         sorted(p for p in labeled.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -545,24 +848,64 @@ def load_labels(project: Project, check_images: bool = True) -> LabeledData:
     files = [f for f in (_label_file_for(folder, project.scorer) for folder in folders) if f]
     if not files:
         raise DataError(f"{labeled}: no CollectedData_{project.scorer}.h5 or .csv")
+    return files
 
-    images: list[str] = []
-    arrays: list[np.ndarray] = []
+
+def _check_images(
+    project: Project,
+    label_file: Path,
+    images: list[str],
+    source: dict[str, Path],
+    check_images: bool,
+) -> None:
+    """No image may be labelled in two files; with ``check_images`` every image must exist.
+    ``source`` maps the images seen so far to their label file and is updated."""
+    for image in images:
+        if image in source:
+            raise DataError(f"{label_file}: image '{image}' is also labelled in {source[image]}")
+        source[image] = label_file
+        if check_images and not (project.root / image).is_file():
+            raise DataError(f"{project.root / image}: image missing (listed in {label_file})")
+
+
+def load_multianimal_labels(project: Project, check_images: bool = True) -> MultiAnimalLabels:
+    """Reads all hand labels of a multi-animal project.
+
+    Files and rows are read as by :func:`load_labels`; every label file must agree with the
+    config's ``individuals``, ``multianimalbodyparts`` and ``uniquebodyparts``.
+
+    Args:
+        project: A multi-animal project.
+        check_images: Whether to check that every listed image exists.
+
+    Returns:
+        The labels, individuals and body parts in config order.
+
+    Raises:
+        DataError: The project is single-animal, no label file is found, a label file is
+            invalid or disagrees with the config, an image is listed twice, or (with
+            ``check_images``) a listed image is missing.
+    """
+    if not project.multianimal:
+        raise DataError(
+            f"{project.config_path}: not a multi-animal project (multianimalproject is not true)"
+        )
     source: dict[str, Path] = {}
-    for label_file in files:
-        data = read_label_file(label_file, project.bodyparts)
-        for image in data.images:
-            if image in source:
-                raise DataError(
-                    f"{label_file}: image '{image}' is also labelled in {source[image]}"
-                )
-            source[image] = label_file
-            if check_images and not (project.root / image).is_file():
-                raise DataError(f"{project.root / image}: image missing (listed in {label_file})")
-        images.extend(data.images)
-        arrays.append(data.keypoints)
-    keypoints = np.concatenate(arrays, axis=0)
-    return LabeledData(images=images, keypoints=keypoints, bodyparts=project.bodyparts)
+    parts = []
+    for label_file in _label_files(project):
+        data = read_multianimal_label_file(
+            label_file, project.individuals, project.multianimalbodyparts, project.uniquebodyparts
+        )
+        _check_images(project, label_file, data.images, source, check_images)
+        parts.append(data)
+    return MultiAnimalLabels(
+        images=[image for data in parts for image in data.images],
+        keypoints=np.concatenate([data.keypoints for data in parts], axis=0),
+        individuals=project.individuals,
+        bodyparts=project.multianimalbodyparts,
+        unique=np.concatenate([data.unique for data in parts], axis=0),
+        uniquebodyparts=project.uniquebodyparts,
+    )
 
 
 def load_image(project_root: Path, relpath: str) -> np.ndarray:
@@ -702,7 +1045,11 @@ def create_split(
             f"{fraction}, seed={seed}); pass overwrite to replace it"
         )
 
-    images = sorted(load_labels(project, check_images=False).images)
+    if project.multianimal:
+        labelled = load_multianimal_labels(project, check_images=False).images
+    else:
+        labelled = load_labels(project, check_images=False).images
+    images = sorted(labelled)
     n = len(images)
     if n == 0:
         raise DataError(f"{project.root / 'labeled-data'}: no labelled images to split")

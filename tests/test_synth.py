@@ -131,7 +131,10 @@ def test_deterministic_by_seed(tmp_path):
     names = sorted(p.relative_to(a) for p in (a / "labeled-data").rglob("*") if p.is_file())
     assert len(names) == 4 + 2
     for name in names:
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+        if name.suffix == ".h5":  # HDF5 stamps object times in seconds: compare the tables
+            pd.testing.assert_frame_equal(pd.read_hdf(a / name), pd.read_hdf(b / name))
+        else:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name
     assert (a / names[-1]).read_bytes() != (c / names[-1]).read_bytes()
     ka = load_labels(load_project(a)).keypoints
     kc = load_labels(load_project(c)).keypoints
