@@ -233,6 +233,8 @@ def open_source(spec: CameraSpec) -> Any:
     try:
         container = av.open(target, mode="r", format=fmt, container_options=options,
                             timeout=timeout)
+    except av.ExitError as exc:  # FFmpeg's interrupt callback: the open timeout ran out
+        raise fail(f"no answer within {spec.open_timeout_s:g} s", exc) from exc
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise fail(_reason(exc), exc) from exc
     try:
@@ -309,6 +311,9 @@ class Camera:
             not be opened or read); not set when ``stop`` ended it, never for live sources.
         seq: Frames captured so far (the next frame's ``seq``).
         decode_errors: Packets or frames that failed to demux/decode and were skipped.
+        corrupt_packets: Packets the demuxer flagged as damaged (data before them was lost,
+            e.g. an MPEG-TS continuity break); they are still decoded, and counted as
+            ``errors{stage="capture"}`` because frames around them may be missing or damaged.
         reconnects: Times a live source was (re)opened after a failure or end of stream.
         last_frame_mono: ``time.monotonic()`` of the last captured frame, or None.
         error: The last failure, one line (None if there was none).
@@ -325,6 +330,7 @@ class Camera:
         self.finished = threading.Event()
         self.seq = 0
         self.decode_errors = 0
+        self.corrupt_packets = 0
         self.reconnects = 0
         self.opened = 0
         self.last_frame_mono: float | None = None
@@ -364,6 +370,7 @@ class Camera:
             "finished": self.finished.is_set(),
             "captured": self.seq,
             "decode_errors": self.decode_errors,
+            "corrupt_packets": self.corrupt_packets,
             "reconnects": self.reconnects,
             "policy_dropped": self.queue.dropped,
             "fps": round(self.fps, 3),
@@ -382,6 +389,15 @@ class Camera:
         self.decode_errors += 1
         if self.metrics is not None:
             self.metrics.frames_dropped.labels(camera=self.spec.id, reason="decode").inc(1)
+
+    def _count_corrupt_packet(self) -> None:
+        self.corrupt_packets += 1
+        if self.metrics is not None:
+            self.metrics.errors.labels(stage="capture").inc()
+        # A flaky link can damage every other packet: say it once, then every 100th time.
+        level = logging.WARNING if self.corrupt_packets % 100 == 1 else logging.DEBUG
+        log.log(level, "%s: damaged packet from %s (%d so far); frames may be missing or "
+                "damaged", self.spec.id, self.spec.source, self.corrupt_packets)
 
     def _tick_fps(self, now: float, frames: int = 0) -> None:
         """Count frames; once a second fold the window's rate into the smoothed gauge."""
@@ -487,6 +503,9 @@ class Camera:
                     reason = f"{self.spec.id}: {self.spec.source}: end of stream"
                 except _Stopped:
                     raise
+                except av.ExitError:  # FFmpeg's interrupt callback: the read timeout ran out
+                    reason = (f"{self.spec.id}: {self.spec.source}: stalled (no data for "
+                              f"{self.spec.read_timeout_s:g} s)")
                 except Exception as exc:  # noqa: BLE001 - any read failure means reconnect
                     reason = f"{self.spec.id}: {self.spec.source}: read failed ({_reason(exc)})"
                 finally:
@@ -546,6 +565,8 @@ class Camera:
         for packet in self._packets(container, stream):
             if self.stop.is_set():
                 return False, index
+            if packet.is_corrupt:
+                self._count_corrupt_packet()
             try:
                 vframes = packet.decode()
             except av.FFmpegError:

@@ -173,11 +173,10 @@ def decode_message(frames: Sequence[bytes], receive_ns: int | None = None) -> Po
     """
     if receive_ns is None:
         receive_ns = time.time_ns()
-    try:
-        n = len(frames)
-    except TypeError:
-        raise ProtocolError(f"message is a {type(frames).__name__}, not a list of frames") \
-            from None
+    # A mapping has a length too but no frames[0]: only real sequences are messages.
+    if not isinstance(frames, Sequence) or isinstance(frames, (str, bytes, bytearray)):
+        raise ProtocolError(f"message is a {type(frames).__name__}, not a list of frames")
+    n = len(frames)
     if n != 2:
         raise ProtocolError(f"message has {n} frames, expected 2 (topic, payload)")
     topic = frames[0]

@@ -153,7 +153,10 @@ class DaemonConfig(_Strict):
 def _location(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        name = str(part)
+        if not name.isprintable():  # a key with a newline or tab must not break the line
+            name = repr(name)[1:-1]
+        out += f"[{name}]" if isinstance(part, int) else (f".{name}" if out else name)
     return out or "(top level)"
 
 
@@ -178,6 +181,8 @@ def parse_config(data: Any, source: str = "config", base: Path | None = None) ->
         raise ConfigError(f"{source}: expected a mapping at the top level")
     try:
         cfg = DaemonConfig.model_validate(data)
+    except RecursionError:
+        raise ConfigError(f"{source}: values nested too deeply") from None
     except ValidationError as exc:
         errors = exc.errors()
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -219,9 +224,11 @@ def load_config(path: str | Path) -> DaemonConfig:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -229,6 +236,8 @@ def load_config(path: str | Path) -> DaemonConfig:
         line = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "syntax error"
         raise ConfigError(f"{path}: invalid YAML{line} ({problem})") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError(f"{path}: invalid YAML (nested too deeply)") from None
     return parse_config(data, str(path), path.resolve().parent)
 
 

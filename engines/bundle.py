@@ -121,6 +121,51 @@ def is_bundle(path: str | Path) -> bool:
     return (Path(path) / BUNDLE_FILE).is_file()
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_fields(data: dict[str, Any], meta_file: Path) -> None:
+    """Types of ``posed.yaml`` values, so a damaged file is a one-line error naming the key."""
+    def bad(key: str, want: str) -> ModelLoadError:
+        value = data[key]
+        shown = type(value).__name__ if isinstance(value, (dict, list)) else repr(value)
+        return ModelLoadError(f"{meta_file}: key '{key}' must be {want} (got {shown})")
+
+    for key in ("engine", "format"):
+        if not isinstance(data[key], str):
+            raise bad(key, "a string")
+    parts = data["bodyparts"]
+    if not isinstance(parts, list) or not parts or not all(isinstance(p, str) for p in parts):
+        raise bad("bodyparts", "a non-empty list of names")
+    for key in ("stride", "locref_stdev"):
+        if key in data and not (_is_number(data[key]) and data[key] > 0):
+            raise bad(key, "a positive number")
+    for key in ("mean", "std"):
+        value = data.get(key)
+        if key in data and not (isinstance(value, list) and len(value) == 3
+                                and all(_is_number(v) for v in value)):
+            raise bad(key, "a list of 3 numbers")
+    for key in ("architecture", "source", "export"):
+        if key in data and not isinstance(data[key], dict):
+            raise bad(key, "a mapping")
+    size = data.get("input_size")
+    if size is not None and not (isinstance(size, list) and len(size) == 2
+                                 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise bad("input_size", "null or [height, width]")
+    if not isinstance(data["weights"], list):
+        raise bad("weights", "a list of {name, sha256}")
+    for i, entry in enumerate(data["weights"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
+                or not isinstance(entry.get("sha256"), str):
+            raise ModelLoadError(f"{meta_file}: weights[{i}] must have a 'name' and a 'sha256'")
+        name = Path(entry["name"])
+        # Weights live inside the bundle: a name must not make posed read files elsewhere.
+        if name.is_absolute() or ".." in name.parts or not name.parts:
+            raise ModelLoadError(f"{meta_file}: weights[{i}] name '{entry['name']}' is not a "
+                                 "file inside the bundle")
+
+
 def load_bundle(path: str | Path, verify: bool = True) -> ModelBundle:
     """Read a bundle directory and (by default) verify every weights file's sha256.
 
@@ -160,6 +205,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> ModelBundle:
         raise ModelLoadError(f"{meta_file}: unknown key '{unknown[0]}'")
     if not data["weights"]:
         raise ModelLoadError(f"{meta_file}: 'weights' is empty")
+    _check_fields(data, meta_file)
     data.setdefault("architecture", {})
     data.setdefault("locref_stdev", 7.2801)
     for key in ("mean", "std"):

@@ -1,0 +1,112 @@
+"""Security settings as the daemon applies them: loopback by default, a warning whenever an
+endpoint listens on all interfaces without CurveZMQ, and CurveZMQ configured through the
+daemon's config with keys from ``posed keys generate``.
+
+The publisher-level CURVE test (authorised client receives, a stranger and a plain client do
+not) and the warnings of Publisher.start and Metrics.serve themselves are in
+tests/test_publisher.py and tests/test_metrics.py; here the config and the service are tested.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+
+import pytest
+
+from faultkit import DEMO, FakeRunner, Running, fake_bundle, free_port, make_service
+from posed.daemon.client import Subscriber
+from posed.daemon.config import non_loopback_endpoints, parse_config
+from posed.daemon.keys import CurveClient
+
+
+def test_defaults_listen_on_loopback_only(tmp_path):
+    cfg = parse_config({"model": {"bundle": "m"}, "cameras": [{"id": "a", "source": "x.mp4"}]})
+    assert cfg.publisher.endpoint == "tcp://127.0.0.1:5555"
+    assert cfg.metrics.host == "127.0.0.1" and cfg.metrics.enabled
+    assert non_loopback_endpoints(cfg) == []
+    # And the metrics socket the daemon really opens is on loopback.
+    service = make_service(tmp_path, [{"id": "a", "source": str(DEMO / "clip.mp4")}],
+                           runner=FakeRunner(fake_bundle()), metrics={"enabled": True, "port": 0})
+    with Running(service):
+        assert service.metrics_server._server.socket.getsockname()[0] == "127.0.0.1"
+
+
+class _Stop(Exception):
+    pass
+
+
+def _start_warnings(tmp_path, caplog, **sections) -> list[str]:
+    """Warnings Service.start logs before it loads the model (then stopped on purpose)."""
+    service = make_service(tmp_path, [{"id": "a", "source": "x.mp4"}], **sections)
+
+    def no_model():
+        raise _Stop
+
+    service._load_model = no_model
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="posed.daemon.service"), \
+            pytest.raises(_Stop):
+        service.start()
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "*", "[::]"])
+def test_publisher_on_all_interfaces_without_curve_warns(tmp_path, caplog, host):
+    endpoint = f"tcp://{host}:{free_port()}"
+    warnings = _start_warnings(tmp_path, caplog, publisher={"endpoint": endpoint})
+    assert any(endpoint in w and "without CurveZMQ" in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_metrics_on_all_interfaces_warns(tmp_path, caplog, host):
+    warnings = _start_warnings(tmp_path, caplog, metrics={"enabled": True, "host": host})
+    assert any(host in w and "beyond this machine" in w for w in warnings), warnings
+
+
+def test_loopback_and_curve_protected_endpoints_do_not_warn(tmp_path, caplog):
+    assert _start_warnings(tmp_path, caplog, metrics={"enabled": True}) == []
+    assert _start_warnings(tmp_path, caplog, publisher={
+        "endpoint": "tcp://[::1]:5555"}) == []
+    curve = {"server_secret_key": "keys/server.key_secret", "allowed_clients": "allowed"}
+    assert _start_warnings(tmp_path, caplog, publisher={
+        "endpoint": f"tcp://0.0.0.0:{free_port()}", "curve": curve}) == []
+
+
+def test_curve_from_the_config_with_generated_keys(tmp_path):
+    """``posed keys generate`` for the daemon and two clients, one of them allowed: only that
+    one receives poses; a stranger, a client without CURVE and one that trusts the wrong
+    server key receive nothing."""
+    from posed.daemon.cli import main
+
+    keys = tmp_path / "keys"
+    for name in ("server", "client", "stranger", "impostor"):
+        assert main(["keys", "generate", str(keys), "--name", name, "-q"]) == 0
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    shutil.copy(keys / "client.key", allowed / "client.key")
+    service = make_service(
+        tmp_path, [{"id": "cam0", "source": str(DEMO / "clip.mp4"), "pace": "native",
+                    "loop": True}], runner=FakeRunner(fake_bundle()),
+        publisher={"endpoint": f"tcp://127.0.0.1:{free_port()}",
+                   "curve": {"server_secret_key": "keys/server.key_secret",
+                             "allowed_clients": "allowed"}})
+    endpoint = service.cfg.publisher.endpoint
+    server_key = keys / "server.key"
+    with Running(service), \
+            Subscriber(endpoint, curve=CurveClient(keys / "client.key_secret", server_key)) \
+            as good, \
+            Subscriber(endpoint, curve=CurveClient(keys / "stranger.key_secret",
+                                                   server_key)) as stranger, \
+            Subscriber(endpoint, curve=CurveClient(keys / "client.key_secret",
+                                                   keys / "impostor.key")) as fooled, \
+            Subscriber(endpoint) as plain:
+        got = [good.recv(10.0) for _ in range(5)]
+        assert all(m is not None and m.camera == "cam0" for m in got)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            for sub in (stranger, fooled, plain):
+                assert sub.recv(0.05) is None
+        assert not stranger.meta and not fooled.meta and not plain.meta
+    assert [m.seq for m in got] == sorted(m.seq for m in got)
