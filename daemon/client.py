@@ -262,6 +262,9 @@ class Subscriber:
         meta: The latest ``meta`` message (empty until one arrived).
         received: Pose messages returned so far.
         malformed: Malformed messages skipped.
+        missed: Per camera, poses this subscriber did not get (``seq`` gaps it saw). The daemon's
+            loss counters explain the gaps it caused; the rest were dropped for this subscriber
+            alone because it fell ``hwm`` messages behind (see docs/protocol.md).
 
     Raises:
         PublishError: The endpoint is malformed or a CURVE key file is unusable.
@@ -282,6 +285,8 @@ class Subscriber:
         self.meta: dict = {}
         self.received = 0
         self.malformed = 0
+        self.missed: dict[str, int] = {}
+        self._last_seq: dict[str, int] = {}
         self._pending: collections.deque[PoseMessage] = collections.deque(maxlen=max(1, rcvhwm))
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.SUB)
@@ -349,8 +354,7 @@ class Subscriber:
             ProtocolError: A malformed message arrived (unless ``skip_malformed``).
         """
         if self._pending:
-            self.received += 1
-            return self._pending.popleft()
+            return self._count(self._pending.popleft())
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = _SLICE_S if deadline is None else deadline - time.monotonic()
@@ -359,8 +363,16 @@ class Subscriber:
             # Wait in short slices so Ctrl-C is handled promptly on every platform.
             msg = self._recv_one(min(left, _SLICE_S))
             if msg is not None:
-                self.received += 1
-                return msg
+                return self._count(msg)
+
+    def _count(self, msg: PoseMessage) -> PoseMessage:
+        self.received += 1
+        last = self._last_seq.get(msg.camera)
+        if last is not None and msg.seq > last + 1:
+            self.missed[msg.camera] = self.missed.get(msg.camera, 0) + msg.seq - last - 1
+        # A restarted daemon starts seq again at 0: that is not a gap.
+        self._last_seq[msg.camera] = msg.seq
+        return msg
 
     def wait_for_meta(self, timeout: float) -> bool:
         """Wait until a ``meta`` message has arrived, i.e. the subscription is live.

@@ -104,6 +104,8 @@ class PublisherConfig(_Strict):
     wait_for_subscribers: int = Field(0, ge=0, description="start capturing only once this "
                                       "many subscribers are connected (no lost first frames)")
     wait_timeout_s: float = Field(30.0, gt=0, description="give up waiting and start anyway")
+    nodrop: bool = Field(False, description="true: a subscriber hwm behind holds every pose back "
+                         "from all (counted as hwm drops); false: it loses only its own")
 
     @field_validator("endpoint")
     @classmethod

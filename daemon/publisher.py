@@ -10,11 +10,14 @@ without blocking. Every pose that is not sent is counted with a reason:
   ran out of time while flushing.
 - ``hwm``: ZeroMQ's send high-water mark was reached for a subscriber.
 
-By default the socket sets ``ZMQ_XPUB_NODROP``, so a full subscriber makes ``send`` fail with
-``EAGAIN`` instead of ZeroMQ discarding the message silently; that is what lets every ``seq``
-gap a subscriber sees be explained by the ``hwm`` counter. The price: while one subscriber's
-queue is full, that pose is sent to no subscriber. Pass ``nodrop=False`` to let ZeroMQ drop per
-subscriber instead (then a slow subscriber's gaps are not counted by the daemon).
+By default ZeroMQ drops per subscriber: one that falls ``hwm`` messages behind loses its own
+poses and nobody else's (its :class:`~posed.daemon.client.Subscriber` counts them in
+``missed``), so a hung dashboard can never black out a closed-loop controller. With
+``nodrop=True`` the socket sets ``ZMQ_XPUB_NODROP`` instead: a full subscriber makes ``send``
+fail with ``EAGAIN`` and the pose is counted as an ``hwm`` drop, so every ``seq`` gap any
+subscriber sees is explained by the daemon's counters; the price is that while one
+subscriber's queue is full, that pose goes to no subscriber. Use it only where every
+subscriber is trusted to keep up.
 
 The wire format is described in ``docs/protocol.md``.
 """
@@ -147,8 +150,9 @@ class Publisher:
         curve: CURVE server settings; ``None`` publishes in clear text.
         meta_interval_s: Period of the ``meta`` message (also sent right after binding).
         model: Description of the model, published in ``meta`` as is (msgpack-able values).
-        nodrop: Set ``ZMQ_XPUB_NODROP`` so a full subscriber is counted as an ``hwm`` drop
-            (see the module notes).
+        nodrop: Set ``ZMQ_XPUB_NODROP``: a full subscriber holds the pose back from everyone
+            and it is counted as an ``hwm`` drop (see the module notes). Default: per-subscriber
+            drops.
 
     Attributes:
         published: Poses handed to ZeroMQ.
@@ -167,7 +171,7 @@ class Publisher:
         curve: CurveServer | None = None,
         meta_interval_s: float = 1.0,
         model: dict | None = None,
-        nodrop: bool = True,
+        nodrop: bool = False,
     ) -> None:
         if isinstance(bodyparts, (str, bytes)) or not all(isinstance(b, str) for b in bodyparts):
             raise PublishError(f"bodyparts must be a list of names, got {bodyparts!r}")

@@ -146,6 +146,7 @@ class Service:
                                 cfg.publisher.curve.allowed_clients)
         self.publisher = Publisher(cfg.publisher.endpoint, bundle.bodyparts, metrics=self.metrics,
                                    hwm=cfg.publisher.hwm, queue_size=cfg.publisher.queue_size,
+                                   nodrop=cfg.publisher.nodrop,
                                    curve=curve, model={"scorer": bundle.scorer,
                                                        "engine": self.runner.engine})
         self.publisher.start()

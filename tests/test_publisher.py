@@ -169,10 +169,10 @@ def test_publish_without_subscriber_never_blocks(endpoint):
     assert pub.queued == 0
 
 
-def test_publish_with_stalled_subscriber_counts_drops(endpoint):
+def test_publish_with_stalled_subscriber_counts_drops_in_nodrop_mode(endpoint):
     metrics = FakeMetrics()
     pub = Publisher(endpoint, BODYPARTS, metrics=metrics, hwm=10, queue_size=64,
-                    meta_interval_s=META_S)
+                    meta_interval_s=META_S, nodrop=True)
     pub.start()
     try:
         with Subscriber(endpoint, rcvhwm=10) as sub:

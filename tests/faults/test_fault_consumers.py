@@ -112,12 +112,64 @@ def _pose(seq: int) -> Pose:
                 np.zeros((2, 3), np.float32))
 
 
-def test_what_a_reading_subscriber_misses_is_counted_while_another_stalls():
-    """With a stalled subscriber connected, every pose a live subscriber does not get is in
-    the publisher's drop counters (the seq gaps it sees are explained)."""
+def test_a_stalled_subscriber_loses_only_its_own_poses():
+    """Default (per-subscriber drops): while a subscriber that never reads is connected, a
+    reading subscriber still gets every pose, and the stalled one gets only some."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     n = 20_000
-    pub = Publisher(endpoint, ["a", "b"], hwm=50, queue_size=256, meta_interval_s=0.05)
+    pub = Publisher(endpoint, ["a", "b"], hwm=1000, queue_size=n + 10, meta_interval_s=0.05)
+    pub.start()
+    ctx = zmq.Context()
+    stalled = ctx.socket(zmq.SUB)
+    stalled.setsockopt(zmq.RCVHWM, 1)
+    stalled.setsockopt(zmq.RCVBUF, 4096)
+    stalled.setsockopt(zmq.SUBSCRIBE, b"pose.")
+    stalled.connect(endpoint)
+    try:
+        with Subscriber(endpoint, rcvhwm=100_000) as live:
+            assert live.wait_for_meta(5.0)
+            assert wait_until(lambda: pub.subscribers() >= 2, timeout=5)
+            seqs: list[int] = []
+            for i in range(n):
+                pub.publish(_pose(i))
+                if i % 100 == 99:
+                    time.sleep(0.002)
+                    while (msg := live.recv(0)) is not None:
+                        seqs.append(msg.seq)
+            pub.stop(timeout=2.0)
+            while (msg := live.recv(0.5)) is not None:
+                seqs.append(msg.seq)
+            got = 0
+            while stalled.poll(200):
+                stalled.recv_multipart()
+                got += 1
+    finally:
+        pub.stop()
+        stalled.close(0)
+        ctx.term()
+    assert seqs == list(range(n)) and pub.dropped == 0 and live.missed == {}
+    assert 0 < got < n  # ZeroMQ dropped for the stalled subscriber alone
+
+
+def test_subscriber_counts_the_seq_gaps_it_sees():
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    with Publisher(endpoint, ["a", "b"], meta_interval_s=0.05) as pub, \
+            Subscriber(endpoint) as sub:
+        assert sub.wait_for_meta(5.0)
+        for seq in (0, 1, 2, 5, 6, 10, 0, 1):  # 3+4 missing, then a restarted daemon
+            pub.publish(_pose(seq))
+        got = [sub.recv(2.0).seq for _ in range(8)]
+    assert got == [0, 1, 2, 5, 6, 10, 0, 1]
+    assert sub.missed == {"cam0": 5}
+
+
+def test_in_nodrop_mode_what_a_reader_misses_is_counted_while_another_stalls():
+    """nodrop=True: with a stalled subscriber connected, every pose a live subscriber does not
+    get is in the publisher's drop counters (the seq gaps it sees are explained)."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    n = 20_000
+    pub = Publisher(endpoint, ["a", "b"], hwm=50, queue_size=256, meta_interval_s=0.05,
+                    nodrop=True)
     pub.start()
     ctx = zmq.Context()
     stalled = ctx.socket(zmq.SUB)
