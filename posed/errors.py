@@ -84,3 +84,14 @@ class PublishError(PosedError):
 
 class ProtocolError(PosedError):
     """A message on the pose stream is malformed or of an unknown schema."""
+
+
+def reason(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none).
+
+    Library errors often start with a newline or run to many lines; posed's errors are one line.
+    """
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__

@@ -117,6 +117,9 @@ def test_pickle_in_a_pretrained_backbone_file_is_refused(tmp_path, zipped):
         load_state_dict(path)
     _one_line_naming(err, path)
     assert not marker.exists()
+    # The refusal says why and never suggests the unsafe way round (torch's own message does).
+    assert "pickled objects other than tensors" in str(err.value)
+    assert "weights_only=False" not in str(err.value) and "weights_only` set" not in str(err.value)
 
 
 def test_a_pickle_named_safetensors_is_refused(tmp_path):
