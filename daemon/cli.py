@@ -427,8 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "when exporting from a project) and refused beyond tolerance; the measured "
                        "difference is recorded in the bundle's posed.yaml.")
     p.add_argument("source", help="project folder/config.yaml, or a model bundle folder")
-    p.add_argument("--format", required=True, choices=("onnx", "torchscript"),
-                   help="export format")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "savedmodel"),
+                   help="export format: onnx (any engine's model), torchscript (pytorch), "
+                   "savedmodel (tensorflow)")
     p.add_argument("--out", type=Path, required=True, help="bundle folder to create")
     _model_args(p)
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")

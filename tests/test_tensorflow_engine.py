@@ -20,10 +20,12 @@ from posed.errors import ConfigError, ModelLoadError
 
 ACCURACY_PX = 3.0  # the PyTorch engine's threshold, on the same synthetic project
 
-# MobileNetV2-0.35 at output stride 8, as FAST_TRAIN in conftest; the Keras model reaches the
-# threshold with the same schedule (TF is slower per epoch on CPU, see the report).
+# MobileNetV2-0.35 at output stride 8 with FAST_TRAIN's learning rate and batch (conftest),
+# in half its epochs: measured 2.11-2.43 px held-out over seeds 0-2 at 20 epochs (1.72 px at
+# 30), about 5 s per epoch on two busy cores.
+TF_EPOCHS = 20
 TF_TRAIN = ["--net", "mobilenet_v2_0.35", "--output-stride", "8", "--lr", "3e-3",
-            "--epochs", "30", "--batch-size", "8", "--save-every", "10"]
+            "--epochs", str(TF_EPOCHS), "--batch-size", "8", "--save-every", "10"]
 
 
 def test_importing_posed_does_not_import_tensorflow():
@@ -35,13 +37,28 @@ def test_importing_posed_does_not_import_tensorflow():
     assert out.stdout.split() == [available, "False", "False"]
 
 
+def test_pytorch_engine_still_loads_after_tensorflow_in_one_process():
+    """Triton (torch's) loaded after TensorFlow used to crash the process (segfault)."""
+    if not (_has_tf() and _has("torchvision")):
+        pytest.skip("needs tensorflow and torchvision")
+    code = ("from posed.engines.tensorflow import import_tensorflow; import_tensorflow();"
+            "import torch, torchvision.ops; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == ["ok"], out.stderr[-2000:]
+
+
 def _has_tf() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("tensorflow") is not None
 
 
-tf = pytest.importorskip("tensorflow")
+if not _has_tf():
+    pytest.skip("tensorflow is not installed", allow_module_level=True)
+# Through posed, as the engine imports it (quiet, and Triton first: see the test above).
+from posed.engines.tensorflow import import_tensorflow  # noqa: E402
+
+tf = import_tensorflow()
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -73,8 +90,6 @@ def _random_bundle(folder: Path, net: str = "mobilenet_v2_0.35", stride: int = 1
 # ----------------------------------------------------------------------------- training
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="measured 16.6 px held-out after 30 epochs (PyTorch: "
-                   "2.75 px with the same settings); the Keras model still needs tuning")
 def test_training_reaches_accuracy_on_held_out_images(tf_trained):
     project = load_project(tf_trained)
     result = compat.evaluate_network(project, 1, "tensorflow")
@@ -91,15 +106,15 @@ def test_cli_training_writes_snapshots_stats_and_a_bundle(tf_trained):
     folder = compat.get_train_folder(project, 1, "tf")
     assert folder.parts[-4] == "posed-models-tensorflow"
     assert [p.name for p in compat.list_snapshots(folder)] == [
-        "snapshot-010.safetensors", "snapshot-020.safetensors", "snapshot-030.safetensors"]
+        "snapshot-010.safetensors", "snapshot-020.safetensors"]
     with open(folder / "learning_stats.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert [int(r["epoch"]) for r in rows] == list(range(1, 31))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, TF_EPOCHS + 1))
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     bundle = load_bundle(folder)
     assert (bundle.engine, bundle.format) == ("tensorflow", "safetensors")
-    assert bundle.scorer == "posed_MobilenetV2035_synthJan1shuffle1_snapshot_30"
-    assert compat.get_snapshot(project, 1, "tf", 20).name == "snapshot-020.safetensors"
+    assert bundle.scorer == "posed_MobilenetV2035_synthJan1shuffle1_snapshot_20"
+    assert compat.get_snapshot(project, 1, "tf", 10).name == "snapshot-010.safetensors"
 
 
 @pytest.mark.slow
@@ -125,11 +140,18 @@ def test_outputs_have_the_same_structure_as_pytorch(tf_trained, trained_project,
     tfr, pt = results["tensorflow"], results["pytorch"]
     for key in ("errors_columns", "table_index", "table_columns", "bundle_keys", "source_keys"):
         assert tfr[key] == pt[key], key
-    assert tfr["files"] == pt["files"]  # same names: same scorer for the same net and snapshot
-    assert tfr["h5"] == pt["h5"] == "synth1posed_MobilenetV2035_synthJan1shuffle1_snapshot_30.h5"
+    # Same scorer rule for the same net: the names differ only in the snapshot (epochs trained).
+    pt_epochs = load_bundle(compat.get_train_folder(load_project(trained_project), 1, "pytorch")
+                            ).source["snapshot"]
+    name = "synth1posed_MobilenetV2035_synthJan1shuffle1_snapshot_{}.h5"
+    assert tfr["h5"] == name.format(TF_EPOCHS) and pt["h5"] == name.format(pt_epochs)
+    same = [f.replace(f"snapshot_{TF_EPOCHS}", f"snapshot_{pt_epochs}") for f in tfr["files"]]
+    assert same == pt["files"]
     a, b = tfr["df"], pt["df"]
     assert a.shape == b.shape == (60, 12)
-    assert a.columns.equals(b.columns) and a.index.equals(b.index)
+    assert a.columns.droplevel("scorer").equals(b.columns.droplevel("scorer"))
+    assert set(a.columns.get_level_values("scorer")) == {name.format(TF_EPOCHS)[6:-3]}
+    assert a.index.equals(b.index)
     assert list(a.dtypes) == list(b.dtypes)
 
 
@@ -213,6 +235,134 @@ def test_device_option():
         assert select_device("gpu") == "/CPU:0"  # falls back, with a warning
     with pytest.raises(ConfigError, match="device 'tpu'"):
         select_device("tpu")
+
+
+# ----------------------------------------------------------------------------- export
+
+@pytest.fixture(scope="module")
+def tf_exports(tf_trained, tmp_path_factory) -> dict[str, Path]:
+    """SavedModel (through the CLI) and ONNX exports of the trained TF model."""
+    pytest.importorskip("tf2onnx")
+    from posed.daemon.cli import main
+
+    out = tmp_path_factory.mktemp("tfexports")
+    assert main(["export", str(tf_trained), "--engine", "tf", "--format", "savedmodel",
+                 "--out", str(out / "savedmodel"), "-q"]) == 0
+    return {"savedmodel": out / "savedmodel",
+            "onnx": compat.export_model(tf_trained, "onnx", out / "onnx", "tf")}
+
+
+def _test_frames(project_dir: Path) -> np.ndarray:
+    from posed.engines.project import load_image, load_split
+
+    project = load_project(project_dir)
+    return np.stack([load_image(project.root, n) for n in load_split(project, 1).test])
+
+
+@pytest.mark.slow
+def test_exports_match_the_native_model_on_every_test_frame(tf_trained, tf_exports):
+    frames = _test_frames(tf_trained)
+    assert len(frames) >= 25
+    native = compat.load_model(tf_trained, "tf", device="cpu").predict(frames)
+    assert (native[..., 2] >= 0.5).mean() > 0.8  # a trained model, not flat maps
+    for name, (engine, fmt) in {"savedmodel": ("tensorflow", "savedmodel"),
+                                "onnx": ("onnx", "onnx")}.items():
+        bundle = load_bundle(tf_exports[name])
+        assert (bundle.engine, bundle.format) == (engine, fmt)
+        assert bundle.bodyparts == list(load_project(tf_trained).bodyparts)
+        assert bundle.export["parity"]  # measured on the project's test images at export
+        runner = compat.load_model(tf_exports[name])
+        assert runner.engine == engine
+        got = np.concatenate([runner.predict(frames[i:i + 7]) for i in range(0, len(frames), 7)])
+        dist = np.linalg.norm(native[..., :2] - got[..., :2], axis=-1)
+        assert dist.max() <= 0.1, (name, dist.max())
+        assert np.abs(native[..., 2] - got[..., 2]).max() <= 1e-3, name
+
+
+@pytest.mark.slow
+def test_savedmodel_bundle_lists_and_verifies_every_file(tf_exports, tmp_path):
+    bundle = load_bundle(tf_exports["savedmodel"])
+    names = [w["name"] for w in bundle.weights]
+    assert names[0] == "savedmodel/saved_model.pb"
+    assert "savedmodel/variables/variables.index" in names
+    on_disk = sorted(p.relative_to(bundle.path).as_posix()
+                     for p in (bundle.path / "savedmodel").rglob("*") if p.is_file())
+    assert sorted(names) == on_disk
+    assert set(bundle.export["parity"]) == {"same_size", "other_size"}
+    copy = tmp_path / "b"
+    shutil.copytree(tf_exports["savedmodel"], copy)
+    data = copy / "savedmodel" / "variables" / "variables.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:-8])
+    with pytest.raises(ModelLoadError, match="variables.data-00000-of-00001: sha256 mismatch"):
+        compat.load_model(copy)
+
+
+@pytest.mark.slow
+def test_onnx_export_of_a_tf_model_imports_no_framework(tf_exports):
+    code = (
+        "import sys, json, numpy as np\n"
+        "from posed.engines import compat\n"
+        f"r = compat.load_model({str(tf_exports['onnx'])!r}, provider='cpu')\n"
+        "out = r.predict(np.zeros((2, 64, 80, 3), np.uint8))\n"
+        "print(json.dumps([list(out.shape), r.engine,\n"
+        "  sorted(m for m in ('torch', 'tensorflow', 'keras', 'tf2onnx') if m in sys.modules)]))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    shape, engine, frameworks = json.loads(res.stdout)
+    assert shape == [2, 4, 3] and engine == "onnx" and frameworks == []
+
+
+@pytest.mark.slow
+def test_onnx_export_has_plain_dilated_convolutions_for_any_frame_size(tmp_path):
+    """Dynamic-size exports keep the backbone as Conv nodes (no SpaceToDepth shape arithmetic)."""
+    pytest.importorskip("tf2onnx")
+    import onnx
+
+    from posed.engines.tensorflow.backend import build_model
+    from posed.engines.tensorflow.model import load_weights
+    from posed.exporters.common import run_onnx
+    from posed.exporters.tensorflow import PoseMaps
+
+    bundle = load_bundle(_random_bundle(tmp_path / "bundle", stride=8))
+    out = compat.export_model(bundle, "onnx", tmp_path / "onnx")
+    graph = onnx.load(str(out / "model.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    dilated = [n for n in graph.node if n.op_type == "Conv" and any(
+        a.name == "dilations" and list(a.ints) != [1, 1] for a in n.attribute)]
+    assert len(dilated) == 10  # MobileNetV2 blocks 7-13 at rate 2, 14-16 at rate 4
+    assert "SpaceToDepth" not in ops and "DepthToSpace" not in ops
+    assert [i.name for i in graph.input] == ["frames"]
+    assert [o.name for o in graph.output] == ["scores", "locref"]
+    model = build_model(bundle)
+    load_weights(model, bundle.weights_path)
+    frames = np.random.default_rng(1).integers(0, 256, (2, 97, 131, 3), dtype=np.uint8)
+    for want, got in zip(PoseMaps(model).maps(frames), run_onnx(out / "model.onnx", frames)):
+        assert want.shape == got.shape
+        np.testing.assert_allclose(want.numpy(), got, atol=1e-4)
+
+
+def test_export_formats_are_checked_per_engine(tmp_path):
+    bundle = _random_bundle(tmp_path / "bundle")
+    with pytest.raises(ConfigError, match="tensorflow engine exports savedmodel, onnx"):
+        compat.export_model(bundle, "torchscript", tmp_path / "ts")
+    with pytest.raises(ConfigError, match="option 'opset' applies to --format onnx"):
+        compat.export_model(bundle, "savedmodel", tmp_path / "sm", opset=17)
+
+
+def test_export_tolerances_are_the_same_for_every_engine():
+    from posed.exporters import common
+
+    assert common.TOLERANCE["fp32"] == (0.1, 1e-3)
+    if _has("torch"):
+        from posed.exporters import torch as torch_exporters
+
+        assert torch_exporters.TOLERANCE == common.TOLERANCE
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 # ----------------------------------------------------------------------------- DeepLabCut 2.x

@@ -6,6 +6,7 @@ quietening TensorFlow's start-up messages.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -32,6 +33,7 @@ def import_tensorflow() -> ModuleType:
     """
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
+    _load_triton_first()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     verbose = os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
     captured = b""
@@ -63,3 +65,19 @@ def import_tensorflow() -> ModuleType:
     except ImportError:  # absl ships with TensorFlow; tolerate odd installs
         pass
     return tf
+
+
+def _load_triton_first() -> None:
+    """Import Triton (installed with torch's Linux wheels) before TensorFlow, if present.
+
+    Triton loaded after TensorFlow crashes the process with a segmentation fault (torch
+    imports it lazily, e.g. through ``torchvision.ops`` or ``torch._dynamo``), so a process
+    that used the TensorFlow engine could not use the PyTorch engine afterwards. Loaded
+    first, both work; it costs about 0.2 s and only where Triton is installed.
+    """
+    if "triton" in sys.modules or importlib.util.find_spec("triton") is None:
+        return
+    try:
+        import triton  # noqa: F401
+    except Exception as exc:  # a broken Triton must not stop the TensorFlow engine
+        log.debug("triton not preloaded: %s", exc)

@@ -9,7 +9,9 @@ snapshot helpers of :mod:`posed.engines.compat` work unchanged. The optimiser st
 resume is in ``resume-state.safetensors``.
 
 Bundles of format ``frozen-graph`` (imported DeepLabCut 2.x exports) run through
-:mod:`posed.engines.tensorflow.dlc2`.
+:mod:`posed.engines.tensorflow.dlc2`; ``savedmodel`` bundles (``posed export --format
+savedmodel``) through :class:`SavedModelRunner`. :func:`export` writes SavedModel and ONNX
+bundles (:mod:`posed.exporters.tensorflow`).
 """
 
 from __future__ import annotations
@@ -87,12 +89,17 @@ def set_threads(threads: int | None) -> None:
 
 # ----------------------------------------------------------------------------- inference
 
-def build_model(bundle: ModelBundle) -> "keras.Model":
-    """Instantiate the network a bundle describes (weights not loaded)."""
+def build_model(bundle: ModelBundle, native_dilation: bool = False) -> "keras.Model":
+    """Instantiate the network a bundle describes (weights not loaded).
+
+    ``native_dilation`` builds the inference-only variant exports are traced from (see
+    :class:`~posed.engines.tensorflow.model.NativeDilatedDepthwiseConv2D`).
+    """
     arch = bundle.architecture
     try:
         return build_pose_model(arch["net"], len(bundle.bodyparts), int(arch.get("output_stride", 16)),
-                                mean=tuple(bundle.mean), std=tuple(bundle.std))
+                                mean=tuple(bundle.mean), std=tuple(bundle.std),
+                                native_dilation=native_dilation)
     except KeyError as exc:
         raise ModelLoadError(f"{bundle.path}: architecture lacks '{exc.args[0]}'") from None
 
@@ -144,13 +151,76 @@ class TFRunner(PoseRunner):
                       self.bundle.locref_stdev)
 
 
+class SavedModelRunner(PoseRunner):
+    """Inference of a ``savedmodel`` bundle written by :mod:`posed.exporters.tensorflow`.
+
+    Calls the SavedModel's ``maps`` function (uint8 N×H×W×3 frames in, channels-first score
+    maps and locref out); its signature leaves batch, height and width free, so it is never
+    retraced. Needs TensorFlow but not the posed model code that wrote it.
+    """
+
+    engine = ENGINE
+
+    def __init__(self, bundle: ModelBundle, saved: Any, device: str) -> None:
+        super().__init__(bundle)
+        self.saved = saved  # keeps the restored variables alive
+        self.function = saved.maps
+        self.device = device
+
+    @classmethod
+    def load(cls, bundle: ModelBundle, device: str = "auto", threads: int | None = None,
+             **options: Any) -> "SavedModelRunner":
+        if options:
+            raise ConfigError(f"tensorflow engine: unknown option '{next(iter(options))}'")
+        set_threads(threads)
+        dev = select_device(device)
+        folder = bundle.weights_path.parent
+        try:
+            with tf.device(dev):
+                saved = tf.saved_model.load(str(folder))
+        except Exception as exc:  # TensorFlow raises OpError, OSError and parse errors alike
+            raise ModelLoadError(f"{folder}: cannot load the SavedModel "
+                                 f"({str(exc).strip().splitlines()[0]})") from exc
+        if not hasattr(saved, "maps"):
+            raise ModelLoadError(f"{folder}: SavedModel has no 'maps' function "
+                                 "(not written by posed export)")
+        return cls(bundle, saved, dev)
+
+    def _forward(self, frames: np.ndarray) -> np.ndarray:
+        try:
+            with tf.device(self.device):
+                scores, locref = self.function(tf.convert_to_tensor(frames))
+        except (tf.errors.OpError, ValueError, TypeError) as exc:
+            raise InferenceError(f"savedmodel forward failed: {str(exc).splitlines()[0]}") from exc
+        return decode(scores.numpy(), locref.numpy(), self.bundle.stride, self.bundle.locref_stdev)
+
+
 def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
     """Engine entry point used by :func:`posed.engines.compat.load_model`."""
     if bundle.format == "frozen-graph":
         from posed.engines.tensorflow.dlc2 import FrozenGraphRunner
 
         return FrozenGraphRunner.load(bundle, **options)
+    if bundle.format == "savedmodel":
+        return SavedModelRunner.load(bundle, **options)
     return TFRunner.load(bundle, **options)
+
+
+EXPORT_FORMATS = ("savedmodel", "onnx")
+
+
+def export(bundle: ModelBundle, fmt: str, out: Path, **options: Any) -> Path:
+    """Export a TensorFlow bundle to ``savedmodel`` or ``onnx`` (see :mod:`posed.exporters.tensorflow`)."""
+    from posed.exporters import tensorflow as exporters
+
+    if fmt == "savedmodel":
+        unknown = sorted(set(options) - {"check_frames", "overwrite"})
+        if unknown:
+            raise ConfigError(f"option '{unknown[0]}' applies to --format onnx, not savedmodel")
+        return exporters.export_savedmodel(bundle, out, **options)
+    if fmt == "onnx":
+        return exporters.export_onnx(bundle, out, **options)
+    raise ConfigError(f"format '{fmt}': the tensorflow engine exports {', '.join(EXPORT_FORMATS)}")
 
 
 # ----------------------------------------------------------------------------- training

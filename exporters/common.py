@@ -1,0 +1,208 @@
+"""What every exporter shares, with no framework in it: tolerances, parity checks, bundles, ONNX.
+
+Each exporter runs the original model and the exported one on the same frames, compares them
+here and records the result in the new bundle's ``posed.yaml`` (``export.parity``); an export
+that disagrees beyond its tolerance is an :class:`~posed.errors.ExportMismatchError` and
+nothing is written. Importing this module imports neither torch nor TensorFlow, so the
+TensorFlow exporter can use it where torch is not installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from posed.engines.bundle import ModelBundle
+from posed.engines.decoding import decode
+from posed.errors import ExportError, ExportMismatchError
+
+DEFAULT_OPSET = 17
+# Largest keypoint (px) and likelihood differences an export may show against the native
+# model. FP32 graphs differ only by operator order; FP16 and INT8 trade accuracy for speed,
+# so their bounds are wider and the measured values are recorded for the user to judge.
+# INT8 likelihoods measured 0.06-0.10 from FP32 on the synthetic test model (MinMax,
+# Percentile and Entropy calibration alike), hence 0.15; keypoints moved at most 1.8 px.
+TOLERANCE = {"fp32": (0.1, 1e-3), "fp16": (2.0, 2e-2), "int8": (8.0, 0.15)}
+PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
+CONFIDENT = 0.5  # native likelihood above which a keypoint counts as seen
+
+Maps = tuple[np.ndarray, np.ndarray]  # (scores N×K×h×w, locref N×2K×h×w)
+
+
+def check_frames(frames: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
+    """Frames to trace and compare with: the given ones, else deterministic noise."""
+    if frames is None:
+        rng = np.random.default_rng(0)
+        return rng.integers(0, 256, (2, size[0], size[1], 3), dtype=np.uint8)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.dtype != np.uint8:
+        raise ExportError(f"check frames must be uint8 N×H×W×3, got {frames.dtype} {frames.shape}")
+    return frames
+
+
+def as_maps(outputs: Sequence[Any]) -> Maps:
+    """(scores, locref) as float32 numpy arrays, from any framework's tensors."""
+    arrays = [o.numpy() if hasattr(o, "numpy") else np.asarray(o) for o in outputs]
+    return np.asarray(arrays[0], np.float32), np.asarray(arrays[1], np.float32)
+
+
+def compare_poses(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
+    """Keypoint distance (px) and likelihood difference between two N×K×3 arrays.
+
+    ``max_px_confident`` only counts keypoints the reference sees (likelihood ≥ 0.5): where
+    a body part is not visible the score map is flat and its argmax may jump anywhere.
+    """
+    dist = np.linalg.norm(reference[..., :2] - other[..., :2], axis=-1)
+    seen = reference[..., 2] >= CONFIDENT
+    return {"max_px": float(np.nanmax(dist)), "mean_px": float(np.nanmean(dist)),
+            "max_px_confident": float(np.nanmax(dist[seen])) if seen.any() else 0.0,
+            "confident_keypoints": int(seen.sum()),
+            "max_likelihood": float(np.nanmax(np.abs(reference[..., 2] - other[..., 2])))}
+
+
+def verify(kind: str, reference: Maps, exported: Maps, bundle: ModelBundle, out: Path) -> dict[str, float]:
+    """Measure how far an export is from the native model and refuse it beyond tolerance.
+
+    FP32 exports are judged on the raw maps (score difference, and locref difference in
+    pixels), which bounds the keypoint difference without being fooled by argmax ties on
+    near-flat maps; FP16/INT8 exports are judged on the decoded keypoints.
+    """
+    ref_poses = decode(*reference, bundle.stride, bundle.locref_stdev)
+    got_poses = decode(*exported, bundle.stride, bundle.locref_stdev)
+    parity = compare_poses(ref_poses, got_poses)
+    parity["max_score_diff"] = float(np.abs(reference[0] - exported[0]).max())
+    parity["max_locref_px"] = float(np.abs(reference[1] - exported[1]).max() * bundle.locref_stdev)
+    max_px, max_p = TOLERANCE[kind]
+    parity.update(tolerance_px=max_px, tolerance_likelihood=max_p)
+    if kind == "fp32":
+        bad = parity["max_locref_px"] > max_px or parity["max_score_diff"] > max_p
+    else:
+        bad = parity["max_px_confident"] > max_px or parity["max_likelihood"] > max_p
+    if bad:
+        raise ExportMismatchError(
+            f"{out}: {kind} export disagrees with the native model (visible keypoints up to "
+            f"{parity['max_px_confident']:.3g} px, likelihood {parity['max_likelihood']:.3g}, locref "
+            f"{parity['max_locref_px']:.3g} px; tolerance {max_px} px, {max_p})")
+    return parity
+
+
+def write_bundle(bundle: ModelBundle, staging: Path, out: Path, weights: Sequence[str], *,
+                 engine: str, fmt: str, input_size: list[int] | None, export: dict[str, Any],
+                 overwrite: bool) -> Path:
+    """Save posed.yaml into ``staging`` (hashing ``weights``) and move the folder to ``out``.
+
+    ``weights`` are paths relative to ``staging``; the first is the one runners open.
+    """
+    new = dataclasses.replace(bundle, engine=engine, format=fmt, input_size=input_size,
+                              export=export, weights=[])
+    new.source = {**bundle.source, "exported_from": bundle.weights[0]}
+    new.save(staging, list(weights))
+    if out.exists():
+        if not overwrite:
+            raise ExportError(f"{out}: already exists (pass --overwrite to replace it)")
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(staging), str(out))
+    new.path = out
+    return out
+
+
+def staging_parent(out: Path) -> Path | None:
+    """Where to stage an export: beside ``out`` when possible, so the final move is a rename."""
+    return out.parent if out.parent.exists() else None
+
+
+# ----------------------------------------------------------------------------- ONNX
+
+def run_onnx(path: Path, frames: np.ndarray) -> Maps:
+    """Run an exported graph on the CPU: uint8 frames in, (scores, locref) out."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return as_maps(session.run(None, {session.get_inputs()[0].name: frames}))
+
+
+def simplify_onnx(path: Path) -> None:
+    """Constant folding and redundant-node removal, keeping the graph portable."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    # Basic level only: higher levels fuse nodes into onnxruntime-specific, hardware-specific ops.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    optimized = path.with_suffix(".opt.onnx")
+    opts.optimized_model_filepath = str(optimized)
+    ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    optimized.replace(path)
+
+
+def onnx_to_fp16(src: Path, dst: Path) -> None:
+    """Half-precision weights and activations; uint8 input and float32 outputs kept."""
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise ExportError("fp16 export needs onnxconverter-common: pip install 'posed[export]'") from None
+    import onnx
+
+    model = onnx.load(str(src))
+    # Casts (the uint8 -> float one at the input, shape arithmetic) must keep producing the
+    # types their consumers expect: the converter would otherwise retype their outputs.
+    casts = [n.name for n in model.graph.node if n.op_type == "Cast"]
+    model = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=casts)
+    onnx.save(model, str(dst))
+
+
+class _FramesReader:
+    """Feeds calibration frames to onnxruntime's static quantiser one at a time."""
+
+    def __init__(self, frames: np.ndarray, name: str) -> None:
+        self._it = iter([{name: f[None]} for f in frames])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+
+def quantize_static_onnx(src: Path, dst: Path, calibration: np.ndarray) -> None:
+    """Static INT8 (QDQ) quantisation calibrated on project frames; the heads stay float."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = src.with_suffix(".pre.onnx")
+    quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+    model = onnx.load(str(prepared))
+    # The last layers produce the heatmaps and offsets that decoding reads; keeping them in
+    # float costs little and avoids quantising the very values keypoints are read from.
+    heads = [n.name for n in model.graph.node if n.op_type == "ConvTranspose"]
+    quantize_static(str(prepared), str(dst), _FramesReader(calibration, model.graph.input[0].name),
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=True,
+                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=heads)
+
+
+def finish_onnx(fp32_path: Path, final: Path, precision: str, calibration: np.ndarray | None,
+                simplify: bool) -> list[str]:
+    """Simplify and convert a float32 graph to ``precision`` at ``final``; returns the steps."""
+    steps = []
+    if simplify:
+        simplify_onnx(fp32_path)
+        steps.append("onnxruntime basic graph optimisation")
+    if precision == "fp32":
+        shutil.copy2(fp32_path, final)
+    elif precision == "fp16":
+        onnx_to_fp16(fp32_path, final)
+        steps.append("float16 conversion (uint8 input, float32 outputs kept)")
+    elif precision == "int8-dynamic":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(fp32_path), str(final), weight_type=QuantType.QInt8)
+        steps.append("onnxruntime dynamic INT8 quantisation")
+    else:
+        assert calibration is not None
+        quantize_static_onnx(fp32_path, final, calibration)
+        steps.append(f"onnxruntime static INT8 quantisation (QDQ, {len(calibration)} calibration frames)")
+    return steps
