@@ -149,6 +149,16 @@ def measure(runner: Any, frames: np.ndarray, batch: int, seconds: float) -> dict
             **_percentiles(lat)}
 
 
+def measure_in_thread(runner: Any, frames: np.ndarray, batch: int, seconds: float) -> dict[str, Any]:
+    """:func:`measure` run in a new thread, as the daemon's inference stage runs the model."""
+    out: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: out.update(measure(runner, frames, batch, seconds)),
+                              name="bench-engine")
+    thread.start()
+    thread.join()
+    return out
+
+
 def _write_video(path: Path, frames: np.ndarray, fps: int) -> None:
     import av
 
@@ -316,9 +326,14 @@ def case_pipeline(opts: BenchOptions) -> dict[str, Any]:
     runner = compat.load_model(opts.model)  # the daemon's defaults: same engine and device
     try:
         raw = measure(runner, frames, 1, opts.seconds)
+        # The daemon runs the model in its inference thread; with an OpenMP runtime (PyTorch)
+        # the same calls can run at a different speed there than in the main thread, so both
+        # are reported and the ratio is taken against the faster one.
+        in_thread = measure_in_thread(runner, frames, 1, opts.seconds)
     finally:
         runner.close()
-    engine_fps = raw["frames_per_s"]
+    best = max(raw, in_thread, key=lambda r: r["frames_per_s"])
+    engine_fps = best["frames_per_s"]
     n = int(min(3000, max(60, engine_fps * opts.seconds)))
     # Well below engine speed (inference in the daemon shares the cores with decoding), so
     # frames do not queue at native pace and the latency is the pipeline's own.
@@ -344,7 +359,9 @@ def case_pipeline(opts: BenchOptions) -> dict[str, Any]:
     from posed.engines.bundle import load_bundle
 
     return {
-        "engine": {"runtime": load_bundle(opts.model).engine, **raw},
+        "engine": {"runtime": load_bundle(opts.model).engine, **best,
+                   "main_thread_frames_per_s": raw["frames_per_s"],
+                   "worker_thread_frames_per_s": in_thread["frames_per_s"]},
         "fast": fast,
         "fps_ratio": round(pipe_fps / engine_fps, 3) if engine_fps else None,
         "native": {"rate": rate, "frames": k, "capture_to_publish": _percentiles(e2e),
@@ -697,7 +714,10 @@ def to_markdown(record: dict[str, Any]) -> str:
                     "frames/s")
         elif case == "pipeline":
             raw = res["engine"]
-            row(case, f"raw {raw['runtime']} batch 1", raw["frames_per_s"], raw, "frames/s")
+            row(case, f"raw {raw['runtime']} batch 1", raw["frames_per_s"], raw,
+                "frames/s" + (f" (main thread {_fmt(raw['main_thread_frames_per_s'])}, worker thread "
+                              f"{_fmt(raw['worker_thread_frames_per_s'])})"
+                              if "main_thread_frames_per_s" in raw else ""))
             row(case, "daemon, fast file", res["fast"].get("frames_per_s"), None,
                 f"ratio to engine {_fmt(res['fps_ratio'])}")
             nat = res["native"]

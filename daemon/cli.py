@@ -95,7 +95,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     project = load_project(args.project)
     result = compat.evaluate_network(project, args.shuffle, args.engine, snapshot=args.snapshot,
-                                     pcutoff=args.pcutoff, pck_px=args.pck)
+                                     pcutoff=args.pcutoff, pck_px=args.pck, plots=args.plots)
     print(f"evaluation of {project.name} shuffle {args.shuffle} "
           f"(pcutoff {result.pcutoff}, PCK within {result.pck_px} px)")
     print(result.format())
@@ -110,9 +110,10 @@ def _report(report: object, kind: str) -> int:
         print(f"error: {why}" if str(path) in why else f"error: {path}: {why}", file=sys.stderr)
     fps = report.frames / report.seconds if report.seconds else 0.0  # type: ignore[attr-defined]
     skipped = len(getattr(report, "skipped", []))
+    where = getattr(report, "where", "")
     print(f"{len(report.outputs) - skipped} {kind} analysed, {report.frames} frames, "  # type: ignore[attr-defined]
-          f"{fps:.1f} frames/s, {skipped} already done, {len(report.failed)} failed",  # type: ignore[attr-defined]
-          file=sys.stderr)
+          f"{fps:.1f} frames/s, {skipped} already done, {len(report.failed)} failed"  # type: ignore[attr-defined]
+          + (f" ({where})" if where else ""), file=sys.stderr)
     if not report.outputs and not report.failed:  # type: ignore[attr-defined]
         raise ConfigError("no input files found")
     return 1 if report.failed else 0  # type: ignore[attr-defined]
@@ -121,11 +122,36 @@ def _report(report: object, kind: str) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from posed.engines import compat
 
+    scale: dict = {}
+    if args.cluster is not None:
+        if args.workers > 1:
+            raise ConfigError("--workers and --cluster exclude each other (Ray places the tasks)")
+        scale = {"cluster": args.cluster, "task_gpus": args.task_gpus}
+        if args.task_cpus is not None:
+            scale["task_cpus"] = args.task_cpus
+    elif args.task_cpus is not None or args.task_gpus is not None:
+        raise ConfigError("--task-cpus/--task-gpus apply to --cluster")
+    elif args.workers > 1:
+        scale = {"workers": args.workers}
     report = compat.analyze_videos(args.source, args.videos, args.engine, shuffle=args.shuffle,
                                    snapshot=args.snapshot, dest=args.dest, csv=args.csv,
                                    batch_size=args.batch_size, progress=not args.quiet,
-                                   overwrite=args.overwrite, runner_options={"device": args.device})
+                                   overwrite=args.overwrite, runner_options={"device": args.device},
+                                   **scale)
     return _report(report, "videos")
+
+
+def cmd_create_tracking_dataset(args: argparse.Namespace) -> int:
+    from posed.engines import compat
+
+    result = compat.create_tracking_dataset(
+        args.source, args.videos, args.engine, shuffle=args.shuffle, snapshot=args.snapshot,
+        out=args.out, size=args.crop_size, window=args.window, batch_size=args.batch_size,
+        train_reid=args.train_reid, reid_options={"epochs": args.epochs} if args.epochs else None,
+        progress=not args.quiet, runner_options={"device": args.device})
+    for path in result.values():
+        print(path)
+    return 0
 
 
 def cmd_analyze_images(args: argparse.Namespace) -> int:
@@ -304,6 +330,48 @@ def cmd_label_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from posed.engines.analyze import expand_inputs
+    from posed.engines.plotting import plot_poses, require_matplotlib
+
+    require_matplotlib()
+    found = [p for p in expand_inputs(args.tables, (".h5", ".csv")) if not p.stem.endswith("_meta")]
+    tables = [p for p in found if p.suffix != ".csv" or p.with_suffix(".h5") not in found]
+    bodyparts = [b.strip() for b in (args.bodyparts or "").split(",") if b.strip()]
+    failed = 0
+    for table in tables:
+        out = args.out if args.out is None or len(tables) == 1 else args.out / table.stem
+        try:
+            for png in plot_poses(table, out, pcutoff=args.pcutoff, bodyparts=bodyparts or None):
+                print(png)
+        except PosedError as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def cmd_export_nwb(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from posed.engines.nwb import export_nwb
+
+    start = None
+    if args.session_start:
+        try:
+            start = dt.datetime.fromisoformat(args.session_start)
+        except ValueError:
+            raise ConfigError(f"--session-start: '{args.session_start}' is not an ISO 8601 "
+                              "date/time") from None
+    if args.out.exists() and not args.overwrite:
+        raise ConfigError(f"{args.out}: exists (add --overwrite to replace it)")
+    print(export_nwb(args.table, args.out, video=args.video, fps=args.fps,
+                     session_description=args.session_description, session_start=start,
+                     subject_id=args.subject_id))
+    return 0
+
+
 def cmd_engines(args: argparse.Namespace) -> int:
     from posed.engines import compat
 
@@ -391,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--pcutoff", type=float, help="likelihood cutoff (default: project pcutoff)")
     p.add_argument("--pck", type=float, default=5.0, help="PCK distance threshold in pixels")
+    p.add_argument("--plots", action="store_true", help="also write error-per-bodypart.png and "
+                   "test-images/ (labels and predictions drawn on each test image); needs the "
+                   "'plots' extra")
     _common(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -416,11 +487,45 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--overwrite", action="store_true",
                            help="redo videos whose output exists for the same model and settings "
                            "(by default they are skipped, so an interrupted run can be resumed)")
+            p.add_argument("--workers", type=_positive, default=1,
+                           help="analyse this many videos at once in worker processes, each "
+                           "with cores/N inference threads (1: in this process)")
+            p.add_argument("--cluster", metavar="ADDRESS",
+                           help="run one Ray task per video: 'auto' (the running cluster: "
+                           "RAY_ADDRESS or 'ray start'), 'local' (a new Ray instance here), or "
+                           "host:port / ray://host:port; videos, model and --dest must be at "
+                           "the same paths on every node (needs the 'cluster' extra)")
+            p.add_argument("--task-cpus", type=float, help="CPUs each Ray task asks for "
+                           "(default 1; also its inference threads)")
+            p.add_argument("--task-gpus", type=float, help="GPUs each Ray task asks for "
+                           "(default 1 with --device cuda*, else 0; 0.5 packs two per GPU)")
         _common(p)
         p.set_defaults(func=cmd_analyze if kind == "videos" else cmd_analyze_images)
 
+    p = sub.add_parser(
+        "create-tracking-dataset", formatter_class=fmt, epilog=EPILOG,
+        help="animal crops from tracklets for re-identification (multi-animal models)",
+        description="Assemble and track the animals of the videos with a multi-animal model, "
+        "and write every tracked detection as a crop labelled with its tracklet, stitched "
+        "identity, frame and video to one .npz (default <bundle>/reid/tracking_dataset.npz; "
+        "no pickle). With --train-reid, also train the re-identification model (triplet loss) "
+        "into <bundle>/reid/, which `posed analyze` then uses when stitching tracklets.")
+    p.add_argument("source", help="project folder/config.yaml, or a model bundle folder")
+    p.add_argument("videos", nargs="+", help="videos, folders or glob patterns")
+    _model_args(p)
+    p.add_argument("--out", type=Path, help="the .npz to write")
+    p.add_argument("--crop-size", type=_positive, default=32, help="crop side in the dataset, px")
+    p.add_argument("--window", type=_positive, help="crop side in the video, px (default: twice "
+                   "the animals' median extent)")
+    p.add_argument("--batch-size", type=_positive, default=8, help="frames per batch")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--train-reid", action="store_true", help="train the ReID model on it")
+    p.add_argument("--epochs", type=_positive, help="ReID training epochs (default 10)")
+    _common(p)
+    p.set_defaults(func=cmd_create_tracking_dataset)
+
     p = sub.add_parser("export", formatter_class=fmt, epilog=EPILOG,
-                       help="export a trained model to TorchScript or ONNX",
+                       help="export a trained model to TorchScript, ONNX or a SavedModel",
                        description="Export a project's trained shuffle (or a bundle) into a new "
                        "model bundle folder. Exported graphs take uint8 N×H×W×3 RGB frames. Every "
                        "export is checked against the native model (on the shuffle's test images "
@@ -554,6 +659,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pcutoff", type=float, help="likelihood cutoff (default: project's, else 0.6)")
     _common(p)
     p.set_defaults(func=cmd_label_video)
+
+    p = sub.add_parser("plot", formatter_class=fmt, epilog=EPILOG,
+                       help="trajectory, likelihood and histogram plots of analysed poses",
+                       description="Write trajectories.png, likelihood.png and histograms.png "
+                       "(per body part: frame-to-frame x/y displacement and likelihood) for each "
+                       "analysed table, into plot-poses/<table stem>/ beside it, or --out "
+                       "(--out DIR/<table stem>/ when several tables). Needs the 'plots' extra.")
+    p.add_argument("tables", nargs="+", help="analysed .h5/.csv files, folders or globs")
+    p.add_argument("--out", type=Path, help="folder for the PNG files")
+    p.add_argument("--pcutoff", type=float, default=0.6, help="positions below this likelihood "
+                   "are left out of trajectories and displacements")
+    p.add_argument("--bodyparts", help="comma-separated body parts to plot (default: all)")
+    _common(p)
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("export-nwb", formatter_class=fmt, epilog=EPILOG,
+                       help="export analysed poses to NWB (ndx-pose)",
+                       description="Write an analysed single-animal table to an NWB file: one "
+                       "ndx-pose PoseEstimationSeries per body part (x, y in pixels, likelihood "
+                       "as confidence) in processing/behavior/PoseEstimation, timed by frame / "
+                       "fps; the video is referenced, not copied. Needs the 'nwb' extra.")
+    p.add_argument("table", type=Path, help="analysed .h5/.csv of one video")
+    p.add_argument("--video", type=Path, help="the analysed video (frame rate, size, reference)")
+    p.add_argument("--out", type=Path, required=True, help="the .nwb file to write")
+    p.add_argument("--fps", type=float, help="frame rate (default: the video's, else the one "
+                   "recorded in the table's _meta.json)")
+    p.add_argument("--session-description", help="NWB session description")
+    p.add_argument("--session-start", help="recording start, ISO 8601 (default: the video "
+                   "file's modification time)")
+    p.add_argument("--subject-id", help="NWB subject id")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _common(p)
+    p.set_defaults(func=cmd_export_nwb)
 
     p = sub.add_parser("engines", help="list engines and whether they are installed")
     _common(p)

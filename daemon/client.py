@@ -64,6 +64,11 @@ class PoseMessage:
         keypoints: Read-only float32 K×3 array (x, y, likelihood); NaN = not found.
         batch_size: Size of the inference batch the frame was in.
         extra: Values added by the daemon's processors.
+        individuals: Multi-animal streams (schema 2): the I identity names.
+        animal_bodyparts: Multi-animal streams: the K' body parts of each individual.
+        animals: Multi-animal streams: read-only float32 I×K'×3 keypoints by identity
+            (identity i is ``individuals[i]``; all NaN when it is not seen in this frame);
+            None for single-animal streams.
     """
 
     camera: str
@@ -78,6 +83,9 @@ class PoseMessage:
     keypoints: np.ndarray
     batch_size: int = 1
     extra: dict = field(default_factory=dict)
+    individuals: tuple[str, ...] = ()
+    animal_bodyparts: tuple[str, ...] = ()
+    animals: np.ndarray | None = None
 
     @property
     def latency_s(self) -> float:
@@ -132,20 +140,21 @@ def _check_bodyparts(value: Any, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _keypoints(value: Any, k: int, what: str) -> np.ndarray:
+def _keypoints(value: Any, k: int, what: str, name: str = "keypoints") -> np.ndarray:
     if not isinstance(value, list):
-        raise ProtocolError(f"{what}: field 'keypoints' must be a list, got "
+        raise ProtocolError(f"{what}: field '{name}' must be a list, got "
                             f"{type(value).__name__}")
     if value and isinstance(value[0], list):
         # List of K triples.
         if not all(isinstance(t, list) and len(t) == 3 for t in value):
-            raise ProtocolError(f"{what}: field 'keypoints' must be a flat list or a list of "
+            raise ProtocolError(f"{what}: field '{name}' must be a flat list or a list of "
                                 "[x, y, likelihood] triples")
         flat = [v for t in value for v in t]
     else:
         flat = value
     if len(flat) != 3 * k:
-        raise ProtocolError(f"{what}: {len(flat)} keypoint values for {k} bodyparts "
+        where = "" if name == "keypoints" else f"field '{name}': "
+        raise ProtocolError(f"{what}: {where}{len(flat)} keypoint values for {k} bodyparts "
                             f"(expected {3 * k})")
     if not all(_is_number(v) for v in flat):
         raise ProtocolError(f"{what}: keypoint values must be numbers")
@@ -215,12 +224,27 @@ def decode_message(frames: Sequence[bytes], receive_ns: int | None = None) -> Po
         raise ProtocolError(f"{what}: field 'extra' must be a map")
     bodyparts = _check_bodyparts(obj["bodyparts"], what)
     keypoints = _keypoints(obj["keypoints"], len(bodyparts), what)
+    individuals: tuple[str, ...] = ()
+    animal_bodyparts: tuple[str, ...] = ()
+    animals = None
+    if "animals" in obj:
+        for name in ("individuals", "animal_bodyparts"):
+            value = obj.get(name)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ProtocolError(f"{what}: field {name!r} must be a list of strings "
+                                    "(it comes with 'animals')")
+        individuals, animal_bodyparts = tuple(obj["individuals"]), tuple(obj["animal_bodyparts"])
+        flat = _keypoints(obj["animals"], len(individuals) * len(animal_bodyparts), what,
+                          "animals")
+        animals = flat.reshape(len(individuals), len(animal_bodyparts), 3)
+        animals.setflags(write=False)
     return PoseMessage(
         camera=camera, seq=obj["seq"], frame=obj["frame"],
         pts=None if pts is None else float(pts),
         capture_ns=obj["capture_ns"], infer_ns=obj["infer_ns"], publish_ns=obj["publish_ns"],
         receive_ns=int(receive_ns), bodyparts=bodyparts, keypoints=keypoints,
-        batch_size=batch_size, extra=extra,
+        batch_size=batch_size, extra=extra, individuals=individuals,
+        animal_bodyparts=animal_bodyparts, animals=animals,
     )
 
 

@@ -5,6 +5,12 @@ One thread collects frames round-robin across the cameras' queues into batches o
 camera keeps batch-1 latency and many cameras fill batches. Frames are cropped/resized per
 camera, grouped by size, run through the engine's common runner, and keypoints are mapped
 back to full-frame pixels. A failing batch is logged and counted and the thread goes on.
+
+With a multi-animal runner (:class:`~posed.engines.base.MultiAnimalRunner`) the stage
+assembles every frame's animals and runs one
+:class:`~posed.engines.tracking.OnlineTracker` per camera, frames in capture order, so each
+pose carries every individual's keypoints under a stable identity
+(:class:`~posed.daemon.types.Animals`).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import cv2
 import numpy as np
 
 from posed.daemon.queues import FrameQueue, FrameSignal
-from posed.daemon.types import Frame, Pose
+from posed.daemon.types import Animals, Frame, Pose
 from posed.engines.base import PoseRunner
 
 log = logging.getLogger(__name__)
@@ -50,6 +56,17 @@ class Preprocess:
             sx, sy = image.shape[1] / rw, image.shape[0] / rh
             image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(image), ox, oy, sx, sy
+
+
+def _to_frame(kp: np.ndarray, ox: float, oy: float, sx: float, sy: float) -> np.ndarray:
+    """Keypoints (…×3) from model-input pixels to full-frame pixels; a non-finite keypoint
+    becomes NaN, NaN, 0 (a model that returns NaN still publishes the frame)."""
+    kp = np.array(kp, dtype=np.float32)
+    kp[..., 0] = kp[..., 0] * sx + ox
+    kp[..., 1] = kp[..., 1] * sy + oy
+    bad = ~np.isfinite(kp).all(axis=-1)
+    kp[bad] = (np.nan, np.nan, 0.0)
+    return kp
 
 
 class InferenceStage:
@@ -86,6 +103,8 @@ class InferenceStage:
         self.inferred = 0
         self.failed = 0
         self._next = 0
+        self.multianimal = bool(getattr(runner, "multianimal", False))
+        self._trackers: dict[str, Any] = {}  # camera -> OnlineTracker (multi-animal models)
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
 
     def start(self) -> None:
@@ -163,7 +182,12 @@ class InferenceStage:
         for items in groups.values():
             t0 = time.perf_counter()
             try:
-                poses = self.runner.predict(np.stack([img for _, img, _ in items]))
+                batch = np.stack([img for _, img, _ in items])
+                if self.multianimal:
+                    found = self.runner.predict_animals(batch)
+                    poses = np.concatenate([found.animals[:, 0], found.unique], axis=1)
+                else:
+                    poses = self.runner.predict(batch)
             except Exception as exc:  # any engine error: count it, keep serving
                 self._fail([f for f, _, _ in items], exc)
                 continue
@@ -173,19 +197,41 @@ class InferenceStage:
             if self.metrics is not None:
                 self.metrics.inference_seconds.observe(elapsed)
                 self.metrics.batch_size.observe(len(items))
-            for (frame, _, (ox, oy, sx, sy)), kp in zip(items, poses):
-                kp = kp.copy()
-                kp[:, 0] = kp[:, 0] * sx + ox
-                kp[:, 1] = kp[:, 1] * sy + oy
-                # A model that returns NaN still publishes the frame: no position, no confidence.
-                bad = ~np.isfinite(kp).all(axis=1)
-                kp[bad] = (np.nan, np.nan, 0.0)
+            for n, ((frame, _, (ox, oy, sx, sy)), kp) in enumerate(zip(items, poses)):
+                kp = _to_frame(kp, ox, oy, sx, sy)
+                animals = None
+                if self.multianimal:
+                    animals = self._identify(frame.camera,
+                                             _to_frame(found.found(n), ox, oy, sx, sy))
+                    unique = _to_frame(found.unique[n], ox, oy, sx, sy)
+                    kp = np.concatenate([animals.keypoints[0], unique], axis=0)
                 self.inferred += 1
                 if self.metrics is not None:
                     self.metrics.frames_inferred.labels(camera=frame.camera).inc()
                 self.emit(Pose(camera=frame.camera, seq=frame.seq, index=frame.index, pts=frame.pts,
                                capture_ns=frame.capture_ns, capture_mono=frame.capture_mono,
-                               infer_ns=infer_ns, keypoints=kp, batch_size=len(items)))
+                               infer_ns=infer_ns, keypoints=kp, batch_size=len(items),
+                               animals=animals))
+
+    def _identify(self, camera: str, found: np.ndarray) -> Animals:
+        """Identities for one frame's assembled animals (A×K×3, full-frame pixels).
+
+        Groups of one batch are inferred one after another and the frames of one camera
+        are taken from its queue in capture order, so each camera's tracker sees its frames
+        in order.
+        """
+        from posed.engines.tracking import OnlineTracker
+
+        runner = self.runner
+        tracker = self._trackers.get(camera)
+        if tracker is None:
+            tracker = self._trackers[camera] = OnlineTracker(len(runner.individuals))
+        keypoints = np.full((len(runner.individuals), len(runner.animal_bodyparts), 3), np.nan,
+                            dtype=np.float32)
+        keypoints[..., 2] = 0.0
+        for ident, pose in tracker.update(found):
+            keypoints[ident] = pose
+        return Animals(tuple(runner.individuals), tuple(runner.animal_bodyparts), keypoints)
 
     def _fail(self, frames: list[Frame], exc: BaseException) -> None:
         self.failed += len(frames)

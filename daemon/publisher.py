@@ -43,12 +43,16 @@ from posed.daemon.keys import CurveServer
 from posed.daemon.types import Pose
 from posed.errors import PublishError
 
-__all__ = ["SCHEMA", "META_TOPIC", "Publisher", "pose_topic", "encode_pose"]
+__all__ = ["SCHEMA", "BASE_SCHEMA", "META_TOPIC", "Publisher", "pose_topic", "encode_pose"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 1
-"""Version of the message layout; bumped on any incompatible change (see docs/protocol.md)."""
+SCHEMA = 2
+"""Newest message layout; bumped on any incompatible change (see docs/protocol.md). Schema 2
+adds the identified animals of multi-animal models; messages without animals (single-animal
+models) and ``meta`` messages keep :data:`BASE_SCHEMA`, byte for byte as before."""
+BASE_SCHEMA = 1
+"""Layout of single-animal pose messages and of ``meta`` messages."""
 META_TOPIC = b"meta"
 """Topic of the periodic stream-description message."""
 _DROP_REASONS = ("publish_queue", "hwm")
@@ -75,7 +79,8 @@ def _msgpack_default(value: Any) -> Any:
 
 
 def encode_pose(pose: Pose, bodyparts: Sequence[str], publish_ns: int | None = None) -> bytes:
-    """Encode a pose as the msgpack payload of a schema-1 message.
+    """Encode a pose as the msgpack payload of a message: schema 1, or schema 2 when the pose
+    carries identified animals (``pose.animals``).
 
     Args:
         pose: The pose.
@@ -86,14 +91,15 @@ def encode_pose(pose: Pose, bodyparts: Sequence[str], publish_ns: int | None = N
         The msgpack bytes (the second frame of the message).
 
     Raises:
-        ValueError: ``pose.keypoints`` is not K×3 with K = ``len(bodyparts)``.
+        ValueError: ``pose.keypoints`` is not K×3 with K = ``len(bodyparts)``, or the animals'
+            keypoints are not I×K'×3 for their names.
         TypeError: ``pose.extra`` holds a value msgpack cannot encode.
     """
     kp = np.asarray(pose.keypoints, dtype=np.float32)
     if kp.shape != (len(bodyparts), 3):
         raise ValueError(f"keypoints shape {kp.shape} is not ({len(bodyparts)}, 3)")
     msg: dict[str, Any] = {
-        "schema": SCHEMA,
+        "schema": BASE_SCHEMA if pose.animals is None else SCHEMA,
         "camera": pose.camera,
         "seq": int(pose.seq),
         "frame": int(pose.index),
@@ -108,6 +114,16 @@ def encode_pose(pose: Pose, bodyparts: Sequence[str], publish_ns: int | None = N
     }
     if pose.extra:
         msg["extra"] = pose.extra
+    if pose.animals is not None:
+        animals = pose.animals
+        akp = np.asarray(animals.keypoints, dtype=np.float32)
+        shape = (len(animals.individuals), len(animals.bodyparts), 3)
+        if akp.shape != shape:
+            raise ValueError(f"animal keypoints shape {akp.shape} is not {shape}")
+        msg["individuals"] = list(animals.individuals)
+        msg["animal_bodyparts"] = list(animals.bodyparts)
+        msg["animals"] = akp.reshape(-1).tolist()
+        msg["identities"] = [i for i in range(shape[0]) if np.isfinite(akp[i, :, :2]).any()]
     return msgpack.packb(msg, default=_msgpack_default, use_bin_type=True)
 
 
@@ -311,7 +327,7 @@ class Publisher:
             self.metrics.errors.labels(stage="publish").inc()
 
     def _meta_payload(self) -> bytes:
-        meta = {"schema": SCHEMA, "bodyparts": list(self.bodyparts), "model": self.model,
+        meta = {"schema": BASE_SCHEMA, "bodyparts": list(self.bodyparts), "model": self.model,
                 "posed_version": posed.__version__}
         return msgpack.packb(meta, default=_msgpack_default, use_bin_type=True)
 

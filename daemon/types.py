@@ -32,6 +32,23 @@ class Frame:
 
 
 @dataclass(slots=True)
+class Animals:
+    """The identified animals of one frame of a multi-animal model.
+
+    Attributes:
+        individuals: The I identity names (the bundle's ``individuals``); identity i is
+            ``individuals[i]``.
+        bodyparts: The K multi-animal body part names.
+        keypoints: float32 I×K×3 (x, y, likelihood) by identity in the camera's full-frame
+            pixels; all NaN (likelihood 0) for an identity not seen in this frame.
+    """
+
+    individuals: tuple[str, ...]
+    bodyparts: tuple[str, ...]
+    keypoints: np.ndarray
+
+
+@dataclass(slots=True)
 class Pose:
     """Keypoints for one frame, as they travel from inference to the publisher.
 
@@ -41,6 +58,8 @@ class Pose:
         keypoints: float32 K×3 (x, y, likelihood) in the camera's full-frame pixels.
         batch_size: Size of the batch the frame was inferred in.
         extra: Values added by processors (e.g. a closed-loop hook's output), published as is.
+        animals: Multi-animal models only: every individual's keypoints with its identity
+            (``keypoints`` then holds identity 0's parts and the unique parts).
     """
 
     camera: str
@@ -53,3 +72,4 @@ class Pose:
     keypoints: np.ndarray
     batch_size: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    animals: Animals | None = None

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -44,6 +44,63 @@ class AnalysisReport:
     skipped: list[Path] = field(default_factory=list)
     frames: int = 0
     seconds: float = 0.0
+    where: str = ""  # how it ran when not in this process, e.g. "2 worker processes"
+
+    def add(self, outcome: "VideoOutcome") -> None:
+        """Count one video's outcome; a failure is logged as it arrives."""
+        if outcome.error is not None:
+            log.error("%s", outcome.error)
+            self.failed.append((outcome.video, outcome.error))
+            return
+        assert outcome.h5 is not None
+        self.outputs.append(outcome.h5)
+        if outcome.frames is None:
+            self.skipped.append(outcome.video)
+        else:
+            self.frames += outcome.frames
+
+
+@dataclass
+class VideoOutcome:
+    """What happened to one video: its h5, the frames analysed (None: skipped as already
+    done) or, when it failed, why (one line naming the video)."""
+
+    video: Path
+    h5: Path | None = None
+    frames: int | None = None
+    error: str | None = None
+
+
+# A progress bar factory: (total frames or None, description) -> object with update(n), close().
+BarFactory = Callable[[int | None, str], Any]
+
+
+def terminal_bar(total: int | None, desc: str) -> Any:
+    """A per-video frame bar on the terminal (tqdm), removed when the video is done."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", leave=False)
+
+
+class OverallBar:
+    """The run's bar (the top line): videos done out of all, and the frames analysed so far."""
+
+    def __init__(self, videos: int, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=videos, desc="videos", unit="video", disable=not enabled,
+                         position=0)
+        self._frames = 0
+
+    def done(self, outcome: VideoOutcome) -> None:
+        """Advance by one finished (analysed, skipped or failed) video."""
+        self._frames += outcome.frames or 0
+        self._bar.set_description(f"videos ({self._frames} frames)", refresh=False)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        """Take the bar off the terminal."""
+        self._bar.close()
 
 
 def expand_inputs(paths: Iterable[str | Path], suffixes: Sequence[str]) -> list[Path]:
@@ -107,21 +164,25 @@ def _already_done(h5: Path, signature: dict, csv: bool) -> bool:
 
 
 def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, csv: bool = False,
-                  batch_size: int = 8, progress: bool = True,
-                  overwrite: bool = True) -> tuple[Path, int | None]:
+                  batch_size: int = 8, progress: bool = True, overwrite: bool = True,
+                  bar_factory: BarFactory | None = None,
+                  tracking: dict | None = None) -> tuple[Path, int | None]:
     """Analyse one video; returns (h5 path, frames), frames None when skipped.
 
     Without ``overwrite``, a video whose outputs exist with the same :func:`run_signature` is
     skipped. The metadata file is written last, so an interrupted run leaves outputs that a
-    rerun recognises as incomplete and redoes.
+    rerun recognises as incomplete and redoes. ``bar_factory`` replaces the terminal progress
+    bar (worker processes report progress to the process that draws the bars).
 
     Raises:
         VideoError: the video cannot be opened.
     """
-    from tqdm.auto import tqdm
-
     from posed.engines.video import VideoReader, prefetch
 
+    if getattr(runner, "multianimal", False):
+        return analyze_multianimal_video(runner, video, dest=dest, csv=csv, batch_size=batch_size,
+                                         progress=progress, overwrite=overwrite,
+                                         bar_factory=bar_factory, tracking=tracking)
     folder = dest if dest is not None else video.parent
     folder.mkdir(parents=True, exist_ok=True)
     h5 = folder / f"{output_stem(video, runner.bundle.scorer)}.h5"
@@ -134,13 +195,14 @@ def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, 
     chunks: list[np.ndarray] = []
     with VideoReader(video) as reader:
         info = reader.info
-        bar = tqdm(total=info.nframes or None, desc=video.name, unit="frame", disable=not progress,
-                   leave=False)
+        bar = (bar_factory or terminal_bar)(info.nframes or None, video.name) if progress else None
         # Decoding runs in a background thread so it overlaps inference.
         for _idx, frames in prefetch(reader.batches(batch_size), depth=4):
             chunks.append(runner.predict(frames))
-            bar.update(len(frames))
-        bar.close()
+            if bar is not None:
+                bar.update(len(frames))
+        if bar is not None:
+            bar.close()
         decode_errors = reader.decode_errors
     if not chunks:
         raise DataError(f"{video}: no frames could be decoded")
@@ -161,32 +223,43 @@ def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, 
 
 def analyze_videos(runner: PoseRunner, videos: Iterable[str | Path], *, dest: str | Path | None = None,
                    csv: bool = False, batch_size: int = 8, progress: bool = True,
-                   overwrite: bool = False) -> AnalysisReport:
+                   overwrite: bool = False, tracking: dict | None = None) -> AnalysisReport:
     """Analyse videos, folders of videos or globs; a failing video is reported and skipped.
 
     Resumable: a video whose complete output exists for the same model and settings is
-    skipped unless ``overwrite``.
+    skipped unless ``overwrite``. ``tracking`` holds the identity settings of multi-animal
+    models (:data:`TRACKING_DEFAULTS`, :func:`analyze_multianimal_video`).
     """
     report = AnalysisReport()
     t0 = time.perf_counter()
     dest_dir = Path(dest) if dest is not None else None
-    for video in expand_inputs(videos, VIDEO_SUFFIXES):
-        try:
-            if not video.is_file():
-                raise DataError(f"{video}: no such file")
-            h5, n = analyze_video(runner, video, dest=dest_dir, csv=csv, batch_size=batch_size,
-                                  progress=progress, overwrite=overwrite)
-        except PosedError as exc:
-            log.error("%s", exc)
-            report.failed.append((video, str(exc)))
-            continue
-        report.outputs.append(h5)
-        if n is None:
-            report.skipped.append(video)
-        else:
-            report.frames += n
+    found = expand_inputs(videos, VIDEO_SUFFIXES)
+    overall = OverallBar(len(found), progress and len(found) > 1)
+    for video in found:
+        outcome = analyze_one(runner, video, dest=dest_dir, csv=csv, batch_size=batch_size,
+                              progress=progress, overwrite=overwrite, tracking=tracking)
+        report.add(outcome)
+        overall.done(outcome)
+    overall.close()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def analyze_one(runner: PoseRunner, video: Path, *, dest: Path | None = None, csv: bool = False,
+                batch_size: int = 8, progress: bool = True, overwrite: bool = False,
+                bar_factory: BarFactory | None = None, tracking: dict | None = None) -> VideoOutcome:
+    """Analyse one video of a batch: a :class:`PosedError` becomes a failed outcome, so one
+    broken video never stops the others. Used in-process and by every worker of
+    :mod:`posed.engines.scale`."""
+    try:
+        if not video.is_file():
+            raise DataError(f"{video}: no such file")
+        h5, n = analyze_video(runner, video, dest=dest, csv=csv, batch_size=batch_size,
+                              progress=progress, overwrite=overwrite, bar_factory=bar_factory,
+                              tracking=tracking)
+    except PosedError as exc:
+        return VideoOutcome(video, error=str(exc))
+    return VideoOutcome(video, h5=h5, frames=n)
 
 
 def predict_image_files(runner: PoseRunner, images: Sequence[Path], *, batch_size: int = 8,
@@ -257,3 +330,218 @@ def analyze_images(runner: PoseRunner, paths: Iterable[str | Path], *, dest: str
         report.frames += len(done)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+# ----------------------------------------------------------------------------- multi-animal
+
+TRACKING_DEFAULTS: dict[str, Any] = {"identities": "stitch", "tracker": "ellipse", "reid": "auto"}
+"""Identity settings of multi-animal analysis.
+
+- ``identities``: ``stitch`` (frame-to-frame tracklets, then stitched into exactly
+  ``len(individuals)`` identities over the whole video) or ``online`` (the daemon's live
+  :class:`~posed.engines.tracking.OnlineTracker`, frame by frame: the identities a live stream
+  of the same file carries).
+- ``tracker``: ``ellipse`` or ``box`` (:mod:`posed.engines.tracking`).
+- ``reid``: a ReID model folder whose appearance features help stitching, ``auto`` (the
+  bundle's ``reid/`` folder when it has one) or None.
+"""
+
+
+def tracking_settings(tracking: dict | None) -> dict[str, Any]:
+    """:data:`TRACKING_DEFAULTS` updated with ``tracking``; a bad key or value is a
+    :class:`ConfigError`."""
+    from posed.errors import ConfigError
+
+    settings = {**TRACKING_DEFAULTS, **dict(tracking or {})}
+    unknown = sorted(set(settings) - set(TRACKING_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"tracking setting '{unknown[0]}' is not known "
+                          f"(known: {', '.join(TRACKING_DEFAULTS)})")
+    if settings["identities"] not in ("stitch", "online"):
+        raise ConfigError(f"tracking identities '{settings['identities']}' is not stitch or online")
+    if settings["tracker"] not in ("ellipse", "box"):
+        raise ConfigError(f"tracking tracker '{settings['tracker']}' is not ellipse or box")
+    return settings
+
+
+def _reid_model(runner: PoseRunner, reid: Any) -> Any:
+    """The ReID model ``reid`` names (``auto``: the bundle's ``reid/`` folder, if any)."""
+    if reid is None or reid is False:
+        return None
+    if reid == "auto":
+        folder = runner.bundle.path / "reid" if runner.bundle.path is not None else None
+        if folder is None or not (folder / "reid.yaml").is_file():
+            return None
+        reid = folder
+    from posed.engines.pytorch.multianimal import ReIDModel
+
+    return ReIDModel(reid)
+
+
+def assemble_video(runner: Any, video: Path, *, batch_size: int = 8, progress: bool = True,
+                   bar_factory: BarFactory | None = None,
+                   crops: tuple[int, int] | None = None) -> tuple[Any, Any, int, list[np.ndarray]]:
+    """Every animal in every frame of a video, by a multi-animal runner.
+
+    Args:
+        crops: ``(window, size)`` to also cut a crop of each found animal
+            (:func:`posed.engines.tracking.animal_crops`).
+
+    Returns:
+        (:class:`~posed.engines.base.AnimalPoses` of all frames, video info, frames that
+        failed to decode, per frame the A×size×size×3 crops of its found animals (empty
+        without ``crops``)).
+
+    Raises:
+        VideoError: the video cannot be opened. DataError: no frame could be decoded.
+    """
+    from posed.engines.base import AnimalPoses
+    from posed.engines.tracking import animal_crops
+    from posed.engines.video import VideoReader, prefetch
+
+    chunks = []
+    cut: list[np.ndarray] = []
+    with VideoReader(video) as reader:
+        info = reader.info
+        bar = (bar_factory or terminal_bar)(info.nframes or None, video.name) if progress else None
+        for _idx, frames in prefetch(reader.batches(batch_size), depth=4):
+            found = runner.predict_animals(frames)
+            chunks.append(found)
+            if crops is not None:
+                cut += [animal_crops(frames[i], found.found(i), *crops) for i in range(len(found))]
+            if bar is not None:
+                bar.update(len(frames))
+        if bar is not None:
+            bar.close()
+        decode_errors = reader.decode_errors
+    if not chunks:
+        raise DataError(f"{video}: no frames could be decoded")
+    animals = AnimalPoses(np.concatenate([c.animals for c in chunks]),
+                          np.concatenate([c.scores for c in chunks]),
+                          np.concatenate([c.unique for c in chunks]))
+    return animals, info, decode_errors, cut
+
+
+def _detection_slot(animals: np.ndarray, pose: np.ndarray) -> int:
+    """Index of ``pose`` among a frame's found animals (trackers keep copies)."""
+    for a, candidate in enumerate(animals):
+        if np.array_equal(candidate, pose, equal_nan=True):
+            return a
+    raise ValueError("tracklet pose not found among the frame's animals")
+
+
+def track_identities(animals: Any, n_individuals: int, *, identities: str = "stitch",
+                     tracker: str = "ellipse", crops: list[np.ndarray] | None = None,
+                     reid: Any = None) -> tuple[np.ndarray, list[Any], dict[int, int]]:
+    """Identities for the animals of a video.
+
+    Args:
+        animals: :class:`~posed.engines.base.AnimalPoses` of every frame.
+        n_individuals: Number of identities.
+        identities: ``stitch`` or ``online`` (see :data:`TRACKING_DEFAULTS`).
+        tracker: ``ellipse`` or ``box``.
+        crops: Per frame the crops of its found animals (for ``reid``).
+        reid: A :class:`~posed.engines.pytorch.multianimal.ReIDModel`: stitching then
+            compares the tracklets' mean appearance embeddings.
+
+    Returns:
+        (N×I×K×3 poses by identity, the frame-to-frame tracklets, tracklet index ->
+        identity).
+    """
+    from posed.engines.tracking import OnlineTracker, make_tracklets, stitch_tracklets
+
+    n = len(animals)
+    k = animals.animals.shape[2]
+    per_frame = [animals.found(f) for f in range(n)]
+    if identities == "online":
+        live = OnlineTracker(n_individuals, tracker)
+        poses = np.full((n, n_individuals, k, 3), np.nan, dtype=np.float32)
+        poses[..., 2] = 0.0
+        for f, found in enumerate(per_frame):
+            for ident, pose in live.update(found):
+                poses[f, ident] = pose
+        tracklets = live.tracker.tracklets()
+        # A live track may change identity; each tracklet is filed under its most frequent one.
+        owner: dict[int, int] = {}
+        for m, t in enumerate(tracklets):
+            votes = [i for f, pose in zip(t.frames, t.poses)
+                     for i in range(n_individuals)
+                     if np.array_equal(poses[f, i], pose, equal_nan=True)]
+            if votes:
+                owner[m] = max(set(votes), key=lambda v: (votes.count(v), -v))
+        return poses, tracklets, owner
+    tracklets = make_tracklets(per_frame, tracker)
+    features = None
+    if reid is not None and crops is not None and tracklets:
+        features = []
+        for t in tracklets:
+            # Up to 20 detections spread over the tracklet are enough for its mean look.
+            picks = np.linspace(0, len(t) - 1, min(len(t), 20)).round().astype(int)
+            batch = np.stack([
+                crops[t.frames[i]][_detection_slot(per_frame[t.frames[i]], t.poses[i])]
+                for i in picks])
+            mean = reid.embed(batch).mean(axis=0)
+            features.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+    stitched = stitch_tracklets(tracklets, n_individuals, features=features)
+    owner = {m: ident for ident, members in enumerate(stitched.tracks) for m in members}
+    return stitched.poses(n, k), stitched.tracklets, owner
+
+
+def analyze_multianimal_video(runner: Any, video: Path, *, dest: Path | None = None,
+                              csv: bool = False, batch_size: int = 8, progress: bool = True,
+                              overwrite: bool = True, bar_factory: BarFactory | None = None,
+                              tracking: dict | None = None) -> tuple[Path, int | None]:
+    """Analyse one video with a bottom-up multi-animal runner.
+
+    Animals are assembled per frame, tracked and given exactly ``len(individuals)``
+    identities (:func:`track_identities`). Writes ``<stem><scorer>.h5`` (+ ``.csv``): the
+    DeepLabCut multi-animal table (``scorer/individuals/bodyparts/coords``, unique parts
+    under ``single``), ``<stem><scorer>_tracklets.h5`` (key ``tracklets``,
+    :func:`posed.engines.tracking.tracklets_table`; PyTables, no pickle) and the metadata
+    file last. Resumable like :func:`analyze_video`.
+    """
+    from posed.engines.dataformats import multianimal_poses_to_frame
+    from posed.engines.io import atomic_path, cleanup_stale_temps
+
+    settings = tracking_settings(tracking)
+    reid = _reid_model(runner, settings["reid"]) if settings["identities"] == "stitch" else None
+    folder = dest if dest is not None else video.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    h5 = folder / f"{output_stem(video, runner.bundle.scorer)}.h5"
+    signature = {**run_signature(runner, video, csv),
+                 "tracking": {**settings, "reid": str(reid.folder) if reid is not None else None}}
+    if not overwrite and _already_done(h5, signature, csv):
+        log.info("%s: output exists for this model and settings; skipped", video)
+        return h5, None
+    started = time.time()
+    t0 = time.perf_counter()
+    crops = (reid.window, reid.crop_size) if reid is not None else None
+    animals, info, decode_errors, cut = assemble_video(
+        runner, video, batch_size=batch_size, progress=progress, bar_factory=bar_factory,
+        crops=crops)
+    poses, tracklets, owner = track_identities(
+        animals, len(runner.individuals), identities=settings["identities"],
+        tracker=settings["tracker"], crops=cut, reid=reid)
+    elapsed = time.perf_counter() - t0
+    unique = animals.unique if runner.unique_bodyparts else None
+    df = multianimal_poses_to_frame(poses, runner.individuals, runner.animal_bodyparts,
+                                    runner.bundle.scorer, unique=unique,
+                                    uniquebodyparts=runner.unique_bodyparts)
+    write_pose_table(df, h5, csv=csv)
+    from posed.engines.tracking import tracklets_table
+
+    table = tracklets_table(tracklets, owner, runner.animal_bodyparts)
+    target = h5.with_name(h5.stem + "_tracklets.h5")
+    cleanup_stale_temps(target.parent, target.name)
+    with atomic_path(target) as tmp:
+        table.to_hdf(tmp, key="tracklets", format="table", mode="w")
+    write_metadata(h5.with_name(h5.stem + "_meta.json"), _metadata(
+        runner, video=str(video), fps=info.fps, nframes=int(len(poses)),
+        frame_dimensions=[info.height, info.width], batch_size=batch_size,
+        decode_errors=decode_errors, start=started, run_duration_s=round(elapsed, 3),
+        signature=signature, individuals=list(runner.individuals),
+        tracklets=len(tracklets), tracking=signature["tracking"],
+        frames_per_second=round(len(poses) / elapsed, 2) if elapsed > 0 else None))
+    if decode_errors:
+        log.warning("%s: %d frame(s) failed to decode and were skipped", video, decode_errors)
+    return h5, len(poses)

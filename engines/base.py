@@ -1,8 +1,19 @@
-"""The inference contract every engine implements."""
+"""The inference contract every engine implements.
+
+Single-animal runners (:class:`PoseRunner`) turn a batch of frames into one pose per frame.
+Runners of bottom-up multi-animal bundles (:class:`MultiAnimalRunner`, returned by
+:func:`posed.engines.compat.load_model` for bundles whose ``architecture`` lists
+``individuals``) keep that contract (``predict`` returns the best animal's pose and the
+unique parts, so every single-animal caller still works) and add
+:meth:`MultiAnimalRunner.predict_animals`: per frame every assembled animal, as an
+:class:`AnimalPoses` batch, without identities (identities come from tracking,
+:mod:`posed.engines.tracking`).
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -43,6 +54,13 @@ class PoseRunner(ABC):
         Returns:
             float32 N×K×3 array of (x, y, likelihood) in the frames' pixel coordinates.
         """
+        frames = self._check_frames(frames)
+        if frames.shape[0] == 0:
+            return np.zeros((0, len(self.bodyparts), 3), dtype=np.float32)
+        return self._forward(frames)
+
+    def _check_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Validated contiguous uint8 N×H×W×3 frames (a single frame gets a batch axis)."""
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
@@ -54,9 +72,7 @@ class PoseRunner(ABC):
         if size and tuple(frames.shape[1:3]) != tuple(size):
             raise InferenceError(f"this model takes {size[0]}×{size[1]} frames (height×width), "
                                  f"got {frames.shape[1]}×{frames.shape[2]}")
-        if frames.shape[0] == 0:
-            return np.zeros((0, len(self.bodyparts), 3), dtype=np.float32)
-        return self._forward(np.ascontiguousarray(frames))
+        return np.ascontiguousarray(frames)
 
     def warmup(self, batch_size: int = 1, height: int = 480, width: int = 640) -> None:
         """Run one dummy batch so that lazy initialisation happens before real frames."""
@@ -70,3 +86,104 @@ class PoseRunner(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ----------------------------------------------------------------------------- multi-animal
+
+# Assembly settings of bottom-up runners; a bundle's ``architecture.assembly`` or the
+# ``assembly`` runner option overrides them. The peak threshold suits sigmoid heatmaps
+# trained with BCE (a visible part peaks well above 0.5); see :func:`assembly.assemble`.
+ASSEMBLY_DEFAULTS = {"threshold": 0.3, "nms_radius": 2, "min_affinity": 0.1,
+                     "min_support": 0.6, "n_samples": 10, "min_parts": 1}
+
+
+@dataclass(frozen=True)
+class AnimalPoses:
+    """The animals a bottom-up model found in a batch of frames.
+
+    Attributes:
+        animals: float32 N×I×K×3 (x, y, score) of the multi-animal body parts; per frame the
+            assembled animals come first, best first, and slots beyond them (I is the
+            number of individuals the model was trained for) are NaN with score 0, as is
+            every part an animal lacks. Slot order carries no identity.
+        scores: float32 N×I assembly scores (0 for empty slots).
+        unique: float32 N×U×3 unique body parts (NaN, score 0 when not found).
+    """
+
+    animals: np.ndarray
+    scores: np.ndarray
+    unique: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.animals)
+
+    def found(self, frame: int) -> np.ndarray:
+        """A×K×3: the assembled animals of one frame (empty slots left out)."""
+        present = np.isfinite(self.animals[frame, ..., 0]).any(axis=-1)
+        return self.animals[frame][present]
+
+
+class MultiAnimalRunner(PoseRunner):
+    """Runs a bottom-up multi-animal bundle: score maps + locref + part-affinity fields, then
+    framework-free assembly (:func:`posed.engines.assembly.assemble_maps`).
+
+    The bundle's ``architecture`` holds ``individuals``, ``multianimalbodyparts``,
+    ``uniquebodyparts`` and ``paf_edges`` (pairs of multi-animal part indices);
+    ``bodyparts`` is the multi-animal parts then the unique ones. Engines implement
+    :meth:`_maps`; this class owns assembly, so every engine assembles alike.
+    """
+
+    multianimal: ClassVar[bool] = True
+
+    def __init__(self, bundle: ModelBundle, assembly: dict[str, Any] | None = None) -> None:
+        super().__init__(bundle)
+        arch = bundle.architecture
+        self.individuals: list[str] = [str(i) for i in arch["individuals"]]
+        self.animal_bodyparts: list[str] = [str(b) for b in arch["multianimalbodyparts"]]
+        self.unique_bodyparts: list[str] = [str(b) for b in arch.get("uniquebodyparts", [])]
+        self.skeleton: list[tuple[int, int]] = [(int(a), int(b))
+                                                for a, b in arch.get("paf_edges", [])]
+        if self.animal_bodyparts + self.unique_bodyparts != self.bodyparts:
+            raise InferenceError(f"{bundle.path}: bodyparts must be multianimalbodyparts then "
+                                 "uniquebodyparts")
+        settings = {**ASSEMBLY_DEFAULTS, **dict(arch.get("assembly") or {}), **dict(assembly or {})}
+        unknown = sorted(set(settings) - set(ASSEMBLY_DEFAULTS))
+        if unknown:
+            raise InferenceError(f"unknown assembly setting '{unknown[0]}' "
+                                 f"(known: {', '.join(ASSEMBLY_DEFAULTS)})")
+        self.assembly = settings
+
+    @abstractmethod
+    def _maps(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Validated frames → numpy (scores N×K×h×w in [0, 1], locref N×2K×h×w, PAFs
+        N×2E×h×w), K counting unique parts too."""
+
+    def predict_animals(self, frames: np.ndarray) -> AnimalPoses:
+        """Every animal in each frame (see :class:`AnimalPoses`), in frame pixels."""
+        from posed.engines.assembly import assemble_maps
+
+        frames = self._check_frames(frames)
+        n, slots = frames.shape[0], len(self.individuals)
+        k, u = len(self.animal_bodyparts), len(self.unique_bodyparts)
+        animals = np.full((n, slots, k, 3), np.nan, dtype=np.float32)
+        animals[..., 2] = 0.0
+        scores = np.zeros((n, slots), dtype=np.float32)
+        unique = np.full((n, u, 3), np.nan, dtype=np.float32)
+        unique[..., 2] = 0.0
+        if n == 0:
+            return AnimalPoses(animals, scores, unique)
+        heat, locref, pafs = self._maps(frames)
+        for i in range(n):
+            found = assemble_maps(
+                heat[i], pafs[i] if self.skeleton else None, self.skeleton,
+                stride=self.bundle.stride, max_individuals=slots, locref=locref[i],
+                locref_stdev=self.bundle.locref_stdev, n_unique=u, **self.assembly)
+            animals[i, : len(found.animals)] = found.animals
+            scores[i, : len(found.scores)] = found.scores
+            unique[i] = found.unique
+        return AnimalPoses(animals, scores, unique)
+
+    def _forward(self, frames: np.ndarray) -> np.ndarray:
+        """The single-animal view: the best animal's parts, then the unique parts."""
+        found = self.predict_animals(frames)
+        return np.concatenate([found.animals[:, 0], found.unique], axis=1)

@@ -216,6 +216,9 @@ def train_network(project: "Project", shuffle: int = 1, engine: "str | Engine | 
     snapshot; ``overwrite`` deletes earlier snapshots of this shuffle and starts again.
     """
     eng = resolve_engine(engine, project)
+    if project.multianimal and eng is not Engine.PYTORCH:
+        raise CapabilityError(f"multi-animal (bottom-up) models are not supported by engine "
+                              f"'{eng.value}' (engines that can: pytorch)")
     create_training_dataset(project, shuffle)
     fn = _capability(eng, "train")
     if overwrite:
@@ -254,6 +257,11 @@ def load_model(source: "str | Path | ModelBundle", engine: "str | Engine | None"
     """
     bundle = resolve_bundle(source, engine, shuffle=shuffle, snapshot=snapshot)
     eng = Engine.parse(engine) if engine is not None else Engine.parse(bundle.engine)
+    if "individuals" in bundle.architecture and eng is not Engine.PYTORCH:
+        # Bottom-up multi-animal bundles return a MultiAnimalRunner (engines/base.py); only
+        # the PyTorch engine has one.
+        raise CapabilityError(f"{bundle.path}: multi-animal models are not supported by engine "
+                              f"'{eng.value}' (engines that can: pytorch)")
     return _capability(eng, "load_runner")(bundle, **options)
 
 
@@ -291,8 +299,19 @@ def evaluate_network(project: "Project", shuffle: int = 1, engine: "str | Engine
 def analyze_videos(source: "str | Path", videos: Sequence["str | Path"],
                    engine: "str | Engine | None" = None, *, shuffle: int = 1,
                    snapshot: int | str | None = None, runner_options: dict | None = None,
-                   **options: Any) -> Any:
-    """Analyse videos with a project's trained model or a bundle (see :mod:`posed.engines.analyze`)."""
+                   workers: int = 1, cluster: str | None = None, **options: Any) -> Any:
+    """Analyse videos with a project's trained model or a bundle (see :mod:`posed.engines.analyze`).
+
+    ``workers`` > 1 or a Ray ``cluster`` hand the videos to :mod:`posed.engines.scale`;
+    otherwise they are analysed one after another in this process.
+    """
+    if workers > 1 or cluster is not None:
+        from posed.engines.scale import analyze_distributed
+
+        return analyze_distributed(source, videos, engine.value if isinstance(engine, Engine)
+                                   else engine, shuffle=shuffle, snapshot=snapshot,
+                                   runner_options=runner_options, workers=workers,
+                                   cluster=cluster, **options)
     from posed.engines.analyze import analyze_videos as _analyze
 
     runner = load_model(source, engine, shuffle=shuffle, snapshot=snapshot, **(runner_options or {}))
@@ -309,6 +328,98 @@ def analyze_images(source: "str | Path", paths: Sequence["str | Path"],
     runner = load_model(source, engine, shuffle=shuffle, snapshot=snapshot)
     with runner:
         return _analyze(runner, paths, **options)
+
+
+def create_tracking_dataset(source: "str | Path", videos: Sequence["str | Path"],
+                            engine: "str | Engine | None" = None, *, shuffle: int = 1,
+                            snapshot: int | str | None = None, out: "str | Path | None" = None,
+                            size: int = 32, window: int | None = None, tracker: str = "ellipse",
+                            batch_size: int = 8, train_reid: bool = False,
+                            reid_options: dict | None = None, progress: bool = True,
+                            runner_options: dict | None = None) -> dict[str, Path]:
+    """Appearance samples of the animals in ``videos`` for re-identification, from tracklets.
+
+    A multi-animal model (project shuffle or bundle) assembles the animals of every frame;
+    tracklets are made and stitched (:mod:`posed.engines.tracking`); every detection in a
+    tracklet becomes one sample: a ``size``×``size`` crop of a ``window``-pixel square around
+    the animal (default :func:`~posed.engines.tracking.crop_window` of the animals found),
+    labelled with its tracklet, stitched identity, frame and video. The samples go to one
+    ``.npz`` (format: :func:`posed.engines.tracking.write_tracking_dataset`), by default
+    ``<bundle>/reid/tracking_dataset.npz``. With ``train_reid`` a ReID model is trained on it
+    into ``<bundle>/reid/`` (or beside ``out``), which analysis then uses when stitching.
+
+    Returns:
+        ``{"dataset": npz path}``, plus ``"reid"``: the model folder when trained.
+
+    Raises:
+        CapabilityError: the model is not a multi-animal model.
+        DataError: no video could be read, or no animal was tracked.
+    """
+    import numpy as np
+
+    from posed.engines.analyze import VIDEO_SUFFIXES, assemble_video, expand_inputs
+    from posed.engines.tracking import (animal_crops, crop_window, make_tracklets,
+                                        stitch_tracklets, write_tracking_dataset)
+    from posed.engines.video import VideoReader
+    from posed.errors import DataError
+
+    runner = load_model(source, engine, shuffle=shuffle, snapshot=snapshot,
+                        **(runner_options or {}))
+    with runner:
+        if not getattr(runner, "multianimal", False):
+            raise CapabilityError(f"{runner.bundle.path}: not a multi-animal model; tracking "
+                                  "datasets need one")
+        found = expand_inputs(videos, VIDEO_SUFFIXES)
+        tracked = []
+        for video in found:
+            if not video.is_file():
+                raise DataError(f"{video}: no such file")
+            animals, _, _, _ = assemble_video(runner, video, batch_size=batch_size,
+                                              progress=progress)
+            per_frame = [animals.found(f) for f in range(len(animals))]
+            tracklets = make_tracklets(per_frame, tracker)
+            stitched = stitch_tracklets(tracklets, len(runner.individuals))
+            tracked.append((video, per_frame, stitched))
+        bundle_dir = runner.bundle.path
+    if not tracked:
+        raise DataError("no videos to make a tracking dataset from")
+    if window is None:
+        window = crop_window([a for _, frames, _ in tracked for found_ in frames[::5]
+                              for a in found_])
+    samples: dict[str, list] = {k: [] for k in ("crops", "tracklet", "track", "frame", "video",
+                                                "centre")}
+    for v, (video, per_frame, stitched) in enumerate(tracked):
+        identity = {m: i for i, members in enumerate(stitched.tracks) for m in members}
+        wanted: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for m, t in enumerate(stitched.tracklets):
+            for frame, pose in zip(t.frames, t.poses):
+                wanted.setdefault(frame, []).append((m, pose))
+        row = 0
+        with VideoReader(video) as reader:
+            for _, frames in reader.batches(batch_size):
+                for image in frames:
+                    for m, pose in wanted.get(row, []):
+                        t = stitched.tracklets[m]
+                        samples["crops"].append(animal_crops(image, pose[None], window, size)[0])
+                        samples["tracklet"].append(t.id)
+                        samples["track"].append(identity.get(m, -1))
+                        samples["frame"].append(row)
+                        samples["video"].append(v)
+                        xy = pose[:, :2][np.isfinite(pose[:, :2]).all(axis=1)]
+                        samples["centre"].append(xy.mean(axis=0))
+                    row += 1
+    if not samples["crops"]:
+        raise DataError(f"{', '.join(str(v) for v, _, _ in tracked)}: no animal was tracked")
+    reid_dir = Path(out).parent if out is not None else bundle_dir / "reid"
+    path = Path(out) if out is not None else reid_dir / "tracking_dataset.npz"
+    write_tracking_dataset(path, {k: np.stack(v) for k, v in samples.items()},
+                           [str(v) for v, _, _ in tracked], window)
+    result = {"dataset": path}
+    if train_reid:
+        from posed.engines.pytorch.multianimal import train_reid as _train
+
+        result["reid"] = _train(path, reid_dir, **(reid_options or {}))
+    return result
 
 
 def export_model(source: "str | Path | ModelBundle", fmt: str, out: "str | Path",

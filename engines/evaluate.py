@@ -10,12 +10,19 @@ Reported per body part and overall, for the train and the test set:
 
 Results go to ``<model folder>/evaluation/snapshot-NNN/`` as ``errors.csv`` plus the
 predictions as a DeepLabCut-shaped table (row index = image path).
+
+Multi-animal projects (:func:`evaluate_multianimal`) report the same per-body-part table after
+matching each labelled animal to a predicted one (Hungarian algorithm on the mean keypoint
+distance), plus ``map.csv``: a COCO-style keypoint-similarity mAP with one κ for every body
+part (default 0.1, DeepLabCut's) and the labelled parts' bounding-box area as the object
+scale (see :func:`keypoint_similarity`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,8 +72,26 @@ def summarise(pred: np.ndarray, truth: np.ndarray, bodyparts: list[str], pcutoff
 
 
 def evaluate(project: Project, shuffle: int, runner: PoseRunner, model_folder: Path, *,
-             pcutoff: float | None = None, pck_px: float = 5.0, write: bool = True) -> Evaluation:
-    """Evaluate ``runner`` on the shuffle's train and test images and write the results."""
+             pcutoff: float | None = None, pck_px: float = 5.0, write: bool = True,
+             plots: bool = False, sigma: float | None = None) -> Evaluation:
+    """Evaluate ``runner`` on the shuffle's train and test images and write the results.
+
+    ``plots`` also writes error-per-bodypart.png and predicted-vs-labelled test images
+    (see :func:`posed.engines.plotting.plot_evaluation`). Multi-animal projects go to
+    :func:`evaluate_multianimal` (``sigma``: κ of its keypoint similarity).
+    """
+    if getattr(project, "multianimal", False):
+        if plots:
+            from posed.errors import CapabilityError
+
+            raise CapabilityError("evaluation plots are not available for multi-animal projects")
+        return evaluate_multianimal(project, shuffle, runner, model_folder, pcutoff=pcutoff,
+                                    pck_px=pck_px, write=write,
+                                    sigma=OKS_SIGMA if sigma is None else sigma)
+    if plots:
+        from posed.engines.plotting import require_matplotlib
+
+        require_matplotlib()  # before the work, not after it
     pcutoff = project.pcutoff if pcutoff is None else pcutoff
     split = load_split(project, shuffle)
     labels = load_labels(project)
@@ -81,6 +106,7 @@ def evaluate(project: Project, shuffle: int, runner: PoseRunner, model_folder: P
         _, pred = predict_image_files(runner, [project.root / img for img in images])
         truth = labels.keypoints[[index[i] for i in images]]
         parts[set_name] = summarise(pred, truth, list(project.bodyparts), pcutoff, pck_px)
+        shown = (images, pred, truth)  # the test set when there is one (it comes last)
         all_images += images
         all_pred.append(pred)
     table = pd.concat(parts, names=["set", "bodypart"])
@@ -94,4 +120,259 @@ def evaluate(project: Project, shuffle: int, runner: PoseRunner, model_folder: P
         df = poses_to_frame(np.concatenate(all_pred), runner.bundle.bodyparts, runner.bundle.scorer,
                             index=all_images)
         write_pose_table(df, folder / f"predictions{runner.bundle.scorer}.h5", csv=True)
+        if plots:
+            from posed.engines.plotting import plot_evaluation
+
+            plot_evaluation(folder, table, project.root, *shown, list(project.bodyparts), pcutoff)
     return Evaluation(table=table, folder=folder, pcutoff=pcutoff, pck_px=pck_px)
+
+
+# ----------------------------------------------------------------------------- multi-animal
+
+OKS_SIGMA = 0.1
+"""Per-keypoint constant κ of the keypoint similarity, the same for every body part
+(DeepLabCut's ``oks_sigma`` default; COCO's per-part constants are for people). The
+similarity is relative to the animal's size: at κ = 0.1 a part scores 0.5 when it is about
+12% of the scale sqrt(area) off, i.e. 1.2 px for a 15×7 px animal, so small animals need
+a larger κ for the mAP to say anything."""
+OKS_THRESHOLDS = np.round(np.arange(0.50, 0.951, 0.05), 2)
+"""OKS thresholds the mAP averages over (COCO's 0.50:0.05:0.95)."""
+
+
+def match_animals(pred: np.ndarray, truth: np.ndarray) -> list[tuple[int, int]]:
+    """Pairs (true animal, predicted animal) minimising the total mean keypoint distance.
+
+    Args:
+        pred: A×K×2+ predicted animals (NaN = part not found).
+        truth: G×K×2 labelled animals (NaN = not labelled).
+
+    Returns:
+        One-to-one (g, a) pairs (Hungarian algorithm on the mean distance over the parts
+        both have); pairs sharing no part are never matched.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    pred = np.asarray(pred, dtype=np.float64)
+    gt = np.asarray(truth, dtype=np.float64)
+    if not pred.size or not gt.size:
+        return []
+    pred = pred[..., :2]
+    d = np.linalg.norm(gt[:, None] - pred[None], axis=-1)  # G×A×K
+    shared = np.isfinite(d)
+    mean = np.where(shared, d, 0.0).sum(-1) / np.maximum(shared.sum(-1), 1)
+    big = 1e9
+    cost = np.where(shared.any(-1), mean, big)
+    rows, cols = linear_sum_assignment(cost)
+    return [(int(g), int(a)) for g, a in zip(rows, cols) if cost[g, a] < big]
+
+
+def keypoint_similarity(pred: np.ndarray, truth: np.ndarray,
+                        sigma: float = OKS_SIGMA) -> np.ndarray:
+    """Object keypoint similarity (OKS) of every predicted animal with every labelled one.
+
+    ``OKS = mean over labelled parts of exp(-d² / (2 s² κ²))`` with d the distance between
+    the predicted and labelled part (a part not predicted counts 0), κ = ``sigma`` and s² the
+    area of the bounding box of the labelled parts (at least 1 px²).
+
+    Args:
+        pred: A×K×2+ predicted animals.
+        truth: G×K×2 labelled animals.
+
+    Returns:
+        G×A similarities in [0, 1] (0 for an animal without labelled parts).
+    """
+    pred = np.asarray(pred, dtype=np.float64)[..., :2]
+    gt = np.asarray(truth, dtype=np.float64)
+    out = np.zeros((len(gt), len(pred)))
+    for g, animal in enumerate(gt):
+        lab = np.isfinite(animal).all(-1)
+        if not lab.any() or not len(pred):
+            continue
+        span = animal[lab].max(0) - animal[lab].min(0)
+        area = max(float(span[0] * span[1]), 1.0)
+        d2 = ((pred[:, lab] - animal[lab]) ** 2).sum(-1)  # A×L, NaN where not predicted
+        sim = np.where(np.isfinite(d2), np.exp(-d2 / (2.0 * area * sigma**2)), 0.0)
+        out[g] = sim.mean(-1)
+    return out
+
+
+def average_precision(images: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                      sigma: float = OKS_SIGMA,
+                      thresholds: np.ndarray = OKS_THRESHOLDS) -> dict[str, float]:
+    """COCO-style keypoint mAP and mAR over images.
+
+    Per OKS threshold, predictions of all images are taken best score first; each is a true
+    positive when an unmatched labelled animal of its image has OKS at least the threshold
+    with it (the most similar one is taken), else a false positive. AP is the area under
+    the interpolated precision-recall curve sampled at 101 recall points; AR is the final
+    recall. Both are averaged over the thresholds.
+
+    Args:
+        images: Per image (predicted A×K×3 animals, their A scores, labelled G×K×2 animals).
+        sigma: κ of :func:`keypoint_similarity`.
+        thresholds: OKS thresholds.
+
+    Returns:
+        ``mAP``, ``AP50``, ``AP75``, ``mAR`` (NaN when nothing is labelled), ``sigma``.
+    """
+    n_truth = sum(int(np.isfinite(gt).all(-1).any(-1).sum()) for _, _, gt in images)
+    aps, ars = [], []
+    for t in thresholds:
+        hits: list[tuple[float, bool]] = []
+        for pred, scores, gt in images:
+            oks = keypoint_similarity(pred, gt, sigma)  # G×A
+            labelled = np.isfinite(gt).all(-1).any(-1)
+            taken = np.zeros(len(gt), dtype=bool)
+            for a in np.argsort(-np.asarray(scores), kind="stable"):
+                cand = np.where(taken | ~labelled, -1.0, oks[:, a]) if len(gt) else np.zeros(0)
+                g = int(np.argmax(cand)) if len(cand) else -1
+                ok = g >= 0 and cand[g] >= t
+                if ok:
+                    taken[g] = True
+                hits.append((float(scores[a]), ok))
+        hits.sort(key=lambda h: -h[0])
+        tp = np.cumsum([h[1] for h in hits]) if hits else np.zeros(0)
+        fp = np.cumsum([not h[1] for h in hits]) if hits else np.zeros(0)
+        if n_truth == 0:
+            aps.append(np.nan)
+            ars.append(np.nan)
+            continue
+        recall = tp / n_truth
+        precision = tp / np.maximum(tp + fp, 1)
+        # Interpolated precision: the best precision at any recall at least this high.
+        envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
+        samples = [float(envelope[np.searchsorted(recall, r, side="left")])
+                   if len(recall) and recall[-1] >= r else 0.0 for r in np.linspace(0, 1, 101)]
+        aps.append(float(np.mean(samples)))
+        ars.append(float(recall[-1]) if len(recall) else 0.0)
+    thresholds = list(np.round(thresholds, 2))
+    pick = {0.5: "AP50", 0.75: "AP75"}
+    out = {"mAP": float(np.mean(aps)), "mAR": float(np.mean(ars)), "sigma": float(sigma)}
+    for value, name in pick.items():
+        out[name] = aps[thresholds.index(value)] if value in thresholds else float("nan")
+    return out
+
+
+def summarise_matched(pred: list[np.ndarray], truth: np.ndarray, bodyparts: list[str],
+                      pcutoff: float, pck_px: float) -> pd.DataFrame:
+    """:func:`summarise` for several animals per image.
+
+    Each labelled animal is compared with the predicted animal it is matched to
+    (:func:`match_animals`). A labelled part without a matched prediction (no animal
+    matched, or the matched animal lacks that part) has no distance: ``error_px`` averages
+    the parts that were predicted, ``found`` is the fraction of labelled parts predicted, and
+    ``pck`` and ``above_pcutoff`` count unpredicted parts as failures.
+
+    Args:
+        pred: Per image, the A×K×3 predicted animals.
+        truth: N×G×K×2 labels.
+    """
+    n, g, k = truth.shape[:3]
+    paired = np.full((n, g, k, 3), np.nan)
+    paired[..., 2] = 0.0
+    for i, animals in enumerate(pred):
+        for gi, a in match_animals(animals, truth[i]):
+            paired[i, gi] = animals[a]
+    paired = paired.reshape(n * g, k, 3)
+    labels = truth.reshape(n * g, k, 2)
+    dist = np.linalg.norm(paired[..., :2] - labels, axis=-1)
+    labelled = np.isfinite(labels).all(axis=-1)
+    confident = paired[..., 2] >= pcutoff
+    rows = {}
+    for j, name in enumerate([*bodyparts, "all"]):
+        sel = slice(None) if name == "all" else slice(j, j + 1)
+        d, lab, conf = dist[:, sel], labelled[:, sel], confident[:, sel]
+        count = int(lab.sum())
+        dl = d[lab]
+        seen = dl[np.isfinite(dl)]
+        dc = d[lab & conf & np.isfinite(d)]
+        rows[name] = {
+            "error_px": float(seen.mean()) if seen.size else np.nan,
+            "error_px_pcutoff": float(dc.mean()) if dc.size else np.nan,
+            "pck": float((np.nan_to_num(dl, nan=np.inf) <= pck_px).mean()) if count else np.nan,
+            "above_pcutoff": float(conf[lab].mean()) if count else np.nan,
+            "found": float(np.isfinite(dl).mean()) if count else np.nan,
+            "n": count,
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+@dataclass
+class MultiAnimalEvaluation(Evaluation):
+    """:class:`Evaluation` of a multi-animal model; ``ap`` holds the keypoint-similarity
+    mAP table (one row per set)."""
+
+    ap: pd.DataFrame | None = None
+
+    def format(self) -> str:
+        """Both tables as fixed-width text."""
+        text = super().format()
+        if self.ap is not None:
+            text += "\n\n" + self.ap.to_string(float_format=lambda v: f"{v:8.3f}")
+        return text
+
+
+def evaluate_multianimal(project: Project, shuffle: int, runner: Any, model_folder: Path, *,
+                         pcutoff: float | None = None, pck_px: float = 5.0, write: bool = True,
+                         sigma: float = OKS_SIGMA) -> MultiAnimalEvaluation:
+    """Evaluate a bottom-up model on the shuffle's train and test images.
+
+    Writes ``errors.csv`` (per body part as single-animal, after matching predicted animals
+    to labelled ones), ``map.csv`` (keypoint-similarity mAP, AP50, AP75, mAR per set, with
+    σ) and the predictions as a multi-animal table, into
+    ``<model folder>/evaluation/snapshot-NNN/``. Unique parts are compared directly.
+    """
+    from posed.engines.dataformats import multianimal_poses_to_frame
+    from posed.engines.project import load_image, load_multianimal_labels
+
+    pcutoff = project.pcutoff if pcutoff is None else pcutoff
+    split = load_split(project, shuffle)
+    labels = load_multianimal_labels(project)
+    index = {img: i for i, img in enumerate(labels.images)}
+    names = list(labels.bodyparts)
+    tables: dict[str, pd.DataFrame] = {}
+    ap_rows: dict[str, dict[str, float]] = {}
+    all_images: list[str] = []
+    all_animals: list[np.ndarray] = []
+    all_unique: list[np.ndarray] = []
+    for set_name, images in (("train", list(split.train)), ("test", list(split.test))):
+        images = [img for img in images if img in index]
+        if not images:
+            continue
+        rows = [index[i] for i in images]
+        truth = labels.keypoints[rows]
+        found_animals, found_unique, per_image = [], [], []
+        for img, gt in zip(images, truth):
+            out = runner.predict_animals(load_image(project.root, img))
+            present = out.found(0)
+            found_animals.append(out.animals[0])
+            found_unique.append(out.unique[0])
+            per_image.append((present, out.scores[0][: len(present)], gt))
+        table = summarise_matched([p for p, _, _ in per_image], truth, names, pcutoff, pck_px)
+        if labels.uniquebodyparts:
+            uniq = summarise(np.stack(found_unique), labels.unique[rows],
+                             list(labels.uniquebodyparts), pcutoff, pck_px).drop(index="all")
+            table = pd.concat([table.drop(index="all"), uniq, table.loc[["all"]]])
+        tables[set_name] = table
+        ap_rows[set_name] = {**average_precision(per_image, sigma), "images": len(images)}
+        all_images += images
+        all_animals += found_animals
+        all_unique += found_unique
+    table = pd.concat(tables, names=["set", "bodypart"])
+    ap = pd.DataFrame.from_dict(ap_rows, orient="index").rename_axis("set")
+    snapshot = runner.bundle.source.get("snapshot", "model")
+    folder = model_folder / "evaluation" / (
+        f"snapshot-{int(snapshot):03d}" if isinstance(snapshot, int) else str(snapshot))
+    if write:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "errors.csv") as tmp:
+            table.assign(pcutoff=pcutoff, pck_px=pck_px).to_csv(tmp)
+        with atomic_path(folder / "map.csv") as tmp:
+            ap.to_csv(tmp)
+        df = multianimal_poses_to_frame(
+            np.stack(all_animals), runner.individuals, runner.animal_bodyparts,
+            runner.bundle.scorer, index=all_images,
+            unique=np.stack(all_unique) if runner.unique_bodyparts else None,
+            uniquebodyparts=runner.unique_bodyparts)
+        write_pose_table(df, folder / f"predictions{runner.bundle.scorer}.h5", csv=True)
+    return MultiAnimalEvaluation(table=table, folder=folder, pcutoff=pcutoff, pck_px=pck_px, ap=ap)

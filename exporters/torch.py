@@ -58,6 +58,11 @@ def _native(bundle: ModelBundle) -> nn.Module:
     if bundle.engine != "pytorch" or bundle.format != "safetensors":
         raise ExportError(f"{bundle.path}: only PyTorch safetensors bundles can be exported here "
                           f"(this one is {bundle.engine}/{bundle.format})")
+    if "individuals" in bundle.architecture:
+        # The graph itself would export, but no exported-format runner assembles animals yet:
+        # an exported multi-animal bundle could not be served.
+        raise ExportError(f"{bundle.path}: multi-animal models cannot be exported yet; serve "
+                          "or analyse with the safetensors bundle itself")
     model = build_model(bundle)
     model.load_state_dict(load_state_dict(bundle.weights_path))
     return FramesToPoseMaps(model.eval()).eval()

@@ -28,7 +28,7 @@ from posed.engines.pytorch.model import TIMM_NAMES, PoseNet, load_state_dict
 from posed.engines.training import (RESUME_FILE, LearningStats, SampleMaker, TrainConfig,
                                     bundle_source, load_training_data, lr_at, resolve_train_config,
                                     resume_epoch, snapshot_name)
-from posed.errors import ConfigError, InferenceError, ModelLoadError
+from posed.errors import ConfigError, InferenceError, ModelLoadError, reason
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class TorchScriptRunner(PoseRunner):
                 module = torch.jit.load(str(bundle.weights_path), map_location=dev)
         except Exception as exc:  # TorchScript raises RuntimeError and internal types alike
             raise ModelLoadError(f"{bundle.weights_path}: cannot load TorchScript "
-                                 f"({str(exc).splitlines()[0]})") from exc
+                                 f"({reason(exc)})") from exc
         return cls(bundle, module.eval(), dev)
 
     @torch.inference_mode()
@@ -190,7 +190,12 @@ class TorchScriptRunner(PoseRunner):
 
 
 def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
-    """Engine entry point used by :func:`posed.engines.compat.load_model`."""
+    """Engine entry point used by :func:`posed.engines.compat.load_model`; bottom-up
+    multi-animal bundles get a :class:`~posed.engines.base.MultiAnimalRunner`."""
+    if "individuals" in bundle.architecture:
+        from posed.engines.pytorch.multianimal import load_runner as load_multianimal
+
+        return load_multianimal(bundle, **options)
     if bundle.format == "torchscript":
         return TorchScriptRunner.load(bundle, **options)
     return TorchRunner.load(bundle, **options)
@@ -279,6 +284,10 @@ def _load_resume_state(path: Path, optimizer: torch.optim.Optimizer) -> int:
 
 
 def _bundle_for(project: Project, shuffle: int, cfg: TrainConfig, model: PoseNet, epoch: int) -> ModelBundle:
+    if hasattr(model, "paf_edges"):
+        from posed.engines.pytorch.multianimal import bundle_for
+
+        return bundle_for(project, shuffle, cfg, model, epoch)
     return ModelBundle(
         engine=ENGINE, format="safetensors", bodyparts=list(project.bodyparts),
         architecture={"net": cfg.net, "output_stride": cfg.output_stride, "head": "deconv3x3s2",
@@ -308,10 +317,34 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
     """Train a model for ``shuffle``; returns the training folder (a model bundle).
 
     With ``resume``, training continues from the newest snapshot and its optimiser state up to
-    ``epochs``; otherwise an existing training folder with snapshots is an error.
+    ``epochs``; otherwise an existing training folder with snapshots is an error. A
+    multi-animal project trains the bottom-up model (:mod:`posed.engines.pytorch.multianimal`).
     """
-    from tqdm.auto import tqdm
+    if getattr(project, "multianimal", False):
+        from posed.engines.pytorch.multianimal import train as train_bottom_up
 
+        return train_bottom_up(project, shuffle, overrides, progress=progress, resume=resume)
+    cfg, folder, existing = prepare_training(project, shuffle, overrides, resume)
+    data = load_training_data(project, shuffle, cfg, compat.get_model_folder(project, shuffle, ENGINE))
+    cfg = data.cfg
+    model = PoseNet(cfg.net, len(project.bodyparts), cfg.output_stride, pretrained=cfg.pretrained)
+    model.train()
+    maker = SampleMaker(data.images, data.keypoints, cfg, model.grid_size, model.stride)
+
+    def step(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        heat, locref = model(batch["image"])
+        return pose_loss(heat, locref, batch, cfg.locref_loss_weight)
+
+    return run_training(
+        project, shuffle, cfg, folder, existing, resume, progress, model, maker, step,
+        test_error=lambda: _mean_error(model, data.test_images, data.test_keypoints,
+                                       cfg.target.locref_stdev))
+
+
+def prepare_training(project: Project, shuffle: int, overrides: Any,
+                     resume: bool) -> tuple[TrainConfig, Path, list[Path]]:
+    """Resolved settings, the training folder (created) and its existing snapshots; seeds
+    every RNG. Raises :class:`ConfigError` when snapshots exist and ``resume`` is not set."""
     cfg = resolve_train_config(project, shuffle, overrides, ENGINE, resume)
     folder = compat.get_train_folder(project, shuffle, ENGINE)
     existing = compat.list_snapshots(folder)
@@ -320,15 +353,28 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
                           "--overwrite to start again")
     folder.mkdir(parents=True, exist_ok=True)
     _seed_everything(cfg.seed)
+    return cfg, folder, existing
 
-    data = load_training_data(project, shuffle, cfg, compat.get_model_folder(project, shuffle, ENGINE))
-    cfg = data.cfg
-    images, kpts = data.images, data.keypoints
-    test_images, test_kpts = data.test_images, data.test_keypoints
 
-    model = PoseNet(cfg.net, len(project.bodyparts), cfg.output_stride, pretrained=cfg.pretrained)
-    model.train()
-    maker = SampleMaker(images, kpts, cfg, model.grid_size, model.stride)
+def run_training(project: Project, shuffle: int, cfg: TrainConfig, folder: Path,
+                 existing: list[Path], resume: bool, progress: bool, model: torch.nn.Module,
+                 maker: SampleMaker, step: Any, *, test_error: Any,
+                 extra_losses: tuple[str, ...] = ()) -> Path:
+    """The training loop every PyTorch model shares.
+
+    Args:
+        model: The network (weights restored here when resuming); its snapshots are
+            described by :func:`_bundle_for`.
+        maker: Sample generator.
+        step: batch -> (total loss, heatmap loss, locref loss, *extra losses) tensors.
+        test_error: () -> mean test error in pixels, run at each snapshot.
+        extra_losses: Names of the extra losses (extra ``learning_stats.csv`` columns).
+
+    Returns:
+        The training folder.
+    """
+    from tqdm.auto import tqdm
+
     dataset = _TorchSamples(maker, cfg.seed)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) > cfg.batch_size,
@@ -344,7 +390,7 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
             log.info("already trained to epoch %d (epochs=%d)", start_epoch, cfg.epochs)
             return folder
 
-    stats = LearningStats(folder, cfg, start_epoch)
+    stats = LearningStats(folder, cfg, start_epoch, extra_losses)
     steps_per_epoch = max(len(loader), 1)
     bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {project.name} shuffle {shuffle}",
                unit="epoch", disable=not progress, initial=start_epoch, total=cfg.epochs)
@@ -355,23 +401,23 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
             dataset.epoch = epoch
             loader.generator.manual_seed(cfg.seed * 100_003 + epoch)
             t0 = time.perf_counter()
-            totals = np.zeros(3)
-            for step, batch in enumerate(loader):
-                lr = lr_at(cfg, epoch + step / steps_per_epoch)
+            totals = np.zeros(3 + len(extra_losses))
+            for i, batch in enumerate(loader):
+                lr = lr_at(cfg, epoch + i / steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                heat, locref = model(batch["image"])
-                loss, hm, lo = pose_loss(heat, locref, batch, cfg.locref_loss_weight)
+                losses = step(batch)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                losses[0].backward()
                 optimizer.step()
-                totals += (loss.item(), hm.item(), lo.item())
+                totals += [v.item() for v in losses]
             totals /= steps_per_epoch
             done = epoch + 1
             test_err = float("nan")
             snapshot_due = done % cfg.save_every == 0 or done == cfg.epochs
             if snapshot_due:
-                test_err = _mean_error(model, test_images, test_kpts, cfg.target.locref_stdev)
+                test_err = test_error()
+                model.train()
             stats.row(done, lr, totals, time.perf_counter() - t0, test_err)
             if snapshot_due:
                 _save_snapshot(folder, project, shuffle, cfg, model, optimizer, done)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from posed.errors import ConfigError, ModelLoadError
+from posed.errors import ConfigError, ModelLoadError, reason
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,14 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message suggests weights_only=False; posed never does that for a file.
+        raise ModelLoadError(f"{path}: refused: it holds pickled objects other than tensors "
+                             "(posed reads weights with weights_only=True and never runs code "
+                             "from a file)") from exc
     except Exception as exc:  # corrupt files surface as many different exception types
-        raise ModelLoadError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})".split("\n")[0]) from exc
+        raise ModelLoadError(f"{path}: cannot read weights ({type(exc).__name__}: "
+                             f"{reason(exc)})") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -141,5 +148,42 @@ class PoseNet(nn.Module):
         was_training = self.training
         self.eval()
         heat, _ = self.forward(torch.zeros(1, 3, height, width, device=self.mean.device))
+        self.train(was_training)
+        return int(heat.shape[-2]), int(heat.shape[-1])
+
+
+class BottomUpNet(PoseNet):
+    """:class:`PoseNet` plus a part-affinity-field head: the bottom-up multi-animal model.
+
+    Returns heatmap logits N×K×h×w, locref N×2K×h×w and PAFs N×2E×h×w (channels x0, y0, x1,
+    y1, ... for the E skeleton edges, the layout :mod:`posed.engines.assembly` reads). The
+    heatmap and locref heads are the single-animal ones, so K covers every body part
+    (multi-animal parts, then unique parts); the PAF head is one more transposed convolution
+    on the same features. ``paf_edges`` are the skeleton's (first, second) part indices.
+    """
+
+    def __init__(self, net: str, num_keypoints: int, paf_edges: list[tuple[int, int]],
+                 output_stride: int = 16, pretrained: bool | str = False, **kwargs) -> None:
+        super().__init__(net, num_keypoints, output_stride, pretrained, **kwargs)
+        channels = self.backbone.feature_info.channels()[-1]
+        pad, out_pad = HEADS[self.head]
+        self.paf_edges = [(int(a), int(b)) for a, b in paf_edges]
+        self.paf = nn.ConvTranspose2d(channels, 2 * len(self.paf_edges), 3, stride=2,
+                                      padding=pad, output_padding=out_pad)
+        # Fields start at zero, the value of almost every target cell.
+        nn.init.normal_(self.paf.weight, std=0.001)
+        nn.init.zeros_(self.paf.bias)
+
+    def forward(  # type: ignore[override]
+            self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = (x - self.mean) / self.std
+        feats = self.backbone(x)[-1]
+        return self.heatmap(feats), self.locref(feats), self.paf(feats)
+
+    @torch.no_grad()
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        was_training = self.training
+        self.eval()
+        heat = self.forward(torch.zeros(1, 3, height, width, device=self.mean.device))[0]
         self.train(was_training)
         return int(heat.shape[-2]), int(heat.shape[-1])
