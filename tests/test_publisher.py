@@ -24,7 +24,7 @@ import zmq
 
 from posed.daemon.client import PoseMessage, Subscriber, decode_message, listen
 from posed.daemon.keys import CurveClient, CurveServer, generate_keys
-from posed.daemon.publisher import SCHEMA, Publisher, encode_pose
+from posed.daemon.publisher import BASE_SCHEMA, Publisher, encode_pose
 from posed.daemon.types import Pose
 from posed.errors import ProtocolError, PublishError
 
@@ -86,7 +86,7 @@ def test_poses_arrive_in_order_with_exact_fields(endpoint):
     try:
         with Subscriber(endpoint) as sub:
             connected(sub)
-            assert sub.meta["schema"] == SCHEMA
+            assert sub.meta["schema"] == BASE_SCHEMA  # meta keeps the single-animal schema
             assert sub.meta["bodyparts"] == list(BODYPARTS)
             assert sub.meta["model"] == {"scorer": "posed_test", "engine": "onnx"}
             assert isinstance(sub.meta["posed_version"], str)
@@ -387,7 +387,7 @@ def test_decode_accepts_flat_and_triples():
     (frames_of(good_payload(keypoints=[[1.0, 2.0]] * 3)), "triples"),
     (frames_of(good_payload(keypoints=[1.0] * 8 + ["x"])), "must be numbers"),
     (frames_of(good_payload(keypoints="abc")), "must be a list"),
-    (frames_of(good_payload(schema=2)), r"schema 2 is newer than this client \(1\)"),
+    (frames_of(good_payload(schema=3)), r"schema 3 is newer than this client \(2\)"),
     (frames_of(good_payload(schema=0)), "not a valid version"),
 ])
 def test_decode_rejects_malformed(frames, match):
