@@ -247,6 +247,10 @@ def resolve_bundle(source: "str | Path | ModelBundle", engine: "str | Engine | N
     return _with_snapshot(load_bundle(snap.parent, verify=False), snap.stem.split("-")[1])
 
 
+MULTIANIMAL_ENGINES = (Engine.PYTORCH, Engine.ONNX)
+"""Engines with a multi-animal runner (PyTorch trains and exports the models; ONNX runs them)."""
+
+
 def load_model(source: "str | Path | ModelBundle", engine: "str | Engine | None" = None,
                *, shuffle: int = 1, snapshot: int | str | None = None,
                **options: Any) -> "PoseRunner":
@@ -257,11 +261,12 @@ def load_model(source: "str | Path | ModelBundle", engine: "str | Engine | None"
     """
     bundle = resolve_bundle(source, engine, shuffle=shuffle, snapshot=snapshot)
     eng = Engine.parse(engine) if engine is not None else Engine.parse(bundle.engine)
-    if "individuals" in bundle.architecture and eng is not Engine.PYTORCH:
-        # Bottom-up multi-animal bundles return a MultiAnimalRunner (engines/base.py); only
-        # the PyTorch engine has one.
+    if "individuals" in bundle.architecture and eng not in MULTIANIMAL_ENGINES:
+        # Bottom-up multi-animal bundles return a MultiAnimalRunner (engines/base.py); the
+        # TensorFlow engine has none.
         raise CapabilityError(f"{bundle.path}: multi-animal models are not supported by engine "
-                              f"'{eng.value}' (engines that can: pytorch)")
+                              f"'{eng.value}' (engines that can: "
+                              f"{', '.join(e.value for e in MULTIANIMAL_ENGINES)})")
     return _capability(eng, "load_runner")(bundle, **options)
 
 

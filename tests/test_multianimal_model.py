@@ -476,13 +476,46 @@ def test_reid_model_stitches_at_least_as_well(ma_project, tmp_path):
 
 
 @pytest.mark.slow
-def test_daemon_streams_the_identities_of_offline_analysis(ma_project, tmp_path):
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_exported_bundles_find_the_same_animals(ma_project, tmp_path, fmt):
+    """TorchScript and ONNX exports of a bottom-up model carry the PAF output and the
+    multi-animal layout, load as multi-animal runners and assemble the same animals."""
+    from posed.engines import compat
+    from posed.engines.base import MultiAnimalRunner
+    from posed.engines.project import load_image
+
+    out = compat.export_model(ma_project, fmt, tmp_path / fmt)
+    meta = yaml.safe_load((out / "posed.yaml").read_text())
+    assert meta["architecture"]["individuals"] == ["individual1", "individual2", "individual3"]
+    parity = meta["export"]["parity"]
+    for check in (parity.values() if fmt == "torchscript" else [parity]):
+        assert check["max_paf_diff"] < 1e-3 and check["max_score_diff"] < 1e-3
+    native = compat.load_model(ma_project, device="cpu")
+    exported = compat.load_model(out, device="cpu")
+    assert isinstance(exported, MultiAnimalRunner) and exported.engine == meta["engine"]
+    images = sorted((ma_project / "labeled-data" / "synth1").glob("img*.png"))[:24]
+    frames = np.stack([load_image(ma_project, p.relative_to(ma_project).as_posix()) for p in images])
+    want, got = native.predict_animals(frames), exported.predict_animals(frames)
+    assert np.isfinite(want.animals[..., 0]).sum() > 2 * len(frames)  # animals are found
+    np.testing.assert_array_equal(np.isnan(got.animals[..., 0]), np.isnan(want.animals[..., 0]))
+    np.testing.assert_allclose(got.animals[..., :2], want.animals[..., :2], atol=0.1)
+    np.testing.assert_allclose(got.animals[..., 2], want.animals[..., 2], atol=1e-3)
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["safetensors", "onnx"])
+def test_daemon_streams_the_identities_of_offline_analysis(ma_project, tmp_path, fmt):
+    """The daemon serving the trained bundle, or its ONNX export, streams for every frame the
+    identities that offline analysis of the same file with the same bundle gives."""
     from posed.daemon.client import Subscriber
     from posed.engines import compat
     from test_daemon_service import free_port
 
     video = ma_project / "videos" / "synth1.mp4"
     bundle = _bundle_dir(ma_project)
+    if fmt == "onnx":
+        bundle = compat.export_model(ma_project, "onnx", tmp_path / "onnx")
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     cfg = {"model": {"bundle": str(bundle), "device": "cpu", "threads": 1},
            "cameras": [{"id": "arena", "source": str(video), "pace": "fast"}],

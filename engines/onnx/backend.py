@@ -1,7 +1,8 @@
 """The ONNX Runtime engine: runs exported ``onnx`` bundles; imports neither torch nor TF.
 
 The exported graph takes uint8 N×H×W×3 RGB frames (conversion and normalisation are folded
-into it) and returns score maps and locref fields; decoding is the shared numpy code.
+into it) and returns score maps and locref fields (plus part-affinity fields for bottom-up
+multi-animal bundles); decoding and assembly are the shared numpy code.
 
 Execution providers are chosen by :func:`choose_providers`, a pure function of the request
 and of what the installed onnxruntime offers. onnxruntime-gpu lists CUDA and TensorRT even
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from posed.engines.base import PoseRunner
+from posed.engines.base import MultiAnimalRunner, PoseRunner
 from posed.engines.bundle import ModelBundle
 from posed.engines.decoding import decode
 from posed.errors import ConfigError, InferenceError, ModelLoadError
@@ -87,13 +88,66 @@ def _provider_options(providers: list[str], cache_dir: Path | None) -> list[dict
     return options
 
 
-class OnnxRunner(PoseRunner):
-    """ONNX Runtime inference of an ``onnx`` bundle."""
+def open_session(bundle: ModelBundle, provider: str = "auto", threads: int | None = None,
+                 optimization: str = "all", device: str | None = None) -> tuple[ort.InferenceSession, str]:
+    """Create the onnxruntime session of an ``onnx`` bundle.
 
-    engine = ENGINE
+    Args:
+        bundle: An ``onnx`` bundle.
+        provider: ``auto``, ``tensorrt``, ``cuda`` or ``cpu``.
+        threads: Intra-op threads (default: onnxruntime's choice).
+        optimization: Graph optimisation level: disable, basic, extended, all.
+        device: Accepted for symmetry with other engines: ``cpu`` means provider ``cpu``,
+            ``cuda``/``cuda:N`` means provider ``cuda`` on that device.
 
-    def __init__(self, bundle: ModelBundle, session: ort.InferenceSession, provider: str) -> None:
-        super().__init__(bundle)
+    Returns:
+        The session and the provider it really uses (logged, with the reason).
+    """
+    if bundle.format != "onnx":
+        raise ModelLoadError(f"{bundle.path}: onnx engine cannot run format '{bundle.format}'")
+    if optimization not in OPT_LEVELS:
+        raise ConfigError(f"optimization '{optimization}' is not one of {', '.join(OPT_LEVELS)}")
+    device_id = 0
+    if device and device != "auto":
+        if device == "cpu":
+            provider = "cpu"
+        elif device.startswith("cuda"):
+            provider = "cuda" if provider == "auto" else provider
+            device_id = int(device.split(":")[1]) if ":" in device else 0
+        else:
+            raise ConfigError(f"device '{device}' is not one of auto, cpu, cuda, cuda:N")
+    chosen, reason = choose_providers(provider, ort.get_available_providers())
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = OPT_LEVELS[optimization]
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.log_severity_level = 3  # the provider actually used is reported below instead
+    provider_options = _provider_options(chosen, bundle.path / "trt-cache" if bundle.path else None)
+    for name, popt in zip(chosen, provider_options):
+        if name in (PROVIDERS["cuda"], PROVIDERS["tensorrt"]):
+            popt["device_id"] = str(device_id)
+    try:
+        session = ort.InferenceSession(str(bundle.weights_path), sess_options=opts,
+                                       providers=chosen, provider_options=provider_options)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        raise ModelLoadError(f"{bundle.weights_path}: onnxruntime cannot load it "
+                             f"({str(exc).splitlines()[0]})") from exc
+    used = session.get_providers()[0]
+    if used != chosen[0]:
+        log.warning("onnx engine: %s could not be used (no usable device or libraries); "
+                    "running on %s", chosen[0], used)
+    else:
+        log.info("onnx engine: %s (%s)", used, reason)
+    return session, used
+
+
+class _Session:
+    """What both ONNX runners share: the session, IO binding on GPUs, checked inputs and outputs."""
+
+    bundle: ModelBundle
+    OUTPUTS: tuple[str, ...] = ("scores", "locref")
+
+    def _attach(self, session: ort.InferenceSession, provider: str) -> None:
         self.session = session
         self.provider = provider
         self._input = session.get_inputs()[0].name
@@ -105,60 +159,7 @@ class OnnxRunner(PoseRunner):
             self._binding = session.io_binding()
             self._device_id = int(session.get_provider_options().get(provider, {})
                                   .get("device_id", 0))
-
-    @classmethod
-    def load(cls, bundle: ModelBundle, provider: str = "auto", threads: int | None = None,
-             optimization: str = "all", device: str | None = None, **options: Any) -> "OnnxRunner":
-        """Create the session.
-
-        Args:
-            bundle: An ``onnx`` bundle.
-            provider: ``auto``, ``tensorrt``, ``cuda`` or ``cpu``.
-            threads: Intra-op threads (default: onnxruntime's choice).
-            optimization: Graph optimisation level: disable, basic, extended, all.
-            device: Accepted for symmetry with other engines: ``cpu`` means provider ``cpu``,
-                ``cuda``/``cuda:N`` means provider ``cuda`` on that device.
-        """
-        if options:
-            raise ConfigError(f"onnx engine: unknown option '{next(iter(options))}'")
-        if bundle.format != "onnx":
-            raise ModelLoadError(f"{bundle.path}: onnx engine cannot run format '{bundle.format}'")
-        if optimization not in OPT_LEVELS:
-            raise ConfigError(f"optimization '{optimization}' is not one of {', '.join(OPT_LEVELS)}")
-        device_id = 0
-        if device and device != "auto":
-            if device == "cpu":
-                provider = "cpu"
-            elif device.startswith("cuda"):
-                provider = "cuda" if provider == "auto" else provider
-                device_id = int(device.split(":")[1]) if ":" in device else 0
-            else:
-                raise ConfigError(f"device '{device}' is not one of auto, cpu, cuda, cuda:N")
-        chosen, reason = choose_providers(provider, ort.get_available_providers())
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = OPT_LEVELS[optimization]
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        opts.log_severity_level = 3  # the provider actually used is reported below instead
-        provider_options = _provider_options(chosen, bundle.path / "trt-cache" if bundle.path else None)
-        for name, popt in zip(chosen, provider_options):
-            if name in (PROVIDERS["cuda"], PROVIDERS["tensorrt"]):
-                popt["device_id"] = str(device_id)
-        try:
-            session = ort.InferenceSession(str(bundle.weights_path), sess_options=opts,
-                                           providers=chosen, provider_options=provider_options)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise ModelLoadError(f"{bundle.weights_path}: onnxruntime cannot load it "
-                                 f"({str(exc).splitlines()[0]})") from exc
-        used = session.get_providers()[0]
-        if used != chosen[0]:
-            log.warning("onnx engine: %s could not be used (no usable device or libraries); "
-                        "running on %s", chosen[0], used)
-        else:
-            log.info("onnx engine: %s (%s)", used, reason)
-        runner = cls(bundle, session, used)
-        runner._check_io()
-        return runner
+        self._check_io()
 
     def _check_io(self) -> None:
         inputs = self.session.get_inputs()
@@ -168,8 +169,8 @@ class OnnxRunner(PoseRunner):
         if inputs[0].type != "tensor(uint8)" or len(inputs[0].shape) != 4:
             raise ModelLoadError(f"{where}: input '{inputs[0].name}' is {inputs[0].type} with "
                                  f"rank {len(inputs[0].shape)}; expected uint8 N×H×W×3")
-        if len(self._outputs) != 2:
-            raise ModelLoadError(f"{where}: expected outputs (scores, locref), found "
+        if len(self._outputs) != len(self.OUTPUTS):
+            raise ModelLoadError(f"{where}: expected outputs ({', '.join(self.OUTPUTS)}), found "
                                  f"{', '.join(self._outputs)}")
 
     def _run_bound(self, frames: np.ndarray) -> list[np.ndarray]:
@@ -182,18 +183,69 @@ class OnnxRunner(PoseRunner):
         binding.clear_binding_inputs()
         return outputs
 
-    def _forward(self, frames: np.ndarray) -> np.ndarray:
+    def _run(self, frames: np.ndarray) -> list[np.ndarray]:
         try:
             if self._binding is not None:
-                scores, locref = self._run_bound(frames)
-            else:
-                scores, locref = self.session.run(self._outputs, {self._input: frames})
+                return list(self._run_bound(frames))
+            return list(self.session.run(self._outputs, {self._input: frames}))
         except Exception as exc:  # onnxruntime's errors are not a public hierarchy
             raise InferenceError(f"onnxruntime run failed: {str(exc).splitlines()[0]}") from exc
+
+
+class OnnxRunner(_Session, PoseRunner):
+    """ONNX Runtime inference of a single-animal ``onnx`` bundle."""
+
+    engine = ENGINE
+
+    def __init__(self, bundle: ModelBundle, session: ort.InferenceSession, provider: str) -> None:
+        super().__init__(bundle)
+        self._attach(session, provider)
+
+    @classmethod
+    def load(cls, bundle: ModelBundle, provider: str = "auto", threads: int | None = None,
+             optimization: str = "all", device: str | None = None, **options: Any) -> "OnnxRunner":
+        """Create the runner; the options are those of :func:`open_session`."""
+        if options:
+            raise ConfigError(f"onnx engine: unknown option '{next(iter(options))}'")
+        return cls(bundle, *open_session(bundle, provider, threads, optimization, device))
+
+    def _forward(self, frames: np.ndarray) -> np.ndarray:
+        scores, locref = self._run(frames)
         return decode(scores, locref, self.bundle.stride, self.bundle.locref_stdev)
 
 
-def load_runner(bundle: ModelBundle, **options: Any) -> OnnxRunner:
-    """Engine entry point used by :func:`posed.engines.compat.load_model`."""
-    return OnnxRunner.load(bundle, **options)
+class OnnxMultiAnimalRunner(_Session, MultiAnimalRunner):
+    """ONNX Runtime inference of a bottom-up multi-animal ``onnx`` bundle; assembly is the
+    shared :class:`~posed.engines.base.MultiAnimalRunner` code."""
 
+    engine = ENGINE
+    OUTPUTS = ("scores", "locref", "paf")
+
+    def __init__(self, bundle: ModelBundle, session: ort.InferenceSession, provider: str,
+                 assembly: dict[str, Any] | None = None) -> None:
+        super().__init__(bundle, assembly)
+        self._attach(session, provider)
+
+    @classmethod
+    def load(cls, bundle: ModelBundle, provider: str = "auto", threads: int | None = None,
+             optimization: str = "all", device: str | None = None,
+             assembly: dict[str, Any] | None = None, **options: Any) -> "OnnxMultiAnimalRunner":
+        """Create the runner; ``assembly`` overrides assembly settings, the other options are
+        those of :func:`open_session`."""
+        if options:
+            raise ConfigError(f"onnx engine: unknown option '{next(iter(options))}'")
+        session, used = open_session(bundle, provider, threads, optimization, device)
+        return cls(bundle, session, used, assembly)
+
+    def _maps(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        scores, locref, paf = self._run(frames)
+        return (np.asarray(scores, np.float32), np.asarray(locref, np.float32),
+                np.asarray(paf, np.float32))
+
+
+def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
+    """Engine entry point used by :func:`posed.engines.compat.load_model`; bottom-up
+    multi-animal bundles get an :class:`OnnxMultiAnimalRunner`."""
+    if "individuals" in bundle.architecture:
+        return OnnxMultiAnimalRunner.load(bundle, **options)
+    return OnnxRunner.load(bundle, **options)

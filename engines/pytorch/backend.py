@@ -150,6 +150,24 @@ class TorchRunner(PoseRunner):
             raise InferenceError(f"pytorch forward failed: {str(exc).splitlines()[0]}") from exc
 
 
+def load_torchscript(bundle: ModelBundle, device: str = "auto",
+                     threads: int | None = None) -> tuple[torch.jit.ScriptModule, torch.device]:
+    """The TorchScript module of a ``torchscript`` bundle, on the selected device, in eval mode."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    dev = select_device(device)
+    try:
+        with warnings.catch_warnings():
+            # torch 2.14 marks TorchScript as deprecated; it still runs, and the bundle
+            # format is what users chose to export.
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(str(bundle.weights_path), map_location=dev)
+    except Exception as exc:  # TorchScript raises RuntimeError and internal types alike
+        raise ModelLoadError(f"{bundle.weights_path}: cannot load TorchScript "
+                             f"({reason(exc)})") from exc
+    return module.eval(), dev
+
+
 class TorchScriptRunner(PoseRunner):
     """Inference of a TorchScript bundle (uint8 NHWC frames in, score maps and locref out)."""
 
@@ -165,19 +183,7 @@ class TorchScriptRunner(PoseRunner):
              **options: Any) -> "TorchScriptRunner":
         if options:
             raise ConfigError(f"pytorch engine: unknown option '{next(iter(options))}'")
-        if threads:
-            torch.set_num_threads(int(threads))
-        dev = select_device(device)
-        try:
-            with warnings.catch_warnings():
-                # torch 2.14 marks TorchScript as deprecated; it still runs, and the bundle
-                # format is what users chose to export.
-                warnings.simplefilter("ignore", FutureWarning)
-                module = torch.jit.load(str(bundle.weights_path), map_location=dev)
-        except Exception as exc:  # TorchScript raises RuntimeError and internal types alike
-            raise ModelLoadError(f"{bundle.weights_path}: cannot load TorchScript "
-                                 f"({reason(exc)})") from exc
-        return cls(bundle, module.eval(), dev)
+        return cls(bundle, *load_torchscript(bundle, device, threads))
 
     @torch.inference_mode()
     def _forward(self, frames: np.ndarray) -> np.ndarray:

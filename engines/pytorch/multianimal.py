@@ -227,8 +227,46 @@ class TorchMultiAnimalRunner(MultiAnimalRunner):
         return (scores.cpu().numpy(), locref.float().cpu().numpy(), paf.float().cpu().numpy())
 
 
-def load_runner(bundle: ModelBundle, **options: Any) -> TorchMultiAnimalRunner:
+class TorchScriptMultiAnimalRunner(MultiAnimalRunner):
+    """Inference of a bottom-up TorchScript bundle (uint8 NHWC frames in; score maps, locref
+    and part-affinity fields out, as :func:`posed.exporters.torch.export_torchscript` writes)."""
+
+    engine = ENGINE
+
+    def __init__(self, bundle: ModelBundle, module: torch.jit.ScriptModule, device: torch.device,
+                 assembly: dict[str, Any] | None = None) -> None:
+        super().__init__(bundle, assembly)
+        self.module = module
+        self.device = device
+
+    @classmethod
+    def load(cls, bundle: ModelBundle, device: str = "auto", threads: int | None = None,
+             assembly: dict[str, Any] | None = None,
+             **options: Any) -> "TorchScriptMultiAnimalRunner":
+        from posed.engines.pytorch.backend import load_torchscript
+
+        if options:
+            raise ConfigError(f"pytorch engine: unknown option '{next(iter(options))}'")
+        module, dev = load_torchscript(bundle, device, threads)
+        return cls(bundle, module, dev, assembly)
+
+    @torch.inference_mode()
+    def _maps(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        try:
+            outputs = self.module(torch.from_numpy(frames).to(self.device))
+        except RuntimeError as exc:
+            raise InferenceError(f"torchscript forward failed: {str(exc).splitlines()[0]}") from exc
+        if len(outputs) != 3:
+            raise InferenceError(f"{self.bundle.weights_path}: the module returns {len(outputs)} "
+                                 "outputs; a multi-animal model returns scores, locref and PAFs")
+        scores, locref, paf = (o.float().cpu().numpy() for o in outputs)
+        return scores, locref, paf
+
+
+def load_runner(bundle: ModelBundle, **options: Any) -> MultiAnimalRunner:
     """Entry point for multi-animal bundles (called by the engine's ``load_runner``)."""
+    if bundle.format == "torchscript":
+        return TorchScriptMultiAnimalRunner.load(bundle, **options)
     return TorchMultiAnimalRunner.load(bundle, **options)
 
 
@@ -407,5 +445,5 @@ class ReIDModel:
 
 
 __all__ = ["AnimalPoses", "BottomUpNet", "ReIDModel", "ReIDNet", "TorchMultiAnimalRunner",
-           "bottom_up_loss", "build_model", "is_multianimal", "load_runner", "matched_error",
+           "TorchScriptMultiAnimalRunner", "bottom_up_loss", "build_model", "is_multianimal", "load_runner", "matched_error",
            "train", "train_reid"]
