@@ -1,10 +1,12 @@
 """Benchmark: training seconds per epoch and inference frames/s, PyTorch vs TensorFlow (not a test).
 
 Both engines train the same model family (default MobileNetV2-0.35, output stride 8) on the
-same synthetic project with the same settings, then run the trained model through the
-common runner interface on the same frames. The first epoch (graph tracing, allocator warm-up)
-is reported apart from the steady-state mean. Writes JSON (machine, versions, settings,
-figures) to ``benchmarks/results/bench_engines.json`` and prints a Markdown table.
+same synthetic project with the same settings. Each trained model is then exported to every
+format its engine writes (PyTorch: TorchScript, ONNX FP32, ONNX INT8-dynamic; TensorFlow:
+SavedModel, ONNX FP32, ONNX INT8-dynamic) and every runtime runs through the common runner
+interface on the same frames and input size. The first epoch (graph tracing, allocator
+warm-up) is reported apart from the steady-state mean. Writes JSON (machine, versions,
+settings, figures) to ``benchmarks/results/bench_engines.json`` and prints Markdown tables.
 
     python benchmarks/bench_engines.py
     python benchmarks/bench_engines.py --epochs 4 --size 320x240 --batch 1 8 --engines tf
@@ -41,9 +43,37 @@ def _size(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
+# (runtime label, export format, export options, load options) per engine; "native" is the
+# trained snapshot itself.
+EXPORTS = {
+    "pytorch": [("torchscript", "torchscript", {}, {"device": "cpu"}),
+                ("onnx-fp32", "onnx", {}, {"provider": "cpu"}),
+                ("onnx-int8-dynamic", "onnx", {"precision": "int8-dynamic"}, {"provider": "cpu"})],
+    "tensorflow": [("savedmodel", "savedmodel", {}, {}),
+                   ("onnx-fp32", "onnx", {}, {"provider": "cpu"}),
+                   ("onnx-int8-dynamic", "onnx", {"precision": "int8-dynamic"}, {"provider": "cpu"})],
+}
+
+
+def bench_exports(engine: str, folder: Path, out: Path, frames: np.ndarray, batches: list[int],
+                  seconds: float) -> list[dict]:
+    """Export the trained model to each format of ``engine`` and time every runtime."""
+    rows = []
+    for label, fmt, export_opts, load_opts in EXPORTS.get(engine, []):
+        try:
+            bundle = compat.export_model(folder, fmt, out / f"{engine}-{label}", **export_opts)
+        except Exception as exc:  # an exporter extra may be missing: report it, keep going
+            rows.append({"runtime": label, "error": str(exc).splitlines()[0]})
+            continue
+        runner = compat.load_model(bundle, **load_opts)
+        rows.append({"runtime": label, "inference": [measure(runner, frames, b, seconds) for b in batches]})
+        runner.close()
+    return rows
+
+
 def bench_engine(engine: str, project_dir: Path, settings: dict, frames: np.ndarray,
-                 batches: list[int], seconds: float, threads: int | None) -> dict:
-    """Train ``settings`` with ``engine`` and time its epochs and inference."""
+                 batches: list[int], seconds: float, threads: int | None, exports: bool) -> dict:
+    """Train ``settings`` with ``engine``, time its epochs, then its native and exported runtimes."""
     project = load_project(project_dir)
     t0 = time.perf_counter()
     folder = compat.train_network(project, 1, engine, dict(settings), progress=False)
@@ -56,13 +86,20 @@ def bench_engine(engine: str, project_dir: Path, settings: dict, frames: np.ndar
     runner = compat.load_model(folder, engine, **options)
     infer = [measure(runner, frames, b, seconds) for b in batches]
     runner.close()
+    runtimes = [{"runtime": "native", "inference": infer}]
+    if exports:
+        runtimes += bench_exports(engine, folder, project_dir.parent / "exports", frames, batches, seconds)
     return {"engine": engine, "train_total_s": round(total, 2),
             "first_epoch_s": epoch_s[0],
             "epoch_s_mean": round(float(np.mean(epoch_s[1:] or epoch_s)), 3),
-            "epoch_s_all": epoch_s, "test_error_px": last_err, "inference": infer}
+            "epoch_s_all": epoch_s, "test_error_px": last_err, "inference": infer,
+            "runtimes": runtimes}
 
 
 def main() -> int:
+    from posed.engines.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the posed command does
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--engines", nargs="+", default=["pytorch", "tensorflow"])
     ap.add_argument("--net", default="mobilenet_v2_0.35")
@@ -70,10 +107,12 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=3, help="training epochs per engine")
     ap.add_argument("--frames", type=int, default=150, help="labelled synthetic frames")
     ap.add_argument("--train-size", type=_size, default=(128, 128), help="synthetic image WxH")
-    ap.add_argument("--size", type=_size, default=(128, 128), help="inference frame WxH")
+    ap.add_argument("--size", type=_size, default=(320, 240), help="inference frame WxH")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--seconds", type=float, default=5.0, help="inference time per batch size")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-exports", dest="exports", action="store_false",
+                    help="time only the native runners, not the exported formats")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "bench_engines.json")
     args = ap.parse_args()
 
@@ -89,7 +128,8 @@ def main() -> int:
             if not compat.engine_available(engine):
                 results.append({"engine": engine, "skipped": "not installed"})
                 continue
-            row = bench_engine(engine, base, settings, frames, args.batch, args.seconds, args.threads)
+            row = bench_engine(engine, base, settings, frames, args.batch, args.seconds, args.threads,
+                               args.exports)
             results.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "epoch_s_all"}), flush=True)
     versions = {}
@@ -114,6 +154,15 @@ def main() -> int:
             continue
         fps = " | ".join(str(i["frames_per_s"]) for i in r["inference"])
         print(f"| {r['engine']} | {r['first_epoch_s']} | {r['epoch_s_mean']} | {fps} |")
+    print("\n| engine | runtime | " + " | ".join(f"fps b{b} | p50 ms b{b}" for b in args.batch) + " |")
+    print("|---|---|" + "---|---|" * len(args.batch))
+    for r in results:
+        for rt in r.get("runtimes", []):
+            if "error" in rt:
+                print(f"| {r['engine']} | {rt['runtime']} | error: {rt['error']} |")
+                continue
+            cells = " | ".join(f"{i['frames_per_s']} | {i['p50_ms']}" for i in rt["inference"])
+            print(f"| {r['engine']} | {rt['runtime']} | {cells} |")
     print(f"\nwritten {args.out}")
     return 0
 

@@ -46,6 +46,9 @@ def _clip_frames(n: int) -> np.ndarray:
 
 
 def main() -> int:
+    from posed.engines.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the posed command does
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--net", help="random-weights model of this net instead of the demo model")
     ap.add_argument("--size", default="640x480", help="frame WIDTHxHEIGHT")

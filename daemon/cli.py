@@ -713,6 +713,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("POSED_DEBUG", "") not in ("", "0")
     _setup_logging(debug, args.quiet)
+    from posed.engines.memory import keep_freed_memory
+
+    keep_freed_memory()  # every command runs models or trains: reuse big buffers (see module)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

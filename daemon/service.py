@@ -136,6 +136,9 @@ class Service:
         if cfg.model.warmup:
             self.notifier.status("warming up")
             self._warmup()
+        # From here on the inference thread runs the model: let the engine drop what it holds
+        # for this thread (PyTorch: an OpenMP pool that would halve the inference thread's speed).
+        self.runner.handoff()
         if cfg.metrics.enabled:
             self.metrics_server = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
         curve = None

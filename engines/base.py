@@ -78,6 +78,11 @@ class PoseRunner(ABC):
         """Run one dummy batch so that lazy initialisation happens before real frames."""
         self.predict(np.zeros((batch_size, height, width, 3), dtype=np.uint8))
 
+    def handoff(self) -> None:
+        """Called by the thread that loaded and warmed up the runner when another thread will
+        run it from now on (the daemon's inference stage). Engines release resources tied
+        to the calling thread here; the runner stays usable from any thread."""
+
     def close(self) -> None:
         """Release resources held by the runner."""
 

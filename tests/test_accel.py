@@ -202,3 +202,87 @@ def test_daemon_model_section_passes_fast_path_options_and_refuses_misfits(tmp_p
     with pytest.raises(ConfigError, match="model.precision"):
         parse_config({"model": {"bundle": str(DEMO), "precision": "int8"},
                       "cameras": [{"id": "c", "source": "x.mp4"}]}, "d.yaml")
+
+
+# ----------------------------------------------------------------------------- host threads and memory
+
+def _run_python(code: str) -> str:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_handoff_ends_the_loading_threads_openmp_workers_and_the_runner_still_works(tmp_path):
+    """After a handoff the OpenMP workers that served the loading thread are gone (the
+    inference thread then gets the cores to itself), and the runner gives the same poses
+    from a new thread and again from the loading thread."""
+    pytest.importorskip("torch")
+    from posed.engines.pytorch.backend import random_bundle
+
+    random_bundle("mobilenet_v2_0.35", tmp_path / "b", keypoints=2)
+    out = _run_python(f"""
+import json, os, threading
+import numpy as np, torch
+torch.set_num_threads(2)
+from posed.engines import compat
+if "OpenMP" not in torch.__config__.parallel_info():
+    print(json.dumps(None)); raise SystemExit
+tasks = lambda: len(os.listdir("/proc/self/task"))
+r = compat.load_model({str(tmp_path / 'b')!r}, device="cpu")
+frames = np.random.default_rng(0).integers(0, 255, (1, 96, 128, 3), dtype=np.uint8)
+want = r.predict(frames)
+before = tasks()
+r.handoff()
+after = tasks()
+got = {{}}
+t = threading.Thread(target=lambda: got.update(p=r.predict(frames))); t.start(); t.join()
+again = r.predict(frames)
+print(json.dumps([before, after, bool(np.array_equal(got["p"], want)), bool(np.array_equal(again, want))]))
+""")
+    result = __import__("json").loads(out)
+    if result is None:
+        pytest.skip("this torch build does not use OpenMP")
+    before, after, same_in_thread, same_again = result
+    assert after == before - 1  # the one worker of a two-thread pool ended
+    assert same_in_thread and same_again
+
+
+def test_keep_freed_memory_stops_per_call_page_faults():
+    """With the allocator settings, allocating and freeing a large buffer again and again
+    reuses the same pages; without them glibc maps and faults in fresh ones every time."""
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    code = """
+import json, resource, sys
+import numpy as np
+from posed.engines.memory import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[-1] == "on" else None
+assert applied is None or keep_freed_memory() == applied  # idempotent
+def churn(n):
+    for _ in range(n):
+        a = np.ones(12 << 20)  # 96 MiB, above glibc's largest adaptive mmap threshold
+        del a
+churn(2)
+r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+churn(10)
+print(json.dumps([applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0]))
+"""
+    import json
+    import subprocess
+    import sys
+
+    def run(mode: str) -> list:
+        proc = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    applied, faults_on = run("on")
+    _, faults_off = run("off")
+    assert applied and applied >= 32 << 20
+    assert faults_off > 10 * max(faults_on, 100)

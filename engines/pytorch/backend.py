@@ -24,6 +24,7 @@ from posed.engines.bundle import ModelBundle
 from posed.engines.decoding import decode
 from posed.engines.io import atomic_path
 from posed.engines.project import Project
+from posed.engines.pytorch.accel import OpenMPHandoff
 from posed.engines.pytorch.model import TIMM_NAMES, PoseNet, load_state_dict
 from posed.engines.training import (RESUME_FILE, LearningStats, SampleMaker, TrainConfig,
                                     bundle_source, load_training_data, lr_at, resolve_train_config,
@@ -89,7 +90,7 @@ def random_bundle(net: str, folder: Path, keypoints: int = 4, output_stride: int
     return bundle
 
 
-class TorchRunner(PoseRunner):
+class TorchRunner(OpenMPHandoff, PoseRunner):
     """Eager PyTorch inference of a ``safetensors`` bundle.
 
     Options (also settable in the daemon's ``model`` section):
@@ -168,7 +169,7 @@ def load_torchscript(bundle: ModelBundle, device: str = "auto",
     return module.eval(), dev
 
 
-class TorchScriptRunner(PoseRunner):
+class TorchScriptRunner(OpenMPHandoff, PoseRunner):
     """Inference of a TorchScript bundle (uint8 NHWC frames in, score maps and locref out)."""
 
     engine = ENGINE

@@ -33,6 +33,7 @@ from posed.engines.io import atomic_path, atomic_write_text
 from posed.engines.project import Project
 from posed.engines.pytorch.backend import (ENGINE, pose_loss, prepare_training, run_training,
                                            select_device)
+from posed.engines.pytorch.accel import OpenMPHandoff
 from posed.engines.pytorch.model import TIMM_NAMES, BottomUpNet, load_state_dict
 from posed.engines.training import (SampleMaker, TrainConfig, bundle_source,
                                     load_multianimal_training_data, make_multianimal_targets,
@@ -156,7 +157,7 @@ def build_model(bundle: ModelBundle) -> BottomUpNet:
         raise ModelLoadError(f"{bundle.path}: architecture lacks '{exc.args[0]}'") from None
 
 
-class TorchMultiAnimalRunner(MultiAnimalRunner):
+class TorchMultiAnimalRunner(OpenMPHandoff, MultiAnimalRunner):
     """Eager PyTorch inference of a bottom-up ``safetensors`` bundle.
 
     Options: ``device``, ``threads`` and ``precision`` as for the single-animal runner
@@ -227,7 +228,7 @@ class TorchMultiAnimalRunner(MultiAnimalRunner):
         return (scores.cpu().numpy(), locref.float().cpu().numpy(), paf.float().cpu().numpy())
 
 
-class TorchScriptMultiAnimalRunner(MultiAnimalRunner):
+class TorchScriptMultiAnimalRunner(OpenMPHandoff, MultiAnimalRunner):
     """Inference of a bottom-up TorchScript bundle (uint8 NHWC frames in; score maps, locref
     and part-affinity fields out, as :func:`posed.exporters.torch.export_torchscript` writes)."""
 
