@@ -2,8 +2,8 @@
 
 Both engines train the same model family (default MobileNetV2-0.35, output stride 8) on the
 same synthetic project with the same settings. Each trained model is then exported to every
-format its engine writes (PyTorch: TorchScript, ONNX FP32, ONNX INT8-dynamic; TensorFlow:
-SavedModel, ONNX FP32, ONNX INT8-dynamic) and every runtime runs through the common runner
+format its engine writes (PyTorch: TorchScript; TensorFlow: SavedModel; both: ONNX FP32,
+static INT8 calibrated on the project and dynamic INT8) and every runtime runs through the common runner
 interface on the same frames and input size. The first epoch (graph tracing, allocator
 warm-up) is reported apart from the steady-state mean. Writes JSON (machine, versions,
 settings, figures) to ``benchmarks/results/bench_engines.json`` and prints Markdown tables.
@@ -48,20 +48,26 @@ def _size(text: str) -> tuple[int, int]:
 EXPORTS = {
     "pytorch": [("torchscript", "torchscript", {}, {"device": "cpu"}),
                 ("onnx-fp32", "onnx", {}, {"provider": "cpu"}),
+                ("onnx-int8-static", "onnx", {"precision": "int8"}, {"provider": "cpu"}),
                 ("onnx-int8-dynamic", "onnx", {"precision": "int8-dynamic"}, {"provider": "cpu"})],
     "tensorflow": [("savedmodel", "savedmodel", {}, {}),
                    ("onnx-fp32", "onnx", {}, {"provider": "cpu"}),
+                   ("onnx-int8-static", "onnx", {"precision": "int8"}, {"provider": "cpu"}),
                    ("onnx-int8-dynamic", "onnx", {"precision": "int8-dynamic"}, {"provider": "cpu"})],
 }
 
 
-def bench_exports(engine: str, folder: Path, out: Path, frames: np.ndarray, batches: list[int],
+def bench_exports(engine: str, project_dir: Path, out: Path, frames: np.ndarray, batches: list[int],
                   seconds: float) -> list[dict]:
-    """Export the trained model to each format of ``engine`` and time every runtime."""
+    """Export the trained model to each format of ``engine`` and time every runtime.
+
+    Exports start from the project, so parity is checked on its test images and static INT8
+    is calibrated on its training images."""
     rows = []
     for label, fmt, export_opts, load_opts in EXPORTS.get(engine, []):
         try:
-            bundle = compat.export_model(folder, fmt, out / f"{engine}-{label}", **export_opts)
+            bundle = compat.export_model(project_dir, fmt, out / f"{engine}-{label}", engine,
+                                         **export_opts)
         except Exception as exc:  # an exporter extra may be missing: report it, keep going
             rows.append({"runtime": label, "error": str(exc).splitlines()[0]})
             continue
@@ -88,7 +94,8 @@ def bench_engine(engine: str, project_dir: Path, settings: dict, frames: np.ndar
     runner.close()
     runtimes = [{"runtime": "native", "inference": infer}]
     if exports:
-        runtimes += bench_exports(engine, folder, project_dir.parent / "exports", frames, batches, seconds)
+        runtimes += bench_exports(engine, project_dir, project_dir.parent / "exports", frames, batches,
+                                  seconds)
     return {"engine": engine, "train_total_s": round(total, 2),
             "first_epoch_s": epoch_s[0],
             "epoch_s_mean": round(float(np.mean(epoch_s[1:] or epoch_s)), 3),

@@ -194,6 +194,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import_dlc(args: argparse.Namespace) -> int:
     from posed.engines.compat import get_backend
 
+    if args.file.is_dir():  # a DeepLabCut 2.x TensorFlow export folder
+        get_backend("tensorflow")  # a clear install hint when TensorFlow is missing
+        from posed.engines.tensorflow.dlc2 import import_dlc_tensorflow
+
+        print(import_dlc_tensorflow(args.file, args.out, overwrite=args.overwrite))
+        return 0
     get_backend("pytorch")  # a clear install hint when torch is missing
     from posed.exporters.dlc import import_dlc_pytorch
 
@@ -551,13 +557,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("import-dlc", formatter_class=fmt, epilog=EPILOG,
-                       help="convert a DeepLabCut 3 PyTorch export (.pt) into a posed bundle",
+                       help="convert a DeepLabCut export (3.x .pt or 2.x folder) into a posed bundle",
                        description="Convert the .pt written by DeepLabCut 3's export_model "
                        "(single-animal ResNet heatmap models) into a posed bundle folder. The file "
                        "is read with torch.load(weights_only=True): anything that is not plain "
                        "weights and settings is refused. The bundle predicts DeepLabCut's own "
-                       "keypoints and can be exported to ONNX/TorchScript like any other.")
-    p.add_argument("file", type=Path, help="DLC_<task>_<net>_iteration-I_shuffle-K_snapshot-N.pt")
+                       "keypoints and can be exported to ONNX/TorchScript like any other. Given a "
+                       "folder instead, a DeepLabCut 2.x TensorFlow export (pose_cfg.yaml + frozen "
+                       "graph .pb) becomes a bundle that the tensorflow engine runs.")
+    p.add_argument("file", type=Path, help="DLC_<task>_<net>_iteration-I_shuffle-K_snapshot-N.pt, "
+                   "or a DeepLabCut 2.x exported-models folder")
     p.add_argument("--out", type=Path, required=True, help="bundle folder to create")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _common(p)

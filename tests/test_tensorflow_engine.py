@@ -443,7 +443,13 @@ def test_deeplabcut2_frozen_graph_round_trip(tmp_path, variant):
     from posed.engines.tensorflow.dlc2 import import_dlc_tensorflow
 
     export = _dlc_export(tmp_path / "export", variant)
-    out = import_dlc_tensorflow(export, tmp_path / "bundle")
+    if variant == "pose":  # `posed import-dlc` takes the folder too
+        from posed.daemon.cli import main
+
+        assert main(["import-dlc", str(export), "--out", str(tmp_path / "bundle"), "-q"]) == 0
+        out = tmp_path / "bundle"
+    else:
+        out = import_dlc_tensorflow(export, tmp_path / "bundle")
     bundle = load_bundle(out)  # verifies the graph's sha256
     assert (bundle.engine, bundle.format) == ("tensorflow", "frozen-graph")
     assert bundle.architecture["layout"] == variant
