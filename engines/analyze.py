@@ -163,6 +163,37 @@ def _already_done(h5: Path, signature: dict, csv: bool) -> bool:
         return False
 
 
+def for_each_batch(video: Path, fn: Callable[[np.ndarray], None], *, batch_size: int = 8,
+                   progress: bool = True, bar_factory: BarFactory | None = None) -> tuple[Any, int]:
+    """Decode ``video`` in batches of uint8 frames and call ``fn`` on each, with a progress bar.
+
+    Decoding runs in a background thread, so it overlaps the work ``fn`` does.
+
+    Returns:
+        The video's info and the number of frames that failed to decode.
+
+    Raises:
+        VideoError: the video cannot be opened. DataError: no frame could be decoded.
+    """
+    from posed.engines.video import VideoReader, prefetch
+
+    batches = 0
+    with VideoReader(video) as reader:
+        info = reader.info
+        bar = (bar_factory or terminal_bar)(info.nframes or None, video.name) if progress else None
+        for _idx, frames in prefetch(reader.batches(batch_size), depth=4):
+            fn(frames)
+            batches += 1
+            if bar is not None:
+                bar.update(len(frames))
+        if bar is not None:
+            bar.close()
+        decode_errors = reader.decode_errors
+    if not batches:
+        raise DataError(f"{video}: no frames could be decoded")
+    return info, decode_errors
+
+
 def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, csv: bool = False,
                   batch_size: int = 8, progress: bool = True, overwrite: bool = True,
                   bar_factory: BarFactory | None = None,
@@ -177,8 +208,6 @@ def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, 
     Raises:
         VideoError: the video cannot be opened.
     """
-    from posed.engines.video import VideoReader, prefetch
-
     if getattr(runner, "multianimal", False):
         return analyze_multianimal_video(runner, video, dest=dest, csv=csv, batch_size=batch_size,
                                          progress=progress, overwrite=overwrite,
@@ -193,19 +222,9 @@ def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, 
     started = time.time()
     t0 = time.perf_counter()
     chunks: list[np.ndarray] = []
-    with VideoReader(video) as reader:
-        info = reader.info
-        bar = (bar_factory or terminal_bar)(info.nframes or None, video.name) if progress else None
-        # Decoding runs in a background thread so it overlaps inference.
-        for _idx, frames in prefetch(reader.batches(batch_size), depth=4):
-            chunks.append(runner.predict(frames))
-            if bar is not None:
-                bar.update(len(frames))
-        if bar is not None:
-            bar.close()
-        decode_errors = reader.decode_errors
-    if not chunks:
-        raise DataError(f"{video}: no frames could be decoded")
+    info, decode_errors = for_each_batch(video, lambda frames: chunks.append(runner.predict(frames)),
+                                         batch_size=batch_size, progress=progress,
+                                         bar_factory=bar_factory)
     poses = np.concatenate(chunks)
     elapsed = time.perf_counter() - t0
     df = poses_to_frame(poses, runner.bundle.bodyparts, runner.bundle.scorer)
@@ -397,25 +416,18 @@ def assemble_video(runner: Any, video: Path, *, batch_size: int = 8, progress: b
     """
     from posed.engines.base import AnimalPoses
     from posed.engines.tracking import animal_crops
-    from posed.engines.video import VideoReader, prefetch
 
     chunks = []
     cut: list[np.ndarray] = []
-    with VideoReader(video) as reader:
-        info = reader.info
-        bar = (bar_factory or terminal_bar)(info.nframes or None, video.name) if progress else None
-        for _idx, frames in prefetch(reader.batches(batch_size), depth=4):
-            found = runner.predict_animals(frames)
-            chunks.append(found)
-            if crops is not None:
-                cut += [animal_crops(frames[i], found.found(i), *crops) for i in range(len(found))]
-            if bar is not None:
-                bar.update(len(frames))
-        if bar is not None:
-            bar.close()
-        decode_errors = reader.decode_errors
-    if not chunks:
-        raise DataError(f"{video}: no frames could be decoded")
+
+    def assemble(frames: np.ndarray) -> None:
+        found = runner.predict_animals(frames)
+        chunks.append(found)
+        if crops is not None:
+            cut.extend(animal_crops(frames[i], found.found(i), *crops) for i in range(len(found)))
+
+    info, decode_errors = for_each_batch(video, assemble, batch_size=batch_size,
+                                         progress=progress, bar_factory=bar_factory)
     animals = AnimalPoses(np.concatenate([c.animals for c in chunks]),
                           np.concatenate([c.scores for c in chunks]),
                           np.concatenate([c.unique for c in chunks]))

@@ -12,6 +12,7 @@ folder (if the user wrote one), then command-line options; an option left as ``N
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ import yaml
 
 from posed.engines.decoding import TargetSpec, make_targets
 from posed.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 NETS = ("resnet_50", "resnet_18", "mobilenet_v2_1.0", "mobilenet_v2_0.35", "efficientnet_b0")
 SCHEDULES = ("cosine", "step", "constant")
@@ -371,12 +374,10 @@ def resume_epoch(folder: Path, snapshots: list[Path], load_state: Any) -> int:
         snapshots: Its snapshots, oldest first (non-empty).
         load_state: Engine function that restores ``resume-state.safetensors`` and returns its epoch.
     """
-    import logging
-
     resume_file = folder / RESUME_FILE
     if resume_file.is_file():
         return int(load_state(resume_file))
-    logging.getLogger(__name__).warning("%s missing: resuming weights only", resume_file)
+    log.warning("%s missing: resuming weights only", resume_file)
     return int(snapshots[-1].stem.split("-")[1])
 
 
@@ -438,33 +439,50 @@ class TrainingData:
     test_keypoints: list[np.ndarray]
 
 
+def _split_rows(project: Any, shuffle: int, labelled: Sequence[str],
+                where: Path) -> tuple[list[int], list[int]]:
+    """Label-table rows of the shuffle's training and test images (``labelled``: the table's
+    image names); test images without labels are left out.
+
+    Raises:
+        ConfigError: the split names a training image that has no labels (``where`` names
+            the folder).
+    """
+    from posed.engines.project import load_split
+
+    split = load_split(project, shuffle)
+    index = {img: i for i, img in enumerate(labelled)}
+    missing = [img for img in split.train if img not in index]
+    if missing:
+        raise ConfigError(f"{where}: split lists '{missing[0]}', which has no labels")
+    return [index[img] for img in split.train], [index[img] for img in split.test if img in index]
+
+
+def _common_crop(cfg: TrainConfig, images: list[np.ndarray]) -> TrainConfig:
+    """``cfg`` with a crop all training images fit (multiples of 32) when their sizes differ
+    and no crop is set."""
+    if cfg.crop is not None or len({im.shape for im in images}) <= 1:
+        return cfg
+    w = min(im.shape[1] for im in images) // 32 * 32
+    h = min(im.shape[0] for im in images) // 32 * 32
+    log.info("training images differ in size; training on %dx%d crops", w, h)
+    return dataclasses.replace(cfg, crop=(w, h))
+
+
 def load_training_data(project: Any, shuffle: int, cfg: TrainConfig, where: Path) -> TrainingData:
     """Images and labels of the shuffle's split; picks a common crop when sizes differ.
 
     Raises:
         ConfigError: the split names an image that has no labels (``where`` names the folder).
     """
-    import logging
+    from posed.engines.project import load_image, load_labels
 
-    from posed.engines.project import load_image, load_labels, load_split
-
-    split = load_split(project, shuffle)
     labels = load_labels(project)
-    index = {img: i for i, img in enumerate(labels.images)}
-    missing = [img for img in split.train if img not in index]
-    if missing:
-        raise ConfigError(f"{where}: split lists '{missing[0]}', which has no labels")
-    images = [load_image(project.root, img) for img in split.train]
-    kpts = [labels.keypoints[index[img]] for img in split.train]
-    test = [img for img in split.test if img in index]
-    if cfg.crop is None and len({im.shape for im in images}) > 1:
-        w = min(im.shape[1] for im in images) // 32 * 32
-        h = min(im.shape[0] for im in images) // 32 * 32
-        logging.getLogger(__name__).info("training images differ in size; training on %dx%d crops",
-                                         w, h)
-        cfg = dataclasses.replace(cfg, crop=(w, h))
-    return TrainingData(cfg, images, kpts, [load_image(project.root, img) for img in test],
-                        [labels.keypoints[index[img]] for img in test])
+    train, test = _split_rows(project, shuffle, labels.images, where)
+    images = [load_image(project.root, labels.images[i]) for i in train]
+    return TrainingData(_common_crop(cfg, images), images, [labels.keypoints[i] for i in train],
+                        [load_image(project.root, labels.images[i]) for i in test],
+                        [labels.keypoints[i] for i in test])
 
 
 def bundle_source(project: Any, shuffle: int, cfg: TrainConfig, epoch: int) -> dict[str, Any]:
@@ -589,8 +607,6 @@ def multianimal_skeleton(project: Any, keypoints: np.ndarray) -> list[tuple[int,
     between multi-animal parts; DeepLabCut ignores edges to unique parts), completed with
     learned edges when it leaves parts unconnected; learned from the labels when the config
     has no skeleton (:func:`skeleton_from_labels`)."""
-    import logging
-
     names = list(project.multianimalbodyparts)
     index = {n: i for i, n in enumerate(names)}
     edges = [(index[a], index[b]) for a, b in project.skeleton
@@ -611,8 +627,7 @@ def multianimal_skeleton(project: Any, keypoints: np.ndarray) -> list[tuple[int,
         root[find(i)] = find(j)
     for i, j in learned:
         if find(i) != find(j):
-            logging.getLogger(__name__).info("skeleton leaves %s unconnected; adding %s-%s",
-                                             names[j], names[i], names[j])
+            log.info("skeleton leaves %s unconnected; adding %s-%s", names[j], names[i], names[j])
             edges.append((i, j))
             root[find(i)] = find(j)
     return edges
@@ -631,25 +646,12 @@ class MultiAnimalTrainingData(TrainingData):
 def load_multianimal_training_data(project: Any, shuffle: int, cfg: TrainConfig,
                                    where: Path) -> MultiAnimalTrainingData:
     """Images and packed labels of a multi-animal shuffle (see :func:`load_training_data`)."""
-    import logging
+    from posed.engines.project import load_image, load_multianimal_labels
 
-    from posed.engines.project import load_image, load_multianimal_labels, load_split
-
-    split = load_split(project, shuffle)
     labels = load_multianimal_labels(project)
-    index = {img: i for i, img in enumerate(labels.images)}
-    missing = [img for img in split.train if img not in index]
-    if missing:
-        raise ConfigError(f"{where}: split lists '{missing[0]}', which has no labels")
-    train = [index[img] for img in split.train]
-    test = [index[img] for img in split.test if img in index]
-    images = [load_image(project.root, img) for img in split.train]
-    if cfg.crop is None and len({im.shape for im in images}) > 1:
-        w = min(im.shape[1] for im in images) // 32 * 32
-        h = min(im.shape[0] for im in images) // 32 * 32
-        logging.getLogger(__name__).info("training images differ in size; training on %dx%d crops",
-                                         w, h)
-        cfg = dataclasses.replace(cfg, crop=(w, h))
+    train, test = _split_rows(project, shuffle, labels.images, where)
+    images = [load_image(project.root, labels.images[i]) for i in train]
+    cfg = _common_crop(cfg, images)
     packed = [pack_multianimal(labels.keypoints[i], labels.unique[i])
               for i in range(len(labels.images))]
     return MultiAnimalTrainingData(

@@ -96,3 +96,31 @@ def test_local_pretrained_backbone_weights_are_loaded(tmp_path):
 
     with pytest.raises(ModelLoadError, match="does not fit resnet_18"):
         PoseNet("resnet_18", 2, 16, pretrained=str(tmp_path / "bad.pth"))
+
+
+def test_training_data_follows_the_split_and_refuses_unlabelled_training_images(project_copy, tmp_path):
+    """The loaded training and test sets are the split's images with their labels; a split
+    that names a training image without labels is a one-line error naming the folder."""
+    import yaml
+
+    from posed.engines.project import create_split, load_labels, load_project, split_path
+    from posed.engines.training import load_training_data
+
+    project = load_project(project_copy)
+    split = create_split(project, 1)
+    labels = load_labels(project)
+    row = {img: i for i, img in enumerate(labels.images)}
+    cfg = make_train_config([("test", {"net": "mobilenet_v2_0.35"})])
+    data = load_training_data(project, 1, cfg, tmp_path)
+    assert len(data.images) == len(split.train) and len(data.test_images) == len(split.test)
+    for got, img in zip(data.keypoints + data.test_keypoints, split.train + split.test):
+        np.testing.assert_array_equal(got, labels.keypoints[row[img]])
+    assert data.cfg.crop is None  # synthetic images share one size: no crop chosen
+
+    path = split_path(project, 1)
+    doc = yaml.safe_load(path.read_text())
+    doc["train"] = doc["train"] + ["labeled-data/synth1/nothere.png"]
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match=f"{tmp_path}: split lists 'labeled-data/synth1/nothere.png', "
+                                          "which has no labels"):
+        load_training_data(project, 1, cfg, tmp_path)
