@@ -72,11 +72,14 @@ print(json.dumps({"latency_ms": lat, "poses": np.asarray(poses).tolist(),
 def _agreement(poses: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     """Keypoint distance (px) to posed's FP32 eager poses: the largest over all keypoints,
     and the median and largest over those the reference sees (likelihood >= 0.5)."""
-    dist = np.hypot(*(poses[..., :2] - reference[..., :2]).transpose(2, 0, 1))
-    seen = reference[..., 2] >= 0.5
-    return {"max_px_vs_posed_fp32": round(float(np.nanmax(dist)), 4),
-            "median_px_seen": round(float(np.nanmedian(dist[seen])), 4) if seen.any() else None,
-            "max_px_seen": round(float(np.nanmax(dist[seen])), 4) if seen.any() else None}
+    from posed.exporters.common import CONFIDENT, compare_poses
+
+    parity = compare_poses(reference, poses)  # the exporters' own measure
+    seen = reference[..., 2] >= CONFIDENT
+    dist = np.linalg.norm(poses[..., :2] - reference[..., :2], axis=-1)[seen]
+    return {"max_px_vs_posed_fp32": round(parity["max_px"], 4),
+            "median_px_seen": round(float(np.nanmedian(dist)), 4) if seen.any() else None,
+            "max_px_seen": round(parity["max_px_confident"], 4) if seen.any() else None}
 
 
 def video_frames(n: int, start: int = 0) -> np.ndarray:

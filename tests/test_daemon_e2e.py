@@ -19,13 +19,12 @@ pytest.importorskip("torch")
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
 
 
-@pytest.mark.slow
-def test_every_frame_arrives_in_order_and_equals_offline_analysis(synth_project, tmp_path):
-    from posed.engines import compat
-
-    video = synth_project / "videos" / "synth1.mp4"  # 60 frames, never seen in training
+def stream_file(bundle: Path, video: Path, frames: int, tmp_path: Path, **model: object) -> list:
+    """Serve ``video`` with ``bundle`` from a `posed serve` process (fast pace, batches of up
+    to 4) and return the ``frames`` pose messages a real subscriber receives. The daemon must
+    exit 0 by itself at the end of the file, and nothing may follow the last frame."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    cfg = {"model": {"bundle": str(DEMO / "model"), "device": "cpu"},
+    cfg = {"model": {"bundle": str(bundle), "device": "cpu", **model},
            "cameras": [{"id": "arena", "source": str(video), "pace": "fast"}],
            "batching": {"max_batch": 4, "max_delay_ms": 5},
            "publisher": {"endpoint": endpoint, "wait_for_subscribers": 1, "wait_timeout_s": 60},
@@ -37,7 +36,7 @@ def test_every_frame_arrives_in_order_and_equals_offline_analysis(synth_project,
                                   text=True)
         try:
             messages = []
-            while len(messages) < 60:
+            while len(messages) < frames:
                 msg = sub.recv(timeout=60)
                 assert msg is not None, "no pose within 60 s"
                 messages.append(msg)
@@ -46,7 +45,16 @@ def test_every_frame_arrives_in_order_and_equals_offline_analysis(synth_project,
             if daemon.poll() is None:
                 daemon.kill()
         assert code == 0, daemon.stderr.read()
-        assert sub.recv(timeout=0.5) is None  # nothing beyond the 60 frames
+        assert sub.recv(timeout=0.5) is None  # nothing beyond the last frame
+    return messages
+
+
+@pytest.mark.slow
+def test_every_frame_arrives_in_order_and_equals_offline_analysis(synth_project, tmp_path):
+    from posed.engines import compat
+
+    video = synth_project / "videos" / "synth1.mp4"  # 60 frames, never seen in training
+    messages = stream_file(DEMO / "model", video, 60, tmp_path)
 
     assert [m.seq for m in messages] == list(range(60))
     assert [m.frame for m in messages] == list(range(60))

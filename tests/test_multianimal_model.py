@@ -9,8 +9,6 @@ measured.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -508,36 +506,14 @@ def test_exported_bundles_find_the_same_animals(ma_project, tmp_path, fmt):
 def test_daemon_streams_the_identities_of_offline_analysis(ma_project, tmp_path, fmt):
     """The daemon serving the trained bundle, or its ONNX export, streams for every frame the
     identities that offline analysis of the same file with the same bundle gives."""
-    from posed.daemon.client import Subscriber
     from posed.engines import compat
-    from test_daemon_service import free_port
+    from test_daemon_e2e import stream_file
 
     video = ma_project / "videos" / "synth1.mp4"
     bundle = _bundle_dir(ma_project)
     if fmt == "onnx":
         bundle = compat.export_model(ma_project, "onnx", tmp_path / "onnx")
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    cfg = {"model": {"bundle": str(bundle), "device": "cpu", "threads": 1},
-           "cameras": [{"id": "arena", "source": str(video), "pace": "fast"}],
-           "batching": {"max_batch": 4, "max_delay_ms": 5},
-           "publisher": {"endpoint": endpoint, "wait_for_subscribers": 1, "wait_timeout_s": 60},
-           "metrics": {"enabled": False}}
-    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(cfg))
-    with Subscriber(endpoint) as sub:
-        daemon = subprocess.Popen([sys.executable, "-m", "posed.daemon.cli", "serve", "--config",
-                                   str(tmp_path / "serve.yaml"), "-q"], stderr=subprocess.PIPE,
-                                  text=True)
-        try:
-            messages = []
-            while len(messages) < VIDEO_FRAMES:
-                msg = sub.recv(timeout=60)
-                assert msg is not None, "no pose within 60 s"
-                messages.append(msg)
-            code = daemon.wait(timeout=60)
-        finally:
-            if daemon.poll() is None:
-                daemon.kill()
-        assert code == 0, daemon.stderr.read()
+    messages = stream_file(bundle, video, VIDEO_FRAMES, tmp_path, threads=1)
     assert [m.seq for m in messages] == list(range(VIDEO_FRAMES))
     assert messages[0].individuals == ("individual1", "individual2", "individual3")
     assert messages[0].animal_bodyparts == ("snout", "leftear", "rightear", "tailbase")
