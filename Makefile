@@ -12,7 +12,7 @@ venv: $(STAMP)
 
 # The venv is created once and re-installed when pyproject.toml changes. pip takes torch/torchvision from the
 # local wheel cache where the machine provides one (see README, "Installing").
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet -e '.[dev]'

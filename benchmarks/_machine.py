@@ -1,6 +1,6 @@
 """Machine and version facts recorded with every benchmark result.
 
-The facts themselves come from ``posed.daemon.bench.machine_info`` (what ``posed bench``
+The facts themselves come from ``posed.bench.machine_info`` (what ``posed bench``
 records); scripts here add the git commit they ran from.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from posed.daemon.bench import machine_info as _bench_machine_info
+from posed.bench import machine_info as _bench_machine_info
 
 
 def machine_info() -> dict:

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402
-from posed.daemon.bench import measure  # noqa: E402
+from posed.bench import measure  # noqa: E402
 
 from posed.engines import compat  # noqa: E402
 from posed.engines.io import atomic_write_text  # noqa: E402

@@ -49,7 +49,7 @@ timeout 120 $PY -m pytest -q -p no:cacheprovider -m gpu -o addopts="" tests/test
 tests_rc=$?
 
 echo "== posed bench --case gpu"
-timeout 240 $PY -c 'import sys; from posed.daemon.cli import main; sys.exit(main(sys.argv[1:]))' \
+timeout 240 $PY -c 'import sys; from posed.cli import main; sys.exit(main(sys.argv[1:]))' \
     bench --case gpu --seconds "${SECONDS_PER_CASE:-1.5}" --out "$OUT/gpu_check.json"
 bench_rc=$?
 echo "== gpu_check: tests rc=$tests_rc, bench rc=$bench_rc, record $OUT/gpu_check.json"

@@ -130,7 +130,7 @@ def main() -> int:
         log_path = Path(tmp) / "daemon.log"
         with open(log_path, "w") as log:
             daemon = subprocess.Popen(
-                [sys.executable, "-m", "posed.daemon.cli", "serve", "--config", str(cfg_path)],
+                [sys.executable, "-m", "posed.cli", "serve", "--config", str(cfg_path)],
                 stderr=log, stdout=subprocess.DEVNULL)
         samples: list[dict] = []
         minutes: list[dict] = []

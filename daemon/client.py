@@ -488,7 +488,7 @@ class _Recording:
         self.rows.append(msg.keypoints)
 
     def frame(self, scorer: str) -> pd.DataFrame:
-        from posed.engines.dataformats import poses_to_frame
+        from posed.engines.project.posetables import poses_to_frame
 
         poses = np.stack(self.rows) if self.rows else np.zeros((0, len(self.bodyparts), 3))
         index = pd.Index(np.asarray(self.frames, dtype=np.int64))
@@ -511,7 +511,7 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 
 def _write_recordings(recordings: dict[str, _Recording], csv: Path | None, h5: Path | None,
                       single: bool, scorer: str) -> list[Path]:
-    from posed.engines.dataformats import write_pose_table
+    from posed.engines.project.posetables import write_pose_table
 
     written: list[Path] = []
     for camera, rec in sorted(recordings.items()):

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from posed.daemon.types import Pose
-from posed.engines.dataformats import poses_to_frame, write_pose_table
+from posed.engines.project.posetables import poses_to_frame, write_pose_table
 from posed.errors import PosedError
 
 log = logging.getLogger(__name__)

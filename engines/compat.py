@@ -1,198 +1,35 @@
 """The framework compatibility layer: one set of functions over every engine.
 
-Callers name an engine (``pytorch``/``torch``, ``tensorflow``/``tf``, ``onnx``); the engine
-comes from the argument, else the project's ``engine`` key, else :data:`DEFAULT_ENGINE`.
-Backends are registered by *module path* and imported only when used, so importing this
-module never imports torch or tensorflow.
-
-A backend module may provide:
-
-- ``train(project, shuffle, config, progress) -> Path``: train and return the train folder;
-- ``load_runner(bundle, **options) -> PoseRunner``: inference;
-- ``export(bundle, fmt, out, **options) -> Path``: export a bundle.
-
-Whatever a backend does not provide raises :class:`CapabilityError` naming the engines that can.
+What ``deeplabcut/compat.py`` is to DeepLabCut: create a split, train, evaluate, analyse,
+export and load models, whatever the framework. The engine comes from the argument, else the
+project's ``engine`` key, else :data:`DEFAULT_ENGINE`; :mod:`posed.engines.registry` knows
+where each engine's code lives, so importing this module never imports a framework.
 """
 
 from __future__ import annotations
 
-import enum
-import importlib
-import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, Sequence
 
-from posed.errors import CapabilityError, ConfigError, EngineUnavailableError, ModelLoadError
+from posed.engines.project.folders import (get_model_folder, get_snapshot, get_train_folder,
+                                           list_snapshots)
+from posed.engines.registry import (DEFAULT_ENGINE, BackendSpec, Engine, capability,
+                                    engine_available, get_backend, list_engines,
+                                    register_engine, resolve_engine)
+from posed.errors import CapabilityError, ModelLoadError
 
 if TYPE_CHECKING:
     from posed.engines.base import PoseRunner
     from posed.engines.bundle import ModelBundle
     from posed.engines.project import Project, Split
 
-
-class Engine(str, enum.Enum):
-    """Known engines; aliases resolve through :meth:`parse`."""
-
-    PYTORCH = "pytorch"
-    TENSORFLOW = "tensorflow"
-    ONNX = "onnx"
-
-    @classmethod
-    def parse(cls, name: "str | Engine") -> "Engine":
-        """Resolve a name or alias; unknown names raise :class:`ConfigError` listing valid ones."""
-        if isinstance(name, Engine):
-            return name
-        key = str(name).strip().lower()
-        if key in _ALIASES:
-            return _ALIASES[key]
-        known = ", ".join(sorted(_ALIASES))
-        raise ConfigError(f"unknown engine '{name}' (known: {known})")
-
-
-_ALIASES: dict[str, Engine] = {
-    "pytorch": Engine.PYTORCH,
-    "torch": Engine.PYTORCH,
-    "tensorflow": Engine.TENSORFLOW,
-    "tf": Engine.TENSORFLOW,
-    "onnx": Engine.ONNX,
-    "onnxruntime": Engine.ONNX,
-}
-
-DEFAULT_ENGINE = Engine.PYTORCH
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    """Where an engine's implementation lives and what it needs installed."""
-
-    module: str
-    requires: str  # top-level module that must be importable
-    extra: str  # pip extra that installs it
-    hint: str = ""  # install advice when the extra alone is not the whole story
-
-    def install_hint(self) -> str:
-        """What to run to make this engine available."""
-        return self.hint or f"pip install 'posed[{self.extra}]'"
-
-
-_REGISTRY: dict[Engine, BackendSpec] = {}
-
-
-def register_engine(engine: Engine, spec: BackendSpec) -> None:
-    """Register a backend for ``engine``; registering one engine twice is an error."""
-    if engine in _REGISTRY:
-        raise ValueError(f"engine '{engine.value}' is already registered")
-    _REGISTRY[engine] = spec
-
-
-register_engine(Engine.PYTORCH, BackendSpec("posed.engines.pytorch.backend", "torch", "torch"))
-register_engine(Engine.TENSORFLOW, BackendSpec("posed.engines.tensorflow.backend", "tensorflow", "tensorflow"))
-register_engine(Engine.ONNX, BackendSpec(
-    "posed.engines.onnx.backend", "onnxruntime", "gpu",
-    hint="pip install onnxruntime (CPU) or 'posed[gpu]' (CUDA/TensorRT), never both"))
-
-
-def list_engines() -> list[str]:
-    """Names of registered engines (imports nothing)."""
-    return [e.value for e in _REGISTRY]
-
-
-def engine_available(engine: "str | Engine") -> bool:
-    """True when the engine is registered and its framework can be imported."""
-    spec = _REGISTRY.get(Engine.parse(engine))
-    return spec is not None and importlib.util.find_spec(spec.requires) is not None
-
-
-def get_backend(engine: "str | Engine") -> ModuleType:
-    """Import and return the backend module of ``engine``.
-
-    Raises:
-        ConfigError: unknown engine name.
-        EngineUnavailableError: not registered yet, or its framework is not installed.
-    """
-    eng = Engine.parse(engine)
-    spec = _REGISTRY.get(eng)
-    if spec is None:
-        raise EngineUnavailableError(
-            f"engine '{eng.value}' is not available in this posed version "
-            f"(available: {', '.join(list_engines())})"
-        )
-    if importlib.util.find_spec(spec.requires) is None:
-        raise EngineUnavailableError(
-            f"engine '{eng.value}' needs {spec.requires}: {spec.install_hint()}"
-        )
-    return importlib.import_module(spec.module)
-
-
-def _capability(engine: Engine, name: str) -> Any:
-    backend = get_backend(engine)
-    fn = getattr(backend, name, None)
-    if fn is None:
-        able = [
-            e.value
-            for e, s in _REGISTRY.items()
-            if importlib.util.find_spec(s.requires) and hasattr(importlib.import_module(s.module), name)
-        ]
-        raise CapabilityError(
-            f"engine '{engine.value}' cannot {name.replace('_', ' ')}"
-            + (f" (engines that can: {', '.join(able)})" if able else "")
-        )
-    return fn
-
-
-def resolve_engine(engine: "str | Engine | None" = None, project: "Project | None" = None) -> Engine:
-    """The engine to use: the argument, else the project's ``engine`` key, else the default."""
-    if engine is not None:
-        return Engine.parse(engine)
-    if project is not None and project.engine:
-        try:
-            return Engine.parse(project.engine)
-        except ConfigError as exc:
-            raise ConfigError(f"{project.config_path}: key 'engine': {exc}") from None
-    return DEFAULT_ENGINE
-
-
-# ----------------------------------------------------------------------------- folders
-
-def get_model_folder(project: "Project", shuffle: int, engine: "str | Engine | None" = None,
-                     train_fraction: float | None = None) -> Path:
-    """The folder of one shuffle's model, DeepLabCut style but under ``posed-models-<engine>``."""
-    eng = resolve_engine(engine, project)
-    frac = project.training_fraction[0] if train_fraction is None else train_fraction
-    name = f"{project.name}-trainset{int(round(frac * 100))}shuffle{shuffle}"
-    return project.root / f"posed-models-{eng.value}" / f"iteration-{project.iteration}" / name
-
-
-def get_train_folder(project: "Project", shuffle: int, engine: "str | Engine | None" = None) -> Path:
-    """Folder where training writes snapshots (and which is itself a model bundle)."""
-    return get_model_folder(project, shuffle, engine) / "train"
-
-
-def list_snapshots(train_folder: Path) -> list[Path]:
-    """Snapshot weights in ``train_folder``, oldest first."""
-    return sorted(Path(train_folder).glob("snapshot-*.safetensors"))
-
-
-def get_snapshot(project: "Project", shuffle: int, engine: "str | Engine | None" = None,
-                 snapshot: int | str | None = None) -> Path:
-    """Path of a snapshot: ``None``/``"last"`` = newest, an int = that epoch.
-
-    Raises:
-        ModelLoadError: no snapshot (not trained yet) or the requested one is absent.
-    """
-    folder = get_train_folder(project, shuffle, engine)
-    snaps = list_snapshots(folder)
-    if not snaps:
-        raise ModelLoadError(f"{folder}: no snapshots (train shuffle {shuffle} first: posed train)")
-    if snapshot is None or snapshot == "last":
-        return snaps[-1]
-    wanted = folder / f"snapshot-{int(snapshot):03d}.safetensors"
-    if wanted not in snaps:
-        have = ", ".join(p.stem.split("-")[1] for p in snaps)
-        raise ModelLoadError(f"{wanted}: no such snapshot (have: {have})")
-    return wanted
+__all__ = [
+    "DEFAULT_ENGINE", "BackendSpec", "Engine", "capability", "engine_available", "get_backend",
+    "list_engines", "register_engine", "resolve_engine", "get_model_folder", "get_snapshot",
+    "get_train_folder", "list_snapshots", "create_training_dataset", "train_network",
+    "resolve_bundle", "load_model", "evaluate_network", "analyze_videos", "analyze_images",
+    "create_tracking_dataset", "export_model",
+]
 
 
 # ----------------------------------------------------------------------------- operations
@@ -220,7 +57,7 @@ def train_network(project: "Project", shuffle: int = 1, engine: "str | Engine | 
         raise CapabilityError(f"multi-animal (bottom-up) models are not supported by engine "
                               f"'{eng.value}' (engines that can: pytorch)")
     create_training_dataset(project, shuffle)
-    fn = _capability(eng, "train")
+    fn = capability(eng, "train")
     if overwrite:
         folder = get_train_folder(project, shuffle, eng)
         for old in [*list_snapshots(folder), folder / "posed.yaml", folder / "resume-state.safetensors",
@@ -267,7 +104,7 @@ def load_model(source: "str | Path | ModelBundle", engine: "str | Engine | None"
         raise CapabilityError(f"{bundle.path}: multi-animal models are not supported by engine "
                               f"'{eng.value}' (engines that can: "
                               f"{', '.join(e.value for e in MULTIANIMAL_ENGINES)})")
-    return _capability(eng, "load_runner")(bundle, **options)
+    return capability(eng, "load_runner")(bundle, **options)
 
 
 def _with_snapshot(bundle: "ModelBundle", snapshot: int | str) -> "ModelBundle":
@@ -292,8 +129,8 @@ def _with_snapshot(bundle: "ModelBundle", snapshot: int | str) -> "ModelBundle":
 
 def evaluate_network(project: "Project", shuffle: int = 1, engine: "str | Engine | None" = None,
                      snapshot: int | str | None = None, **options: Any) -> Any:
-    """Evaluate a trained shuffle on its train and test images (see :mod:`posed.engines.evaluate`)."""
-    from posed.engines.evaluate import evaluate
+    """Evaluate a trained shuffle on its train and test images (see :mod:`posed.engines.offline.evaluate`)."""
+    from posed.engines.offline.evaluate import evaluate
 
     eng = resolve_engine(engine, project)
     runner = load_model(project.root, eng, shuffle=shuffle, snapshot=snapshot)
@@ -305,19 +142,19 @@ def analyze_videos(source: "str | Path", videos: Sequence["str | Path"],
                    engine: "str | Engine | None" = None, *, shuffle: int = 1,
                    snapshot: int | str | None = None, runner_options: dict | None = None,
                    workers: int = 1, cluster: str | None = None, **options: Any) -> Any:
-    """Analyse videos with a project's trained model or a bundle (see :mod:`posed.engines.analyze`).
+    """Analyse videos with a project's trained model or a bundle (see :mod:`posed.engines.offline.analyze`).
 
-    ``workers`` > 1 or a Ray ``cluster`` hand the videos to :mod:`posed.engines.scale`;
+    ``workers`` > 1 or a Ray ``cluster`` hand the videos to :mod:`posed.engines.offline.scale`;
     otherwise they are analysed one after another in this process.
     """
     if workers > 1 or cluster is not None:
-        from posed.engines.scale import analyze_distributed
+        from posed.engines.offline.scale import analyze_distributed
 
         return analyze_distributed(source, videos, engine.value if isinstance(engine, Engine)
                                    else engine, shuffle=shuffle, snapshot=snapshot,
                                    runner_options=runner_options, workers=workers,
                                    cluster=cluster, **options)
-    from posed.engines.analyze import analyze_videos as _analyze
+    from posed.engines.offline.analyze import analyze_videos as _analyze
 
     runner = load_model(source, engine, shuffle=shuffle, snapshot=snapshot, **(runner_options or {}))
     with runner:
@@ -328,7 +165,7 @@ def analyze_images(source: "str | Path", paths: Sequence["str | Path"],
                    engine: "str | Engine | None" = None, *, shuffle: int = 1,
                    snapshot: int | str | None = None, **options: Any) -> Any:
     """Poses for still images, one DeepLabCut-shaped table per folder."""
-    from posed.engines.analyze import analyze_images as _analyze
+    from posed.engines.offline.analyze import analyze_images as _analyze
 
     runner = load_model(source, engine, shuffle=shuffle, snapshot=snapshot)
     with runner:
@@ -362,7 +199,7 @@ def create_tracking_dataset(source: "str | Path", videos: Sequence["str | Path"]
     """
     import numpy as np
 
-    from posed.engines.analyze import VIDEO_SUFFIXES, assemble_video, expand_inputs
+    from posed.engines.offline.analyze import VIDEO_SUFFIXES, assemble_video, expand_inputs
     from posed.engines.tracking import (animal_crops, crop_window, make_tracklets,
                                         stitch_tracklets, write_tracking_dataset)
     from posed.engines.video import VideoReader
@@ -445,7 +282,7 @@ def export_model(source: "str | Path | ModelBundle", fmt: str, out: "str | Path"
         if options.get("precision") == "int8":
             options.setdefault("calibration", _project_frames(project, shuffle, "train", 32, size))
     eng = Engine.parse(bundle.engine)
-    return _capability(eng, "export")(bundle, fmt, Path(out), **options)
+    return capability(eng, "export")(bundle, fmt, Path(out), **options)
 
 
 def _is_bundle_path(source: Any) -> bool:

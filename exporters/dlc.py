@@ -26,7 +26,7 @@ What is supported, and how it maps onto :class:`~posed.engines.pytorch.model.Pos
   ``scale_to_unit_range`` in any combination (all are a per-channel affine map); colour mode
   RGB. Resizing, padding, cropping and other inference transforms are refused.
 
-Scorer: ``posed.engines.dataformats.scorer_name(net_type, Task + date, shuffle, snapshot)``,
+Scorer: ``posed.engines.project.posetables.scorer_name(net_type, Task + date, shuffle, snapshot)``,
 e.g. ``posed_Resnet50_openfieldOct30shuffle1_snapshot_1``. Task, shuffle and snapshot come from
 the export's file name; the date ("Oct30") from ``metadata.project_path``, whose folder name
 DeepLabCut makes as ``<Task>-<experimenter>-<YYYY-MM-DD>``. Without a project path (newer
@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from posed.engines.bundle import IMAGENET_MEAN, IMAGENET_STD, ModelBundle, sha256_file
-from posed.engines.dataformats import _camel_net, scorer_name
+from posed.engines.project.posetables import _camel_net, scorer_name
 from posed.engines.io import atomic_path
 from posed.errors import ExportError, ModelLoadError
 

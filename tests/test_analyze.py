@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from posed.engines.analyze import analyze_images, analyze_videos, expand_inputs
+from posed.engines.offline.analyze import analyze_images, analyze_videos, expand_inputs
 from posed.engines.base import PoseRunner
 from posed.engines.bundle import ModelBundle
 
@@ -150,7 +150,7 @@ def test_killed_analysis_resumes_without_truncated_or_duplicated_outputs(tmp_pat
     videos.mkdir()
     for name in ("v1", "v2", "v3"):
         shutil.copy(demo / "clip.mp4", videos / f"{name}.mp4")
-    cmd = [sys.executable, "-m", "posed.daemon.cli", "analyze", str(demo / "model"), str(videos),
+    cmd = [sys.executable, "-m", "posed.cli", "analyze", str(demo / "model"), str(videos),
            "--csv", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

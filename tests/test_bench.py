@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 
-from posed.daemon import bench
-from posed.daemon.cli import main
+from posed import bench
+from posed.cli import main
 
 
 def run(capsys, *argv):

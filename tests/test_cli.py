@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from posed.daemon.cli import main
+from posed.cli import main
 
 
 def run(capsys, *argv):

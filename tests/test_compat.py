@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from posed.engines import compat
+from posed.engines import registry
 from posed.engines.compat import Engine
 from posed.errors import CapabilityError, ConfigError, EngineUnavailableError
 
@@ -31,7 +32,7 @@ def test_unknown_engine_lists_known_ones():
 def test_importing_posed_does_not_import_frameworks():
     code = (
         "import sys, json\n"
-        "import posed, posed.engines, posed.engines.compat, posed.daemon.cli\n"
+        "import posed, posed.engines, posed.engines.compat, posed.cli\n"
         "from posed.engines import compat\n"
         "compat.list_engines(); compat.Engine.parse('tf')\n"
         "print(json.dumps(sorted(m for m in ('torch','tensorflow','timm','keras') if m in sys.modules)))\n"
@@ -43,7 +44,7 @@ def test_importing_posed_does_not_import_frameworks():
 def test_cli_help_does_not_import_frameworks():
     code = (
         "import sys\n"
-        "from posed.daemon import cli\n"
+        "from posed import cli\n"
         "try:\n    cli.main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
         "print('torch' in sys.modules, 'tensorflow' in sys.modules, file=sys.stderr)\n"
     )
@@ -70,7 +71,7 @@ def test_engine_resolution_order():
 
 
 def test_unregistered_engine_is_a_clear_error(monkeypatch):
-    monkeypatch.delitem(compat._REGISTRY, Engine.TENSORFLOW, raising=False)
+    monkeypatch.delitem(registry._REGISTRY, Engine.TENSORFLOW, raising=False)
     with pytest.raises(EngineUnavailableError, match="engine 'tensorflow' is not available"):
         compat.get_backend("tf")
 
@@ -85,11 +86,11 @@ def test_missing_capability_names_engines_that_have_it(monkeypatch):
     backend = compat.get_backend("pytorch")
     monkeypatch.delattr(backend, "load_runner")
     with pytest.raises(CapabilityError, match="cannot load runner"):
-        compat._capability(Engine.PYTORCH, "load_runner")
+        registry.capability(Engine.PYTORCH, "load_runner")
 
 
 def test_missing_framework_names_the_extra(monkeypatch):
-    monkeypatch.setitem(compat._REGISTRY, Engine.TENSORFLOW,
+    monkeypatch.setitem(registry._REGISTRY, Engine.TENSORFLOW,
                         compat.BackendSpec("posed.engines.tensorflow.backend", "no_such_framework_x",
                                            "tensorflow"))
     with pytest.raises(EngineUnavailableError, match=r"pip install 'posed\[tensorflow\]'"):

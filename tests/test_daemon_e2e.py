@@ -31,7 +31,7 @@ def stream_file(bundle: Path, video: Path, frames: int, tmp_path: Path, **model:
            "metrics": {"enabled": False}}
     (tmp_path / "serve.yaml").write_text(yaml.safe_dump(cfg))
     with Subscriber(endpoint) as sub:
-        daemon = subprocess.Popen([sys.executable, "-m", "posed.daemon.cli", "serve", "--config",
+        daemon = subprocess.Popen([sys.executable, "-m", "posed.cli", "serve", "--config",
                                    str(tmp_path / "serve.yaml"), "-q"], stderr=subprocess.PIPE,
                                   text=True)
         try:

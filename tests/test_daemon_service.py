@@ -120,7 +120,7 @@ def test_daemon_process_notifies_systemd_and_stops_cleanly_on_sigterm(tmp_path):
            "metrics": {"host": "127.0.0.1", "port": port}}
     (tmp_path / "d.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
-    proc = subprocess.Popen([sys.executable, "-m", "posed.daemon.cli", "serve", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "posed.cli", "serve", "--config",
                              str(tmp_path / "d.yaml"), "-q"], env=env, stderr=subprocess.PIPE,
                             text=True)
     seen: list[str] = []

@@ -1,4 +1,4 @@
-"""Tests for posed.engines.dataformats and posed.engines.io (DeepLabCut pose tables)."""
+"""Tests for posed.engines.project.posetables and posed.engines.io (DeepLabCut pose tables)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import tables
 
-from posed.engines import dataformats as df_mod
-from posed.engines.dataformats import (
+from posed.engines.project import posetables as df_mod
+from posed.engines.project.posetables import (
     metadata_path,
     output_stem,
     poses_to_frame,

@@ -132,7 +132,7 @@ def test_corrupt_and_unexpected_onnx_models_are_refused(exports, tmp_path):
 
 @pytest.mark.slow
 def test_export_from_the_cli(trained_project, tmp_path, capsys):
-    from posed.daemon.cli import main
+    from posed.cli import main
 
     out = tmp_path / "ts"
     assert main(["export", str(trained_project), "--format", "onnx", "--out", str(out), "-q"]) == 0

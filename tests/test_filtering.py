@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from posed.engines.dataformats import poses_to_frame, read_pose_table, write_pose_table
-from posed.engines.filtering import filter_file, filter_table, savgol_coefficients
+from posed.engines.project.posetables import poses_to_frame, read_pose_table, write_pose_table
+from posed.engines.offline.filtering import filter_file, filter_table, savgol_coefficients
 from posed.errors import ConfigError
 
 
@@ -69,7 +69,7 @@ def test_bad_filter_settings_are_clear_errors():
 
 
 def test_filter_from_the_cli(tmp_path, capsys):
-    from posed.daemon.cli import main
+    from posed.cli import main
 
     _, df = _noisy_track(40)
     write_pose_table(df, tmp_path / "aposed_x.h5")

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posed.engines.dataformats import poses_to_frame, write_pose_table
-from posed.engines.labelvideo import draw_pose, label_video
+from posed.engines.project.posetables import poses_to_frame, write_pose_table
+from posed.engines.offline.labelvideo import draw_pose, label_video
 from posed.engines.video import VideoReader, probe_video
 from posed.errors import ConfigError, DataError
 
@@ -62,7 +62,7 @@ def test_table_longer_than_the_video_is_an_error(tmp_path):
 def test_label_video_from_the_cli(tmp_path, capsys):
     import shutil
 
-    from posed.daemon.cli import main
+    from posed.cli import main
 
     video = tmp_path / "clip.mp4"
     shutil.copy(DEMO / "clip.mp4", video)

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from posed.daemon.cli import main
+from posed.cli import main
 from posed.engines import synth
-from posed.engines.dataformats import (
+from posed.engines.project.posetables import (
     MA_COLUMN_NAMES,
     multianimal_frame_to_poses,
     multianimal_poses_to_frame,

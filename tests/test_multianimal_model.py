@@ -20,7 +20,7 @@ from posed.daemon.client import decode_message
 from posed.daemon.publisher import encode_pose, pose_topic
 from posed.daemon.types import Animals, Pose
 from posed.engines.decoding import TargetSpec
-from posed.engines.evaluate import average_precision, keypoint_similarity, match_animals
+from posed.engines.offline.evaluate import average_precision, keypoint_similarity, match_animals
 from posed.engines.training import (SampleMaker, make_multianimal_targets, make_train_config,
                                     multianimal_skeleton, pack_multianimal, skeleton_from_labels)
 from posed.errors import CapabilityError, DataError
@@ -299,7 +299,7 @@ def one_thread():
 def ma_project(tmp_path_factory, one_thread) -> Path:
     """A synthetic 3-animal project (128x128, 120 labelled frames, a 150-frame video) with
     shuffle 1 trained through the command line."""
-    from posed.daemon.cli import main
+    from posed.cli import main
     from posed.engines.synth import generate_multianimal_project
 
     root = tmp_path_factory.mktemp("multianimal") / "proj"
@@ -359,7 +359,7 @@ def test_training_writes_a_bottom_up_bundle(ma_project):
 def test_training_resumes(ma_project, tmp_path):
     import csv
 
-    from posed.daemon.cli import main
+    from posed.cli import main
 
     copy = tmp_path / "proj"
     shutil.copytree(ma_project, copy)
@@ -449,7 +449,7 @@ def test_reid_model_stitches_at_least_as_well(ma_project, tmp_path):
     video = ma_project / "videos" / "synth1.mp4"
     work = tmp_path / "bundle"
     shutil.copytree(_bundle_dir(ma_project), work)
-    from posed.daemon.cli import main
+    from posed.cli import main
 
     assert main(["create-tracking-dataset", str(work), str(video), "--train-reid", "-q"]) == 0
     made = {"dataset": work / "reid" / "tracking_dataset.npz", "reid": work / "reid"}

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from posed.daemon.cli import main
-from posed.engines.dataformats import poses_to_frame, write_pose_table
+from posed.cli import main
+from posed.engines.project.posetables import poses_to_frame, write_pose_table
 
 pytest.importorskip("pynwb")
 pytest.importorskip("ndx_pose")

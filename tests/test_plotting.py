@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posed.daemon.cli import main
-from posed.engines.dataformats import poses_to_frame, write_pose_table
+from posed.cli import main
+from posed.engines.project.posetables import poses_to_frame, write_pose_table
 
 pytest.importorskip("matplotlib")
 

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.realdata, pytest.mark.slow,
 def openfield_trained(tmp_path_factory):
     """The openfield project trained for one quick epoch from the CLI (a format test, not accuracy)."""
     pytest.importorskip("torch")
-    from posed.daemon.cli import main
+    from posed.cli import main
 
     proj = tmp_path_factory.mktemp("openfield") / OPENFIELD.name
     shutil.copytree(OPENFIELD, proj)
@@ -33,7 +33,7 @@ def openfield_trained(tmp_path_factory):
 
 
 def test_analyze_openfield_video_is_deeplabcut_shaped(openfield_trained, tmp_path):
-    from posed.daemon.cli import main
+    from posed.cli import main
 
     video = openfield_trained / "videos" / "m3v1mp4.mp4"
     code = main(["analyze", str(openfield_trained), str(video), "--dest", str(tmp_path), "--csv",

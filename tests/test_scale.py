@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from posed.daemon.cli import main
+from posed.cli import main
 
 CLIPS = {"clip0": (0, 20), "clip1": (15, 39), "clip2": (30, 58)}  # frame ranges of synth1.mp4
 

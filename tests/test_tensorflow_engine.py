@@ -29,7 +29,7 @@ TF_TRAIN = ["--net", "mobilenet_v2_0.35", "--output-stride", "8", "--lr", "3e-3"
 
 
 def test_importing_posed_does_not_import_tensorflow():
-    code = ("import sys, posed.engines.compat, posed.engines.tensorflow, posed.daemon.cli;"
+    code = ("import sys, posed.engines.compat, posed.engines.tensorflow, posed.cli;"
             "from posed.engines import compat;"
             "print(compat.engine_available('tf'), 'tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -66,7 +66,7 @@ tf = import_tensorflow()
 @pytest.fixture(scope="module")
 def tf_trained(synth_project, tmp_path_factory) -> Path:
     """A copy of the synthetic project with shuffle 1 trained by ``posed train --engine tf``."""
-    from posed.daemon.cli import main
+    from posed.cli import main
 
     proj = tmp_path_factory.mktemp("tftrained") / "proj"
     shutil.copytree(synth_project, proj)
@@ -243,7 +243,7 @@ def test_device_option():
 def tf_exports(tf_trained, tmp_path_factory) -> dict[str, Path]:
     """SavedModel (through the CLI) and ONNX exports of the trained TF model."""
     pytest.importorskip("tf2onnx")
-    from posed.daemon.cli import main
+    from posed.cli import main
 
     out = tmp_path_factory.mktemp("tfexports")
     assert main(["export", str(tf_trained), "--engine", "tf", "--format", "savedmodel",
@@ -444,7 +444,7 @@ def test_deeplabcut2_frozen_graph_round_trip(tmp_path, variant):
 
     export = _dlc_export(tmp_path / "export", variant)
     if variant == "pose":  # `posed import-dlc` takes the folder too
-        from posed.daemon.cli import main
+        from posed.cli import main
 
         assert main(["import-dlc", str(export), "--out", str(tmp_path / "bundle"), "-q"]) == 0
         out = tmp_path / "bundle"

@@ -318,7 +318,7 @@ def test_keypoint_term_reduces_switches(videos):
 @pytest.mark.slow
 def test_tracking_on_a_written_synth_project(tmp_path):
     """The same pipeline on the truth file of a project written by `posed synth --animals 3`."""
-    from posed.daemon.cli import main
+    from posed.cli import main
 
     out = tmp_path / "proj"
     assert main(["synth", str(out), "--animals", "3", "--frames", "1", "--size", "192x192",

@@ -33,7 +33,7 @@ def main() -> int:
     from posed.daemon.client import listen
 
     print(f"$ posed serve --config {CONFIG.relative_to(Path.cwd()) if CONFIG.is_relative_to(Path.cwd()) else CONFIG}")
-    daemon = subprocess.Popen([sys.executable, "-m", "posed.daemon.cli", "serve", "--config",
+    daemon = subprocess.Popen([sys.executable, "-m", "posed.cli", "serve", "--config",
                                str(CONFIG)])
     try:
         deadline = time.monotonic() + 120

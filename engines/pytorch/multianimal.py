@@ -130,8 +130,8 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
 def matched_error(runner: MultiAnimalRunner, images: list[np.ndarray],
                   truth: list[np.ndarray]) -> float:
     """Mean keypoint error (pixels) after matching found animals to labelled ones
-    (:func:`posed.engines.evaluate.match_animals`); NaN when nothing matched."""
-    from posed.engines.evaluate import match_animals
+    (:func:`posed.engines.offline.evaluate.match_animals`); NaN when nothing matched."""
+    from posed.engines.offline.evaluate import match_animals
 
     errs: list[float] = []
     for img, gt in zip(images, truth):

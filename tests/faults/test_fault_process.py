@@ -42,7 +42,7 @@ def _serve(tmp_path: Path, name: str, **sections) -> tuple[subprocess.Popen, dic
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("NOTIFY_SOCKET", None)
-    proc = subprocess.Popen([sys.executable, "-m", "posed.daemon.cli", "serve", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "posed.cli", "serve", "--config",
                              str(path)], env=env, stderr=subprocess.PIPE, text=True)
     return proc, cfg
 

@@ -78,7 +78,7 @@ def test_curve_from_the_config_with_generated_keys(tmp_path):
     """``posed keys generate`` for the daemon and two clients, one of them allowed: only that
     one receives poses; a stranger, a client without CURVE and one that trusts the wrong
     server key receive nothing."""
-    from posed.daemon.cli import main
+    from posed.cli import main
 
     keys = tmp_path / "keys"
     for name in ("server", "client", "stranger", "impostor"):

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from posed.daemon.client import PoseMessage, decode_message, decode_meta
 from posed.daemon.config import DaemonConfig, load_config, parse_config
-from posed.engines.dataformats import read_pose_table
+from posed.engines.project.posetables import read_pose_table
 from posed.engines.project import LabeledData, read_label_file
 from posed.errors import ConfigError, DataError, ProtocolError
 

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from posed.engines.dataformats import read_pose_table, write_pose_table
+from posed.engines.project.posetables import read_pose_table, write_pose_table
 from posed.errors import ConfigError
 
 METHODS = ("median", "savgol", "kalman")

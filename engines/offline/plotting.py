@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from posed.engines.dataformats import read_pose_table
+from posed.engines.project.posetables import read_pose_table
 from posed.engines.io import atomic_path
 from posed.errors import ConfigError, DataError
 

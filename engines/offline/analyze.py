@@ -18,7 +18,7 @@ import numpy as np
 
 import posed
 from posed.engines.base import PoseRunner
-from posed.engines.dataformats import output_stem, poses_to_frame, write_metadata, write_pose_table
+from posed.engines.project.posetables import output_stem, poses_to_frame, write_metadata, write_pose_table
 from posed.errors import DataError, PosedError
 
 log = logging.getLogger(__name__)
@@ -269,7 +269,7 @@ def analyze_one(runner: PoseRunner, video: Path, *, dest: Path | None = None, cs
                 bar_factory: BarFactory | None = None, tracking: dict | None = None) -> VideoOutcome:
     """Analyse one video of a batch: a :class:`PosedError` becomes a failed outcome, so one
     broken video never stops the others. Used in-process and by every worker of
-    :mod:`posed.engines.scale`."""
+    :mod:`posed.engines.offline.scale`."""
     try:
         if not video.is_file():
             raise DataError(f"{video}: no such file")
@@ -512,7 +512,7 @@ def analyze_multianimal_video(runner: Any, video: Path, *, dest: Path | None = N
     :func:`posed.engines.tracking.tracklets_table`; PyTables, no pickle) and the metadata
     file last. Resumable like :func:`analyze_video`.
     """
-    from posed.engines.dataformats import multianimal_poses_to_frame
+    from posed.engines.project.posetables import multianimal_poses_to_frame
     from posed.engines.io import atomic_path, cleanup_stale_temps
 
     settings = tracking_settings(tracking)

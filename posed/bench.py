@@ -425,7 +425,7 @@ def case_publisher(opts: BenchOptions) -> dict[str, Any]:
 _RESOURCE_SCRIPT = r"""
 import json, resource, sys, time
 t_proc = time.perf_counter()
-from posed.daemon.bench import _daemon_config, _Notifier, DEMO_CLIP
+from posed.bench import _daemon_config, _Notifier, DEMO_CLIP
 from posed.daemon.service import Service
 cfg = _daemon_config(sys.argv[1], DEMO_CLIP, engine=sys.argv[2], pace="native")
 t0 = time.perf_counter()

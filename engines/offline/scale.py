@@ -1,8 +1,8 @@
 """Analysing many videos at once: a process pool on one machine, or a Ray cluster.
 
 Both schedulers run the same task, :func:`analyze_task`: load the model once per worker
-process, analyse one video with :func:`posed.engines.analyze.analyze_one` (exactly what an
-in-process run does) and return its :class:`~posed.engines.analyze.VideoOutcome`. Workers
+process, analyse one video with :func:`posed.engines.offline.analyze.analyze_one` (exactly what an
+in-process run does) and return its :class:`~posed.engines.offline.analyze.VideoOutcome`. Workers
 write the outputs themselves, beside the video or in ``dest``; the driver only collects the
 small outcomes. On a cluster, videos, the model and ``dest`` must therefore have the same
 paths on every node (a shared file system), and posed must be installed there.
@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from posed.engines.analyze import (VIDEO_SUFFIXES, AnalysisReport, BarFactory, OverallBar,
+from posed.engines.offline.analyze import (VIDEO_SUFFIXES, AnalysisReport, BarFactory, OverallBar,
                                    VideoOutcome, analyze_one, expand_inputs)
 from posed.errors import ConfigError, PosedError
 
@@ -345,7 +345,7 @@ def analyze_distributed(source: "str | Path", videos: Sequence["str | Path"],
                         overwrite: bool = False, tracking: dict | None = None) -> AnalysisReport:
     """Analyse videos, folders or globs with ``workers`` local processes or on a Ray ``cluster``.
 
-    Outputs equal those of :func:`posed.engines.analyze.analyze_videos` and resuming works
+    Outputs equal those of :func:`posed.engines.offline.analyze.analyze_videos` and resuming works
     the same. ``task_gpus`` defaults to 1 when ``runner_options`` ask for a CUDA device.
     """
     from posed.engines import compat

@@ -252,7 +252,7 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from posed.daemon import bench
+    from posed import bench
 
     if args.list:
         for name, what in bench.list_cases():
@@ -280,8 +280,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_filter(args: argparse.Namespace) -> int:
-    from posed.engines.analyze import expand_inputs
-    from posed.engines.filtering import filter_file
+    from posed.engines.offline.analyze import expand_inputs
+    from posed.engines.offline.filtering import filter_file
 
     found = [p for p in expand_inputs(args.files, (".h5", ".csv"))
              if not p.stem.endswith(("_filtered", "_meta"))]
@@ -313,7 +313,7 @@ def _table_for(video: Path, filtered: bool) -> Path:
 
 
 def cmd_label_video(args: argparse.Namespace) -> int:
-    from posed.engines.labelvideo import label_video
+    from posed.engines.offline.labelvideo import label_video
 
     skeleton: list[tuple[str, str]] = []
     pcutoff = args.pcutoff
@@ -337,8 +337,8 @@ def cmd_label_video(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from posed.engines.analyze import expand_inputs
-    from posed.engines.plotting import plot_poses, require_matplotlib
+    from posed.engines.offline.analyze import expand_inputs
+    from posed.engines.offline.plotting import plot_poses, require_matplotlib
 
     require_matplotlib()
     found = [p for p in expand_inputs(args.tables, (".h5", ".csv")) if not p.stem.endswith("_meta")]
@@ -361,7 +361,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_export_nwb(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from posed.engines.nwb import export_nwb
+    from posed.engines.offline.nwb import export_nwb
 
     start = None
     if args.session_start:

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 import posed
-from posed.engines.dataformats import metadata_path, read_pose_table
+from posed.engines.project.posetables import metadata_path, read_pose_table
 from posed.engines.io import atomic_path
 from posed.errors import ConfigError, DataError
 

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from posed.engines.analyze import predict_image_files
+from posed.engines.offline.analyze import predict_image_files
 from posed.engines.base import PoseRunner
-from posed.engines.dataformats import poses_to_frame, write_pose_table
+from posed.engines.project.posetables import poses_to_frame, write_pose_table
 from posed.engines.io import atomic_path
 from posed.engines.project import Project, load_labels, load_split
 
@@ -77,7 +77,7 @@ def evaluate(project: Project, shuffle: int, runner: PoseRunner, model_folder: P
     """Evaluate ``runner`` on the shuffle's train and test images and write the results.
 
     ``plots`` also writes error-per-bodypart.png and predicted-vs-labelled test images
-    (see :func:`posed.engines.plotting.plot_evaluation`). Multi-animal projects go to
+    (see :func:`posed.engines.offline.plotting.plot_evaluation`). Multi-animal projects go to
     :func:`evaluate_multianimal` (``sigma``: κ of its keypoint similarity).
     """
     if getattr(project, "multianimal", False):
@@ -89,7 +89,7 @@ def evaluate(project: Project, shuffle: int, runner: PoseRunner, model_folder: P
                                     pck_px=pck_px, write=write,
                                     sigma=OKS_SIGMA if sigma is None else sigma)
     if plots:
-        from posed.engines.plotting import require_matplotlib
+        from posed.engines.offline.plotting import require_matplotlib
 
         require_matplotlib()  # before the work, not after it
     pcutoff = project.pcutoff if pcutoff is None else pcutoff
@@ -121,7 +121,7 @@ def evaluate(project: Project, shuffle: int, runner: PoseRunner, model_folder: P
                             index=all_images)
         write_pose_table(df, folder / f"predictions{runner.bundle.scorer}.h5", csv=True)
         if plots:
-            from posed.engines.plotting import plot_evaluation
+            from posed.engines.offline.plotting import plot_evaluation
 
             plot_evaluation(folder, table, project.root, *shown, list(project.bodyparts), pcutoff)
     return Evaluation(table=table, folder=folder, pcutoff=pcutoff, pck_px=pck_px)
@@ -322,7 +322,7 @@ def evaluate_multianimal(project: Project, shuffle: int, runner: Any, model_fold
     σ) and the predictions as a multi-animal table, into
     ``<model folder>/evaluation/snapshot-NNN/``. Unique parts are compared directly.
     """
-    from posed.engines.dataformats import multianimal_poses_to_frame
+    from posed.engines.project.posetables import multianimal_poses_to_frame
     from posed.engines.project import load_image, load_multianimal_labels
 
     pcutoff = project.pcutoff if pcutoff is None else pcutoff

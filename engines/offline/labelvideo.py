@@ -15,7 +15,7 @@ import av
 import cv2
 import numpy as np
 
-from posed.engines.dataformats import read_pose_table
+from posed.engines.project.posetables import read_pose_table
 from posed.engines.io import atomic_path
 from posed.engines.video import VideoReader
 from posed.errors import ConfigError, DataError

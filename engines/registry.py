@@ -1,0 +1,148 @@
+"""The engine registry: which engines exist, where their code lives, and what each can do.
+
+Backends are registered by *module path* and imported only when used, so importing this
+module never imports torch or tensorflow. A backend module may provide any of these
+capabilities (see :func:`capability`):
+
+- ``train(project, shuffle, config, progress) -> Path``: train and return the train folder;
+- ``load_runner(bundle, **options) -> PoseRunner``: inference;
+- ``export(bundle, fmt, out, **options) -> Path``: export a bundle.
+
+Whatever a backend does not provide raises :class:`CapabilityError` naming the engines that can.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from posed.errors import CapabilityError, ConfigError, EngineUnavailableError
+
+if TYPE_CHECKING:
+    from posed.engines.project import Project
+
+
+class Engine(str, enum.Enum):
+    """Known engines; aliases resolve through :meth:`parse`."""
+
+    PYTORCH = "pytorch"
+    TENSORFLOW = "tensorflow"
+    ONNX = "onnx"
+
+    @classmethod
+    def parse(cls, name: "str | Engine") -> "Engine":
+        """Resolve a name or alias; unknown names raise :class:`ConfigError` listing valid ones."""
+        if isinstance(name, Engine):
+            return name
+        key = str(name).strip().lower()
+        if key in _ALIASES:
+            return _ALIASES[key]
+        known = ", ".join(sorted(_ALIASES))
+        raise ConfigError(f"unknown engine '{name}' (known: {known})")
+
+
+_ALIASES: dict[str, Engine] = {
+    "pytorch": Engine.PYTORCH,
+    "torch": Engine.PYTORCH,
+    "tensorflow": Engine.TENSORFLOW,
+    "tf": Engine.TENSORFLOW,
+    "onnx": Engine.ONNX,
+    "onnxruntime": Engine.ONNX,
+}
+
+DEFAULT_ENGINE = Engine.PYTORCH
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Where an engine's implementation lives and what it needs installed."""
+
+    module: str
+    requires: str  # top-level module that must be importable
+    extra: str  # pip extra that installs it
+    hint: str = ""  # install advice when the extra alone is not the whole story
+
+    def install_hint(self) -> str:
+        """What to run to make this engine available."""
+        return self.hint or f"pip install 'posed[{self.extra}]'"
+
+
+_REGISTRY: dict[Engine, BackendSpec] = {}
+
+
+def register_engine(engine: Engine, spec: BackendSpec) -> None:
+    """Register a backend for ``engine``; registering one engine twice is an error."""
+    if engine in _REGISTRY:
+        raise ValueError(f"engine '{engine.value}' is already registered")
+    _REGISTRY[engine] = spec
+
+
+register_engine(Engine.PYTORCH, BackendSpec("posed.engines.pytorch.backend", "torch", "torch"))
+register_engine(Engine.TENSORFLOW, BackendSpec("posed.engines.tensorflow.backend", "tensorflow", "tensorflow"))
+register_engine(Engine.ONNX, BackendSpec(
+    "posed.engines.onnx.backend", "onnxruntime", "gpu",
+    hint="pip install onnxruntime (CPU) or 'posed[gpu]' (CUDA/TensorRT), never both"))
+
+
+def list_engines() -> list[str]:
+    """Names of registered engines (imports nothing)."""
+    return [e.value for e in _REGISTRY]
+
+
+def engine_available(engine: "str | Engine") -> bool:
+    """True when the engine is registered and its framework can be imported."""
+    spec = _REGISTRY.get(Engine.parse(engine))
+    return spec is not None and importlib.util.find_spec(spec.requires) is not None
+
+
+def get_backend(engine: "str | Engine") -> ModuleType:
+    """Import and return the backend module of ``engine``.
+
+    Raises:
+        ConfigError: unknown engine name.
+        EngineUnavailableError: not registered yet, or its framework is not installed.
+    """
+    eng = Engine.parse(engine)
+    spec = _REGISTRY.get(eng)
+    if spec is None:
+        raise EngineUnavailableError(
+            f"engine '{eng.value}' is not available in this posed version "
+            f"(available: {', '.join(list_engines())})"
+        )
+    if importlib.util.find_spec(spec.requires) is None:
+        raise EngineUnavailableError(
+            f"engine '{eng.value}' needs {spec.requires}: {spec.install_hint()}"
+        )
+    return importlib.import_module(spec.module)
+
+
+def capability(engine: Engine, name: str) -> Any:
+    backend = get_backend(engine)
+    fn = getattr(backend, name, None)
+    if fn is None:
+        able = [
+            e.value
+            for e, s in _REGISTRY.items()
+            if importlib.util.find_spec(s.requires) and hasattr(importlib.import_module(s.module), name)
+        ]
+        raise CapabilityError(
+            f"engine '{engine.value}' cannot {name.replace('_', ' ')}"
+            + (f" (engines that can: {', '.join(able)})" if able else "")
+        )
+    return fn
+
+
+def resolve_engine(engine: "str | Engine | None" = None, project: "Project | None" = None) -> Engine:
+    """The engine to use: the argument, else the project's ``engine`` key, else the default."""
+    if engine is not None:
+        return Engine.parse(engine)
+    if project is not None and project.engine:
+        try:
+            return Engine.parse(project.engine)
+        except ConfigError as exc:
+            raise ConfigError(f"{project.config_path}: key 'engine': {exc}") from None
+    return DEFAULT_ENGINE

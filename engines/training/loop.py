@@ -1,0 +1,192 @@
+"""What every engine's training loop shares: file names, resolved settings, resuming,
+learning statistics and the loaded training data."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import yaml
+from posed.engines.training.settings import TrainConfig, make_train_config, read_train_config_file
+
+from posed.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------- shared by backends
+
+STATS_FILE = "learning_stats.csv"
+RESUME_FILE = "resume-state.safetensors"
+STATS_COLUMNS = ["epoch", "lr", "loss", "heatmap_loss", "locref_loss", "seconds", "test_error_px"]
+
+
+def snapshot_name(epoch: int) -> str:
+    """File name of the weights snapshot written after ``epoch``."""
+    return f"snapshot-{epoch:03d}.safetensors"
+
+
+def resolve_train_config(project: Any, shuffle: int, overrides: "Mapping[str, Any] | TrainConfig | None",
+                         engine: str, resume: bool = False) -> TrainConfig:
+    """Defaults ← project config ← shuffle's ``train_config.yaml`` ← overrides.
+
+    The user's settings file is ``<model folder>/train_config.yaml``; when resuming, the
+    settings the interrupted run resolved (``train/train_config.yaml``) are used instead.
+    """
+    from posed.engines import compat
+
+    if isinstance(overrides, TrainConfig):
+        return overrides
+    folder = compat.get_model_folder(project, shuffle, engine)
+    cfg_file = folder / "train_config.yaml"
+    if resume and (folder / "train" / "train_config.yaml").is_file():
+        cfg_file = folder / "train" / "train_config.yaml"
+    base: dict[str, Any] = {"batch_size": project.batch_size}
+    if project.default_net_type:
+        base["net"] = project.default_net_type
+    return make_train_config([
+        (str(project.config_path), base),
+        (str(cfg_file), read_train_config_file(cfg_file)),
+        ("command line", overrides or {}),
+    ])
+
+
+def write_resolved_config(path: Path, cfg: TrainConfig) -> None:
+    """Record the settings a run actually used (read back on resume)."""
+    from posed.engines.io import atomic_write_text
+
+    atomic_write_text(path, "# resolved training settings of this run (written by posed)\n"
+                      + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def resume_epoch(folder: Path, snapshots: list[Path], load_state: Any) -> int:
+    """Epoch to continue from: the optimiser state's, else (weights only) the newest snapshot's.
+
+    Args:
+        folder: Training folder.
+        snapshots: Its snapshots, oldest first (non-empty).
+        load_state: Engine function that restores ``resume-state.safetensors`` and returns its epoch.
+    """
+    resume_file = folder / RESUME_FILE
+    if resume_file.is_file():
+        return int(load_state(resume_file))
+    log.warning("%s missing: resuming weights only", resume_file)
+    return int(snapshots[-1].stem.split("-")[1])
+
+
+class LearningStats:
+    """``learning_stats.csv`` of a run: earlier rows kept up to the resumed epoch, one row per epoch.
+
+    Also writes the run's resolved settings (``train_config.yaml``) beside it, since both
+    describe the same run and both are read back on resume.
+    """
+
+    def __init__(self, folder: Path, cfg: TrainConfig, start_epoch: int,
+                 extra_losses: Sequence[str] = ()) -> None:
+        import csv
+
+        write_resolved_config(folder / "train_config.yaml", cfg)
+        path = folder / STATS_FILE
+        kept = stats_up_to(path, start_epoch)
+        self._fh = open(path, "w", newline="")
+        self._writer = csv.writer(self._fh)
+        # Extra loss columns (e.g. the multi-animal ``paf_loss``) go last, so the shared
+        # columns keep their positions.
+        self._writer.writerow(STATS_COLUMNS + list(extra_losses))
+        self._writer.writerows(kept)
+        self._fh.flush()
+
+    def row(self, epoch: int, lr: float, losses: np.ndarray, seconds: float, test_error: float) -> None:
+        """Append one epoch: (total, heatmap, locref, *extra) losses; NaN test error is left
+        empty."""
+        self._writer.writerow([epoch, f"{lr:.6g}", f"{losses[0]:.6f}", f"{losses[1]:.6f}",
+                               f"{losses[2]:.6f}", f"{seconds:.2f}",
+                               "" if np.isnan(test_error) else f"{test_error:.3f}",
+                               *[f"{v:.6f}" for v in losses[3:]]])
+        self._fh.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._fh.close()
+
+
+def stats_up_to(path: Path, epoch: int) -> list[list[str]]:
+    """Rows of an earlier run's stats up to ``epoch``: a resumed run redoes the later epochs."""
+    import csv
+
+    if epoch == 0 or not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))[1:]
+    return [r for r in rows if r and r[0].isdigit() and int(r[0]) <= epoch]
+
+
+@dataclass
+class TrainingData:
+    """The labelled images of one shuffle, loaded for training."""
+
+    cfg: TrainConfig
+    images: list[np.ndarray]
+    keypoints: list[np.ndarray]
+    test_images: list[np.ndarray]
+    test_keypoints: list[np.ndarray]
+
+
+def _split_rows(project: Any, shuffle: int, labelled: Sequence[str],
+                where: Path) -> tuple[list[int], list[int]]:
+    """Label-table rows of the shuffle's training and test images (``labelled``: the table's
+    image names); test images without labels are left out.
+
+    Raises:
+        ConfigError: the split names a training image that has no labels (``where`` names
+            the folder).
+    """
+    from posed.engines.project import load_split
+
+    split = load_split(project, shuffle)
+    index = {img: i for i, img in enumerate(labelled)}
+    missing = [img for img in split.train if img not in index]
+    if missing:
+        raise ConfigError(f"{where}: split lists '{missing[0]}', which has no labels")
+    return [index[img] for img in split.train], [index[img] for img in split.test if img in index]
+
+
+def _common_crop(cfg: TrainConfig, images: list[np.ndarray]) -> TrainConfig:
+    """``cfg`` with a crop all training images fit (multiples of 32) when their sizes differ
+    and no crop is set."""
+    if cfg.crop is not None or len({im.shape for im in images}) <= 1:
+        return cfg
+    w = min(im.shape[1] for im in images) // 32 * 32
+    h = min(im.shape[0] for im in images) // 32 * 32
+    log.info("training images differ in size; training on %dx%d crops", w, h)
+    return dataclasses.replace(cfg, crop=(w, h))
+
+
+def load_training_data(project: Any, shuffle: int, cfg: TrainConfig, where: Path) -> TrainingData:
+    """Images and labels of the shuffle's split; picks a common crop when sizes differ.
+
+    Raises:
+        ConfigError: the split names an image that has no labels (``where`` names the folder).
+    """
+    from posed.engines.project import load_image, load_labels
+
+    labels = load_labels(project)
+    train, test = _split_rows(project, shuffle, labels.images, where)
+    images = [load_image(project.root, labels.images[i]) for i in train]
+    return TrainingData(_common_crop(cfg, images), images, [labels.keypoints[i] for i in train],
+                        [load_image(project.root, labels.images[i]) for i in test],
+                        [labels.keypoints[i] for i in test])
+
+
+def bundle_source(project: Any, shuffle: int, cfg: TrainConfig, epoch: int) -> dict[str, Any]:
+    """The ``source`` section of a trained snapshot's bundle (same for every engine)."""
+    from posed.engines.project.posetables import scorer_name
+    from posed.engines.project import load_split
+
+    return {"project": str(project.root), "task": project.task, "shuffle": shuffle,
+            "snapshot": epoch, "train_fraction": load_split(project, shuffle).train_fraction,
+            "scorer": scorer_name(cfg.net, project.name, shuffle, epoch),
+            "pcutoff": project.pcutoff}

@@ -1,0 +1,201 @@
+"""Training settings: :class:`TrainConfig`, its layers and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from posed.engines.decoding import TargetSpec
+
+from posed.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+NETS = ("resnet_50", "resnet_18", "mobilenet_v2_1.0", "mobilenet_v2_0.35", "efficientnet_b0")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random augmentation applied to each training sample.
+
+    Attributes:
+        rotation: Maximum absolute rotation, degrees.
+        scale: (min, max) zoom factor.
+        shift: Maximum crop-centre shift as a fraction of the crop size.
+        blur_prob: Probability of a Gaussian blur.
+        noise: Standard deviation of additive Gaussian noise (0..1 scale); 0 disables it.
+        brightness: Maximum brightness change (fraction of full range).
+        contrast: Maximum relative contrast change.
+    """
+
+    rotation: float = 25.0
+    scale: tuple[float, float] = (0.85, 1.15)
+    shift: float = 0.1
+    blur_prob: float = 0.2
+    noise: float = 0.02
+    brightness: float = 0.15
+    contrast: float = 0.2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides how a model is trained.
+
+    Attributes:
+        net: Backbone name (one of :data:`NETS`).
+        output_stride: Backbone output stride (8, 16 or 32); the heatmap stride is half of it.
+        pretrained: ``False``, ``True`` (download ImageNet weights) or a local weights file.
+        epochs: Number of passes over the training images.
+        batch_size: Images per optimisation step.
+        lr: Peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        schedule: ``cosine`` (warm-up then cosine decay), ``step`` (÷10 at 60% and 85%) or ``constant``.
+        warmup_epochs: Linear warm-up length for the cosine schedule.
+        save_every: Write a snapshot every this many epochs (and always at the end).
+        crop: Training crop (width, height) in pixels; ``None`` trains on whole images.
+        locref_loss_weight: Weight of the location-refinement loss.
+        seed: Seed for weights init, sample order and augmentation.
+        num_workers: Data-loading worker processes (0 = in the training process).
+        augment: Augmentation settings.
+        target: Heatmap / locref target settings.
+    """
+
+    net: str = "resnet_50"
+    output_stride: int = 16
+    pretrained: bool | str = False
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    save_every: int = 10
+    crop: tuple[int, int] | None = None
+    locref_loss_weight: float = 0.1
+    seed: int = 0
+    num_workers: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    target: TargetSpec = field(default_factory=TargetSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-friendly dict."""
+        data = dataclasses.asdict(self)
+        data["augment"]["scale"] = list(self.augment.scale)
+        if self.crop is not None:
+            data["crop"] = list(self.crop)
+        return data
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Check one value against a dataclass field type (the few types used here)."""
+    text = str(typ)
+    if text in ("int",):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif text == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif text == "str":
+        ok = isinstance(value, str)
+    elif text == "bool | str":
+        ok = isinstance(value, (bool, str))
+    elif text.startswith("tuple[int, int]"):
+        ok = value is None if "None" in text and value is None else (
+            isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value)
+        )
+        value = tuple(value) if isinstance(value, (list, tuple)) else value
+    elif text == "tuple[float, float]":
+        ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, (int, float)) for v in value)
+        value = tuple(float(v) for v in value) if ok else value
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{where}: expected {text}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], source: str, prefix: str = "") -> Any:
+    """Instantiate a settings dataclass from a mapping, naming ``source`` and the key on error."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: key '{prefix.rstrip('.')}': expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key '{name}' (known: {', '.join(fields)})")
+        if key == "augment":
+            kwargs[key] = _build(AugmentConfig, value or {}, source, f"{name}.")
+        elif key == "target":
+            try:
+                kwargs[key] = _build(TargetSpec, value or {}, source, f"{name}.")
+            except ValueError as exc:
+                raise ConfigError(f"{source}: key '{name}': {exc}") from None
+        else:
+            kwargs[key] = _coerce(value, fields[key].type, f"{source}: key '{name}'")
+    return cls(**kwargs)
+
+
+def make_train_config(layers: list[tuple[str, Mapping[str, Any] | None]]) -> TrainConfig:
+    """Merge settings layers (lowest first); each is ``(where, mapping)``, ``None`` values skipped.
+
+    ``where`` names the source (a file path or ``command line``) in error messages.
+    """
+    merged = TrainConfig()
+    for where, layer in layers:
+        if not layer:
+            continue
+        if not isinstance(layer, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of training settings")
+        clean = {k: v for k, v in layer.items() if v is not None}
+        for nested in ("augment", "target"):
+            # A layer that sets one augmentation key keeps the others from lower layers.
+            if isinstance(clean.get(nested), Mapping):
+                lower = dataclasses.asdict(getattr(merged, nested))
+                clean[nested] = {**lower, **clean[nested]}
+        update = _build(TrainConfig, clean, where)
+        changes = {k: getattr(update, k) for k in clean}
+        merged = dataclasses.replace(merged, **changes)
+    if merged.net not in NETS:
+        raise ConfigError(f"net '{merged.net}' is not known (known: {', '.join(NETS)})")
+    if merged.output_stride not in (8, 16, 32):
+        raise ConfigError(f"output_stride {merged.output_stride} must be 8, 16 or 32")
+    if merged.schedule not in SCHEDULES:
+        raise ConfigError(f"schedule '{merged.schedule}' is not one of {', '.join(SCHEDULES)}")
+    for name in ("epochs", "batch_size", "save_every"):
+        if getattr(merged, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(merged, name)}")
+    return merged
+
+
+def read_train_config_file(path: Path) -> dict[str, Any] | None:
+    """Load a ``train_config.yaml`` layer if the file exists."""
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of training settings")
+    return data
+
+
+def lr_at(cfg: TrainConfig, progress_epochs: float) -> float:
+    """Learning rate after ``progress_epochs`` (fractional) epochs."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "step":
+        frac = progress_epochs / cfg.epochs
+        return cfg.lr * (0.1 ** ((frac >= 0.6) + (frac >= 0.85)))
+    if progress_epochs < cfg.warmup_epochs:
+        return cfg.lr * max(progress_epochs / cfg.warmup_epochs, 0.02)
+    span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+    t = min((progress_epochs - cfg.warmup_epochs) / span, 1.0)
+    return cfg.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t)))
