@@ -19,7 +19,7 @@ subscriber sees is explained by the daemon's counters; the price is that while o
 subscriber's queue is full, that pose goes to no subscriber. Use it only where every
 subscriber is trusted to keep up.
 
-The wire format is described in ``docs/protocol.md``.
+The wire format (:mod:`posed.daemon.protocol`) is described in ``docs/protocol.md``.
 """
 
 from __future__ import annotations
@@ -34,97 +34,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import msgpack
-import numpy as np
 import zmq
 
-import posed
 from posed.daemon.keys import CurveServer
+from posed.daemon.protocol import (BASE_SCHEMA, META_TOPIC, SCHEMA, encode_meta, encode_pose,
+                                   pose_topic)
 from posed.daemon.types import Pose
 from posed.errors import PublishError
 
+# The wire format lives in posed.daemon.protocol; its names stay importable from here.
 __all__ = ["SCHEMA", "BASE_SCHEMA", "META_TOPIC", "Publisher", "pose_topic", "encode_pose"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 2
-"""Newest message layout; bumped on any incompatible change (see docs/protocol.md). Schema 2
-adds the identified animals of multi-animal models; messages without animals (single-animal
-models) and ``meta`` messages keep :data:`BASE_SCHEMA`, byte for byte as before."""
-BASE_SCHEMA = 1
-"""Layout of single-animal pose messages and of ``meta`` messages."""
-META_TOPIC = b"meta"
-"""Topic of the periodic stream-description message."""
 _DROP_REASONS = ("publish_queue", "hwm")
 # How long start() waits for the socket thread to bind (CURVE start-up included).
 _BIND_WAIT_S = 10.0
-
-
-def pose_topic(camera: str) -> bytes:
-    """Return the topic frame of a camera's poses: ``b"pose.<camera>"``."""
-    return f"pose.{camera}".encode()
-
-
-def _msgpack_default(value: Any) -> Any:
-    """Turn numpy values found in ``Pose.extra`` into plain msgpack types."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (tuple, set, frozenset)):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot encode {type(value).__name__} in msgpack")
-
-
-def encode_pose(pose: Pose, bodyparts: Sequence[str], publish_ns: int | None = None) -> bytes:
-    """Encode a pose as the msgpack payload of a message: schema 1, or schema 2 when the pose
-    carries identified animals (``pose.animals``).
-
-    Args:
-        pose: The pose.
-        bodyparts: Body part names, one per keypoint row.
-        publish_ns: ``time.time_ns()`` to stamp; now by default.
-
-    Returns:
-        The msgpack bytes (the second frame of the message).
-
-    Raises:
-        ValueError: ``pose.keypoints`` is not K×3 with K = ``len(bodyparts)``, or the animals'
-            keypoints are not I×K'×3 for their names.
-        TypeError: ``pose.extra`` holds a value msgpack cannot encode.
-    """
-    kp = np.asarray(pose.keypoints, dtype=np.float32)
-    if kp.shape != (len(bodyparts), 3):
-        raise ValueError(f"keypoints shape {kp.shape} is not ({len(bodyparts)}, 3)")
-    msg: dict[str, Any] = {
-        "schema": BASE_SCHEMA if pose.animals is None else SCHEMA,
-        "camera": pose.camera,
-        "seq": int(pose.seq),
-        "frame": int(pose.index),
-        "pts": None if pose.pts is None else float(pose.pts),
-        "capture_ns": int(pose.capture_ns),
-        "infer_ns": int(pose.infer_ns),
-        "publish_ns": time.time_ns() if publish_ns is None else int(publish_ns),
-        "bodyparts": list(bodyparts),
-        # float32 -> Python float (double) is exact, so subscribers get the model's values.
-        "keypoints": kp.reshape(-1).tolist(),
-        "batch_size": int(pose.batch_size),
-    }
-    if pose.extra:
-        msg["extra"] = pose.extra
-    if pose.animals is not None:
-        animals = pose.animals
-        akp = np.asarray(animals.keypoints, dtype=np.float32)
-        shape = (len(animals.individuals), len(animals.bodyparts), 3)
-        if akp.shape != shape:
-            raise ValueError(f"animal keypoints shape {akp.shape} is not {shape}")
-        msg["individuals"] = list(animals.individuals)
-        msg["animal_bodyparts"] = list(animals.bodyparts)
-        msg["animals"] = akp.reshape(-1).tolist()
-        msg["identities"] = [i for i in range(shape[0]) if np.isfinite(akp[i, :, :2]).any()]
-    return msgpack.packb(msg, default=_msgpack_default, use_bin_type=True)
+# Time the socket keeps at close for poses zmq already accepted, even past the flush deadline.
+LAST_SEND_S = 0.25
 
 
 def _binds_all_interfaces(endpoint: str) -> bool:
@@ -326,11 +253,6 @@ class Publisher:
         if self.metrics is not None:
             self.metrics.errors.labels(stage="publish").inc()
 
-    def _meta_payload(self) -> bytes:
-        meta = {"schema": BASE_SCHEMA, "bodyparts": list(self.bodyparts), "model": self.model,
-                "posed_version": posed.__version__}
-        return msgpack.packb(meta, default=_msgpack_default, use_bin_type=True)
-
     def _open(self, ctx: zmq.Context, keys: tuple[bytes, bytes] | None) -> tuple[zmq.Socket, Any]:
         auth = None
         if keys is not None:
@@ -374,11 +296,20 @@ class Publisher:
             try:
                 self._loop(sock)
             finally:
-                sock.close(linger=0)
+                # Poses zmq accepted may still sit in its pipes: give them what is left of the
+                # flush budget (at least LAST_SEND_S) to reach the subscribers' sockets;
+                # linger 0 would drop them silently after they were counted as published.
+                sock.close(linger=self._linger_ms())
                 if auth is not None:
                     auth.stop()
         finally:
             ctx.term()
+
+    def _linger_ms(self) -> int:
+        if not self._stopping:
+            return 0  # an error ends the loop: nothing to wait for
+        left = self._flush_deadline - time.monotonic()
+        return int(1000 * max(left, LAST_SEND_S))
 
     def _send_meta(self, sock: zmq.Socket, payload: bytes) -> None:
         try:
@@ -411,7 +342,7 @@ class Publisher:
                 self._subscriptions = max(0, self._subscriptions - 1)
 
     def _loop(self, sock: zmq.Socket) -> None:
-        meta = self._meta_payload()
+        meta = encode_meta(self.bodyparts, self.model)
         self._send_meta(sock, meta)
         next_meta = time.monotonic() + self.meta_interval_s
         while True:

@@ -209,3 +209,38 @@ def test_in_nodrop_mode_what_a_reader_misses_is_counted_while_another_stalls():
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert len(seqs) == pub.published
     assert n - len(seqs) == pub.dropped == sum(pub.dropped_by_reason.values())
+
+
+def test_poses_published_just_before_stop_still_reach_a_slow_subscriber():
+    """stop() right after a burst, while a subscriber still reads slowly: every pose counted
+    as published arrives (the socket lingers for what zmq still holds, within the stop
+    budget, instead of discarding it at close)."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    n = 30_000  # more than the kernel's socket buffers hold: the rest waits in zmq's pipe
+    pub = Publisher(endpoint, ["a", "b"], hwm=100_000, queue_size=n, meta_interval_s=0.05)
+    pub.start()
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, 10)
+    sub.setsockopt(zmq.RCVBUF, 4096)  # the burst backs up in the publisher's pipe
+    sub.setsockopt(zmq.SUBSCRIBE, b"pose.")
+    sub.connect(endpoint)
+    got: list[bytes] = []
+
+    def read() -> None:
+        while sub.poll(1000):
+            got.append(sub.recv_multipart()[0])
+
+    try:
+        assert wait_until(lambda: pub.subscribers() >= 1, timeout=5)
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        for i in range(n):
+            pub.publish(_pose(i))
+        pub.stop(timeout=3.0)
+        reader.join(10)
+    finally:
+        sub.close(0)
+        ctx.term()
+    assert pub.published == n and pub.dropped == 0
+    assert len(got) == n
