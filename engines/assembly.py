@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import math
 
@@ -316,19 +317,10 @@ def _check_skeleton(skeleton: Sequence[tuple[int, int]], n_parts: int) -> list[t
     return edges
 
 
-def assemble(
-    peaks: Sequence[np.ndarray],
-    pafs: np.ndarray | None,
-    skeleton: Sequence[tuple[int, int]],
-    *,
-    stride: float,
-    max_individuals: int,
-    n_unique: int = 0,
-    min_affinity: float = 0.1,
-    min_support: float = 0.8,
-    n_samples: int = 10,
-    min_parts: int = 1,
-) -> Assemblies:
+def assemble(peaks: Sequence[np.ndarray], pafs: np.ndarray | None,
+             skeleton: Sequence[tuple[int, int]], *, stride: float, max_individuals: int,
+             n_unique: int = 0, min_affinity: float = 0.1, min_support: float = 0.8,
+             n_samples: int = 10, min_parts: int = 1) -> Assemblies:
     """Groups body part candidates into animals using part-affinity fields.
 
     Per skeleton edge, every (first part, second part) candidate pair is scored with
@@ -375,9 +367,22 @@ def assemble(
         raise ValueError(
             f"pafs has {np.shape(pafs)[0]} channels, the skeleton needs {2 * len(edges)}"
         )
+    links = _links(cands, pafs, edges, n_parts, stride, n_samples, min_affinity, min_support)
+    groups, link_sum = _group(links, cands, n_parts)
+    animals, scores = _best_animals(groups, link_sum, cands, n_parts, max_individuals, min_parts)
+    return Assemblies(animals=animals, scores=scores, unique=_unique_parts(cands, n_parts))
 
-    # Links: (affinity, part a, candidate a, part b, candidate b).
-    links: list[tuple[float, int, int, int, int]] = []
+
+# A candidate link: (affinity, part a, candidate a, part b, candidate b).
+_Link = tuple[float, int, int, int, int]
+
+
+def _links(cands: list[np.ndarray], pafs: np.ndarray | None, edges: list[tuple[int, int]],
+           n_parts: int, stride: float, n_samples: int, min_affinity: float,
+           min_support: float) -> list[_Link]:
+    """The best one-to-one links of every edge between multi-animal parts (see
+    :func:`assemble`), strongest first."""
+    links: list[_Link] = []
     if edges:
         from scipy.optimize import linear_sum_assignment
 
@@ -400,8 +405,14 @@ def assemble(
     # Strongest first; ties broken by part and candidate so the result never depends on
     # the sort's stability.
     links.sort(key=lambda link: (-link[0], link[1:]))
+    return links
 
-    # Each group: {part: candidate}, plus the sum of its links' affinities.
+
+def _group(links: list[_Link], cands: list[np.ndarray],
+           n_parts: int) -> tuple[list[dict[int, int]], list[float]]:
+    """Links merged greedily into groups {part: candidate} that never hold a part twice,
+    plus one group per candidate left without a link; and each group's sum of link
+    affinities."""
     groups: list[dict[int, int]] = []
     link_sum: list[float] = []
     member: dict[tuple[int, int], int] = {}
@@ -436,7 +447,14 @@ def assemble(
                 member[(part, cand)] = len(groups)
                 groups.append({part: cand})
                 link_sum.append(0.0)
+    return groups, link_sum
 
+
+def _best_animals(groups: list[dict[int, int]], link_sum: list[float], cands: list[np.ndarray],
+                  n_parts: int, max_individuals: int,
+                  min_parts: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``max_individuals`` best-scoring groups of at least ``min_parts`` parts as
+    A×K×3 animals, and their scores."""
     scored = []
     for g, group in enumerate(groups):
         if len(group) < max(int(min_parts), 1):
@@ -452,36 +470,23 @@ def assemble(
     for row, (_, _, group) in enumerate(scored):
         for part, cand in group.items():
             animals[row, part] = cands[part][cand]
-    unique = np.full((int(n_unique), 3), np.nan, dtype=np.float32)
+    return animals, np.array([-item[0] for item in scored], dtype=np.float32)
+
+
+def _unique_parts(cands: list[np.ndarray], n_parts: int) -> np.ndarray:
+    """U×3 best peak of each unique part (the candidates after the first ``n_parts``)."""
+    unique = np.full((len(cands) - n_parts, 3), np.nan, dtype=np.float32)
     unique[:, 2] = 0.0
-    for u in range(int(n_unique)):
-        found = cands[n_parts + u]
+    for u, found in enumerate(cands[n_parts:]):
         if len(found):
             unique[u] = found[int(np.argmax(found[:, 2]))]
-    return Assemblies(
-        animals=animals,
-        scores=np.array([-item[0] for item in scored], dtype=np.float32),
-        unique=unique,
-    )
+    return unique
 
 
-def assemble_maps(
-    heatmaps: np.ndarray,
-    pafs: np.ndarray | None,
-    skeleton: Sequence[tuple[int, int]],
-    *,
-    stride: float,
-    max_individuals: int,
-    locref: np.ndarray | None = None,
-    locref_stdev: float = DEFAULT_LOCREF_STDEV,
-    threshold: float = 0.1,
-    nms_radius: int = 2,
-    n_unique: int = 0,
-    min_affinity: float = 0.1,
-    min_support: float = 0.8,
-    n_samples: int = 10,
-    min_parts: int = 1,
-) -> Assemblies:
+def assemble_maps(heatmaps: np.ndarray, pafs: np.ndarray | None,
+                  skeleton: Sequence[tuple[int, int]], *, stride: float,
+                  locref: np.ndarray | None = None, locref_stdev: float = DEFAULT_LOCREF_STDEV,
+                  threshold: float = 0.1, nms_radius: int = 2, **options: Any) -> Assemblies:
     """:func:`find_peaks` then :func:`assemble` on one frame of a bottom-up model's outputs.
 
     Args:
@@ -489,16 +494,12 @@ def assemble_maps(
         pafs: 2E×h×w part-affinity fields (None without skeleton).
         skeleton: E pairs of part indices.
         stride: Input pixels per grid cell.
-        max_individuals: Most animals returned.
         locref: 2(K+U)×h×w location refinement or None.
         locref_stdev: Scale of the locref offsets.
         threshold: Lowest peak score.
         nms_radius: Peak suppression radius in grid cells.
-        n_unique: Number of unique parts at the end of the part order.
-        min_affinity: Lowest link affinity.
-        min_support: Fraction of sampled points where the field must agree with a link.
-        n_samples: Points sampled per candidate limb.
-        min_parts: Fewest parts per returned animal.
+        **options: The rest of :func:`assemble`'s keywords: ``max_individuals`` (required),
+            ``n_unique``, ``min_affinity``, ``min_support``, ``n_samples``, ``min_parts``.
 
     Returns:
         The frame's animals and unique parts.
@@ -506,15 +507,4 @@ def assemble_maps(
     peaks = find_peaks(
         heatmaps, threshold, nms_radius, locref=locref, stride=stride, locref_stdev=locref_stdev
     )
-    return assemble(
-        peaks,
-        pafs,
-        skeleton,
-        stride=stride,
-        max_individuals=max_individuals,
-        n_unique=n_unique,
-        min_affinity=min_affinity,
-        min_support=min_support,
-        n_samples=n_samples,
-        min_parts=min_parts,
-    )
+    return assemble(peaks, pafs, skeleton, stride=stride, **options)

@@ -113,6 +113,17 @@ class ModelBundle:
         return directory / BUNDLE_FILE
 
 
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; anything else is a one-line :class:`ModelLoadError`."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        raise ModelLoadError(f"{path}: invalid YAML ({exc})".replace("\n", " ")) from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: expected a mapping")
+    return data
+
+
 _REQUIRED = ("format_version", "engine", "format", "bodyparts", "stride", "weights")
 
 
@@ -179,12 +190,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> ModelBundle:
     meta_file = directory / BUNDLE_FILE
     if not meta_file.is_file():
         raise ModelLoadError(f"{directory}: not a model bundle (no {BUNDLE_FILE})")
-    try:
-        data = yaml.safe_load(meta_file.read_text())
-    except yaml.YAMLError as exc:
-        raise ModelLoadError(f"{meta_file}: invalid YAML ({exc})".replace("\n", " ")) from exc
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{meta_file}: expected a mapping")
+    data = read_yaml_mapping(meta_file)
     for key in _REQUIRED:
         if key not in data:
             raise ModelLoadError(f"{meta_file}: missing key '{key}'")

@@ -11,15 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from posed.engines.loading import MULTIANIMAL_ENGINES, load_model, resolve_bundle
 from posed.engines.project.folders import (get_model_folder, get_snapshot, get_train_folder,
                                            list_snapshots)
 from posed.engines.registry import (DEFAULT_ENGINE, BackendSpec, Engine, capability,
                                     engine_available, get_backend, list_engines,
                                     register_engine, resolve_engine)
-from posed.errors import CapabilityError, ModelLoadError
+from posed.errors import CapabilityError
 
 if TYPE_CHECKING:
-    from posed.engines.base import PoseRunner
     from posed.engines.bundle import ModelBundle
     from posed.engines.project import Project, Split
 
@@ -28,7 +28,7 @@ __all__ = [
     "list_engines", "register_engine", "resolve_engine", "get_model_folder", "get_snapshot",
     "get_train_folder", "list_snapshots", "create_training_dataset", "train_network",
     "resolve_bundle", "load_model", "evaluate_network", "analyze_videos", "analyze_images",
-    "create_tracking_dataset", "export_model",
+    "create_tracking_dataset", "export_model", "import_dlc", "MULTIANIMAL_ENGINES",
 ]
 
 
@@ -64,67 +64,6 @@ def train_network(project: "Project", shuffle: int = 1, engine: "str | Engine | 
                     folder / "learning_stats.csv"]:
             old.unlink(missing_ok=True)
     return fn(project, shuffle, config, progress=progress, resume=resume)
-
-
-def resolve_bundle(source: "str | Path | ModelBundle", engine: "str | Engine | None" = None, *,
-                   shuffle: int = 1, snapshot: int | str | None = None) -> "ModelBundle":
-    """The bundle behind a bundle folder, a bundle object, or a project's trained shuffle."""
-    from posed.engines.bundle import ModelBundle, is_bundle, load_bundle
-
-    if isinstance(source, ModelBundle):
-        return source
-    if is_bundle(source):
-        bundle = load_bundle(source)
-        return _with_snapshot(bundle, snapshot) if snapshot is not None else bundle
-    from posed.engines.project import load_project
-
-    project = load_project(source)
-    eng = resolve_engine(engine, project)
-    snap = get_snapshot(project, shuffle, eng, snapshot)
-    return _with_snapshot(load_bundle(snap.parent, verify=False), snap.stem.split("-")[1])
-
-
-MULTIANIMAL_ENGINES = (Engine.PYTORCH, Engine.ONNX)
-"""Engines with a multi-animal runner (PyTorch trains and exports the models; ONNX runs them)."""
-
-
-def load_model(source: "str | Path | ModelBundle", engine: "str | Engine | None" = None,
-               *, shuffle: int = 1, snapshot: int | str | None = None,
-               **options: Any) -> "PoseRunner":
-    """Load a runner from a bundle directory, a bundle object or a project (+ shuffle/snapshot).
-
-    The engine comes from ``engine``, else from the bundle itself. ``options`` go to the
-    engine's runner (``device``, ``threads``, ``provider``, ...).
-    """
-    bundle = resolve_bundle(source, engine, shuffle=shuffle, snapshot=snapshot)
-    eng = Engine.parse(engine) if engine is not None else Engine.parse(bundle.engine)
-    if "individuals" in bundle.architecture and eng not in MULTIANIMAL_ENGINES:
-        # Bottom-up multi-animal bundles return a MultiAnimalRunner (engines/base.py); the
-        # TensorFlow engine has none.
-        raise CapabilityError(f"{bundle.path}: multi-animal models are not supported by engine "
-                              f"'{eng.value}' (engines that can: "
-                              f"{', '.join(e.value for e in MULTIANIMAL_ENGINES)})")
-    return capability(eng, "load_runner")(bundle, **options)
-
-
-def _with_snapshot(bundle: "ModelBundle", snapshot: int | str) -> "ModelBundle":
-    """The same bundle pointing at another snapshot of its training folder."""
-    import dataclasses
-
-    from posed.engines.bundle import sha256_file
-
-    if bundle.path is None:
-        raise ModelLoadError("cannot select a snapshot of a bundle that has no folder")
-    name = f"snapshot-{int(snapshot):03d}.safetensors"
-    wfile = bundle.path / name
-    if not wfile.is_file():
-        raise ModelLoadError(f"{wfile}: no such snapshot")
-    source = dict(bundle.source)
-    source["snapshot"] = int(snapshot)
-    if "scorer" in source:
-        source["scorer"] = str(source["scorer"]).rsplit("_snapshot_", 1)[0] + f"_snapshot_{int(snapshot)}"
-    return dataclasses.replace(bundle, weights=[{"name": name, "sha256": sha256_file(wfile)}],
-                               source=source)
 
 
 def evaluate_network(project: "Project", shuffle: int = 1, engine: "str | Engine | None" = None,
@@ -199,10 +138,7 @@ def create_tracking_dataset(source: "str | Path", videos: Sequence["str | Path"]
     """
     import numpy as np
 
-    from posed.engines.offline.analyze import VIDEO_SUFFIXES, assemble_video, expand_inputs
-    from posed.engines.tracking import (animal_crops, crop_window, make_tracklets,
-                                        stitch_tracklets, write_tracking_dataset)
-    from posed.engines.video import VideoReader
+    from posed.engines.tracking import crop_window, write_tracking_dataset
     from posed.errors import DataError
 
     runner = load_model(source, engine, shuffle=shuffle, snapshot=snapshot,
@@ -211,26 +147,58 @@ def create_tracking_dataset(source: "str | Path", videos: Sequence["str | Path"]
         if not getattr(runner, "multianimal", False):
             raise CapabilityError(f"{runner.bundle.path}: not a multi-animal model; tracking "
                                   "datasets need one")
-        found = expand_inputs(videos, VIDEO_SUFFIXES)
-        tracked = []
-        for video in found:
-            if not video.is_file():
-                raise DataError(f"{video}: no such file")
-            animals, _, _, _ = assemble_video(runner, video, batch_size=batch_size,
-                                              progress=progress)
-            per_frame = [animals.found(f) for f in range(len(animals))]
-            tracklets = make_tracklets(per_frame, tracker)
-            stitched = stitch_tracklets(tracklets, len(runner.individuals))
-            tracked.append((video, per_frame, stitched))
+        tracked = _track_videos(runner, videos, tracker, batch_size, progress)
         bundle_dir = runner.bundle.path
     if not tracked:
         raise DataError("no videos to make a tracking dataset from")
     if window is None:
-        window = crop_window([a for _, frames, _ in tracked for found_ in frames[::5]
-                              for a in found_])
+        window = crop_window([a for _, frames, _ in tracked for found in frames[::5]
+                              for a in found])
+    samples = _tracklet_samples(tracked, window, size, batch_size)
+    if not samples["crops"]:
+        raise DataError(f"{', '.join(str(v) for v, _, _ in tracked)}: no animal was tracked")
+    reid_dir = Path(out).parent if out is not None else bundle_dir / "reid"
+    path = Path(out) if out is not None else reid_dir / "tracking_dataset.npz"
+    write_tracking_dataset(path, {k: np.stack(v) for k, v in samples.items()},
+                           [str(v) for v, _, _ in tracked], window)
+    result = {"dataset": path}
+    if train_reid:
+        # ReID models are PyTorch's (posed.engines.pytorch.reid), whatever engine tracked.
+        result["reid"] = capability(Engine.PYTORCH, "train_reid")(path, reid_dir,
+                                                                   **(reid_options or {}))
+    return result
+
+
+def _track_videos(runner: Any, videos: Sequence["str | Path"], tracker: str, batch_size: int,
+                  progress: bool) -> list[tuple[Path, list, Any]]:
+    """Per video: (path, the animals found in each frame, the stitched tracklets)."""
+    from posed.engines.offline.analyze import VIDEO_SUFFIXES, assemble_video, expand_inputs
+    from posed.engines.tracking import make_tracklets, stitch_tracklets
+    from posed.errors import DataError
+
+    tracked = []
+    for video in expand_inputs(videos, VIDEO_SUFFIXES):
+        if not video.is_file():
+            raise DataError(f"{video}: no such file")
+        animals, _, _, _ = assemble_video(runner, video, batch_size=batch_size, progress=progress)
+        per_frame = [animals.found(f) for f in range(len(animals))]
+        stitched = stitch_tracklets(make_tracklets(per_frame, tracker), len(runner.individuals))
+        tracked.append((video, per_frame, stitched))
+    return tracked
+
+
+def _tracklet_samples(tracked: list[tuple[Path, list, Any]], window: int, size: int,
+                      batch_size: int) -> dict[str, list]:
+    """One sample per detection in a tracklet: its crop, tracklet, stitched identity (-1:
+    none), frame, video index and centre; the videos are read again for the crops."""
+    import numpy as np
+
+    from posed.engines.tracking import animal_crops
+    from posed.engines.video import VideoReader
+
     samples: dict[str, list] = {k: [] for k in ("crops", "tracklet", "track", "frame", "video",
                                                 "centre")}
-    for v, (video, per_frame, stitched) in enumerate(tracked):
+    for v, (video, _, stitched) in enumerate(tracked):
         identity = {m: i for i, members in enumerate(stitched.tracks) for m in members}
         wanted: dict[int, list[tuple[int, np.ndarray]]] = {}
         for m, t in enumerate(stitched.tracklets):
@@ -241,27 +209,28 @@ def create_tracking_dataset(source: "str | Path", videos: Sequence["str | Path"]
             for _, frames in reader.batches(batch_size):
                 for image in frames:
                     for m, pose in wanted.get(row, []):
-                        t = stitched.tracklets[m]
                         samples["crops"].append(animal_crops(image, pose[None], window, size)[0])
-                        samples["tracklet"].append(t.id)
+                        samples["tracklet"].append(stitched.tracklets[m].id)
                         samples["track"].append(identity.get(m, -1))
                         samples["frame"].append(row)
                         samples["video"].append(v)
                         xy = pose[:, :2][np.isfinite(pose[:, :2]).all(axis=1)]
                         samples["centre"].append(xy.mean(axis=0))
                     row += 1
-    if not samples["crops"]:
-        raise DataError(f"{', '.join(str(v) for v, _, _ in tracked)}: no animal was tracked")
-    reid_dir = Path(out).parent if out is not None else bundle_dir / "reid"
-    path = Path(out) if out is not None else reid_dir / "tracking_dataset.npz"
-    write_tracking_dataset(path, {k: np.stack(v) for k, v in samples.items()},
-                           [str(v) for v, _, _ in tracked], window)
-    result = {"dataset": path}
-    if train_reid:
-        from posed.engines.pytorch.multianimal import train_reid as _train
+    return samples
 
-        result["reid"] = _train(path, reid_dir, **(reid_options or {}))
-    return result
+
+def import_dlc(source: "str | Path", out: "str | Path", *, overwrite: bool = False) -> Path:
+    """A DeepLabCut export as a posed bundle in ``out``; returns ``out``.
+
+    A folder is a DeepLabCut 2.x TensorFlow export (``pose_cfg.yaml`` and a frozen graph; the
+    bundle runs on the TensorFlow engine, :mod:`posed.exporters.dlc2`); a file is a
+    DeepLabCut 3 ``.pt`` export (PyTorch engine, :mod:`posed.exporters.dlc`). A framework
+    that is not installed is an :class:`~posed.errors.EngineUnavailableError` with the line
+    that installs it.
+    """
+    eng = Engine.TENSORFLOW if Path(source).is_dir() else Engine.PYTORCH
+    return Path(capability(eng, "import_dlc")(source, out, overwrite=overwrite))
 
 
 def export_model(source: "str | Path | ModelBundle", fmt: str, out: "str | Path",

@@ -1,14 +1,18 @@
 """The engine registry: which engines exist, where their code lives, and what each can do.
 
 Backends are registered by *module path* and imported only when used, so importing this
-module never imports torch or tensorflow. A backend module may provide any of these
-capabilities (see :func:`capability`):
+module never imports torch or tensorflow. An engine may provide any of these capabilities
+(see :func:`capability`), in its backend module or in a module its :class:`BackendSpec`
+names under ``tools`` (exporters, importers and the ReID model live outside the backend):
 
 - ``train(project, shuffle, config, progress) -> Path``: train and return the train folder;
 - ``load_runner(bundle, **options) -> PoseRunner``: inference;
-- ``export(bundle, fmt, out, **options) -> Path``: export a bundle.
+- ``export(bundle, fmt, out, **options) -> Path``: export a bundle;
+- ``import_dlc(source, out, *, overwrite) -> Path``: a DeepLabCut export as a posed bundle;
+- ``train_reid(dataset, out, **options) -> Path`` and ``load_reid(folder)``: the
+  re-identification model of multi-animal tracking.
 
-Whatever a backend does not provide raises :class:`CapabilityError` naming the engines that can.
+Whatever an engine does not provide raises :class:`CapabilityError` naming the engines that can.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ from __future__ import annotations
 import enum
 import importlib
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from posed.errors import CapabilityError, ConfigError, EngineUnavailableError
 
@@ -65,6 +69,9 @@ class BackendSpec:
     requires: str  # top-level module that must be importable
     extra: str  # pip extra that installs it
     hint: str = ""  # install advice when the extra alone is not the whole story
+    tools: Mapping[str, str] = field(default_factory=dict)
+    """Capabilities implemented outside the backend module, ``name -> "module:attribute"``;
+    the module is imported only when the capability is asked for."""
 
     def install_hint(self) -> str:
         """What to run to make this engine available."""
@@ -81,8 +88,16 @@ def register_engine(engine: Engine, spec: BackendSpec) -> None:
     _REGISTRY[engine] = spec
 
 
-register_engine(Engine.PYTORCH, BackendSpec("posed.engines.pytorch.backend", "torch", "torch"))
-register_engine(Engine.TENSORFLOW, BackendSpec("posed.engines.tensorflow.backend", "tensorflow", "tensorflow"))
+register_engine(Engine.PYTORCH, BackendSpec(
+    "posed.engines.pytorch.backend", "torch", "torch",
+    tools={"export": "posed.exporters.torch:export",
+           "import_dlc": "posed.exporters.dlc:import_dlc_pytorch",
+           "train_reid": "posed.engines.pytorch.reid:train_reid",
+           "load_reid": "posed.engines.pytorch.reid:ReIDModel"}))
+register_engine(Engine.TENSORFLOW, BackendSpec(
+    "posed.engines.tensorflow.backend", "tensorflow", "tensorflow",
+    tools={"export": "posed.exporters.tensorflow:export",
+           "import_dlc": "posed.exporters.dlc2:import_dlc_tensorflow"}))
 register_engine(Engine.ONNX, BackendSpec(
     "posed.engines.onnx.backend", "onnxruntime", "gpu",
     hint="pip install onnxruntime (CPU) or 'posed[gpu]' (CUDA/TensorRT), never both"))
@@ -120,17 +135,29 @@ def get_backend(engine: "str | Engine") -> ModuleType:
     return importlib.import_module(spec.module)
 
 
-def capability(engine: Engine, name: str) -> Any:
-    backend = get_backend(engine)
-    fn = getattr(backend, name, None)
+def _provides(spec: BackendSpec, name: str, backend: ModuleType | None = None) -> Any:
+    """The attribute ``name`` of an engine (backend module or tool module), or None."""
+    if name in spec.tools:
+        module, _, attr = spec.tools[name].partition(":")
+        return getattr(importlib.import_module(module), attr)
+    return getattr(backend or importlib.import_module(spec.module), name, None)
+
+
+def capability(engine: "str | Engine", name: str) -> Any:
+    """The function (or class) implementing capability ``name`` of ``engine``.
+
+    Raises:
+        EngineUnavailableError: the engine's framework is not installed (with the install hint).
+        CapabilityError: the engine cannot do ``name`` (names the engines that can).
+    """
+    eng = Engine.parse(engine)
+    fn = _provides(_REGISTRY[eng], name, get_backend(eng))
     if fn is None:
-        able = [
-            e.value
-            for e, s in _REGISTRY.items()
-            if importlib.util.find_spec(s.requires) and hasattr(importlib.import_module(s.module), name)
-        ]
+        able = [e.value for e, s in _REGISTRY.items()
+                if importlib.util.find_spec(s.requires)
+                and (name in s.tools or _provides(s, name) is not None)]
         raise CapabilityError(
-            f"engine '{engine.value}' cannot {name.replace('_', ' ')}"
+            f"engine '{eng.value}' cannot {name.replace('_', ' ')}"
             + (f" (engines that can: {', '.join(able)})" if able else "")
         )
     return fn

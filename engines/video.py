@@ -30,14 +30,14 @@ T = TypeVar("T")
 
 # FFmpeg's "tty"/"bintext" demuxers open any text file as an ANSI-art "video"; nobody means
 # those as recordings, and treating a text file as a video hides the real mistake.
-_TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
+TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 
 # A damaged file can make the demuxer fail repeatedly without advancing; give up after this
 # many failures in a row rather than spin.
-_MAX_CONSECUTIVE_ERRORS = 32
+MAX_CONSECUTIVE_ERRORS = 32
 
 
-def _reason(exc: BaseException) -> str:
+def error_reason(exc: BaseException) -> str:
     """One-line reason from an FFmpeg/OS error, without PyAV's errno prefix and file name."""
     if isinstance(exc, av.FFmpegError) and getattr(exc, "strerror", None):
         return str(exc.strerror)
@@ -85,7 +85,7 @@ def _open_container(path: Path) -> Any:
     try:
         return av.open(str(path), mode="r")
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise VideoError(f"{path}: cannot open video ({_reason(exc)})") from exc
+        raise VideoError(f"{path}: cannot open video ({error_reason(exc)})") from exc
 
 
 def _video_stream(container: Any, path: Path) -> Any:
@@ -95,7 +95,7 @@ def _video_stream(container: Any, path: Path) -> Any:
         raise VideoError(f"{path}: no video stream")
     stream = container.streams.video[0]
     codec = stream.codec_context.name if stream.codec_context else ""
-    if codec in _TEXT_CODECS:
+    if codec in TEXT_CODECS:
         container.close()
         raise VideoError(f"{path}: not a video (FFmpeg reads it as text)")
     return stream
@@ -237,7 +237,7 @@ class VideoReader:
     def _packets(self) -> Iterator[Any]:
         """Demux packets, skipping (and counting) read failures instead of ending."""
         failures = 0
-        while failures < _MAX_CONSECUTIVE_ERRORS:
+        while failures < MAX_CONSECUTIVE_ERRORS:
             demux = self._container.demux(self._stream)
             try:
                 for packet in demux:
@@ -260,7 +260,7 @@ class VideoReader:
             except av.FFmpegError:
                 self.decode_errors += 1
                 failures += 1
-                if failures >= _MAX_CONSECUTIVE_ERRORS:
+                if failures >= MAX_CONSECUTIVE_ERRORS:
                     return
                 continue
             failures = 0

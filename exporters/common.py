@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from posed.engines.bundle import ModelBundle
 from posed.engines.decoding import decode
-from posed.errors import ExportError, ExportMismatchError
+from posed.errors import ConfigError, ExportError, ExportMismatchError
 
 DEFAULT_OPSET = 17
 # Largest keypoint (px) and likelihood differences an export may show against the native
@@ -32,6 +32,16 @@ CONFIDENT = 0.5  # native likelihood above which a keypoint counts as seen
 
 # (scores N×K×h×w, locref N×2K×h×w), then PAFs N×2E×h×w for bottom-up multi-animal models
 Maps = tuple[np.ndarray, ...]
+
+
+def export_as(engine: str, writers: Mapping[str, Callable[..., Path]], bundle: ModelBundle,
+              fmt: str, out: Path, options: dict[str, Any]) -> Path:
+    """Run the writer of ``fmt`` (an engine's ``export`` capability); an unknown format is a
+    :class:`ConfigError` listing the engine's formats."""
+    writer = writers.get(fmt)
+    if writer is None:
+        raise ConfigError(f"format '{fmt}': the {engine} engine exports {', '.join(writers)}")
+    return writer(bundle, out, **options)
 
 
 def check_frames(frames: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from posed.engines.bundle import IMAGENET_MEAN, IMAGENET_STD, ModelBundle, sha256_file
-from posed.engines.project.posetables import _camel_net, scorer_name
+from posed.engines.project.posetables import camel_net as _camel_net, scorer_name
 from posed.engines.io import atomic_path
 from posed.errors import ExportError, ModelLoadError
 

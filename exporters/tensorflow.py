@@ -35,7 +35,8 @@ from posed.engines.tensorflow import import_tensorflow
 from posed.errors import ConfigError, ExportError
 from posed.exporters.common import DEFAULT_OPSET, PRECISIONS, as_maps
 from posed.exporters.common import check_frames as _check_frames
-from posed.exporters.common import finish_onnx, run_onnx, staging_parent, verify, write_bundle
+from posed.exporters.common import (export_as, finish_onnx, run_onnx, staging_parent, verify,
+                                    write_bundle)
 
 tf = import_tensorflow()
 import keras  # noqa: E402  (after TensorFlow's environment is set up)
@@ -179,6 +180,18 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
         return write_bundle(bundle, staging, out, ["model.onnx"], engine="onnx", fmt="onnx",
                             input_size=list(fixed_size) if fixed_size else None, export=export,
                             overwrite=overwrite)
+
+
+FORMATS = {"savedmodel": export_savedmodel, "onnx": export_onnx}
+
+
+def export(bundle: ModelBundle, fmt: str, out: Path, **options: Any) -> Path:
+    """The TensorFlow engine's ``export`` capability: a bundle to ``savedmodel`` or ``onnx``."""
+    if fmt == "savedmodel":
+        unknown = sorted(set(options) - {"check_frames", "overwrite"})
+        if unknown:
+            raise ConfigError(f"option '{unknown[0]}' applies to --format onnx, not savedmodel")
+    return export_as("tensorflow", FORMATS, bundle, fmt, Path(out), options)
 
 
 @contextlib.contextmanager

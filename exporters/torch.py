@@ -16,6 +16,7 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,13 +24,14 @@ from torch import nn
 
 from posed.engines.bundle import ModelBundle
 from posed.errors import ConfigError, ExportError
-from posed.exporters.common import (DEFAULT_OPSET, PRECISIONS, TOLERANCE, as_maps, finish_onnx,
-                                    run_onnx, staging_parent, verify, write_bundle)
+from posed.exporters.common import (DEFAULT_OPSET, PRECISIONS, TOLERANCE, as_maps, export_as,
+                                    finish_onnx, run_onnx, staging_parent, verify, write_bundle)
 from posed.exporters.common import check_frames as _check_frames
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_OPSET", "TOLERANCE", "FramesToPoseMaps", "export_onnx", "export_torchscript"]
+__all__ = ["DEFAULT_OPSET", "FORMATS", "TOLERANCE", "FramesToPoseMaps", "export", "export_onnx",
+           "export_torchscript"]
 
 
 class FramesToPoseMaps(nn.Module):
@@ -171,3 +173,11 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
         return write_bundle(bundle, staging, out, ["model.onnx"], engine="onnx", fmt="onnx",
                             input_size=list(fixed_size) if fixed_size else None, export=export,
                             overwrite=overwrite)
+
+
+FORMATS = {"torchscript": export_torchscript, "onnx": export_onnx}
+
+
+def export(bundle: ModelBundle, fmt: str, out: Path, **options: Any) -> Path:
+    """The PyTorch engine's ``export`` capability: a bundle to ``torchscript`` or ``onnx``."""
+    return export_as("pytorch", FORMATS, bundle, fmt, Path(out), options)

@@ -42,10 +42,10 @@ def dlc_config() -> dict:
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory) -> Path:
-    from posed.exporters.dlc import import_dlc_pytorch
+    from posed.engines import compat
 
     out = tmp_path_factory.mktemp("dlcimport") / "openfield-bundle"
-    assert import_dlc_pytorch(PT_FILE, out) == out
+    assert compat.import_dlc(PT_FILE, out) == out  # a file: DeepLabCut 3, the PyTorch exporter
     return out
 
 

@@ -237,7 +237,7 @@ def test_tracking_dataset_roundtrip_without_pickle(tmp_path):
 
 def test_triplets_take_negatives_from_the_same_frame():
     pytest.importorskip("torch")
-    from posed.engines.pytorch.multianimal import _Triplets
+    from posed.engines.pytorch.reid import _Triplets
 
     # Tracklets 0 and 1 share frames 0-2; tracklet 2 is alone in frames 3-4.
     tracklet = np.array([0, 1, 0, 1, 0, 1, 2, 2])

@@ -1,8 +1,8 @@
-"""TensorFlow engine: accuracy, same outputs as PyTorch, no retracing, DeepLabCut 2.x graphs."""
+"""What only the TensorFlow engine has: no framework import until used, no retracing, its
+exports, DeepLabCut 2.x frozen graphs. What every engine must do is in ``test_engine_contract.py``."""
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import subprocess
@@ -10,22 +10,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from posed.engines import compat
 from posed.engines.bundle import ModelBundle, load_bundle
 from posed.engines.project import load_project
 from posed.errors import ConfigError, ModelLoadError
-
-ACCURACY_PX = 3.0  # the PyTorch engine's threshold, on the same synthetic project
-
-# MobileNetV2-0.35 at output stride 8 with FAST_TRAIN's learning rate and batch (conftest),
-# in half its epochs: measured 2.11-2.43 px held-out over seeds 0-2 at 20 epochs (1.72 px at
-# 30), about 5 s per epoch on two busy cores.
-TF_EPOCHS = 20
-TF_TRAIN = ["--net", "mobilenet_v2_0.35", "--output-stride", "8", "--lr", "3e-3",
-            "--epochs", str(TF_EPOCHS), "--batch-size", "8", "--save-every", "10"]
 
 
 def test_importing_posed_does_not_import_tensorflow():
@@ -63,17 +53,6 @@ tf = import_tensorflow()
 
 # ----------------------------------------------------------------------------- fixtures
 
-@pytest.fixture(scope="module")
-def tf_trained(synth_project, tmp_path_factory) -> Path:
-    """A copy of the synthetic project with shuffle 1 trained by ``posed train --engine tf``."""
-    from posed.cli import main
-
-    proj = tmp_path_factory.mktemp("tftrained") / "proj"
-    shutil.copytree(synth_project, proj)
-    assert main(["train", str(proj), "--engine", "tf", "--quiet", *TF_TRAIN]) == 0
-    return proj
-
-
 def _random_bundle(folder: Path, net: str = "mobilenet_v2_0.35", stride: int = 16) -> Path:
     """A randomly initialised TF bundle (no training)."""
     from posed.engines.tensorflow.model import build_pose_model, save_weights
@@ -88,109 +67,6 @@ def _random_bundle(folder: Path, net: str = "mobilenet_v2_0.35", stride: int = 1
 
 
 # ----------------------------------------------------------------------------- training
-
-@pytest.mark.slow
-def test_training_reaches_accuracy_on_held_out_images(tf_trained):
-    project = load_project(tf_trained)
-    result = compat.evaluate_network(project, 1, "tensorflow")
-    test_all = result.table.loc[("test", "all")]
-    assert test_all["n"] >= 100
-    assert test_all["error_px"] <= ACCURACY_PX, result.format()
-    assert result.table.loc[("train", "all")]["error_px"] <= ACCURACY_PX
-    assert set(result.table.loc["test"].index) == {*project.bodyparts, "all"}
-
-
-@pytest.mark.slow
-def test_cli_training_writes_snapshots_stats_and_a_bundle(tf_trained):
-    project = load_project(tf_trained)
-    folder = compat.get_train_folder(project, 1, "tf")
-    assert folder.parts[-4] == "posed-models-tensorflow"
-    assert [p.name for p in compat.list_snapshots(folder)] == [
-        "snapshot-010.safetensors", "snapshot-020.safetensors"]
-    with open(folder / "learning_stats.csv") as fh:
-        rows = list(csv.DictReader(fh))
-    assert [int(r["epoch"]) for r in rows] == list(range(1, TF_EPOCHS + 1))
-    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
-    bundle = load_bundle(folder)
-    assert (bundle.engine, bundle.format) == ("tensorflow", "safetensors")
-    assert bundle.scorer == "posed_MobilenetV2035_synthJan1shuffle1_snapshot_20"
-    assert compat.get_snapshot(project, 1, "tf", 10).name == "snapshot-010.safetensors"
-
-
-@pytest.mark.slow
-def test_outputs_have_the_same_structure_as_pytorch(tf_trained, trained_project, tmp_path):
-    """Same evaluation CSV columns, same h5 layout and scorer pattern, same bundle keys."""
-    results = {}
-    for eng, proj in (("tensorflow", tf_trained), ("pytorch", trained_project)):
-        project = load_project(proj)
-        ev = compat.evaluate_network(project, 1, eng)
-        video = proj / "videos" / "synth1.mp4"
-        report = compat.analyze_videos(proj, [video], eng, dest=tmp_path / eng, csv=True,
-                                       progress=False, batch_size=16)
-        assert not report.failed
-        h5 = report.outputs[0]
-        bundle = load_bundle(compat.get_train_folder(project, 1, eng))
-        results[eng] = {
-            "errors_columns": pd.read_csv(ev.folder / "errors.csv").columns.tolist(),
-            "table_index": ev.table.index.tolist(), "table_columns": ev.table.columns.tolist(),
-            "df": pd.read_hdf(h5, "df_with_missing"), "h5": h5.name,
-            "files": sorted(p.name for p in (tmp_path / eng).iterdir()),
-            "bundle_keys": sorted(bundle.to_dict()), "source_keys": sorted(bundle.source),
-        }
-    tfr, pt = results["tensorflow"], results["pytorch"]
-    for key in ("errors_columns", "table_index", "table_columns", "bundle_keys", "source_keys"):
-        assert tfr[key] == pt[key], key
-    # Same scorer rule for the same net: the names differ only in the snapshot (epochs trained).
-    pt_epochs = load_bundle(compat.get_train_folder(load_project(trained_project), 1, "pytorch")
-                            ).source["snapshot"]
-    name = "synth1posed_MobilenetV2035_synthJan1shuffle1_snapshot_{}.h5"
-    assert tfr["h5"] == name.format(TF_EPOCHS) and pt["h5"] == name.format(pt_epochs)
-    same = [f.replace(f"snapshot_{TF_EPOCHS}", f"snapshot_{pt_epochs}") for f in tfr["files"]]
-    assert same == pt["files"]
-    a, b = tfr["df"], pt["df"]
-    assert a.shape == b.shape == (60, 12)
-    assert a.columns.droplevel("scorer").equals(b.columns.droplevel("scorer"))
-    assert set(a.columns.get_level_values("scorer")) == {name.format(TF_EPOCHS)[6:-3]}
-    assert a.index.equals(b.index)
-    assert list(a.dtypes) == list(b.dtypes)
-
-
-@pytest.mark.slow
-def test_resume_continues_from_the_newest_snapshot(project_copy, tmp_path, monkeypatch):
-    from posed.engines.tensorflow import backend
-
-    settings = {"net": "mobilenet_v2_0.35", "epochs": 2, "save_every": 1, "batch_size": 16,
-                "crop": [64, 64]}
-    other = tmp_path / "other"
-    shutil.copytree(project_copy, other)
-    straight = compat.train_network(load_project(other), 1, "tf", dict(settings), progress=False)
-
-    project = load_project(project_copy)
-    save = backend._save_snapshot
-
-    def save_then_die(folder, project, shuffle, cfg, model, optimizer, epoch):
-        save(folder, project, shuffle, cfg, model, optimizer, epoch)
-        if epoch == 1:  # as if the process were interrupted right after snapshot 1
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(backend, "_save_snapshot", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        compat.train_network(project, 1, "tf", dict(settings), progress=False)
-    monkeypatch.setattr(backend, "_save_snapshot", save)
-    with pytest.raises(ConfigError, match="--resume"):
-        compat.train_network(project, 1, "tf", dict(settings), progress=False)
-    resumed = compat.train_network(project, 1, "tf", dict(settings), progress=False, resume=True)
-
-    from safetensors.numpy import load_file
-
-    a = load_file(str(straight / "snapshot-002.safetensors"))
-    b = load_file(str(resumed / "snapshot-002.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_allclose(a[key], b[key], rtol=1e-3, atol=1e-4, err_msg=key)
-    with open(resumed / "learning_stats.csv") as fh:
-        assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2"]
-
 
 def test_unsupported_net_names_what_tensorflow_supports(project_copy):
     with pytest.raises(ConfigError, match="tensorflow engine supports resnet_50, mobilenet_v2_1.0"):
@@ -440,7 +316,7 @@ def _frames() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("variant", ["scoremaps", "pose"])
 def test_deeplabcut2_frozen_graph_round_trip(tmp_path, variant):
-    from posed.engines.tensorflow.dlc2 import import_dlc_tensorflow
+    from posed.exporters.dlc2 import import_dlc_tensorflow
 
     export = _dlc_export(tmp_path / "export", variant)
     if variant == "pose":  # `posed import-dlc` takes the folder too
@@ -469,7 +345,7 @@ def test_deeplabcut2_frozen_graph_round_trip(tmp_path, variant):
 
 @pytest.mark.parametrize("missing", ["Placeholder", "Sigmoid", "pose/locref_pred/block4/BiasAdd"])
 def test_deeplabcut2_graph_without_a_tensor_is_a_clear_error(tmp_path, missing):
-    from posed.engines.tensorflow.dlc2 import import_dlc_tensorflow
+    from posed.exporters.dlc2 import import_dlc_tensorflow
 
     export = _dlc_export(tmp_path / "export", skip=missing)
     with pytest.raises(ModelLoadError, match=f"snapshot-1030000.pb: .*'{missing}' not in the graph"):
@@ -480,9 +356,10 @@ def test_deeplabcut2_graph_without_a_tensor_is_a_clear_error(tmp_path, missing):
 def test_deeplabcut2_bundle_naming_a_wrong_tensor_is_refused(tmp_path):
     import yaml
 
-    from posed.engines.tensorflow.dlc2 import import_dlc_tensorflow
+    from posed.exporters.dlc2 import import_dlc_tensorflow
 
-    out = import_dlc_tensorflow(_dlc_export(tmp_path / "export"), tmp_path / "bundle")
+    # A folder: DeepLabCut 2.x, through the façade to the TensorFlow exporter.
+    out = compat.import_dlc(_dlc_export(tmp_path / "export"), tmp_path / "bundle")
     meta = yaml.safe_load((out / "posed.yaml").read_text())
     meta["architecture"]["outputs"] = ["Sigmoid", "pose/locref/typo"]
     (out / "posed.yaml").write_text(yaml.safe_dump(meta))

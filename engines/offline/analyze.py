@@ -392,9 +392,9 @@ def _reid_model(runner: PoseRunner, reid: Any) -> Any:
         if folder is None or not (folder / "reid.yaml").is_file():
             return None
         reid = folder
-    from posed.engines.pytorch.multianimal import ReIDModel
+    from posed.engines.registry import Engine, capability
 
-    return ReIDModel(reid)
+    return capability(Engine.PYTORCH, "load_reid")(reid)
 
 
 def assemble_video(runner: Any, video: Path, *, batch_size: int = 8, progress: bool = True,

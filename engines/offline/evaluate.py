@@ -20,6 +20,7 @@ scale (see :func:`keypoint_similarity`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from posed.engines.base import PoseRunner
 from posed.engines.project.posetables import poses_to_frame, write_pose_table
 from posed.engines.io import atomic_path
 from posed.engines.project import Project, load_labels, load_split
+from posed.engines.tracking.geometry import BIG_COST, mean_distances
 
 
 @dataclass
@@ -51,6 +53,14 @@ class Evaluation:
 def summarise(pred: np.ndarray, truth: np.ndarray, bodyparts: list[str], pcutoff: float,
               pck_px: float) -> pd.DataFrame:
     """Per body part and overall metrics for predictions N×K×3 against labels N×K×2."""
+    return _metrics(pred, truth, bodyparts, pcutoff, pck_px, matched=False)
+
+
+def _metrics(pred: np.ndarray, truth: np.ndarray, bodyparts: list[str], pcutoff: float,
+             pck_px: float, matched: bool) -> pd.DataFrame:
+    """The table of :func:`summarise`; with ``matched`` (predictions of matched animals, NaN
+    where a part was not predicted) errors leave unpredicted parts out, ``pck`` counts them
+    as failures and a ``found`` column gives the fraction of labelled parts predicted."""
     dist = np.linalg.norm(pred[..., :2] - truth, axis=-1)  # N×K, NaN where unlabelled
     labelled = np.isfinite(truth).all(axis=-1)
     confident = pred[..., 2] >= pcutoff
@@ -60,15 +70,46 @@ def summarise(pred: np.ndarray, truth: np.ndarray, bodyparts: list[str], pcutoff
         d, lab, conf = dist[:, sel], labelled[:, sel], confident[:, sel]
         n = int(lab.sum())
         dl = d[lab]
-        dc = d[lab & conf]
-        rows[name] = {
-            "error_px": float(dl.mean()) if n else np.nan,
+        seen = dl[np.isfinite(dl)] if matched else dl
+        dc = d[lab & conf & np.isfinite(d)] if matched else d[lab & conf]
+        row = {
+            "error_px": float(seen.mean()) if seen.size else np.nan,
             "error_px_pcutoff": float(dc.mean()) if dc.size else np.nan,
-            "pck": float((dl <= pck_px).mean()) if n else np.nan,
+            "pck": float((np.nan_to_num(dl, nan=np.inf) <= pck_px).mean()) if n else np.nan,
             "above_pcutoff": float(conf[lab].mean()) if n else np.nan,
-            "n": n,
         }
+        if matched:
+            row["found"] = float(np.isfinite(dl).mean()) if n else np.nan
+        rows[name] = {**row, "n": n}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _labelled_sets(split: Any, index: dict[str, int]) -> Iterator[tuple[str, list[str]]]:
+    """("train" or "test", its labelled images) of a split; sets without any left out."""
+    for set_name, images in (("train", list(split.train)), ("test", list(split.test))):
+        images = [img for img in images if img in index]
+        if images:
+            yield set_name, images
+
+
+def _output_folder(runner: Any, model_folder: Path) -> Path:
+    """``<model folder>/evaluation/snapshot-NNN`` (or the bundle's snapshot name)."""
+    snapshot = runner.bundle.source.get("snapshot", "model")
+    return model_folder / "evaluation" / (
+        f"snapshot-{int(snapshot):03d}" if isinstance(snapshot, int) else str(snapshot))
+
+
+def _write_results(folder: Path, table: pd.DataFrame, pcutoff: float, pck_px: float,
+                   predictions: pd.DataFrame, scorer: str,
+                   more: dict[str, pd.DataFrame] | None = None) -> None:
+    """``errors.csv``, the ``more`` tables by file name, and the predictions as a pose table."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "errors.csv") as tmp:
+        table.assign(pcutoff=pcutoff, pck_px=pck_px).to_csv(tmp)
+    for name, extra in (more or {}).items():
+        with atomic_path(folder / name) as tmp:
+            extra.to_csv(tmp)
+    write_pose_table(predictions, folder / f"predictions{scorer}.h5", csv=True)
 
 
 def evaluate(project: Project, shuffle: int, runner: PoseRunner, model_folder: Path, *,
@@ -99,10 +140,7 @@ def evaluate(project: Project, shuffle: int, runner: PoseRunner, model_folder: P
     parts: dict[str, pd.DataFrame] = {}
     all_images: list[str] = []
     all_pred: list[np.ndarray] = []
-    for set_name, images in (("train", list(split.train)), ("test", list(split.test))):
-        images = [img for img in images if img in index]
-        if not images:
-            continue
+    for set_name, images in _labelled_sets(split, index):
         _, pred = predict_image_files(runner, [project.root / img for img in images])
         truth = labels.keypoints[[index[i] for i in images]]
         parts[set_name] = summarise(pred, truth, list(project.bodyparts), pcutoff, pck_px)
@@ -110,16 +148,11 @@ def evaluate(project: Project, shuffle: int, runner: PoseRunner, model_folder: P
         all_images += images
         all_pred.append(pred)
     table = pd.concat(parts, names=["set", "bodypart"])
-    snapshot = runner.bundle.source.get("snapshot", "model")
-    folder = model_folder / "evaluation" / (
-        f"snapshot-{int(snapshot):03d}" if isinstance(snapshot, int) else str(snapshot))
+    folder = _output_folder(runner, model_folder)
     if write:
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / "errors.csv") as tmp:
-            table.assign(pcutoff=pcutoff, pck_px=pck_px).to_csv(tmp)
         df = poses_to_frame(np.concatenate(all_pred), runner.bundle.bodyparts, runner.bundle.scorer,
                             index=all_images)
-        write_pose_table(df, folder / f"predictions{runner.bundle.scorer}.h5", csv=True)
+        _write_results(folder, table, pcutoff, pck_px, df, runner.bundle.scorer)
         if plots:
             from posed.engines.offline.plotting import plot_evaluation
 
@@ -156,14 +189,10 @@ def match_animals(pred: np.ndarray, truth: np.ndarray) -> list[tuple[int, int]]:
     gt = np.asarray(truth, dtype=np.float64)
     if not pred.size or not gt.size:
         return []
-    pred = pred[..., :2]
-    d = np.linalg.norm(gt[:, None] - pred[None], axis=-1)  # G×A×K
-    shared = np.isfinite(d)
-    mean = np.where(shared, d, 0.0).sum(-1) / np.maximum(shared.sum(-1), 1)
-    big = 1e9
-    cost = np.where(shared.any(-1), mean, big)
+    mean, shared = mean_distances(gt, pred[..., :2])  # G×A
+    cost = np.where(shared, mean, BIG_COST)
     rows, cols = linear_sum_assignment(cost)
-    return [(int(g), int(a)) for g, a in zip(rows, cols) if cost[g, a] < big]
+    return [(int(g), int(a)) for g, a in zip(rows, cols) if cost[g, a] < BIG_COST]
 
 
 def keypoint_similarity(pred: np.ndarray, truth: np.ndarray,
@@ -273,28 +302,8 @@ def summarise_matched(pred: list[np.ndarray], truth: np.ndarray, bodyparts: list
     for i, animals in enumerate(pred):
         for gi, a in match_animals(animals, truth[i]):
             paired[i, gi] = animals[a]
-    paired = paired.reshape(n * g, k, 3)
-    labels = truth.reshape(n * g, k, 2)
-    dist = np.linalg.norm(paired[..., :2] - labels, axis=-1)
-    labelled = np.isfinite(labels).all(axis=-1)
-    confident = paired[..., 2] >= pcutoff
-    rows = {}
-    for j, name in enumerate([*bodyparts, "all"]):
-        sel = slice(None) if name == "all" else slice(j, j + 1)
-        d, lab, conf = dist[:, sel], labelled[:, sel], confident[:, sel]
-        count = int(lab.sum())
-        dl = d[lab]
-        seen = dl[np.isfinite(dl)]
-        dc = d[lab & conf & np.isfinite(d)]
-        rows[name] = {
-            "error_px": float(seen.mean()) if seen.size else np.nan,
-            "error_px_pcutoff": float(dc.mean()) if dc.size else np.nan,
-            "pck": float((np.nan_to_num(dl, nan=np.inf) <= pck_px).mean()) if count else np.nan,
-            "above_pcutoff": float(conf[lab].mean()) if count else np.nan,
-            "found": float(np.isfinite(dl).mean()) if count else np.nan,
-            "n": count,
-        }
-    return pd.DataFrame.from_dict(rows, orient="index")
+    return _metrics(paired.reshape(n * g, k, 3), truth.reshape(n * g, k, 2), bodyparts, pcutoff,
+                    pck_px, matched=True)
 
 
 @dataclass
@@ -329,50 +338,46 @@ def evaluate_multianimal(project: Project, shuffle: int, runner: Any, model_fold
     split = load_split(project, shuffle)
     labels = load_multianimal_labels(project)
     index = {img: i for i, img in enumerate(labels.images)}
-    names = list(labels.bodyparts)
     tables: dict[str, pd.DataFrame] = {}
     ap_rows: dict[str, dict[str, float]] = {}
     all_images: list[str] = []
     all_animals: list[np.ndarray] = []
     all_unique: list[np.ndarray] = []
-    for set_name, images in (("train", list(split.train)), ("test", list(split.test))):
-        images = [img for img in images if img in index]
-        if not images:
-            continue
+    for set_name, images in _labelled_sets(split, index):
         rows = [index[i] for i in images]
-        truth = labels.keypoints[rows]
         found_animals, found_unique, per_image = [], [], []
-        for img, gt in zip(images, truth):
+        for img, gt in zip(images, labels.keypoints[rows]):
             out = runner.predict_animals(load_image(project.root, img))
             present = out.found(0)
             found_animals.append(out.animals[0])
             found_unique.append(out.unique[0])
             per_image.append((present, out.scores[0][: len(present)], gt))
-        table = summarise_matched([p for p, _, _ in per_image], truth, names, pcutoff, pck_px)
-        if labels.uniquebodyparts:
-            uniq = summarise(np.stack(found_unique), labels.unique[rows],
-                             list(labels.uniquebodyparts), pcutoff, pck_px).drop(index="all")
-            table = pd.concat([table.drop(index="all"), uniq, table.loc[["all"]]])
-        tables[set_name] = table
+        tables[set_name] = _matched_table(labels, rows, per_image, found_unique, pcutoff, pck_px)
         ap_rows[set_name] = {**average_precision(per_image, sigma), "images": len(images)}
         all_images += images
         all_animals += found_animals
         all_unique += found_unique
     table = pd.concat(tables, names=["set", "bodypart"])
     ap = pd.DataFrame.from_dict(ap_rows, orient="index").rename_axis("set")
-    snapshot = runner.bundle.source.get("snapshot", "model")
-    folder = model_folder / "evaluation" / (
-        f"snapshot-{int(snapshot):03d}" if isinstance(snapshot, int) else str(snapshot))
+    folder = _output_folder(runner, model_folder)
     if write:
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / "errors.csv") as tmp:
-            table.assign(pcutoff=pcutoff, pck_px=pck_px).to_csv(tmp)
-        with atomic_path(folder / "map.csv") as tmp:
-            ap.to_csv(tmp)
         df = multianimal_poses_to_frame(
             np.stack(all_animals), runner.individuals, runner.animal_bodyparts,
             runner.bundle.scorer, index=all_images,
             unique=np.stack(all_unique) if runner.unique_bodyparts else None,
             uniquebodyparts=runner.unique_bodyparts)
-        write_pose_table(df, folder / f"predictions{runner.bundle.scorer}.h5", csv=True)
+        _write_results(folder, table, pcutoff, pck_px, df, runner.bundle.scorer, {"map.csv": ap})
     return MultiAnimalEvaluation(table=table, folder=folder, pcutoff=pcutoff, pck_px=pck_px, ap=ap)
+
+
+def _matched_table(labels: Any, rows: list[int], per_image: list, found_unique: list[np.ndarray],
+                   pcutoff: float, pck_px: float) -> pd.DataFrame:
+    """One set's errors table: the multi-animal parts after matching animals, then the unique
+    parts compared directly, then ``all`` (of the multi-animal parts)."""
+    table = summarise_matched([p for p, _, _ in per_image], labels.keypoints[rows],
+                              list(labels.bodyparts), pcutoff, pck_px)
+    if labels.uniquebodyparts:
+        uniq = summarise(np.stack(found_unique), labels.unique[rows],
+                         list(labels.uniquebodyparts), pcutoff, pck_px).drop(index="all")
+        table = pd.concat([table.drop(index="all"), uniq, table.loc[["all"]]])
+    return table

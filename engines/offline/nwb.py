@@ -106,14 +106,10 @@ def export_nwb(table: str | Path, out: str | Path, *, video: str | Path | None =
             if name not in bodyparts:
                 raise ConfigError(f"skeleton edge {a}-{b}: no body part '{name}' in {table}")
 
-    if session_start is None:
-        stamp = video.stat().st_mtime if video is not None else dt.datetime.now().timestamp()
-        session_start = dt.datetime.fromtimestamp(stamp).astimezone()
-    elif session_start.tzinfo is None:
-        session_start = session_start.astimezone()  # NWB requires a time zone
     nwbfile = pynwb.NWBFile(
         session_description=session_description or f"poses of {(video or table).name}",
-        identifier=identifier or str(uuid.uuid4()), session_start_time=session_start,
+        identifier=identifier or str(uuid.uuid4()),
+        session_start_time=_session_start(session_start, video),
         subject=pynwb.file.Subject(subject_id=subject_id) if subject_id else None)
     camera = nwbfile.create_device(name="camera", description=(
         f"camera that recorded {video.name}" if video else "camera of the analysed video"))
@@ -131,18 +127,7 @@ def export_nwb(table: str | Path, out: str | Path, *, video: str | Path | None =
         name="skeleton", nodes=bodyparts,
         edges=np.array([[bodyparts.index(a), bodyparts.index(b)] for a, b in edges],
                        dtype=np.uint8).reshape(-1, 2))
-    timestamps = frames / rate
-    series = []
-    for bp in bodyparts:
-        part = df[scorer][bp]
-        series.append(ndx_pose.PoseEstimationSeries(
-            name=bp, description=f"position of {bp} estimated by {scorer}",
-            data=part[["x", "y"]].to_numpy(np.float64), unit="pixels",
-            reference_frame=REFERENCE_FRAME,
-            # Every series shares the first one's timestamps instead of storing a copy.
-            timestamps=series[0] if series else timestamps,
-            confidence=part["likelihood"].to_numpy(np.float64),
-            confidence_definition="likelihood of the predicted position, 0 to 1"))
+    series = _pose_series(ndx_pose, df, scorer, bodyparts, frames / rate)
     # ndx-pose 0.2 names the video and camera directly; later versions link an ImageSeries.
     if _accepts(ndx_pose.PoseEstimation, "source_video"):
         where: dict[str, Any] = {"source_video": source, "device": camera}
@@ -163,3 +148,31 @@ def export_nwb(table: str | Path, out: str | Path, *, video: str | Path | None =
         with pynwb.NWBHDF5IO(str(tmp), "w") as io:
             io.write(nwbfile)
     return out
+
+
+def _session_start(session_start: dt.datetime | None, video: Path | None) -> dt.datetime:
+    """The session start, with a time zone (NWB requires one): by default the video file's
+    modification time, else now."""
+    if session_start is None:
+        stamp = video.stat().st_mtime if video is not None else dt.datetime.now().timestamp()
+        return dt.datetime.fromtimestamp(stamp).astimezone()
+    if session_start.tzinfo is None:
+        return session_start.astimezone()
+    return session_start
+
+
+def _pose_series(ndx_pose: Any, df: Any, scorer: str, bodyparts: list[str],
+                 timestamps: np.ndarray) -> list[Any]:
+    """One ``PoseEstimationSeries`` per body part of the table."""
+    series: list[Any] = []
+    for bp in bodyparts:
+        part = df[scorer][bp]
+        series.append(ndx_pose.PoseEstimationSeries(
+            name=bp, description=f"position of {bp} estimated by {scorer}",
+            data=part[["x", "y"]].to_numpy(np.float64), unit="pixels",
+            reference_frame=REFERENCE_FRAME,
+            # Every series shares the first one's timestamps instead of storing a copy.
+            timestamps=series[0] if series else timestamps,
+            confidence=part["likelihood"].to_numpy(np.float64),
+            confidence_definition="likelihood of the predicted position, 0 to 1"))
+    return series

@@ -63,7 +63,7 @@ _events: Any = None
 
 def _runner_for(job: AnalysisJob) -> "PoseRunner":
     global _runner_cache
-    from posed.engines import compat
+    from posed.engines.loading import load_model
 
     key = (str(job.bundle.path), tuple(w.get("sha256") for w in job.bundle.weights), job.engine,
            job.runner_options)
@@ -71,7 +71,7 @@ def _runner_for(job: AnalysisJob) -> "PoseRunner":
         if _runner_cache is not None:
             _runner_cache[1].close()
             _runner_cache = None
-        runner = compat.load_model(job.bundle, job.engine, **dict(job.runner_options))
+        runner = load_model(job.bundle, job.engine, **dict(job.runner_options))
         _runner_cache = (key, runner)
     return _runner_cache[1]
 
@@ -348,7 +348,8 @@ def analyze_distributed(source: "str | Path", videos: Sequence["str | Path"],
     Outputs equal those of :func:`posed.engines.offline.analyze.analyze_videos` and resuming works
     the same. ``task_gpus`` defaults to 1 when ``runner_options`` ask for a CUDA device.
     """
-    from posed.engines import compat
+    from posed.engines.loading import resolve_bundle
+    from posed.engines.registry import Engine, engine_available, get_backend
 
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
@@ -358,10 +359,10 @@ def analyze_distributed(source: "str | Path", videos: Sequence["str | Path"],
     options = dict(runner_options or {})
     # Workers may run elsewhere (another cwd, another node): hand them absolute paths.
     src = source if not isinstance(source, (str, Path)) else Path(source).absolute()
-    bundle = compat.resolve_bundle(src, engine, shuffle=shuffle, snapshot=snapshot)
-    eng = compat.Engine.parse(engine if engine is not None else bundle.engine).value
-    if cluster is None and not compat.engine_available(eng):
-        compat.get_backend(eng)  # raises with the install hint
+    bundle = resolve_bundle(src, engine, shuffle=shuffle, snapshot=snapshot)
+    eng = Engine.parse(engine if engine is not None else bundle.engine).value
+    if cluster is None and not engine_available(eng):
+        get_backend(eng)  # raises with the install hint
     job = AnalysisJob(bundle=bundle, engine=eng, runner_options=tuple(sorted(options.items())),
                       dest=str(Path(dest).absolute()) if dest is not None else None, csv=csv,
                       batch_size=batch_size, overwrite=overwrite, tracking=tracking)

@@ -86,16 +86,19 @@ class Project:
         return self.individuals + ((SINGLE,) if self.uniquebodyparts else ())
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """Whether a config value is an integer (``True``/``False`` are not)."""
     # bool is an int subclass, but `batch_size: true` is a user mistake, not 1.
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+def is_number(value: Any) -> bool:
+    """Whether a config value is a finite int or float (not a bool)."""
+    return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
+    """How errors name a config value's type (YAML's ``null`` for None)."""
     return "null" if value is None else type(value).__name__
 
 
@@ -108,7 +111,7 @@ def _require_str(cfg: dict, key: str, path: Path) -> str:
         return value.isoformat()
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(
-            f"{path}: '{key}' must be a non-empty string, got {_type_name(value)} {value!r}"
+            f"{path}: '{key}' must be a non-empty string, got {type_name(value)} {value!r}"
         )
     return value
 
@@ -118,7 +121,7 @@ def _optional_str(cfg: dict, key: str, path: Path) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ConfigError(f"{path}: '{key}' must be a string, got {_type_name(value)} {value!r}")
+        raise ConfigError(f"{path}: '{key}' must be a string, got {type_name(value)} {value!r}")
     return value
 
 
@@ -128,11 +131,11 @@ def _name_list(value: Any, key: str, path: Path, allow_empty: bool = False) -> t
         return ()
     if not isinstance(value, list) or (not value and not allow_empty):
         what = "a list of names" if allow_empty else "a non-empty list of names"
-        raise ConfigError(f"{path}: '{key}' must be {what}, got {_type_name(value)} {value!r}")
+        raise ConfigError(f"{path}: '{key}' must be {what}, got {type_name(value)} {value!r}")
     for item in value:
         if not isinstance(item, str) or not item.strip():
             raise ConfigError(
-                f"{path}: '{key}' entries must be non-empty strings, got {_type_name(item)} "
+                f"{path}: '{key}' entries must be non-empty strings, got {type_name(item)} "
                 f"{item!r}"
             )
     seen: set[str] = set()
@@ -160,7 +163,7 @@ def _parse_multianimal_flag(cfg: dict, path: Path) -> bool:
         return False
     if not isinstance(value, bool):
         raise ConfigError(
-            f"{path}: 'multianimalproject' must be true or false, got {_type_name(value)} "
+            f"{path}: 'multianimalproject' must be true or false, got {type_name(value)} "
             f"{value!r}"
         )
     return value
@@ -201,7 +204,7 @@ def _parse_training_fraction(cfg: dict, path: Path) -> tuple[float, ...]:
         raise ConfigError(f"{path}: 'TrainingFraction' is an empty list")
     out = []
     for item in items:
-        if not _is_number(item) or not 0.0 < float(item) < 1.0:
+        if not is_number(item) or not 0.0 < float(item) < 1.0:
             raise ConfigError(
                 f"{path}: 'TrainingFraction' entries must be numbers between 0 and 1 "
                 f"(exclusive), got {item!r}"
@@ -214,9 +217,9 @@ def _parse_int(cfg: dict, key: str, default: int, minimum: int, path: Path) -> i
     value = cfg.get(key)
     if value is None:
         return default
-    if not _is_int(value) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ConfigError(
-            f"{path}: '{key}' must be an integer >= {minimum}, got {_type_name(value)} {value!r}"
+            f"{path}: '{key}' must be an integer >= {minimum}, got {type_name(value)} {value!r}"
         )
     return value
 
@@ -225,7 +228,7 @@ def _parse_pcutoff(cfg: dict, path: Path) -> float:
     value = cfg.get("pcutoff")
     if value is None:
         return _DEFAULT_PCUTOFF
-    if not _is_number(value) or not 0.0 <= float(value) <= 1.0:
+    if not is_number(value) or not 0.0 <= float(value) <= 1.0:
         raise ConfigError(f"{path}: 'pcutoff' must be a number between 0 and 1, got {value!r}")
     return float(value)
 
@@ -239,7 +242,7 @@ def _parse_skeleton(
     if not isinstance(value, list):
         raise ConfigError(
             f"{path}: 'skeleton' must be a list of [bodypart, bodypart] pairs, got "
-            f"{_type_name(value)} {value!r}"
+            f"{type_name(value)} {value!r}"
         )
     pairs = []
     for item in value:
@@ -296,7 +299,7 @@ def load_project(path: str | Path) -> Project:
         raise ConfigError(f"{config_path}: YAML error: {exc}".replace("\n", " ")) from exc
     if not isinstance(cfg, dict):
         raise ConfigError(
-            f"{config_path}: expected a mapping of config keys, got {_type_name(cfg)}"
+            f"{config_path}: expected a mapping of config keys, got {type_name(cfg)}"
         )
 
     task = _require_str(cfg, "Task", config_path)

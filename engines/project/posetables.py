@@ -37,6 +37,7 @@ from posed.errors import DataError
 __all__ = [
     "COLUMN_NAMES",
     "COORDS",
+    "camel_net",
     "H5_KEY",
     "MA_COLUMN_NAMES",
     "MultiAnimalPoses",
@@ -76,7 +77,9 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def _camel_net(net: str) -> str:
+def camel_net(net: str) -> str:
+    """The network part of a scorer name (see :func:`scorer_name`): ``resnet_50`` ->
+    ``Resnet50``; empty when ``net`` has no letters or digits."""
     parts = [p.replace(".", "") for p in net.split("_")]
     return "".join(p[:1].upper() + p[1:] for p in parts if p)
 
@@ -104,7 +107,7 @@ def scorer_name(net: str, project_name: str, shuffle: int, snapshot: int | str) 
     Raises:
         ValueError: ``net`` has no letters or digits.
     """
-    camel = _camel_net(net)
+    camel = camel_net(net)
     if not camel:
         raise ValueError(f"network name {net!r} is empty")
     return f"posed_{camel}_{project_name}shuffle{shuffle}_snapshot_{snapshot}"
@@ -158,10 +161,7 @@ def poses_to_frame(
     Raises:
         ValueError: Shapes do not match, body parts repeat, or the values are not numeric.
     """
-    try:
-        arr = np.asarray(poses, dtype=POSE_DTYPE)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"poses must be numeric: {_one_line(exc)}") from exc
+    arr = _pose_array(poses, "poses")
     names = [str(b) for b in bodyparts]
     if arr.ndim != 3 or arr.shape[2] != len(COORDS) or arr.shape[1] != len(names):
         raise ValueError(
@@ -170,18 +170,31 @@ def poses_to_frame(
     if len(set(names)) != len(names):
         raise ValueError(f"body part names repeat: {names}")
     n = arr.shape[0]
-    if index is None:
-        row_index: pd.Index = pd.RangeIndex(n)
-    else:
-        if isinstance(index, pd.Index):
-            row_index = index
-        else:
-            # HDF5 tables cannot store Path objects; DeepLabCut keeps image paths as str.
-            row_index = pd.Index([str(i) if isinstance(i, Path) else i for i in index])
-        if len(row_index) != n:
-            raise ValueError(f"index has {len(row_index)} labels for {n} frames of poses")
     columns = pd.MultiIndex.from_product([[scorer], names, list(COORDS)], names=COLUMN_NAMES)
-    return pd.DataFrame(arr.reshape(n, len(names) * len(COORDS)), index=row_index, columns=columns)
+    return pd.DataFrame(
+        arr.reshape(n, len(names) * len(COORDS)), index=_row_index(index, n), columns=columns
+    )
+
+
+def _pose_array(poses: Any, what: str) -> np.ndarray:
+    try:
+        return np.asarray(poses, dtype=POSE_DTYPE)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be numeric: {_one_line(exc)}") from exc
+
+
+def _row_index(index: Sequence[Any] | pd.Index | None, n: int) -> pd.Index:
+    """The row index of a table of ``n`` frames: ``index``, by default 0..n-1."""
+    if index is None:
+        return pd.RangeIndex(n)
+    if isinstance(index, pd.Index):
+        row_index = index
+    else:
+        # HDF5 tables cannot store Path objects; DeepLabCut keeps image paths as str.
+        row_index = pd.Index([str(i) if isinstance(i, Path) else i for i in index])
+    if len(row_index) != n:
+        raise ValueError(f"index has {len(row_index)} labels for {n} frames of poses")
+    return row_index
 
 
 def _hdf5_reason(exc: BaseException) -> str:
@@ -362,6 +375,11 @@ def read_pose_table(path: str | Path) -> pd.DataFrame:
     Raises:
         DataError: The file is missing, unreadable or not a single-animal pose table.
     """
+    return _read_pose_file(path, COLUMN_NAMES, "pose table")
+
+
+def _read_pose_file(path: str | Path, levels: Sequence[str], what: str) -> pd.DataFrame:
+    """A pose table with the column ``levels`` (CSV: one header row per level), float32."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -369,23 +387,22 @@ def read_pose_table(path: str | Path) -> pd.DataFrame:
         if path.suffix.lower() in (".h5", ".hdf5", ".hdf"):
             df = read_h5_table(path)
         else:
-            df = pd.read_csv(path, header=[0, 1, 2], index_col=0)
+            df = pd.read_csv(path, header=list(range(len(levels))), index_col=0)
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - pandas/PyTables raise many types on bad files
         raise DataError(f"{path}: cannot read pose table ({_one_line(exc)})") from exc
     cols = df.columns
-    if not isinstance(cols, pd.MultiIndex) or cols.nlevels != len(COLUMN_NAMES):
+    if not isinstance(cols, pd.MultiIndex) or cols.nlevels != len(levels):
         raise DataError(
-            f"{path}: not a pose table (expected 3 column levels scorer/bodyparts/coords, "
-            f"got {cols.nlevels})"
+            f"{path}: not a {what} (expected {len(levels)} column levels "
+            f"{'/'.join(levels)}, got {cols.nlevels})"
         )
     coords = set(cols.get_level_values(-1))
     if not coords <= set(COORDS) or not {"x", "y"} <= coords:
         raise DataError(f"{path}: not a pose table (coords {sorted(map(str, coords))})")
-    if list(cols.names) != list(COLUMN_NAMES):
-        cols = cols.set_names(list(COLUMN_NAMES))
-        df.columns = cols
+    if list(cols.names) != list(levels):
+        df.columns = cols.set_names(list(levels))
     try:
         df = df.astype(POSE_DTYPE)
     except (TypeError, ValueError) as exc:
@@ -396,13 +413,6 @@ def read_pose_table(path: str | Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 # Multi-animal tables
 # --------------------------------------------------------------------------------------------
-
-
-def _pose_array(poses: Any, what: str) -> np.ndarray:
-    try:
-        return np.asarray(poses, dtype=POSE_DTYPE)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} must be numeric: {_one_line(exc)}") from exc
 
 
 def multianimal_poses_to_frame(
@@ -463,17 +473,8 @@ def multianimal_poses_to_frame(
         tuples += [(scorer, SINGLE, b, c) for b in unames for c in COORDS]
     elif unique is not None and np.asarray(unique).size:
         raise ValueError("unique poses given without uniquebodyparts")
-    if index is None:
-        row_index: pd.Index = pd.RangeIndex(n)
-    elif isinstance(index, pd.Index):
-        row_index = index
-    else:
-        # As in poses_to_frame: HDF5 tables cannot store Path objects.
-        row_index = pd.Index([str(i) if isinstance(i, Path) else i for i in index])
-    if len(row_index) != n:
-        raise ValueError(f"index has {len(row_index)} labels for {n} frames of poses")
     columns = pd.MultiIndex.from_tuples(tuples, names=MA_COLUMN_NAMES)
-    return pd.DataFrame(np.concatenate(values, axis=1), index=row_index, columns=columns)
+    return pd.DataFrame(np.concatenate(values, axis=1), index=_row_index(index, n), columns=columns)
 
 
 def read_multianimal_pose_table(path: str | Path) -> pd.DataFrame:
@@ -491,33 +492,7 @@ def read_multianimal_pose_table(path: str | Path) -> pd.DataFrame:
     Raises:
         DataError: The file is missing, unreadable or not a multi-animal pose table.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    try:
-        if path.suffix.lower() in (".h5", ".hdf5", ".hdf"):
-            df = read_h5_table(path)
-        else:
-            df = pd.read_csv(path, header=[0, 1, 2, 3], index_col=0)
-    except DataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - pandas/PyTables raise many types on bad files
-        raise DataError(f"{path}: cannot read pose table ({_one_line(exc)})") from exc
-    cols = df.columns
-    if not isinstance(cols, pd.MultiIndex) or cols.nlevels != len(MA_COLUMN_NAMES):
-        raise DataError(
-            f"{path}: not a multi-animal pose table (expected 4 column levels "
-            f"scorer/individuals/bodyparts/coords, got {cols.nlevels})"
-        )
-    coords = set(cols.get_level_values(-1))
-    if not coords <= set(COORDS) or not {"x", "y"} <= coords:
-        raise DataError(f"{path}: not a pose table (coords {sorted(map(str, coords))})")
-    df.columns = cols.set_names(list(MA_COLUMN_NAMES))
-    try:
-        df = df.astype(POSE_DTYPE)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{path}: pose table has non-numeric values ({_one_line(exc)})") from exc
-    return df
+    return _read_pose_file(path, MA_COLUMN_NAMES, "multi-animal pose table")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from posed.engines.project.config import Project, _is_int, _is_number, _type_name
+from posed.engines.project.config import Project, is_int, is_number, type_name
 from posed.engines.project.labels import load_labels, load_multianimal_labels
 
 from posed.errors import ConfigError, DataError
@@ -52,7 +52,7 @@ def split_path(project: Project, shuffle: int) -> Path:
 
 
 def _check_shuffle(shuffle: Any) -> int:
-    if not _is_int(shuffle) or shuffle < 0:
+    if not is_int(shuffle) or shuffle < 0:
         raise ConfigError(f"shuffle: must be an integer >= 0, got {shuffle!r}")
     return shuffle
 
@@ -103,11 +103,11 @@ def create_split(
     """
     shuffle = _check_shuffle(shuffle)
     fraction = project.training_fraction[0] if train_fraction is None else train_fraction
-    if not _is_number(fraction) or not 0.0 < float(fraction) < 1.0:
+    if not is_number(fraction) or not 0.0 < float(fraction) < 1.0:
         raise ConfigError(f"train_fraction: must be a number between 0 and 1, got {fraction!r}")
     fraction = float(fraction)
     seed = shuffle if seed is None else seed
-    if not _is_int(seed) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ConfigError(f"seed: must be an integer >= 0, got {seed!r}")
 
     path = split_path(project, shuffle)
@@ -179,16 +179,16 @@ def load_split(project: Project, shuffle: int) -> Split:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{path}: cannot read split ({message})") from exc
     if not isinstance(doc, dict):
-        raise DataError(f"{path}: expected a mapping, got {_type_name(doc)}")
+        raise DataError(f"{path}: expected a mapping, got {type_name(doc)}")
 
     for key in ("shuffle", "seed", "train_fraction", "train", "test"):
         if key not in doc:
             raise DataError(f"{path}: missing key '{key}'")
-    if not _is_int(doc["shuffle"]) or doc["shuffle"] != shuffle:
+    if not is_int(doc["shuffle"]) or doc["shuffle"] != shuffle:
         raise DataError(f"{path}: 'shuffle' is {doc['shuffle']!r}, expected {shuffle}")
-    if not _is_int(doc["seed"]):
+    if not is_int(doc["seed"]):
         raise DataError(f"{path}: 'seed' must be an integer, got {doc['seed']!r}")
-    if not _is_number(doc["train_fraction"]):
+    if not is_number(doc["train_fraction"]):
         raise DataError(f"{path}: 'train_fraction' must be a number, got {doc['train_fraction']!r}")
     lists = {}
     for key in ("train", "test"):

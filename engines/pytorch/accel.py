@@ -1,4 +1,5 @@
-"""Fast inference pieces for the PyTorch engine: precision, decoding on the device, CUDA graphs.
+"""Devices and fast inference pieces for the PyTorch engine: device selection, TorchScript
+loading, precision, decoding on the device, CUDA graphs.
 
 At batch 1 an eager GPU forward is bound by kernel launches, and copying full score maps
 back to the host costs more than the arithmetic that reads them. So on CUDA the runner
@@ -16,18 +17,62 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from posed.errors import CapabilityError, ConfigError
+from posed.errors import CapabilityError, ConfigError, ModelLoadError, reason
+
+if TYPE_CHECKING:
+    from posed.engines.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+# ----------------------------------------------------------------------------- devices
+
+def select_device(device: str = "auto") -> torch.device:
+    """Resolve ``auto``/``cpu``/``cuda``/``cuda:N``; a CUDA request without CUDA falls back to CPU."""
+    want = (device or "auto").lower()
+    if want == "cpu":
+        return torch.device("cpu")
+    if want == "auto" or want.startswith("cuda"):
+        if torch.cuda.is_available():
+            dev = torch.device("cuda" if want == "auto" else want)
+            if dev.index is not None and dev.index >= torch.cuda.device_count():
+                raise ConfigError(f"device '{device}': only {torch.cuda.device_count()} CUDA device(s)")
+            log.info("pytorch engine: using %s (%s)", dev, torch.cuda.get_device_name(dev))
+            return dev
+        if want != "auto":
+            log.warning("pytorch engine: device '%s' requested but CUDA is not available; using CPU", device)
+        else:
+            log.info("pytorch engine: no CUDA device; using CPU")
+        return torch.device("cpu")
+    raise ConfigError(f"device '{device}' is not one of auto, cpu, cuda, cuda:N")
+
+
+def load_torchscript(bundle: "ModelBundle", device: str = "auto",
+                     threads: int | None = None) -> tuple[torch.jit.ScriptModule, torch.device]:
+    """The TorchScript module of a ``torchscript`` bundle, on the selected device, in eval mode."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    dev = select_device(device)
+    try:
+        with warnings.catch_warnings():
+            # torch 2.14 marks TorchScript as deprecated; it still runs, and the bundle
+            # format is what users chose to export.
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(str(bundle.weights_path), map_location=dev)
+    except Exception as exc:  # TorchScript raises RuntimeError and internal types alike
+        raise ModelLoadError(f"{bundle.weights_path}: cannot load TorchScript "
+                             f"({reason(exc)})") from exc
+    return module.eval(), dev
 
 
 # ----------------------------------------------------------------------------- capability

@@ -1,61 +1,40 @@
 """The PyTorch engine: training and inference behind :mod:`posed.engines.compat`.
 
-Snapshots are written as ``snapshot-NNN.safetensors`` (weights only) beside ``posed.yaml``,
-so the training folder is a model bundle with no pickle in it. The optimiser state needed
-to resume lives in ``resume-state.safetensors`` (tensors) with its settings as JSON metadata.
+Single-animal models are here; bottom-up multi-animal models are
+:mod:`posed.engines.pytorch.multianimal` (:func:`load_runner` and :func:`train` hand them
+over), the training loop both share is :mod:`posed.engines.pytorch.training`, devices are
+:mod:`posed.engines.pytorch.accel`. Exporting is :mod:`posed.exporters.torch` (the registry's
+``export`` capability of this engine).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from posed.engines import compat
+from posed.engines.backend_common import load_by_format
 from posed.engines.base import PoseRunner
 from posed.engines.bundle import ModelBundle
 from posed.engines.decoding import decode
 from posed.engines.io import atomic_path
 from posed.engines.project import Project
-from posed.engines.pytorch.accel import OpenMPHandoff
+from posed.engines.project.folders import get_model_folder
+from posed.engines.pytorch import multianimal
+from posed.engines.pytorch.accel import OpenMPHandoff, load_torchscript, select_device
 from posed.engines.pytorch.model import TIMM_NAMES, PoseNet, load_state_dict
-from posed.engines.training import (RESUME_FILE, LearningStats, SampleMaker, TrainConfig,
-                                    bundle_source, load_training_data, lr_at, resolve_train_config,
-                                    resume_epoch, snapshot_name)
-from posed.errors import ConfigError, InferenceError, ModelLoadError, reason
+from posed.engines.pytorch.training import ENGINE, pose_loss, prepare_training, run_training
+from posed.engines.training import SampleMaker, TrainConfig, bundle_source, load_training_data
+from posed.errors import ConfigError, InferenceError, ModelLoadError
+
+__all__ = ["ENGINE", "PoseNet", "TorchRunner", "TorchScriptRunner", "build_model", "load_runner",
+           "load_torchscript", "pose_loss", "prepare_training", "random_bundle", "run_training",
+           "select_device", "train"]
 
 log = logging.getLogger(__name__)
-
-ENGINE = "pytorch"
-
-
-# ----------------------------------------------------------------------------- devices
-
-def select_device(device: str = "auto") -> torch.device:
-    """Resolve ``auto``/``cpu``/``cuda``/``cuda:N``; a CUDA request without CUDA falls back to CPU."""
-    want = (device or "auto").lower()
-    if want == "cpu":
-        return torch.device("cpu")
-    if want == "auto" or want.startswith("cuda"):
-        if torch.cuda.is_available():
-            dev = torch.device("cuda" if want == "auto" else want)
-            if dev.index is not None and dev.index >= torch.cuda.device_count():
-                raise ConfigError(f"device '{device}': only {torch.cuda.device_count()} CUDA device(s)")
-            log.info("pytorch engine: using %s (%s)", dev, torch.cuda.get_device_name(dev))
-            return dev
-        if want != "auto":
-            log.warning("pytorch engine: device '%s' requested but CUDA is not available; using CPU", device)
-        else:
-            log.info("pytorch engine: no CUDA device; using CPU")
-        return torch.device("cpu")
-    raise ConfigError(f"device '{device}' is not one of auto, cpu, cuda, cuda:N")
 
 
 # ----------------------------------------------------------------------------- inference
@@ -151,24 +130,6 @@ class TorchRunner(OpenMPHandoff, PoseRunner):
             raise InferenceError(f"pytorch forward failed: {str(exc).splitlines()[0]}") from exc
 
 
-def load_torchscript(bundle: ModelBundle, device: str = "auto",
-                     threads: int | None = None) -> tuple[torch.jit.ScriptModule, torch.device]:
-    """The TorchScript module of a ``torchscript`` bundle, on the selected device, in eval mode."""
-    if threads:
-        torch.set_num_threads(int(threads))
-    dev = select_device(device)
-    try:
-        with warnings.catch_warnings():
-            # torch 2.14 marks TorchScript as deprecated; it still runs, and the bundle
-            # format is what users chose to export.
-            warnings.simplefilter("ignore", FutureWarning)
-            module = torch.jit.load(str(bundle.weights_path), map_location=dev)
-    except Exception as exc:  # TorchScript raises RuntimeError and internal types alike
-        raise ModelLoadError(f"{bundle.weights_path}: cannot load TorchScript "
-                             f"({reason(exc)})") from exc
-    return module.eval(), dev
-
-
 class TorchScriptRunner(OpenMPHandoff, PoseRunner):
     """Inference of a TorchScript bundle (uint8 NHWC frames in, score maps and locref out)."""
 
@@ -199,102 +160,15 @@ class TorchScriptRunner(OpenMPHandoff, PoseRunner):
 def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
     """Engine entry point used by :func:`posed.engines.compat.load_model`; bottom-up
     multi-animal bundles get a :class:`~posed.engines.base.MultiAnimalRunner`."""
-    if "individuals" in bundle.architecture:
-        from posed.engines.pytorch.multianimal import load_runner as load_multianimal
-
-        return load_multianimal(bundle, **options)
-    if bundle.format == "torchscript":
-        return TorchScriptRunner.load(bundle, **options)
-    return TorchRunner.load(bundle, **options)
-
-
-EXPORT_FORMATS = ("torchscript", "onnx")
-
-
-def export(bundle: ModelBundle, fmt: str, out: Path, **options: Any) -> Path:
-    """Export a PyTorch bundle to ``torchscript`` or ``onnx`` (see :mod:`posed.exporters.torch`)."""
-    from posed.exporters import torch as exporters
-
-    if fmt == "torchscript":
-        return exporters.export_torchscript(bundle, out, **options)
-    if fmt == "onnx":
-        return exporters.export_onnx(bundle, out, **options)
-    raise ConfigError(f"format '{fmt}': the pytorch engine exports {', '.join(EXPORT_FORMATS)}")
+    if multianimal.is_multianimal(bundle):
+        return multianimal.load_runner(bundle, **options)
+    return load_by_format(bundle, options, {"torchscript": TorchScriptRunner.load},
+                          TorchRunner.load)
 
 
 # ----------------------------------------------------------------------------- training
 
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % (2**32))
-
-
-def _collate(samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
-    out = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in samples[0]}
-    out["image"] = out["image"].permute(0, 3, 1, 2).float()
-    return out
-
-
-class _TorchSamples(torch.utils.data.Dataset):
-    """Map-style dataset over :class:`SampleMaker`, with a per-(epoch, index) RNG."""
-
-    def __init__(self, maker: SampleMaker, seed: int) -> None:
-        self.maker = maker
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.maker)
-
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng((self.seed, self.epoch, index))
-        return self.maker.sample(index, rng)
-
-
-def pose_loss(heat: torch.Tensor, locref: torch.Tensor, batch: dict[str, torch.Tensor],
-              locref_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Weighted BCE on heatmaps + weighted Huber on locref; returns (total, heatmap, locref)."""
-    hw = batch["heatmap_weight"].expand_as(heat)
-    hm = F.binary_cross_entropy_with_logits(heat, batch["heatmap"], weight=hw, reduction="sum")
-    hm = hm / hw.sum().clamp(min=1.0)
-    lw = batch["locref_weight"]
-    lr_ = F.huber_loss(locref * lw, batch["locref"] * lw, reduction="sum") / lw.sum().clamp(min=1.0)
-    return hm + locref_weight * lr_, hm, lr_
-
-
-def _save_resume_state(path: Path, optimizer: torch.optim.Optimizer, epoch: int) -> None:
-    from safetensors.torch import save_file
-
-    state = optimizer.state_dict()
-    tensors = {}
-    for pid, pstate in state["state"].items():
-        for name, value in pstate.items():
-            tensors[f"state.{pid}.{name}"] = torch.as_tensor(value).contiguous()
-    meta = {"param_groups": json.dumps(state["param_groups"]), "epoch": str(epoch),
-            "torch_rng": json.dumps(torch.get_rng_state().tolist())}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-
-
-def _load_resume_state(path: Path, optimizer: torch.optim.Optimizer) -> int:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata()
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key in fh.keys():
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = fh.get_tensor(key)
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
-    torch.set_rng_state(torch.tensor(json.loads(meta["torch_rng"]), dtype=torch.uint8))
-    return int(meta["epoch"])
-
-
 def _bundle_for(project: Project, shuffle: int, cfg: TrainConfig, model: PoseNet, epoch: int) -> ModelBundle:
-    if hasattr(model, "paf_edges"):
-        from posed.engines.pytorch.multianimal import bundle_for
-
-        return bundle_for(project, shuffle, cfg, model, epoch)
     return ModelBundle(
         engine=ENGINE, format="safetensors", bodyparts=list(project.bodyparts),
         architecture={"net": cfg.net, "output_stride": cfg.output_stride, "head": "deconv3x3s2",
@@ -328,11 +202,9 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
     multi-animal project trains the bottom-up model (:mod:`posed.engines.pytorch.multianimal`).
     """
     if getattr(project, "multianimal", False):
-        from posed.engines.pytorch.multianimal import train as train_bottom_up
-
-        return train_bottom_up(project, shuffle, overrides, progress=progress, resume=resume)
+        return multianimal.train(project, shuffle, overrides, progress=progress, resume=resume)
     cfg, folder, existing = prepare_training(project, shuffle, overrides, resume)
-    data = load_training_data(project, shuffle, cfg, compat.get_model_folder(project, shuffle, ENGINE))
+    data = load_training_data(project, shuffle, cfg, get_model_folder(project, shuffle, ENGINE))
     cfg = data.cfg
     model = PoseNet(cfg.net, len(project.bodyparts), cfg.output_stride, pretrained=cfg.pretrained)
     model.train()
@@ -345,104 +217,10 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
     return run_training(
         project, shuffle, cfg, folder, existing, resume, progress, model, maker, step,
         test_error=lambda: _mean_error(model, data.test_images, data.test_keypoints,
-                                       cfg.target.locref_stdev))
+                                       cfg.target.locref_stdev),
+        bundle_for=lambda epoch: _bundle_for(project, shuffle, cfg, model, epoch))
 
 
-def prepare_training(project: Project, shuffle: int, overrides: Any,
-                     resume: bool) -> tuple[TrainConfig, Path, list[Path]]:
-    """Resolved settings, the training folder (created) and its existing snapshots; seeds
-    every RNG. Raises :class:`ConfigError` when snapshots exist and ``resume`` is not set."""
-    cfg = resolve_train_config(project, shuffle, overrides, ENGINE, resume)
-    folder = compat.get_train_folder(project, shuffle, ENGINE)
-    existing = compat.list_snapshots(folder)
-    if existing and not resume:
-        raise ConfigError(f"{folder}: already has snapshots; pass --resume to continue or "
-                          "--overwrite to start again")
-    folder.mkdir(parents=True, exist_ok=True)
-    _seed_everything(cfg.seed)
-    return cfg, folder, existing
+from posed.engines.pytorch.profile import count_flops, cuda_device, matmul_call  # noqa: E402,F401 (posed bench's capabilities)
 
 
-def run_training(project: Project, shuffle: int, cfg: TrainConfig, folder: Path,
-                 existing: list[Path], resume: bool, progress: bool, model: torch.nn.Module,
-                 maker: SampleMaker, step: Any, *, test_error: Any,
-                 extra_losses: tuple[str, ...] = ()) -> Path:
-    """The training loop every PyTorch model shares.
-
-    Args:
-        model: The network (weights restored here when resuming); its snapshots are
-            described by :func:`_bundle_for`.
-        maker: Sample generator.
-        step: batch -> (total loss, heatmap loss, locref loss, *extra losses) tensors.
-        test_error: () -> mean test error in pixels, run at each snapshot.
-        extra_losses: Names of the extra losses (extra ``learning_stats.csv`` columns).
-
-    Returns:
-        The training folder.
-    """
-    from tqdm.auto import tqdm
-
-    dataset = _TorchSamples(maker, cfg.seed)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) > cfg.batch_size,
-        collate_fn=_collate, num_workers=cfg.num_workers,
-        generator=torch.Generator().manual_seed(cfg.seed), persistent_workers=cfg.num_workers > 0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    start_epoch = 0
-    if resume and existing:
-        model.load_state_dict(load_state_dict(existing[-1]))
-        start_epoch = resume_epoch(folder, existing, lambda f: _load_resume_state(f, optimizer))
-        if start_epoch >= cfg.epochs:
-            log.info("already trained to epoch %d (epochs=%d)", start_epoch, cfg.epochs)
-            return folder
-
-    stats = LearningStats(folder, cfg, start_epoch, extra_losses)
-    steps_per_epoch = max(len(loader), 1)
-    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {project.name} shuffle {shuffle}",
-               unit="epoch", disable=not progress, initial=start_epoch, total=cfg.epochs)
-    try:
-        for epoch in bar:
-            # Sample order and augmentation depend only on (seed, epoch), so a resumed run
-            # sees exactly the batches an uninterrupted run would have seen.
-            dataset.epoch = epoch
-            loader.generator.manual_seed(cfg.seed * 100_003 + epoch)
-            t0 = time.perf_counter()
-            totals = np.zeros(3 + len(extra_losses))
-            for i, batch in enumerate(loader):
-                lr = lr_at(cfg, epoch + i / steps_per_epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                losses = step(batch)
-                optimizer.zero_grad(set_to_none=True)
-                losses[0].backward()
-                optimizer.step()
-                totals += [v.item() for v in losses]
-            totals /= steps_per_epoch
-            done = epoch + 1
-            test_err = float("nan")
-            snapshot_due = done % cfg.save_every == 0 or done == cfg.epochs
-            if snapshot_due:
-                test_err = test_error()
-                model.train()
-            stats.row(done, lr, totals, time.perf_counter() - t0, test_err)
-            if snapshot_due:
-                _save_snapshot(folder, project, shuffle, cfg, model, optimizer, done)
-            bar.set_postfix(loss=f"{totals[0]:.4f}", **({} if np.isnan(test_err) else {"test_px": f"{test_err:.2f}"}))
-    finally:
-        stats.close()
-        bar.close()
-    return folder
-
-
-def _save_snapshot(folder: Path, project: Project, shuffle: int, cfg: TrainConfig, model: PoseNet,
-                   optimizer: torch.optim.Optimizer, epoch: int) -> None:
-    from safetensors.torch import save_file
-
-    name = snapshot_name(epoch)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder / name) as tmp:
-        save_file(state, str(tmp), metadata={"epoch": str(epoch), "net": cfg.net})
-    _save_resume_state(folder / RESUME_FILE, optimizer, epoch)
-    # posed.yaml is written last, so it never names a file that is not complete.
-    _bundle_for(project, shuffle, cfg, model, epoch).save(folder, [name])

@@ -21,8 +21,9 @@ from posed.engines.synth.render import (
     random_appearance,
     random_state,
     render_animal,
+    skeleton_for,
 )
-from posed.engines.synth.single import generate_project, skeleton_for
+from posed.engines.synth.single import generate_project
 from posed.engines.synth.multi import (
     MultiAnimalTruth,
     multianimal_video_truth,

@@ -4,28 +4,35 @@ with identities and per-part visibility in the ground truth."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from posed.engines.synth.render import (
-    _FPS,
-    _SHIFT,
-    _SUB,
-    VIDEO_NAME,
+    FPS,
+    SHIFT,
+    SUB,
     AnimalState,
-    _extent,
-    _fixed,
-    _geometry,
+    Appearance,
+    animal_geometry,
+    drawn_extent,
+    fixed_point,
     make_background,
     random_appearance,
     random_state,
     render_animal,
 )
-from posed.engines.synth.single import _check_args, _config_text, _write_video
+from posed.engines.synth.walk import random_gait, random_loop, walk_states
+from posed.engines.synth.writer import (
+    DEFAULT_BODYPARTS,
+    check_animals,
+    check_args,
+    project_root,
+    write_project,
+)
 
-from posed.errors import ConfigError, DataError
+from posed.errors import DataError
 
 # --------------------------------------------------------------------------------------------
 # Several animals
@@ -41,11 +48,11 @@ def _silhouette(size: tuple[int, int], state: AnimalState) -> np.ndarray:
     import cv2
 
     w, h = size
-    shapes, _ = _geometry(state)
+    shapes, _ = animal_geometry(state)
     mask = np.zeros((h, w), dtype=np.uint8)
     for polys in shapes.values():
         for poly in polys:
-            cv2.fillPoly(mask, [_fixed(poly)], 1, cv2.LINE_8, _SHIFT)
+            cv2.fillPoly(mask, [fixed_point(poly)], 1, cv2.LINE_8, SHIFT)
     return mask.astype(bool)
 
 
@@ -75,59 +82,22 @@ def _multi_video_states(
     w, h = size
     dim = min(w, h)
     margin = max(2.0, 0.04 * dim)
-    fps = float(_FPS)
-    t = np.arange(n + 1) / fps
+    t = np.arange(n + 1) / float(FPS)
     base_length = _multi_length(size, animals)
     out: list[list[AnimalState]] = []
     for a in range(animals):
-        period = rng.uniform(3.0, 5.0)
-        omega = 2.0 * np.pi / period * (1.0 if a % 2 == 0 else -1.0)
-        phase0 = rng.uniform(0.0, 2.0 * np.pi)
-        wob_f = rng.uniform(2.0, 3.0) * abs(omega)
-        wob_p = rng.uniform(0.0, 2.0 * np.pi, size=2)
-        ratio = rng.uniform(0.6, 1.0)
+        loop = random_loop(rng, 5.0, direction=1.0 if a % 2 == 0 else -1.0)
         offset = rng.uniform(-0.08, 0.08, size=2) * dim
-
-        def unit_path(tt, phase0=phase0, omega=omega, wob_f=wob_f, wob_p=wob_p, ratio=ratio):
-            phi = phase0 + omega * tt
-            wob = 0.08 * np.stack(
-                [np.sin(wob_f * tt + wob_p[0]), np.cos(wob_f * tt + wob_p[1])]
-            )
-            return np.stack([np.cos(phi), ratio * np.sin(phi)]) + wob
-
-        unit = unit_path(t)
-        vel = unit_path(t + 1e-3) - unit
+        unit = loop.unit(t)
         # Clockwise and anticlockwise loops both face the direction of motion.
-        heading = np.unwrap(np.arctan2(vel[1], vel[0]))
-        turn = np.gradient(heading) * fps
+        heading, turn = loop.heading(t)
         length = base_length * rng.uniform(0.9, 1.1)
-        width_ratio = rng.uniform(0.45, 0.52)
-        tail_ratio = rng.uniform(0.65, 0.8)
-        curl0 = rng.uniform(-0.6, 0.6)
-        tail_f = rng.uniform(1.5, 3.0)
-        head_f = rng.uniform(0.8, 1.6)
-        states = [
-            AnimalState(
-                x=0.0,
-                y=0.0,
-                heading=float(heading[i]),
-                length=length,
-                width_ratio=width_ratio,
-                bend=float(np.clip(-0.25 * turn[i], -0.3, 0.3)),
-                head_turn=float(
-                    np.clip(0.2 * turn[i], -0.4, 0.4) + 0.2 * math.sin(head_f * 2 * np.pi * t[i])
-                ),
-                tail_curl=float(curl0 + 0.5 * math.sin(tail_f * 2 * np.pi * t[i])),
-                tail_wave=float(0.3 * math.sin(tail_f * np.pi * t[i] + 1.0)),
-                tail_ratio=tail_ratio,
-            )
-            for i in range(n)
-        ]
+        states = walk_states(t, heading, turn, length, random_gait(rng), n)
         # Keep every drawn point inside the frame: the loop's reach plus the animal's radius.
-        radius = max(float(np.linalg.norm(_extent(s), axis=1).max()) for s in states)
+        radius = max(float(np.linalg.norm(drawn_extent(s), axis=1).max()) for s in states)
         centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0]) + offset
         room = np.minimum(centre, np.array([w - 1, h - 1]) - centre) - margin - radius
-        scale = max(0.0, float(np.min(room / np.array([1.08, ratio + 0.08]))))
+        scale = max(0.0, float(np.min(room / np.array([1.08, loop.ratio + 0.08]))))
         out.append(
             [
                 replace(
@@ -144,12 +114,6 @@ def _multi_video_states(
 def _multi_streams(seed: int) -> list[np.random.SeedSequence]:
     # scene, labelled frames, video trajectories, video sensor noise
     return np.random.SeedSequence(seed).spawn(4)
-
-
-def _check_animals(animals) -> int:
-    if not isinstance(animals, int | np.integer) or isinstance(animals, bool) or animals < 1:
-        raise ConfigError(f"synth: animals must be an integer >= 1, got {animals!r}")
-    return int(animals)
 
 
 @dataclass(frozen=True)
@@ -175,7 +139,7 @@ def multianimal_video_truth(
     video_frames: int,
     animals: int,
     seed: int = 0,
-    bodyparts: Sequence[str] = ("snout", "leftear", "rightear", "tailbase"),
+    bodyparts: Sequence[str] = DEFAULT_BODYPARTS,
 ) -> MultiAnimalTruth:
     """The ground truth :func:`generate_multianimal_project` writes for its video, computed
     without rendering (for tracking tests and benchmarks).
@@ -194,8 +158,8 @@ def multianimal_video_truth(
     Raises:
         ConfigError: An argument is invalid.
     """
-    animals = _check_animals(animals)
-    names = _check_args(1, size, bodyparts, seed, video_frames, "synth", "synth", 0.0)
+    animals = check_animals(animals)
+    names = check_args(1, size, bodyparts, seed, video_frames, "synth", "synth", 0.0)
     size = (int(size[0]), int(size[1]))
     rng = np.random.default_rng(_multi_streams(seed)[2])
     return _truth(size, _multi_video_states(size, video_frames, animals, rng), names)
@@ -210,7 +174,7 @@ def _truth(
     visible = np.empty((len(states), animals, k), dtype=bool)
     for f, frame_states in enumerate(states):
         # Rounded to the drawing grid, as render_animal returns them.
-        kp = np.stack([np.round(_geometry(s)[1] * _SUB) / _SUB for s in frame_states])
+        kp = np.stack([np.round(animal_geometry(s)[1] * SUB) / SUB for s in frame_states])
         keypoints[f] = kp[:, :k]
         visible[f] = _visible(size, frame_states, kp)[:, :k]
     individuals = tuple(f"individual{i + 1}" for i in range(animals))
@@ -263,44 +227,12 @@ def read_multianimal_truth(path: str | Path) -> MultiAnimalTruth:
     return MultiAnimalTruth(keypoints, visible, tuple(names), bodyparts)
 
 
-def _write_multianimal_labels(
-    folder: Path,
-    video: str,
-    images: list[str],
-    keypoints: np.ndarray,
-    individuals: tuple[str, ...],
-    bodyparts: tuple[str, ...],
-    scorer: str,
-) -> None:
-    import pandas as pd
-
-    columns = pd.MultiIndex.from_product(
-        [[scorer], list(individuals), list(bodyparts), ["x", "y"]],
-        names=["scorer", "individuals", "bodyparts", "coords"],
-    )
-    index = pd.MultiIndex.from_tuples([("labeled-data", video, name) for name in images])
-    df = pd.DataFrame(
-        keypoints.reshape(len(images), -1).astype(np.float64), index=index, columns=columns
-    )
-    # Fixed format, as for single-animal labels (see _write_labels).
-    df.to_hdf(folder / f"CollectedData_{scorer}.h5", key="df_with_missing", mode="w")
-    df.to_csv(folder / f"CollectedData_{scorer}.csv")
-
-
-def generate_multianimal_project(
-    out: str | Path,
-    *,
-    animals: int = 3,
-    frames: int = 20,
-    size: tuple[int, int] = (160, 160),
-    bodyparts: Sequence[str] = ("snout", "leftear", "rightear", "tailbase"),
-    seed: int = 0,
-    video_frames: int = 90,
-    task: str = "synth",
-    scorer: str = "synth",
-    progress: bool = False,
-    missing_rate: float = 0.05,
-) -> Path:
+def generate_multianimal_project(out: str | Path, *, animals: int = 3, frames: int = 20,
+                                 size: tuple[int, int] = (160, 160),
+                                 bodyparts: Sequence[str] = DEFAULT_BODYPARTS, seed: int = 0,
+                                 video_frames: int = 90, task: str = "synth",
+                                 scorer: str = "synth", progress: bool = False,
+                                 missing_rate: float = 0.05) -> Path:
     """Writes a synthetic multi-animal DeepLabCut project.
 
     Like :func:`generate_project`, with ``animals`` animals per image, each with its own
@@ -318,122 +250,98 @@ def generate_multianimal_project(
     Args:
         out: Project folder to create; it must not exist or be empty.
         animals: Number of animals (individuals).
-        frames: Number of labelled frames.
-        size: (width, height) of frames and video.
-        bodyparts: Body part names; the i-th name labels the i-th :data:`CATALOGUE` landmark.
-        seed: Random seed.
-        video_frames: Number of video frames; 0 writes no video.
-        task: Config ``Task``.
-        scorer: Config ``scorer``.
-        progress: Show a progress bar on stderr.
         missing_rate: Probability that an ear is hidden in a labelled frame.
 
-    Returns:
-        Path of the written ``config.yaml``.
-
-    Raises:
-        ConfigError: An argument is invalid, or ``out`` exists and is not an empty folder.
+    The other arguments, the result and the errors are those of :func:`generate_project`.
     """
-    import cv2
-    from tqdm import tqdm
-
-    animals = _check_animals(animals)
-    names = _check_args(frames, size, bodyparts, seed, video_frames, task, scorer, missing_rate)
+    animals = check_animals(animals)
+    names = check_args(frames, size, bodyparts, seed, video_frames, task, scorer, missing_rate)
     size = (int(size[0]), int(size[1]))
-    root = Path(out).expanduser().resolve()
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise ConfigError(f"{root}: exists and is not an empty folder")
-
-    ss_scene, ss_labels, _, ss_noise = _multi_streams(seed)
+    root = project_root(out)
+    ss_scene, ss_labels, ss_video, ss_noise = _multi_streams(seed)
     scene_rng = np.random.default_rng(ss_scene)
     background = make_background(size, scene_rng)
     appearances = [random_appearance(background, scene_rng) for _ in range(animals)]
     individuals = tuple(f"individual{i + 1}" for i in range(animals))
 
-    def draw(states: Sequence[AnimalState], rng: np.random.Generator, gain, noise):
-        image = background
-        for a, state in enumerate(states):
-            last = a == len(states) - 1
-            # Gain and sensor noise once, over the finished picture.
-            image, _ = render_animal(
-                size,
-                state,
-                rng,
-                appearance=appearances[a],
-                background=image,
-                gain=gain if last else 1.0,
-                noise=noise if last else 0.0,
-            )
-        return image
-
-    labeled = root / "labeled-data" / VIDEO_NAME
-    labeled.mkdir(parents=True, exist_ok=True)
-    k = len(names)
-    length = _multi_length(size, animals)
-    bar = tqdm(total=frames + video_frames, disable=not progress, desc="synth", unit="frame")
-    with bar:
+    def labelled() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         rng = np.random.default_rng(ss_labels)
-        images: list[str] = []
-        keypoints = np.empty((frames, animals, k, 2), dtype=np.float64)
-        for i in range(frames):
-            states: list[AnimalState] = []
-            for _ in range(animals):
-                # Resample a few times so that animals overlap only partly.
-                for _try in range(30):
-                    state = random_state(
-                        size, rng, missing_rate=missing_rate, length=length * rng.uniform(0.9, 1.1)
-                    )
-                    if all(
-                        math.hypot(state.x - o.x, state.y - o.y) >= 0.6 * o.length for o in states
-                    ):
-                        break
-                states.append(state)
-            kp = np.stack([_geometry(s)[1] for s in states])
-            kp = np.round(kp * _SUB) / _SUB
-            vis = _visible(size, states, kp)
-            kp[~vis] = np.nan
-            image = draw(states, rng, rng.uniform(0.85, 1.15), rng.uniform(1.5, 4.0))
-            name = f"img{i:04d}.png"
-            if not cv2.imwrite(str(labeled / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-                raise OSError(f"{labeled / name}: cannot write image")
-            images.append(name)
-            keypoints[i] = kp[:, :k]
-            bar.update()
-        _write_multianimal_labels(
-            labeled, VIDEO_NAME, images, keypoints, individuals, names, scorer
+        length = _multi_length(size, animals)
+        for _ in range(frames):
+            states = _apart_states(size, animals, rng, missing_rate, length)
+            kp = _labels(size, states)
+            gain, noise = rng.uniform(0.85, 1.15), rng.uniform(1.5, 4.0)
+            yield _draw(size, background, appearances, states, rng, gain, noise), kp
+
+    def video() -> Iterator[tuple[np.ndarray, list[str]]]:
+        all_states = _multi_video_states(
+            size, video_frames, animals, np.random.default_rng(ss_video)
         )
+        truth = _truth(size, all_states, names)
+        noise_rng = np.random.default_rng(ss_noise)
+        for f, states in enumerate(all_states):
+            image = _draw(size, background, appearances, states, noise_rng, 1.0, 2.0)
+            yield image, _truth_lines(truth, f)
 
-        video_path = None
-        if video_frames:
-            videos = root / "videos"
-            videos.mkdir(exist_ok=True)
-            video_path = videos / f"{VIDEO_NAME}.mp4"
-            rng = np.random.default_rng(_multi_streams(seed)[2])
-            all_states = _multi_video_states(size, video_frames, animals, rng)
-            truth = _truth(size, all_states, names)
-            noise_rng = np.random.default_rng(ss_noise)
-            rendered = []
-            rows = []
-            for f, states in enumerate(all_states):
-                rendered.append(draw(states, noise_rng, 1.0, 2.0))
-                for a in range(animals):
-                    cells = [str(f), individuals[a], str(a)]
-                    for j in range(k):
-                        x, y = truth.keypoints[f, a, j]
-                        cells += [f"{x:.4f}", f"{y:.4f}", str(int(truth.visible[f, a, j]))]
-                    rows.append(",".join(cells))
-                bar.update()
-            _write_video(video_path, rendered)
-            header = ",".join(
-                ["frame", "individual", "identity"]
-                + [f"{bp}_{c}" for bp in names for c in ("x", "y", "visible")]
-            )
-            (videos / f"{VIDEO_NAME}_truth.csv").write_text(
-                "\n".join([header, *rows]) + "\n", encoding="utf-8"
-            )
+    header = ",".join(["frame", "individual", "identity"]
+                      + [f"{bp}_{c}" for bp in names for c in ("x", "y", "visible")])
+    return write_project(root, size, names, task, scorer, labelled=labelled(), frames=frames,
+                         video=video(), video_frames=video_frames, truth_header=header,
+                         individuals=individuals, progress=progress)
 
-    config_path = root / "config.yaml"
-    config_path.write_text(
-        _config_text(root, video_path, size, names, task, scorer, individuals), encoding="utf-8"
-    )
-    return config_path
+
+def _labels(size: tuple[int, int], states: Sequence[AnimalState]) -> np.ndarray:
+    """I×CATALOGUE×2 keypoints of the animals of a labelled frame, on the drawing grid; NaN
+    where a part is hidden or covered."""
+    kp = np.stack([animal_geometry(s)[1] for s in states])
+    kp = np.round(kp * SUB) / SUB
+    kp[~_visible(size, states, kp)] = np.nan
+    return kp
+
+
+def _truth_lines(truth: MultiAnimalTruth, f: int) -> list[str]:
+    """Frame ``f``'s lines of the truth file, one per individual."""
+    rows = []
+    for a, name in enumerate(truth.individuals):
+        cells = [str(f), name, str(a)]
+        for j in range(len(truth.bodyparts)):
+            x, y = truth.keypoints[f, a, j]
+            cells += [f"{x:.4f}", f"{y:.4f}", str(int(truth.visible[f, a, j]))]
+        rows.append(",".join(cells))
+    return rows
+
+
+def _apart_states(size: tuple[int, int], animals: int, rng: np.random.Generator,
+                  missing_rate: float, length: float) -> list[AnimalState]:
+    """Random poses of the animals of a labelled frame, resampled a few times so that
+    animals overlap only partly."""
+    states: list[AnimalState] = []
+    for _ in range(animals):
+        for _try in range(30):
+            state = random_state(
+                size, rng, missing_rate=missing_rate, length=length * rng.uniform(0.9, 1.1)
+            )
+            if all(math.hypot(state.x - o.x, state.y - o.y) >= 0.6 * o.length for o in states):
+                break
+        states.append(state)
+    return states
+
+
+def _draw(size: tuple[int, int], background: np.ndarray, appearances: Sequence[Appearance],
+          states: Sequence[AnimalState], rng: np.random.Generator, gain: float,
+          noise: float) -> np.ndarray:
+    """The animals drawn in index order on ``background``; gain and sensor noise once, over
+    the finished picture."""
+    image = background
+    for a, state in enumerate(states):
+        last = a == len(states) - 1
+        image, _ = render_animal(
+            size,
+            state,
+            rng,
+            appearance=appearances[a],
+            background=image,
+            gain=gain if last else 1.0,
+            noise=noise if last else 0.0,
+        )
+    return image

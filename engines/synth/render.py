@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -24,11 +25,15 @@ CATALOGUE: tuple[str, ...] = (
 _EAR_SLOTS = (1, 2)
 
 VIDEO_NAME = "synth1"
-_FPS = 30
-_DATE = "Jan1"  # fixed, so that a given seed always writes the same project
-_SUB = 16  # cv2 fixed-point factor: drawing coordinates are rounded to 1/16 px
-_SHIFT = 4  # log2(_SUB)
-_MIN_SIZE = 32
+"""Name of the generated video and of its labelled-data folder."""
+FPS = 30
+"""Frame rate of the generated videos."""
+SUB = 16
+"""cv2 fixed-point factor: drawing coordinates (and so the ground truth) are rounded to
+1/16 px."""
+SHIFT = 4  # log2(SUB)
+MIN_SIZE = 32
+"""Smallest image side."""
 
 
 @dataclass(frozen=True)
@@ -93,42 +98,42 @@ def _ellipse(centre: np.ndarray, direction: np.ndarray, a: float, b: float, n: i
     return centre + np.outer(a * np.cos(t), direction) + np.outer(b * np.sin(t), normal)
 
 
-def _geometry(state: AnimalState) -> tuple[dict[str, list[np.ndarray]], np.ndarray]:
-    """Computes the drawn polygons and the CATALOGUE keypoints of a pose (float pixels)."""
-    c = np.array([state.x, state.y])
-    forward = np.array([math.cos(state.heading), math.sin(state.heading)])
-    # The animal's left in a top view with y pointing down: forward rotated by -90 degrees.
-    left = np.array([forward[1], -forward[0]])
+class _Midline:
+    """The bent midline of a pose's body, and the world coordinates around it."""
 
-    def world(a, b):
-        return c + np.multiply.outer(a, forward) + np.multiply.outer(b, left)
+    def __init__(self, state: AnimalState) -> None:
+        self.c = np.array([state.x, state.y])
+        self.forward = np.array([math.cos(state.heading), math.sin(state.heading)])
+        # The animal's left in a top view with y pointing down: forward rotated by -90 degrees.
+        self.left = np.array([self.forward[1], -self.forward[0]])
+        self.half = state.length / 2.0
+        self.half_w = self.half * state.width_ratio
+        self.k = state.bend
 
-    half = state.length / 2.0
-    half_w = half * state.width_ratio
-    k = state.bend
+    def world(self, a, b):
+        """World position of ``a`` pixels forward and ``b`` to the left of the centre."""
+        return self.c + np.multiply.outer(a, self.forward) + np.multiply.outer(b, self.left)
 
-    # Body midline: a parabola through the centre, so bending keeps the centre fixed.
-    def midline(s):
-        return world(half * s, k * half * np.square(s))
+    def at(self, s):
+        """Midline point at ``s`` (-1 = tail end, 1 = front): a parabola through the centre,
+        so bending keeps the centre fixed."""
+        return self.world(self.half * s, self.k * self.half * np.square(s))
 
-    def tangent(s):
-        t = world(half, 2.0 * k * half * s) - c  # derivative direction in world coordinates
+    def tangent(self, s):
+        t = self.world(self.half, 2.0 * self.k * self.half * s) - self.c  # derivative direction
         return t / np.linalg.norm(t, axis=-1, keepdims=True)
 
-    def normal(s):  # towards the animal's left
-        t = tangent(s)
+    def normal(self, s):
+        """Unit normal towards the animal's left."""
+        t = self.tangent(s)
         return np.stack([t[..., 1], -t[..., 0]], axis=-1)
 
-    # Body outline: an ellipse wrapped around the bent midline.
-    t = np.linspace(0.0, np.pi, 48)
-    s = np.cos(t)
-    hw = (half_w * np.sin(t))[:, None]
-    body = np.concatenate([midline(s) + normal(s) * hw, (midline(s) - normal(s) * hw)[::-1]])
 
-    # Head: ellipse + snout triangle, turned about the neck point.
-    neck_s = 0.85
-    neck = midline(neck_s)
-    front = tangent(1.0)
+def _head(state: AnimalState, mid: _Midline) -> tuple[dict[str, list[np.ndarray]], list]:
+    """Head ellipse and snout triangle turned about the neck point, ears, eyes and nose; and
+    the points snout tip, left ear, right ear and neck."""
+    neck = mid.at(0.85)
+    front = mid.tangent(1.0)
     ang = math.atan2(front[1], front[0]) + state.head_turn
     dh = np.array([math.cos(ang), math.sin(ang)])
     ph = np.array([dh[1], -dh[0]])  # head's left
@@ -148,10 +153,21 @@ def _geometry(state: AnimalState) -> tuple[dict[str, list[np.ndarray]], np.ndarr
         _circle(hc + dh * (0.35 * ha) - ph * (0.5 * hb), eye_r, 12),
     ]
     nose_r = max(1.2, 0.12 * ha)
+    shapes = {
+        "head": [head, snout],
+        "left_ear": [_circle(left_ear_c, ear_r)] if state.left_ear_visible else [],
+        "right_ear": [_circle(right_ear_c, ear_r)] if state.right_ear_visible else [],
+        "eyes": eyes,
+        "nose": [_circle(tip, nose_r, 12)],
+    }
+    return shapes, [tip, left_ear_c, right_ear_c, neck]
 
-    # Tail: a tapering ribbon from inside the body out through the tail base.
-    tail_base = midline(-1.0)
-    back = -tangent(-1.0)
+
+def _tail(state: AnimalState, mid: _Midline) -> tuple[np.ndarray, list]:
+    """The tail, a tapering ribbon from inside the body out through the tail base; and the
+    points tail base, tail middle and tail end."""
+    tail_base = mid.at(-1.0)
+    back = -mid.tangent(-1.0)
     back_ang = math.atan2(back[1], back[0])
     n_seg = 16
     u = np.linspace(0.0, 1.0, n_seg + 1)
@@ -159,9 +175,9 @@ def _geometry(state: AnimalState) -> tuple[dict[str, list[np.ndarray]], np.ndarr
     seg = state.tail_ratio * state.length / n_seg
     steps = np.stack([np.cos(angles[:-1]), np.sin(angles[:-1])], axis=1) * seg
     spine_pts = np.concatenate([tail_base[None], tail_base + np.cumsum(steps, axis=0)])
-    inner = midline(-0.8)
+    inner = mid.at(-0.8)
     pts = np.concatenate([inner[None], spine_pts])
-    w0 = max(1.6, 0.35 * half_w)
+    w0 = max(1.6, 0.35 * mid.half_w)
     widths = np.concatenate([[w0], w0 + (1.0 - w0) * u])[:-1] / 2.0
     d = np.gradient(pts, axis=0)
     d /= np.linalg.norm(d, axis=1, keepdims=True)
@@ -169,41 +185,90 @@ def _geometry(state: AnimalState) -> tuple[dict[str, list[np.ndarray]], np.ndarr
     offset = nrm[:-1] * widths[:, None]
     # Both edges of the ribbon, meeting in a point at the tail tip.
     tail = np.concatenate([pts[:-1] + offset, pts[-1:], (pts[:-1] - offset)[::-1]])
+    return tail, [tail_base, spine_pts[n_seg // 2], spine_pts[-1]]
 
+
+def animal_geometry(state: AnimalState) -> tuple[dict[str, list[np.ndarray]], np.ndarray]:
+    """The drawn polygons of a pose by part (tail, body, head, ears, eyes, nose) and its
+    :data:`CATALOGUE` keypoints (float pixels; NaN for a hidden ear)."""
+    mid = _Midline(state)
+    # Body outline: an ellipse wrapped around the bent midline.
+    t = np.linspace(0.0, np.pi, 48)
+    s = np.cos(t)
+    hw = (mid.half_w * np.sin(t))[:, None]
+    body = np.concatenate([mid.at(s) + mid.normal(s) * hw, (mid.at(s) - mid.normal(s) * hw)[::-1]])
+    head_shapes, (tip, left_ear_c, right_ear_c, neck) = _head(state, mid)
+    tail, (tail_base, tail_mid, tail_end) = _tail(state, mid)
+    centre = mid.at(0.0)
+    side = mid.normal(0.0) * mid.half_w
     keypoints = np.stack(
-        [
-            tip,
-            left_ear_c,
-            right_ear_c,
-            tail_base,
-            neck,
-            midline(0.0),
-            spine_pts[n_seg // 2],
-            spine_pts[-1],
-            midline(0.0) + normal(0.0) * half_w,
-            midline(0.0) - normal(0.0) * half_w,
-        ]
+        [tip, left_ear_c, right_ear_c, tail_base, neck, centre, tail_mid, tail_end,
+         centre + side, centre - side]
     )
-    shapes = {
-        "tail": [tail],
-        "body": [body],
-        "head": [head, snout],
-        "left_ear": [_circle(left_ear_c, ear_r)] if state.left_ear_visible else [],
-        "right_ear": [_circle(right_ear_c, ear_r)] if state.right_ear_visible else [],
-        "eyes": eyes,
-        "nose": [_circle(tip, nose_r, 12)],
-    }
     if not state.left_ear_visible:
         keypoints[1] = np.nan
     if not state.right_ear_visible:
         keypoints[2] = np.nan
-    return shapes, keypoints
+    return {"tail": [tail], "body": [body], **head_shapes}, keypoints
 
 
-def _extent(state: AnimalState) -> np.ndarray:
+def drawn_extent(state: AnimalState) -> np.ndarray:
     """All drawn points of a pose relative to its body centre."""
-    shapes, _ = _geometry(replace(state, x=0.0, y=0.0))
+    shapes, _ = animal_geometry(replace(state, x=0.0, y=0.0))
     return np.concatenate([p for polys in shapes.values() for p in polys])
+
+
+# Each CATALOGUE slot's neighbour towards the body centre ('spine'), so any subset of slots
+# can be joined into a tree skeleton (see skeleton_for).
+_PARENT = {
+    "snout": "neck",
+    "leftear": "snout",
+    "rightear": "snout",
+    "neck": "spine",
+    "spine": None,
+    "tailbase": "spine",
+    "tailmid": "tailbase",
+    "tailend": "tailmid",
+    "leftside": "spine",
+    "rightside": "spine",
+}
+
+
+def skeleton_for(bodyparts: Sequence[str]) -> list[tuple[str, str]]:
+    """A tree skeleton over the given body parts of the synthetic animal.
+
+    The i-th name stands for the i-th :data:`CATALOGUE` slot. Every part is joined to its
+    nearest chosen ancestor on the animal's anatomy (snout - neck - spine - tailbase - tail,
+    ears on the snout, flanks on the spine); parts without one join the chosen part closest to
+    the body centre. The result connects all parts, as DeepLabCut requires of
+    ``multianimalbodyparts`` for part-affinity fields.
+
+    Args:
+        bodyparts: Body part names (at most ``len(CATALOGUE)``).
+
+    Returns:
+        ``len(bodyparts) - 1`` (parent, child) name pairs.
+    """
+    names = list(bodyparts)
+    slot_of = {CATALOGUE[i]: name for i, name in enumerate(names)}
+
+    def ancestors(slot: str) -> list[str]:
+        out = []
+        parent = _PARENT[slot]
+        while parent is not None:
+            out.append(parent)
+            parent = _PARENT[parent]
+        return out
+
+    chosen = list(slot_of)
+    root = min(chosen, key=lambda slot: (len(ancestors(slot)), CATALOGUE.index(slot)))
+    edges = []
+    for slot in chosen:
+        if slot == root:
+            continue
+        parent = next((a for a in ancestors(slot) if a in slot_of), root)
+        edges.append((slot_of[parent], slot_of[slot]))
+    return edges
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,7 +378,7 @@ def _fit(state: AnimalState, size: tuple[int, int], margin: float) -> AnimalStat
     """Shrinks a pose until its bounding box fits inside the image with a margin."""
     w, h = size
     for _ in range(50):
-        pts = _extent(state)
+        pts = drawn_extent(state)
         span = pts.max(axis=0) - pts.min(axis=0)
         room = np.array([w - 1 - 2 * margin, h - 1 - 2 * margin])
         if np.all(span <= room):
@@ -357,7 +422,7 @@ def random_state(
         right_ear_visible=bool(rng.random() >= missing_rate),
     )
     state = _fit(state, size, margin)
-    pts = _extent(state)
+    pts = drawn_extent(state)
     lo = margin - pts.min(axis=0)
     hi = np.array([w - 1, h - 1]) - margin - pts.max(axis=0)
     x = rng.uniform(lo[0], max(lo[0], hi[0]))
@@ -370,8 +435,9 @@ def random_state(
 # --------------------------------------------------------------------------------------------
 
 
-def _fixed(points: np.ndarray) -> np.ndarray:
-    return np.round(points * _SUB).astype(np.int32)
+def fixed_point(points: np.ndarray) -> np.ndarray:
+    """Drawing coordinates for cv2 (``shift=SHIFT``): pixels times :data:`SUB`, rounded."""
+    return np.round(points * SUB).astype(np.int32)
 
 
 def render_animal(
@@ -415,7 +481,7 @@ def render_animal(
     if noise is None:
         noise = rng.uniform(1.5, 4.0)
 
-    shapes, keypoints = _geometry(state)
+    shapes, keypoints = animal_geometry(state)
     image = background.copy()
     colours = {
         "tail": appearance.tail,
@@ -430,11 +496,11 @@ def render_animal(
     # whole ear disc, and so its centre, is visible).
     for part in ("tail", "body", "head", "left_ear", "right_ear", "eyes", "nose"):
         for poly in shapes[part]:
-            cv2.fillPoly(image, [_fixed(poly)], colours[part], cv2.LINE_AA, _SHIFT)
+            cv2.fillPoly(image, [fixed_point(poly)], colours[part], cv2.LINE_AA, SHIFT)
 
     out = image.astype(np.float32) * np.float32(gain)
     out += rng.normal(0.0, noise, size=out.shape).astype(np.float32)
     image = np.clip(out + 0.5, 0, 255).astype(np.uint8)
     # Ground truth on the same 1/16 px grid as the drawing, so it is exact to the drawing.
-    keypoints = np.round(keypoints * _SUB) / _SUB
+    keypoints = np.round(keypoints * SUB) / SUB
     return image, keypoints

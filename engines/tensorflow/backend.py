@@ -5,35 +5,38 @@ layers, the same :class:`~posed.engines.training.SampleMaker` targets, the same 
 AdamW and learning-rate schedule, the same ``learning_stats.csv`` and the same bundle fields.
 Snapshots are ``snapshot-NNN.safetensors`` holding every Keras variable by its path (weights
 only, no pickle and no Keras config: the architecture is rebuilt from ``posed.yaml``), so the
-snapshot helpers of :mod:`posed.engines.compat` work unchanged. The optimiser state needed to
-resume is in ``resume-state.safetensors``.
+snapshot helpers of :mod:`posed.engines.project.folders` work unchanged. The optimiser state
+needed to resume is in ``resume-state.safetensors``; the epoch loop around the training step is
+:func:`posed.engines.backend_common.run_epochs`, as for PyTorch.
 
 Bundles of format ``frozen-graph`` (imported DeepLabCut 2.x exports) run through
 :mod:`posed.engines.tensorflow.dlc2`; ``savedmodel`` bundles (``posed export --format
-savedmodel``) through :class:`SavedModelRunner`. :func:`export` writes SavedModel and ONNX
-bundles (:mod:`posed.exporters.tensorflow`).
+savedmodel``) through :class:`SavedModelRunner`. Exporting is :mod:`posed.exporters.tensorflow`
+(the registry's ``export`` capability of this engine).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from posed.engines import compat
+from posed.engines.backend_common import (load_by_format, prepare_training, run_epochs,
+                                          write_snapshot)
 from posed.engines.base import PoseRunner
 from posed.engines.bundle import ModelBundle
 from posed.engines.decoding import decode
 from posed.engines.io import atomic_path
 from posed.engines.project import Project
+from posed.engines.project.folders import get_model_folder
 from posed.engines.tensorflow import import_tensorflow
-from posed.engines.training import (RESUME_FILE, LearningStats, SampleMaker, TrainConfig,
-                                    bundle_source, load_training_data, lr_at, resolve_train_config,
-                                    resume_epoch, snapshot_name)
+from posed.engines.tensorflow.devices import select_device, set_threads
+from posed.engines.tensorflow.dlc2 import FrozenGraphRunner
+from posed.engines.training import (SampleMaker, TrainConfig, bundle_source, load_training_data,
+                                    lr_at)
 from posed.errors import ConfigError, InferenceError, ModelLoadError
 
 tf = import_tensorflow()
@@ -46,45 +49,6 @@ log = logging.getLogger(__name__)
 
 ENGINE = "tensorflow"
 HEAD = "deconv3x3s2_same"  # Keras Conv2DTranspose(3, strides 2, padding 'same'): a 2h×2w grid
-
-
-# ----------------------------------------------------------------------------- devices
-
-def select_device(device: str = "auto") -> str:
-    """Resolve ``auto``/``cpu``/``gpu``/``gpu:N`` to a TensorFlow device string.
-
-    A GPU request without a visible GPU falls back to the CPU with a warning.
-    """
-    want = (device or "auto").lower()
-    if want == "cpu":
-        return "/CPU:0"
-    if want == "auto" or want.startswith(("gpu", "cuda")):
-        gpus = tf.config.list_physical_devices("GPU")
-        index = int(want.split(":", 1)[1]) if ":" in want else 0
-        if gpus:
-            if index >= len(gpus):
-                raise ConfigError(f"device '{device}': only {len(gpus)} GPU(s)")
-            return f"/GPU:{index}"
-        if want != "auto":
-            log.warning("tensorflow engine: device '%s' requested but no GPU is visible; using CPU", device)
-        return "/CPU:0"
-    raise ConfigError(f"device '{device}' is not one of auto, cpu, gpu, gpu:N")
-
-
-def set_threads(threads: int | None) -> None:
-    """Limit TensorFlow's CPU threads; only possible before TensorFlow runs its first op."""
-    if not threads:
-        return
-    threads = int(threads)
-    if tf.config.threading.get_intra_op_parallelism_threads() == threads:
-        return
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(threads, 2)))
-    except RuntimeError:
-        # TensorFlow fixes its thread pools when the runtime starts, for the whole process.
-        log.warning("tensorflow engine: threads=%d ignored (TensorFlow already started in "
-                    "this process)", threads)
 
 
 # ----------------------------------------------------------------------------- inference
@@ -197,40 +161,15 @@ class SavedModelRunner(PoseRunner):
 
 def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
     """Engine entry point used by :func:`posed.engines.compat.load_model`."""
-    if bundle.format == "frozen-graph":
-        from posed.engines.tensorflow.dlc2 import FrozenGraphRunner
-
-        return FrozenGraphRunner.load(bundle, **options)
-    if bundle.format == "savedmodel":
-        return SavedModelRunner.load(bundle, **options)
-    return TFRunner.load(bundle, **options)
-
-
-EXPORT_FORMATS = ("savedmodel", "onnx")
-
-
-def export(bundle: ModelBundle, fmt: str, out: Path, **options: Any) -> Path:
-    """Export a TensorFlow bundle to ``savedmodel`` or ``onnx`` (see :mod:`posed.exporters.tensorflow`)."""
-    from posed.exporters import tensorflow as exporters
-
-    if fmt == "savedmodel":
-        unknown = sorted(set(options) - {"check_frames", "overwrite"})
-        if unknown:
-            raise ConfigError(f"option '{unknown[0]}' applies to --format onnx, not savedmodel")
-        return exporters.export_savedmodel(bundle, out, **options)
-    if fmt == "onnx":
-        return exporters.export_onnx(bundle, out, **options)
-    raise ConfigError(f"format '{fmt}': the tensorflow engine exports {', '.join(EXPORT_FORMATS)}")
+    return load_by_format(bundle, options, {"frozen-graph": FrozenGraphRunner.load,
+                                            "savedmodel": SavedModelRunner.load}, TFRunner.load)
 
 
 # ----------------------------------------------------------------------------- training
 
-def _resolve_config(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfig | None,
-                    resume: bool = False) -> TrainConfig:
-    cfg = resolve_train_config(project, shuffle, overrides, ENGINE, resume)
+def _check_net(cfg: TrainConfig) -> None:
     if cfg.net not in KERAS_NETS:
         raise ConfigError(f"net '{cfg.net}': the tensorflow engine supports {', '.join(KERAS_NETS)}")
-    return cfg
 
 
 def pose_loss(heat: "tf.Tensor", locref: "tf.Tensor", heatmap: "tf.Tensor",
@@ -337,34 +276,51 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
     With ``resume``, training continues from the newest snapshot and its optimiser state up to
     ``epochs``; otherwise an existing training folder with snapshots is an error.
     """
-    from tqdm.auto import tqdm
-
-    cfg = _resolve_config(project, shuffle, overrides, resume)
-    folder = compat.get_train_folder(project, shuffle, ENGINE)
-    existing = compat.list_snapshots(folder)
-    if existing and not resume:
-        raise ConfigError(f"{folder}: already has snapshots; pass --resume to continue or "
-                          "--overwrite to start again")
-    folder.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(cfg.seed)
-
-    data = load_training_data(project, shuffle, cfg, compat.get_model_folder(project, shuffle, ENGINE))
+    cfg, folder, existing = prepare_training(project, shuffle, overrides, ENGINE, resume,
+                                             seed=keras.utils.set_random_seed, check=_check_net)
+    data = load_training_data(project, shuffle, cfg, get_model_folder(project, shuffle, ENGINE))
     cfg = data.cfg
-    images, kpts = data.images, data.keypoints
-    test_images, test_kpts = data.test_images, data.test_keypoints
-
     pretrained = cfg.pretrained
     weights = "imagenet" if pretrained is True else (pretrained or None)
     model = build_pose_model(cfg.net, len(project.bodyparts), cfg.output_stride, weights=weights)
     stride = cfg.output_stride / 2
-    maker = SampleMaker(images, kpts, cfg, lambda h, w: grid_size(model, h, w), stride)
+    maker = SampleMaker(data.images, data.keypoints, cfg, lambda h, w: grid_size(model, h, w),
+                        stride)
+    optimizer = _make_optimizer(cfg)
+    optimizer.build(model.trainable_variables)
+    train_step, predict = _compiled(model, optimizer, float(cfg.locref_loss_weight))
     drop_last = len(maker) > cfg.batch_size
     steps_per_epoch = max(len(maker) // cfg.batch_size if drop_last
                           else math.ceil(len(maker) / cfg.batch_size), 1)
-    optimizer = _make_optimizer(cfg)
-    optimizer.build(model.trainable_variables)
+
+    def train_epoch(epoch: int) -> tuple[np.ndarray, float]:
+        totals, lr = np.zeros(3), cfg.lr
+        for step, batch in enumerate(_dataset(maker, cfg, epoch, drop_last)):
+            lr = lr_at(cfg, epoch + step / steps_per_epoch)
+            optimizer.learning_rate = lr
+            loss, hm, lo = train_step(*batch)
+            totals += (float(loss), float(hm), float(lo))
+        return totals / steps_per_epoch, lr
+
+    def save(epoch: int) -> None:
+        write_snapshot(folder, epoch, _bundle_for(project, shuffle, cfg, epoch),
+                       lambda path: save_weights(model, path, metadata={
+                           "epoch": str(epoch), "net": cfg.net, "engine": ENGINE}),
+                       lambda path: _save_resume_state(path, optimizer, epoch))
+
+    return run_epochs(
+        project, shuffle, cfg, folder, existing, resume=resume, progress=progress,
+        restore=lambda snapshot: load_weights(model, snapshot),
+        load_state=lambda path: _load_resume_state(path, optimizer), train_epoch=train_epoch,
+        test_error=lambda: _mean_error(predict, data.test_images, data.test_keypoints, stride,
+                                       cfg.target.locref_stdev),
+        save_snapshot=save)
+
+
+def _compiled(model: "keras.Model", optimizer: "keras.optimizers.Optimizer",
+              loss_weight: float) -> tuple[Any, Any]:
+    """The compiled training step (a batch -> losses) and prediction (images -> maps)."""
     variables = model.trainable_variables
-    loss_weight = float(cfg.locref_loss_weight)
     f32 = tf.float32
 
     @tf.function(input_signature=[
@@ -385,49 +341,4 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
         heat, loc = model(tf.cast(image, f32), training=False)
         return tf.sigmoid(heat), loc
 
-    start_epoch = 0
-    if resume and existing:
-        load_weights(model, existing[-1])
-        start_epoch = resume_epoch(folder, existing, lambda f: _load_resume_state(f, optimizer))
-        if start_epoch >= cfg.epochs:
-            log.info("already trained to epoch %d (epochs=%d)", start_epoch, cfg.epochs)
-            return folder
-
-    stats = LearningStats(folder, cfg, start_epoch)
-    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {project.name} shuffle {shuffle}",
-               unit="epoch", disable=not progress, initial=start_epoch, total=cfg.epochs)
-    lr = cfg.lr
-    try:
-        for epoch in bar:
-            t0 = time.perf_counter()
-            totals = np.zeros(3)
-            for step, batch in enumerate(_dataset(maker, cfg, epoch, drop_last)):
-                lr = lr_at(cfg, epoch + step / steps_per_epoch)
-                optimizer.learning_rate = lr
-                loss, hm, lo = train_step(*batch)
-                totals += (float(loss), float(hm), float(lo))
-            totals /= steps_per_epoch
-            done = epoch + 1
-            test_err = float("nan")
-            snapshot_due = done % cfg.save_every == 0 or done == cfg.epochs
-            if snapshot_due:
-                test_err = _mean_error(predict, test_images, test_kpts, stride, cfg.target.locref_stdev)
-            stats.row(done, lr, totals, time.perf_counter() - t0, test_err)
-            if snapshot_due:
-                _save_snapshot(folder, project, shuffle, cfg, model, optimizer, done)
-            bar.set_postfix(loss=f"{totals[0]:.4f}", **({} if np.isnan(test_err) else {"test_px": f"{test_err:.2f}"}))
-    finally:
-        stats.close()
-        bar.close()
-    return folder
-
-
-def _save_snapshot(folder: Path, project: Project, shuffle: int, cfg: TrainConfig,
-                   model: "keras.Model", optimizer: "keras.optimizers.Optimizer", epoch: int) -> None:
-    name = snapshot_name(epoch)
-    with atomic_path(folder / name) as tmp:
-        save_weights(model, Path(tmp), metadata={"epoch": str(epoch), "net": cfg.net,
-                                                 "engine": ENGINE})
-    _save_resume_state(folder / RESUME_FILE, optimizer, epoch)
-    # posed.yaml is written last, so it never names a file that is not complete.
-    _bundle_for(project, shuffle, cfg, epoch).save(folder, [name])
+    return train_step, predict

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from posed.engines.tracking.trackers import Tracklet, _centroid, _xy
+from posed.engines.tracking.geometry import centroid, visible_xy
+from posed.engines.tracking.trackers import Tracklet
 
 # --------------------------------------------------------------------------------------------
 # Appearance samples for re-identification
@@ -24,7 +25,7 @@ def crop_window(animals: Sequence[np.ndarray], scale: float = 2.0, minimum: int 
     ``minimum``, rounded up to an even number."""
     spans = []
     for pose in animals:
-        pts = _xy(pose)
+        pts = visible_xy(pose)
         if len(pts) >= 2:
             spans.append(float(np.linalg.norm(pts[:, None] - pts[None], axis=-1).max()))
     side = max(scale * float(np.median(spans)) if spans else minimum, minimum)
@@ -47,7 +48,7 @@ def animal_crops(image: np.ndarray, animals: np.ndarray, window: int, size: int)
 
     out = np.zeros((len(animals), size, size, 3), dtype=np.uint8)
     for a, pose in enumerate(animals):
-        centre = _centroid(pose)
+        centre = centroid(pose)
         if not np.isfinite(centre).all():
             continue
         patch = cv2.getRectSubPix(image, (int(window), int(window)),

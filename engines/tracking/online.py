@@ -6,7 +6,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from posed.engines.tracking.trackers import TRACKERS, _as_poses, _assign, _centroid, _xy
+from posed.engines.tracking.geometry import as_poses, assign, centroid, spread, visible_xy
+from posed.engines.tracking.trackers import TRACKERS
 
 # --------------------------------------------------------------------------------------------
 # Live identities
@@ -61,22 +62,22 @@ class OnlineTracker:
             (identity, pose K×3) for each animal of this frame that has an identity, by
             identity.
         """
-        poses = _as_poses(animals)
+        poses = as_poses(animals)
         matched = self.tracker.update(poses)
         for tid in list(self._identity_of):
             if tid not in self.tracker.tracks:
                 del self._identity_of[tid]  # ended by the tracker; its identity is free
         for tid, a in matched.items():
-            pts = _xy(poses[a])
+            pts = visible_xy(poses[a])
             if len(pts) >= 2:
-                spread = 2.0 * math.sqrt(((pts - pts.mean(axis=0)) ** 2).sum(axis=1).mean())
-                self._size = spread if self._size == 0 else 0.95 * self._size + 0.05 * spread
+                size = spread(pts)
+                self._size = size if self._size == 0 else 0.95 * self._size + 0.05 * size
         self._give_identities(matched, poses)
         out = []
         for tid, a in matched.items():
             ident = self._identity_of.get(tid)
             if ident is not None:
-                self._last_seen[ident] = _centroid(poses[a])
+                self._last_seen[ident] = centroid(poses[a])
                 out.append((ident, np.asarray(poses[a], dtype=np.float32)))
         return sorted(out, key=lambda item: item[0])
 
@@ -101,13 +102,13 @@ class OnlineTracker:
         size = max(self._size, 1.0)
         cost = np.empty((len(waiting), len(options)))
         for r, tid in enumerate(waiting):
-            here = _centroid(poses[matched[tid]])
+            here = centroid(poses[matched[tid]])
             for c, (_, _, seen) in enumerate(options):
                 if seen is None or not np.isfinite(seen).all() or not np.isfinite(here).all():
                     cost[r, c] = self.new_identity_cost
                 else:
                     cost[r, c] = float(np.linalg.norm(here - seen)) / size
-        for r, c in _assign(cost, math.inf):
+        for r, c in assign(cost, math.inf):
             ident, holder, _ = options[c]
             if holder is not None:
                 # The lost track's animal is (most likely) this new track: end the old one.

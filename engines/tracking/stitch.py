@@ -3,12 +3,12 @@ switches against ground truth (CLEAR-MOT IDSW)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from posed.engines.tracking.trackers import _BIG, Tracklet, _assign, _xy
+from posed.engines.tracking.geometry import BIG_COST, assign, mean_distances, spread, visible_xy
+from posed.engines.tracking.trackers import Tracklet
 
 # --------------------------------------------------------------------------------------------
 # Stitching
@@ -60,9 +60,9 @@ def _typical_size(tracklets: Sequence[Tracklet]) -> float:
     sizes = []
     for t in tracklets:
         for pose in t.poses[:: max(1, len(t) // 5)]:
-            pts = _xy(pose)
+            pts = visible_xy(pose)
             if len(pts) >= 2:
-                sizes.append(2.0 * math.sqrt(((pts - pts.mean(axis=0)) ** 2).sum(axis=1).mean()))
+                sizes.append(spread(pts))
     return float(np.median(sizes)) if sizes else 1.0
 
 
@@ -83,19 +83,11 @@ def _end_state(t: Tracklet, window: int, at_end: bool) -> tuple[np.ndarray, np.n
     return pos, (c[-1] - c[0]) / (f[-1] - f[0])
 
 
-def stitch_tracklets(
-    tracklets: Sequence[Tracklet],
-    n_individuals: int,
-    *,
-    features: Sequence[np.ndarray] | None = None,
-    max_gap: int = 60,
-    gap_weight: float = 0.05,
-    feature_weight: float = 1.0,
-    drop_cost: float = 0.5,
-    new_track_cost: float = 2.0,
-    velocity_window: int = 5,
-    max_extrapolation: int = 10,
-) -> StitchResult:
+def stitch_tracklets(tracklets: Sequence[Tracklet], n_individuals: int, *,
+                     features: Sequence[np.ndarray] | None = None, max_gap: int = 60,
+                     gap_weight: float = 0.05, feature_weight: float = 1.0,
+                     drop_cost: float = 0.5, new_track_cost: float = 2.0,
+                     velocity_window: int = 5, max_extrapolation: int = 10) -> StitchResult:
     """Joins tracklets into exactly ``n_individuals`` tracks.
 
     The joining is one minimum-cost assignment over a (T + n) × (T + n) matrix (T
@@ -136,33 +128,16 @@ def stitch_tracklets(
     if n < 1:
         raise ValueError(f"n_individuals must be >= 1, got {n_individuals}")
     count = len(tracklets)
+    if features is not None and len(features) != count:
+        raise ValueError(f"{len(features)} feature vectors for {count} tracklets")
+    gap = _gaps(tracklets)  # T×T, row = earlier tracklet
+    link = _link_costs(tracklets, gap, velocity_window, max_extrapolation)
+    link = link + gap_weight * np.maximum(gap - 1, 0)
     if features is not None:
-        if len(features) != count:
-            raise ValueError(f"{len(features)} feature vectors for {count} tracklets")
         feats = np.array([np.asarray(f, dtype=np.float64).ravel() for f in features])
-        norms = np.linalg.norm(feats, axis=1, keepdims=True)
-        feats = feats / np.maximum(norms, 1e-12)
-    size = _typical_size(tracklets)
-    starts = np.array([t.start for t in tracklets], dtype=np.float64)
-    ends = np.array([t.end for t in tracklets], dtype=np.float64)
-    end_pos, end_vel = np.zeros((count, 2)), np.zeros((count, 2))
-    start_pos, start_vel = np.zeros((count, 2)), np.zeros((count, 2))
-    for i, t in enumerate(tracklets):
-        end_pos[i], end_vel[i] = _end_state(t, velocity_window, at_end=True)
-        start_pos[i], start_vel[i] = _end_state(t, velocity_window, at_end=False)
-
-    gap = starts[None, :] - ends[:, None]  # T×T, row = earlier tracklet
-    horizon = np.clip(gap, 0, max_extrapolation)[..., None]
-    forward = end_pos[:, None, :] + end_vel[:, None, :] * horizon
-    backward = start_pos[None, :, :] - start_vel[None, :, :] * horizon
-    dist = 0.5 * (
-        np.linalg.norm(forward - start_pos[None, :, :], axis=-1)
-        + np.linalg.norm(backward - end_pos[:, None, :], axis=-1)
-    )
-    link = dist / size + gap_weight * np.maximum(gap - 1, 0)
-    if features is not None:
+        feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
         link = link + feature_weight * (1.0 - feats @ feats.T)
-    link = np.where((gap >= 1) & (gap <= max_gap) & np.isfinite(link), link, _BIG)
+    link = np.where((gap >= 1) & (gap <= max_gap) & np.isfinite(link), link, BIG_COST)
 
     total = count + n
     cost = np.zeros((total, total))
@@ -171,10 +146,42 @@ def stitch_tracklets(
     cost[np.arange(count), np.arange(count)] = drop_cost * lengths
     cost[count:, :count] = new_track_cost
     rows, cols = linear_sum_assignment(cost)
-    successor = dict(zip(rows.tolist(), cols.tolist(), strict=True))
+    tracks, dropped = _chains(dict(zip(rows.tolist(), cols.tolist(), strict=True)), count, total)
+    tracks.sort(key=lambda c: (False, tracklets[c[0]].start, c[0]) if c else (True, 0, 0))
+    return StitchResult(tracks=tracks, dropped=dropped, tracklets=list(tracklets))
 
+
+def _gaps(tracklets: Sequence[Tracklet]) -> np.ndarray:
+    """T×T frames from the end of tracklet t (row) to the start of tracklet u (column)."""
+    starts = np.array([t.start for t in tracklets], dtype=np.float64)
+    ends = np.array([t.end for t in tracklets], dtype=np.float64)
+    return starts[None, :] - ends[:, None]
+
+
+def _link_costs(tracklets: Sequence[Tracklet], gap: np.ndarray, velocity_window: int,
+                max_extrapolation: int) -> np.ndarray:
+    """T×T distance term of linking tracklet t's end to tracklet u's start, in animal sizes
+    (see :func:`stitch_tracklets`)."""
+    count = len(tracklets)
+    end_pos, end_vel = np.zeros((count, 2)), np.zeros((count, 2))
+    start_pos, start_vel = np.zeros((count, 2)), np.zeros((count, 2))
+    for i, t in enumerate(tracklets):
+        end_pos[i], end_vel[i] = _end_state(t, velocity_window, at_end=True)
+        start_pos[i], start_vel[i] = _end_state(t, velocity_window, at_end=False)
+    horizon = np.clip(gap, 0, max_extrapolation)[..., None]
+    forward = end_pos[:, None, :] + end_vel[:, None, :] * horizon
+    backward = start_pos[None, :, :] - start_vel[None, :, :] * horizon
+    dist = 0.5 * (
+        np.linalg.norm(forward - start_pos[None, :, :], axis=-1)
+        + np.linalg.norm(backward - end_pos[:, None, :], axis=-1)
+    )
+    return dist / _typical_size(tracklets)
+
+
+def _chains(successor: dict[int, int], count: int, total: int) -> tuple[list[list[int]], list[int]]:
+    """The identities' tracklet chains (from the assignment's ``successor`` of each row) and
+    the dropped tracklets (their own successor)."""
     tracks: list[list[int]] = []
-    dropped: list[int] = []
     for source in range(count, total):
         chain = []
         node = successor[source]
@@ -182,11 +189,7 @@ def stitch_tracklets(
             chain.append(node)
             node = successor[node]
         tracks.append(chain)
-    for t in range(count):
-        if successor[t] == t:
-            dropped.append(t)
-    tracks.sort(key=lambda c: (False, tracklets[c[0]].start, c[0]) if c else (True, 0, 0))
-    return StitchResult(tracks=tracks, dropped=dropped, tracklets=list(tracklets))
+    return tracks, [t for t in range(count) if successor[t] == t]
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,12 +227,8 @@ def identity_switches(
     last: dict[int, int] = {}
     stats = {"switches": 0, "matches": 0, "misses": 0, "false_positives": 0}
     for f in range(true.shape[0]):
-        d = np.linalg.norm(true[f][:, None] - pred[f][None, :], axis=-1)  # G×P×K
-        valid = np.isfinite(d)
-        mean = np.where(
-            valid.any(axis=-1), np.nansum(d, axis=-1) / np.maximum(valid.sum(-1), 1), np.inf
-        )
-        pairs = _assign(np.where(np.isfinite(mean), mean, _BIG), max_distance)
+        mean, shared = mean_distances(true[f], pred[f])  # G×P
+        pairs = assign(np.where(shared, mean, BIG_COST), max_distance)
         present_true = np.isfinite(true[f]).all(-1).any(-1)
         present_pred = np.isfinite(pred[f]).all(-1).any(-1)
         stats["matches"] += len(pairs)

@@ -7,41 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-
-_BIG = 1e9  # cost of an impossible assignment (finite, so an assignment always exists)
-
-
-def _assign(cost: np.ndarray, max_cost: float) -> list[tuple[int, int]]:
-    """Minimum-cost one-to-one pairs of a rows×cols cost matrix, without pairs over
-    ``max_cost``."""
-    if cost.size == 0:
-        return []
-    from scipy.optimize import linear_sum_assignment
-
-    rows, cols = linear_sum_assignment(np.minimum(cost, _BIG))
-    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if cost[r, c] <= max_cost]
-
-
-def _as_poses(animals: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
-    if isinstance(animals, np.ndarray):
-        if animals.size == 0:
-            return []
-        if animals.ndim != 3 or animals.shape[-1] < 2:
-            raise ValueError(f"animals must be A×K×3, got shape {animals.shape}")
-        return [animals[a] for a in range(animals.shape[0])]
-    return [np.asarray(a, dtype=np.float32) for a in animals]
-
-
-def _xy(pose: np.ndarray) -> np.ndarray:
-    """The visible (finite) keypoints of a pose, V×2."""
-    xy = np.asarray(pose, dtype=np.float64)[:, :2]
-    return xy[np.isfinite(xy).all(axis=1)]
-
-
-def _centroid(pose: np.ndarray) -> np.ndarray:
-    pts = _xy(pose)
-    return pts.mean(axis=0) if len(pts) else np.full(2, np.nan)
-
+from posed.engines.tracking.geometry import (
+    BIG_COST,
+    as_poses,
+    assign,
+    centroid,
+    mean_distances,
+    visible_xy,
+)
 
 # --------------------------------------------------------------------------------------------
 # Motion model
@@ -121,7 +94,7 @@ class Tracklet:
 
     def centroids(self) -> np.ndarray:
         """T×2 mean of the visible keypoints per frame."""
-        return np.array([_centroid(p) for p in self.poses])
+        return np.array([centroid(p) for p in self.poses])
 
 
 @dataclass
@@ -137,13 +110,11 @@ class _FrameTracker:
     """Shared logic of the frame-to-frame trackers; subclasses define the measurement and the
     cost."""
 
-    max_cost: float
-
-    def __init__(
-        self, max_age: int, min_keypoints: int, q: float, r: float, keypoint_weight: float
-    ) -> None:
+    def __init__(self, max_age: int, max_cost: float, min_keypoints: int, q: float, r: float,
+                 keypoint_weight: float) -> None:
         if max_age < 0:
             raise ValueError(f"max_age must be >= 0, got {max_age}")
+        self.max_cost = float(max_cost)
         self.keypoint_weight = float(keypoint_weight)
         self.max_age = int(max_age)
         self.min_keypoints = max(int(min_keypoints), 1)
@@ -183,15 +154,15 @@ class _FrameTracker:
             raise ValueError(f"frame {frame} is not after frame {self._frame}")
         steps = frame - self._frame if self._frame >= 0 else 1
         self._frame = frame
-        poses = _as_poses(animals)
-        usable = [a for a, p in enumerate(poses) if len(_xy(p)) >= self.min_keypoints]
+        poses = as_poses(animals)
+        usable = [a for a, p in enumerate(poses) if len(visible_xy(p)) >= self.min_keypoints]
         measured = [self._measure(poses[a]) for a in usable]
 
         ids = list(self.tracks)
         for tid in ids:
             for _ in range(steps):
                 self.tracks[tid].kf.predict()
-        cost = np.full((len(ids), len(usable)), _BIG)
+        cost = np.full((len(ids), len(usable)), BIG_COST)
         if ids and usable:
             tracks = [self.tracks[tid] for tid in ids]
             cost = self._costs(
@@ -203,10 +174,10 @@ class _FrameTracker:
             if self.keypoint_weight:
                 detected = np.array([poses[a] for a in usable], dtype=np.float64)[..., :2]
                 cost = cost + self.keypoint_weight * self._keypoint_costs(tracks, detected, steps)
-            cost = np.where(np.isfinite(cost), cost, _BIG)
+            cost = np.where(np.isfinite(cost), cost, BIG_COST)
         result: dict[int, int] = {}
         taken: set[int] = set()
-        for r, c in _assign(cost, self.max_cost):
+        for r, c in assign(cost, self.max_cost):
             track = self.tracks[ids[r]]
             z, extra = measured[c]
             track.kf.update(z)
@@ -242,13 +213,11 @@ class _FrameTracker:
         elapsed = np.array([t.time_since_update + steps for t in tracks], dtype=np.float64)
         velocity = np.array([t.kf.velocity[:2] for t in tracks])
         moved = last + (velocity * elapsed[:, None])[:, None, :]  # T×K×2
-        d = np.linalg.norm(moved[:, None] - detected[None], axis=-1)  # T×D×K
-        shared = np.isfinite(d)
-        mean = np.where(shared, d, 0.0).sum(-1) / np.maximum(shared.sum(-1), 1)
+        mean, shared = mean_distances(moved, detected)  # T×D
         centred = last - np.nanmean(last, axis=1, keepdims=True)
         size = 2.0 * np.sqrt(np.nanmean((centred**2).sum(-1), axis=1))  # T
         size = np.where(np.isfinite(size) & (size >= 1.0), size, 1.0)
-        return np.where(shared.any(-1), mean / size[:, None], 1.0)
+        return np.where(shared, mean / size[:, None], 1.0)
 
     def end_track(self, track_id: int) -> None:
         """Ends a live track now (its tracklet moves to ``finished``)."""
@@ -262,7 +231,7 @@ class _FrameTracker:
 
 
 def _box(pose: np.ndarray, margin: float) -> np.ndarray:
-    pts = _xy(pose)
+    pts = visible_xy(pose)
     lo = pts.min(axis=0) - margin
     hi = pts.max(axis=0) + margin
     return np.concatenate([(lo + hi) / 2.0, hi - lo])  # cx, cy, w, h
@@ -294,18 +263,10 @@ class BoxTracker(_FrameTracker):
         keypoint_weight: Weight of the keypoint term.
     """
 
-    def __init__(
-        self,
-        max_age: int = 5,
-        max_cost: float = 1.5,
-        margin: float = 5.0,
-        min_keypoints: int = 1,
-        q: float = 1.0,
-        r: float = 4.0,
-        keypoint_weight: float = 1.0,
-    ) -> None:
-        super().__init__(max_age, min_keypoints, q, r, keypoint_weight)
-        self.max_cost = float(max_cost)
+    def __init__(self, max_age: int = 5, max_cost: float = 1.5, margin: float = 5.0,
+                 min_keypoints: int = 1, q: float = 1.0, r: float = 4.0,
+                 keypoint_weight: float = 1.0) -> None:
+        super().__init__(max_age, max_cost, min_keypoints, q, r, keypoint_weight)
         self.margin = float(margin)
 
     def _measure(self, pose):
@@ -342,7 +303,7 @@ def fit_ellipse(pose: np.ndarray, min_axis: float = 2.0) -> np.ndarray:
         deviations of the points along the principal axes), and the major axis' angle in
         radians in (-pi/2, pi/2]. NaN for a pose without visible keypoints.
     """
-    pts = _xy(pose)
+    pts = visible_xy(pose)
     if not len(pts):
         return np.full(5, np.nan)
     centre = pts.mean(axis=0)
@@ -389,20 +350,10 @@ class EllipseTracker(_FrameTracker):
         keypoint_weight: Weight of the keypoint term.
     """
 
-    def __init__(
-        self,
-        max_age: int = 5,
-        max_cost: float = 4.0,
-        shape_weight: float = 0.5,
-        angle_weight: float = 1.0,
-        min_keypoints: int = 2,
-        min_axis: float = 2.0,
-        q: float = 1.0,
-        r: float = 4.0,
-        keypoint_weight: float = 3.0,
-    ) -> None:
-        super().__init__(max_age, min_keypoints, q, r, keypoint_weight)
-        self.max_cost = float(max_cost)
+    def __init__(self, max_age: int = 5, max_cost: float = 4.0, shape_weight: float = 0.5,
+                 angle_weight: float = 1.0, min_keypoints: int = 2, min_axis: float = 2.0,
+                 q: float = 1.0, r: float = 4.0, keypoint_weight: float = 3.0) -> None:
+        super().__init__(max_age, max_cost, min_keypoints, q, r, keypoint_weight)
         self.shape_weight = float(shape_weight)
         self.angle_weight = float(angle_weight)
         self.min_axis = float(min_axis)

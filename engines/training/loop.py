@@ -36,11 +36,11 @@ def resolve_train_config(project: Any, shuffle: int, overrides: "Mapping[str, An
     The user's settings file is ``<model folder>/train_config.yaml``; when resuming, the
     settings the interrupted run resolved (``train/train_config.yaml``) are used instead.
     """
-    from posed.engines import compat
+    from posed.engines.project.folders import get_model_folder
 
     if isinstance(overrides, TrainConfig):
         return overrides
-    folder = compat.get_model_folder(project, shuffle, engine)
+    folder = get_model_folder(project, shuffle, engine)
     cfg_file = folder / "train_config.yaml"
     if resume and (folder / "train" / "train_config.yaml").is_file():
         cfg_file = folder / "train" / "train_config.yaml"
@@ -135,7 +135,7 @@ class TrainingData:
     test_keypoints: list[np.ndarray]
 
 
-def _split_rows(project: Any, shuffle: int, labelled: Sequence[str],
+def split_rows(project: Any, shuffle: int, labelled: Sequence[str],
                 where: Path) -> tuple[list[int], list[int]]:
     """Label-table rows of the shuffle's training and test images (``labelled``: the table's
     image names); test images without labels are left out.
@@ -154,7 +154,7 @@ def _split_rows(project: Any, shuffle: int, labelled: Sequence[str],
     return [index[img] for img in split.train], [index[img] for img in split.test if img in index]
 
 
-def _common_crop(cfg: TrainConfig, images: list[np.ndarray]) -> TrainConfig:
+def common_crop(cfg: TrainConfig, images: list[np.ndarray]) -> TrainConfig:
     """``cfg`` with a crop all training images fit (multiples of 32) when their sizes differ
     and no crop is set."""
     if cfg.crop is not None or len({im.shape for im in images}) <= 1:
@@ -174,9 +174,9 @@ def load_training_data(project: Any, shuffle: int, cfg: TrainConfig, where: Path
     from posed.engines.project import load_image, load_labels
 
     labels = load_labels(project)
-    train, test = _split_rows(project, shuffle, labels.images, where)
+    train, test = split_rows(project, shuffle, labels.images, where)
     images = [load_image(project.root, labels.images[i]) for i in train]
-    return TrainingData(_common_crop(cfg, images), images, [labels.keypoints[i] for i in train],
+    return TrainingData(common_crop(cfg, images), images, [labels.keypoints[i] for i in train],
                         [load_image(project.root, labels.images[i]) for i in test],
                         [labels.keypoints[i] for i in test])
 

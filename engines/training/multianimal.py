@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from posed.engines.decoding import TargetSpec, make_targets
-from posed.engines.training.loop import TrainingData, _common_crop, _split_rows
+from posed.engines.training.loop import TrainingData, common_crop, split_rows
 from posed.engines.training.settings import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -167,9 +167,9 @@ def load_multianimal_training_data(project: Any, shuffle: int, cfg: TrainConfig,
     from posed.engines.project import load_image, load_multianimal_labels
 
     labels = load_multianimal_labels(project)
-    train, test = _split_rows(project, shuffle, labels.images, where)
+    train, test = split_rows(project, shuffle, labels.images, where)
     images = [load_image(project.root, labels.images[i]) for i in train]
-    cfg = _common_crop(cfg, images)
+    cfg = common_crop(cfg, images)
     packed = [pack_multianimal(labels.keypoints[i], labels.unique[i])
               for i in range(len(labels.images))]
     return MultiAnimalTrainingData(
