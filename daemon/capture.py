@@ -32,21 +32,15 @@ from typing import Any, Callable
 import av
 
 from posed.daemon.queues import FrameQueue, FrameSignal
+from posed.daemon.stage import StageThread
 from posed.daemon.types import Frame
-from posed.engines.video import _MAX_CONSECUTIVE_ERRORS, _TEXT_CODECS, _reason
+from posed.engines.video import MAX_CONSECUTIVE_ERRORS as _MAX_CONSECUTIVE_ERRORS
+from posed.engines.video import TEXT_CODECS as _TEXT_CODECS
+from posed.engines.video import error_reason as _reason
 from posed.errors import CaptureError, ConfigError
 
-__all__ = [
-    "KINDS",
-    "PACES",
-    "POLICIES",
-    "Camera",
-    "CameraSpec",
-    "CameraSpecError",
-    "make_queue",
-    "open_source",
-    "policy_drop_counter",
-]
+__all__ = ["KINDS", "PACES", "POLICIES", "Camera", "CameraSpec", "CameraSpecError", "make_queue",
+           "open_source", "policy_drop_counter"]
 
 log = logging.getLogger("posed.daemon.capture")
 
@@ -293,7 +287,7 @@ class _Stopped(Exception):
     """Internal: the stop event was set while the camera was busy."""
 
 
-class Camera:
+class Camera(StageThread):
     """Reads one source in its own thread and puts decoded frames into a queue.
 
     The queue should come from :func:`make_queue` (or be created with ``on_drop`` wired to
@@ -323,16 +317,12 @@ class Camera:
 
     def __init__(self, spec: CameraSpec, queue: FrameQueue, stop: threading.Event, *,
                  metrics: Any = None) -> None:
+        super().__init__(f"capture-{spec.id}", stop, metrics)
         self.spec = spec
         self.queue = queue
-        self.stop = stop
-        self.metrics = metrics
         self.finished = threading.Event()
-        self.seq = 0
-        self.decode_errors = 0
-        self.corrupt_packets = 0
-        self.reconnects = 0
-        self.opened = 0
+        # Counters (see the class docstring), all zero until the thread runs.
+        self.seq = self.decode_errors = self.corrupt_packets = self.reconnects = self.opened = 0
         self.last_frame_mono: float | None = None
         self.error: str | None = None
         self.fps = 0.0
@@ -340,22 +330,8 @@ class Camera:
         self._fps_start = time.monotonic()
         self._fps_count = 0
         self._fps_seen = False
-        self._thread = threading.Thread(target=self._run, name=f"capture-{spec.id}",
-                                        daemon=True)
 
-    # -- thread control --------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Start the capture thread."""
-        self._thread.start()
-
-    def join(self, timeout: float | None = None) -> None:
-        """Wait for the capture thread to end (after ``stop`` or, for files, ``finished``)."""
-        self._thread.join(timeout)
-
-    def is_alive(self) -> bool:
-        """True while the capture thread runs."""
-        return self._thread.is_alive()
+    # -- state -----------------------------------------------------------------------------
 
     def open_error(self) -> str | None:
         """Why the source could not be opened or read last, or None (same as :attr:`error`)."""

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from posed.daemon.queues import FrameQueue, FrameSignal
+from posed.daemon.stage import StageThread
 from posed.daemon.types import Animals, Frame, Pose
 from posed.engines.base import PoseRunner
 
@@ -69,7 +70,7 @@ def _to_frame(kp: np.ndarray, ox: float, oy: float, sx: float, sy: float) -> np.
     return kp
 
 
-class InferenceStage:
+class InferenceStage(StageThread):
     """The thread that batches frames and runs the model.
 
     Args:
@@ -88,6 +89,7 @@ class InferenceStage:
                  emit: Callable[[Pose], None], *, max_batch: int = 4, max_delay_ms: float = 2.0,
                  preprocess: dict[str, Preprocess] | None = None, metrics: Any = None,
                  stop: threading.Event | None = None) -> None:
+        super().__init__("inference", stop or threading.Event(), metrics)
         self.runner = runner
         self.queues = list(queues)
         self.signal = signal
@@ -95,8 +97,6 @@ class InferenceStage:
         self.max_batch = max_batch
         self.max_delay = max_delay_ms / 1000.0
         self.preprocess = preprocess or {}
-        self.metrics = metrics
-        self.stop = stop or threading.Event()
         self.drain = True
         self.heartbeat = time.monotonic()
         self.batches = 0
@@ -105,19 +105,6 @@ class InferenceStage:
         self._next = 0
         self.multianimal = bool(getattr(runner, "multianimal", False))
         self._trackers: dict[str, Any] = {}  # camera -> OnlineTracker (multi-animal models)
-        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
-
-    def start(self) -> None:
-        """Start the thread."""
-        self._thread.start()
-
-    def join(self, timeout: float | None = None) -> None:
-        """Wait for the thread to end."""
-        self._thread.join(timeout)
-
-    def is_alive(self) -> bool:
-        """True while the thread runs."""
-        return self._thread.is_alive()
 
     def pending(self) -> int:
         """Frames queued across all cameras."""

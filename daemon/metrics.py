@@ -26,6 +26,7 @@ import logging
 import socket
 import socketserver
 import threading
+from functools import partial
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -159,48 +160,41 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        reg = self.registry
-        self.frames_captured = Counter(
-            "posed_frames_captured", "Frames read from a camera.", ["camera"], registry=reg)
-        self.frames_dropped = Counter(
-            "posed_frames_dropped", "Frames lost before publication, by reason.",
-            ["camera", "reason"], registry=reg)
-        self.frames_inferred = Counter(
-            "posed_frames_inferred", "Frames that went through the model.", ["camera"],
-            registry=reg)
-        self.frames_published = Counter(
-            "posed_frames_published", "Pose messages sent on the stream.", ["camera"],
-            registry=reg)
-        self.errors = Counter(
-            "posed_errors", "Errors caught and survived, by pipeline stage.", ["stage"],
-            registry=reg)
-        self.reconnects = Counter(
-            "posed_reconnects", "Times a camera was reopened after a failure.", ["camera"],
-            registry=reg)
-        self.inference_seconds = Histogram(
-            "posed_inference_seconds", "Model time per batch.", buckets=LATENCY_BUCKETS,
-            registry=reg)
-        self.end_to_end_seconds = Histogram(
+        counter, histogram, gauge = (partial(kind, registry=self.registry)
+                                     for kind in (Counter, Histogram, Gauge))
+        per_camera = ["camera"]
+        self.frames_captured = counter("posed_frames_captured", "Frames read from a camera.",
+                                       per_camera)
+        self.frames_dropped = counter("posed_frames_dropped",
+                                      "Frames lost before publication, by reason.",
+                                      ["camera", "reason"])
+        self.frames_inferred = counter("posed_frames_inferred",
+                                       "Frames that went through the model.", per_camera)
+        self.frames_published = counter("posed_frames_published",
+                                        "Pose messages sent on the stream.", per_camera)
+        self.errors = counter("posed_errors", "Errors caught and survived, by pipeline stage.",
+                              ["stage"])
+        self.reconnects = counter("posed_reconnects",
+                                  "Times a camera was reopened after a failure.", per_camera)
+        self.inference_seconds = histogram("posed_inference_seconds", "Model time per batch.",
+                                           buckets=LATENCY_BUCKETS)
+        self.end_to_end_seconds = histogram(
             "posed_end_to_end_seconds", "Time from capture to publication of a frame.",
-            ["camera"], buckets=LATENCY_BUCKETS, registry=reg)
-        self.processor_seconds = Histogram(
-            "posed_processor_seconds", "Time spent in a pose processor per frame.",
-            ["processor"], buckets=LATENCY_BUCKETS, registry=reg)
-        self.batch_size = Histogram(
-            "posed_batch_size", "Frames per inferred batch.", buckets=BATCH_BUCKETS,
-            registry=reg)
-        self.queue_depth = Gauge(
-            "posed_queue_depth", "Items waiting in an internal queue.", ["queue"],
-            registry=reg)
-        self.capture_fps = Gauge(
-            "posed_capture_fps", "Recent capture rate of a camera, frames per second.",
-            ["camera"], registry=reg)
-        self.ready = Gauge(
-            "posed_ready", "1 when the daemon is warmed up and serving, else 0.", registry=reg)
+            per_camera, buckets=LATENCY_BUCKETS)
+        self.processor_seconds = histogram("posed_processor_seconds",
+                                           "Time spent in a pose processor per frame.",
+                                           ["processor"], buckets=LATENCY_BUCKETS)
+        self.batch_size = histogram("posed_batch_size", "Frames per inferred batch.",
+                                    buckets=BATCH_BUCKETS)
+        self.queue_depth = gauge("posed_queue_depth", "Items waiting in an internal queue.",
+                                 ["queue"])
+        self.capture_fps = gauge("posed_capture_fps",
+                                 "Recent capture rate of a camera, frames per second.", per_camera)
+        self.ready = gauge("posed_ready", "1 when the daemon is warmed up and serving, else 0.")
         # A gauge (not Info) so the series is exactly posed_build_info with the four labels.
-        self.build_info = Gauge(
-            "posed_build_info", "Build and model of the running daemon; the value is always 1.",
-            ["version", "engine", "provider", "model"], registry=reg)
+        self.build_info = gauge("posed_build_info",
+                                "Build and model of the running daemon; the value is always 1.",
+                                ["version", "engine", "provider", "model"])
         # Errors are rare; create every stage at zero so increase() sees the first one.
         for stage in ERROR_STAGES:
             self.errors.labels(stage=stage)

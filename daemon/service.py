@@ -61,6 +61,8 @@ class Service:
         self._post_queue: queue.Queue[Pose | None] = queue.Queue(maxsize=256)
         self._post_thread: threading.Thread | None = None
         self._processors: Any = None
+        self._queues: list[FrameQueue] = []
+        self._preprocess: dict[str, Preprocess] = {}
         self.published = 0
         self._stopped = False
 
@@ -111,34 +113,62 @@ class Service:
 
     def start(self) -> None:
         """Load, bind, warm up, then start capturing; sends READY=1 when serving."""
-        from posed.daemon.capture import Camera, CameraSpec
-        from posed.daemon.processors import KalmanPredictor, Processors, load_hook
-        from posed.daemon.publisher import Publisher
-
         cfg = self.cfg
-        for endpoint in non_loopback_endpoints(cfg):
-            if cfg.publisher.curve is None or endpoint.startswith("http"):
-                log.warning("%s listens beyond this machine%s", endpoint,
-                            "" if endpoint.startswith("http") else " without CurveZMQ encryption")
+        self._warn_exposed()
         self.notifier.status("loading model")
         self.runner = self._load_model()
-        bundle = self.runner.bundle
         for cam in cfg.cameras:
             self.metrics.add_camera(cam.id)
-        self.metrics.set_build_info(posed.__version__, self.runner.engine,
-                                    str(getattr(self.runner, "provider", getattr(self.runner, "device", ""))),
-                                    bundle.scorer)
-        hook = load_hook(cfg.processors.hook, cfg.processors.hook_args) if cfg.processors.hook else None
-        k = cfg.processors.kalman
-        kalman = (KalmanPredictor(k.process_noise, k.measurement_noise, k.lead_ms / 1000.0,
-                                  k.min_likelihood) if k.enabled else None)
-        self._processors = Processors(bundle.bodyparts, hook=hook, kalman=kalman, metrics=self.metrics)
+        self.metrics.set_build_info(posed.__version__, self.runner.engine, _where(self.runner),
+                                    self.runner.bundle.scorer)
+        self._processors = self._make_processors()
         if cfg.model.warmup:
             self.notifier.status("warming up")
             self._warmup()
         # From here on the inference thread runs the model: let the engine drop what it holds
         # for this thread (PyTorch: an OpenMP pool that would halve the inference thread's speed).
         self.runner.handoff()
+        self._open_outputs()
+        signal = self._make_cameras()
+        self.inference = InferenceStage(
+            self.runner, self._queues, signal, self._emit, max_batch=cfg.batching.max_batch,
+            max_delay_ms=cfg.batching.max_delay_ms, preprocess=self._preprocess,
+            metrics=self.metrics, stop=self._inference_stop)
+        self._post_thread = threading.Thread(target=self._post_loop, name="post", daemon=True)
+        self._post_thread.start()
+        self.inference.start()
+        self._wait_for_subscribers()
+        for camera in self.cameras:
+            camera.start()
+        self.metrics.ready.set(1)
+        self.notifier.ready()
+        self.notifier.status(f"serving {len(self.cameras)} camera(s) on {cfg.publisher.endpoint}")
+        log.info("ready: %d camera(s), poses on %s%s", len(self.cameras), cfg.publisher.endpoint,
+                 f", metrics on {self.metrics_server.url}" if self.metrics_server else "")
+
+    def _warn_exposed(self) -> None:
+        for endpoint in non_loopback_endpoints(self.cfg):
+            if self.cfg.publisher.curve is None or endpoint.startswith("http"):
+                log.warning("%s listens beyond this machine%s", endpoint,
+                            "" if endpoint.startswith("http") else " without CurveZMQ encryption")
+
+    def _make_processors(self) -> Any:
+        from posed.daemon.processors import KalmanPredictor, Processors, load_hook
+
+        proc = self.cfg.processors
+        hook = load_hook(proc.hook, proc.hook_args) if proc.hook else None
+        k = proc.kalman
+        kalman = (KalmanPredictor(k.process_noise, k.measurement_noise, k.lead_ms / 1000.0,
+                                  k.min_likelihood) if k.enabled else None)
+        return Processors(self.runner.bundle.bodyparts, hook=hook, kalman=kalman,
+                          metrics=self.metrics)
+
+    def _open_outputs(self) -> None:
+        """Bind the metrics endpoint and the publisher; open the recorder."""
+        from posed.daemon.publisher import Publisher
+
+        cfg = self.cfg
+        bundle = self.runner.bundle
         if cfg.metrics.enabled:
             self.metrics_server = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
         curve = None
@@ -160,44 +190,36 @@ class Service:
                                      [c.id for c in cfg.cameras], csv=cfg.recorder.csv,
                                      flush_every_s=cfg.recorder.flush_every_s, metrics=self.metrics)
 
+    def _make_cameras(self) -> FrameSignal:
+        """One queue, preprocessing and (not yet started) capture thread per camera."""
+        from posed.daemon.capture import Camera, CameraSpec, make_queue
+
         signal = FrameSignal()
-        queues = []
-        preprocess = {}
-        for cam in cfg.cameras:
+        self._queues = []
+        self._preprocess = {}
+        for cam in self.cfg.cameras:
             spec = CameraSpec(
                 id=cam.id, source=cam.source, kind=cam.kind, pace=cam.pace, loop=cam.loop,
                 policy=cam.policy, width=cam.width, height=cam.height, fps=cam.fps,
                 pixel_format=cam.pixel_format, options=dict(cam.options),
                 reconnect_initial_s=cam.reconnect_initial_s, reconnect_max_s=cam.reconnect_max_s,
                 queue_size=cam.queue_size)
-            dropped = self.metrics.frames_dropped.labels(camera=cam.id, reason="policy")
-            q = FrameQueue(cam.id, cam.queue_size, spec.resolved_policy(), signal,
-                           on_drop=dropped.inc)
-            queues.append(q)
-            preprocess[cam.id] = Preprocess(cam.crop, cam.resize)
+            q = make_queue(spec, signal, self.metrics)
+            self._queues.append(q)
+            self._preprocess[cam.id] = Preprocess(cam.crop, cam.resize)
             self.cameras.append(Camera(spec, q, self.stop_event, metrics=self.metrics))
-        self._queues = queues
-        self.inference = InferenceStage(
-            self.runner, queues, signal, self._emit, max_batch=cfg.batching.max_batch,
-            max_delay_ms=cfg.batching.max_delay_ms, preprocess=preprocess, metrics=self.metrics,
-            stop=self._inference_stop)
-        self._post_thread = threading.Thread(target=self._post_loop, name="post", daemon=True)
-        self._post_thread.start()
-        self.inference.start()
-        want = cfg.publisher.wait_for_subscribers
-        if want:
-            self.notifier.status(f"waiting for {want} subscriber(s) on {cfg.publisher.endpoint}")
-            log.info("waiting for %d subscriber(s) on %s", want, cfg.publisher.endpoint)
-            if not self.publisher.wait_for_subscribers(want, cfg.publisher.wait_timeout_s):
-                log.warning("only %d subscriber(s) after %.0f s; starting anyway",
-                            self.publisher.subscribers(), cfg.publisher.wait_timeout_s)
-        for camera in self.cameras:
-            camera.start()
-        self.metrics.ready.set(1)
-        self.notifier.ready()
-        self.notifier.status(f"serving {len(self.cameras)} camera(s) on {cfg.publisher.endpoint}")
-        log.info("ready: %d camera(s), poses on %s%s", len(self.cameras), cfg.publisher.endpoint,
-                 f", metrics on {self.metrics_server.url}" if self.metrics_server else "")
+        return signal
+
+    def _wait_for_subscribers(self) -> None:
+        pub = self.cfg.publisher
+        if not pub.wait_for_subscribers:
+            return
+        want = pub.wait_for_subscribers
+        self.notifier.status(f"waiting for {want} subscriber(s) on {pub.endpoint}")
+        log.info("waiting for %d subscriber(s) on %s", want, pub.endpoint)
+        if not self.publisher.wait_for_subscribers(want, pub.wait_timeout_s):
+            log.warning("only %d subscriber(s) after %.0f s; starting anyway",
+                        self.publisher.subscribers(), pub.wait_timeout_s)
 
     def _emit(self, pose: Pose) -> None:
         while True:
@@ -305,6 +327,11 @@ class Service:
         if self.runner is not None:
             self.runner.close()
         log.info("stopped: %d poses published", self.published)
+
+
+def _where(runner: Any) -> str:
+    """Where a runner runs: its execution provider (ONNX) or device."""
+    return str(getattr(runner, "provider", getattr(runner, "device", "")))
 
 
 def serve(cfg: DaemonConfig, *, install_signals: bool = True, metrics: Any = None,

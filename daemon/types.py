@@ -9,8 +9,8 @@ import numpy as np
 
 
 @dataclass(slots=True)
-class Frame:
-    """One decoded frame from one camera.
+class Stamp:
+    """Where and when a frame was captured; :class:`Frame` and :class:`Pose` both carry it.
 
     Attributes:
         camera: Camera id from the config.
@@ -19,7 +19,6 @@ class Frame:
         pts: Presentation time in seconds from the source, if it has one.
         capture_ns: ``time.time_ns()`` when the frame was decoded.
         capture_mono: ``time.monotonic()`` at the same moment (for latency maths).
-        image: uint8 H×W×3 RGB.
     """
 
     camera: str
@@ -28,6 +27,16 @@ class Frame:
     pts: float | None
     capture_ns: int
     capture_mono: float
+
+
+@dataclass(slots=True)
+class Frame(Stamp):
+    """One decoded frame from one camera (the :class:`Stamp` fields, then the image).
+
+    Attributes:
+        image: uint8 H×W×3 RGB.
+    """
+
     image: np.ndarray
 
 
@@ -49,7 +58,7 @@ class Animals:
 
 
 @dataclass(slots=True)
-class Pose:
+class Pose(Stamp):
     """Keypoints for one frame, as they travel from inference to the publisher.
 
     Attributes:
@@ -62,12 +71,6 @@ class Pose:
             (``keypoints`` then holds identity 0's parts and the unique parts).
     """
 
-    camera: str
-    seq: int
-    index: int
-    pts: float | None
-    capture_ns: int
-    capture_mono: float
     infer_ns: int
     keypoints: np.ndarray
     batch_size: int = 1

@@ -22,8 +22,9 @@ import pandas as pd
 import pytest
 import zmq
 
-from posed.daemon.client import PoseMessage, Subscriber, decode_message, listen
+from posed.daemon.client import PoseMessage, Subscriber, decode_message
 from posed.daemon.keys import CurveClient, CurveServer, generate_keys
+from posed.daemon.listening import listen
 from posed.daemon.publisher import BASE_SCHEMA, Publisher, encode_pose
 from posed.daemon.types import Pose
 from posed.errors import ProtocolError, PublishError
@@ -153,6 +154,17 @@ def test_subscriber_in_another_process(endpoint):
         pub.stop()
     assert proc.returncode == 0, err
     assert json.loads(out) == [[i, i + 0.5] for i in range(n)]
+
+
+def test_client_imports_neither_pandas_nor_a_framework():
+    """A control program subscribing to poses pays for pyzmq, msgpack and numpy only."""
+    script = ("import sys, posed.daemon.client\n"
+              "heavy = ('pandas', 'torch', 'tensorflow', 'onnxruntime', 'cv2', 'av')\n"
+              "print(','.join(m for m in heavy if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
 
 
 # -- never blocking -------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def _metrics() -> str | None:
 
 
 def main() -> int:
-    from posed.daemon.client import listen
+    from posed.daemon.listening import listen
 
     print(f"$ posed serve --config {CONFIG.relative_to(Path.cwd()) if CONFIG.is_relative_to(Path.cwd()) else CONFIG}")
     daemon = subprocess.Popen([sys.executable, "-m", "posed.cli", "serve", "--config",
