@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402
 
-from posed.bench import _percentiles, measure  # noqa: E402
+from posed.bench import measure, percentiles  # noqa: E402
 from posed.engines import compat  # noqa: E402
 from posed.engines.io import atomic_write_text  # noqa: E402
 
@@ -173,7 +173,7 @@ def main() -> int:
                 poses = np.asarray(peer.pop("poses"), dtype=np.float32)
                 record["rows"].append({
                     "runtime": f"dlclive {peer['dlclive']} pytorch", "batch": 1, "calls": len(lat),
-                    "frames_per_s": round(1000 * len(lat) / sum(lat), 2), **_percentiles(lat),
+                    "frames_per_s": round(1000 * len(lat) / sum(lat), 2), **percentiles(lat),
                     **_agreement(poses, reference), **peer})
         if args.analyze:
             clip = tmp / VIDEO.name

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from posed import bench
 from posed.cli import main
 
@@ -126,3 +128,37 @@ def test_gpu_case_procedure_runs_end_to_end_on_the_cpu():
     assert [(r["cameras"], r["frames"]) for r in res["cameras"]] == [(1, 20), (2, 40), (2, 40)]
     md = bench.to_markdown({"results": {"gpu": {"device": "cpu", **res}}})
     assert "| gpu | daemon mobilenet_v2_0.35 50 fps |" in md
+
+
+def test_without_the_source_tree_stand_ins_replace_the_demo_model_and_clip(tmp_path, monkeypatch):
+    """An installed wheel has no configs/demo: the bench times a randomly initialised bundle
+    of the demo's architecture on a synthetic clip of the demo's size, and says so."""
+    import pytest
+
+    pytest.importorskip("torch")
+    from posed.bench import assets
+    from posed.engines import compat
+    from posed.engines.video import probe_video
+
+    missing = tmp_path / "no-source-tree"
+    monkeypatch.setattr(assets, "DEMO_MODEL", missing / "model")
+    monkeypatch.setattr(assets, "DEMO_CLIP", missing / "clip.mp4")
+    for cached in (assets.demo_model, assets.demo_clip, assets._scratch):
+        cached.cache_clear()
+    monkeypatch.setattr(assets, "_scratch", lambda: tmp_path)
+    try:
+        model = assets.demo_model()
+        assert model.parent == tmp_path and not assets.has_demo_model()
+        runner = compat.load_model(model)
+        poses = runner.predict(np.zeros((2, 128, 128, 3), np.uint8))
+        assert poses.shape == (2, 4, 3) and np.isfinite(poses).all()
+        assert assets.model_label(assets.BenchOptions()) == "random mobilenet_v2_0.35"
+
+        clip = assets.demo_clip()
+        info = probe_video(clip)
+        assert (info.width, info.height) == (128, 128) and info.nframes == 300
+        frames = assets.frames((64, 48), 5)
+        assert frames.shape == (5, 48, 64, 3) and frames.std() > 0  # not a blank picture
+    finally:
+        for cached in (assets.demo_model, assets.demo_clip):
+            cached.cache_clear()

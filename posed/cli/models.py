@@ -1,0 +1,115 @@
+"""Model commands: export, import-dlc and engines."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from posed.cli.common import (add_model_args, add_out_bundle, add_overwrite, add_source, command,
+                              size)
+from posed.errors import ConfigError
+
+
+def _export_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``export_model``'s format options from the command line."""
+    options: dict[str, Any] = {"overwrite": args.overwrite}
+    if args.format == "onnx":
+        options.update(opset=args.opset, simplify=not args.no_simplify,
+                       precision="fp16" if args.fp16 else
+                       {"static": "int8", "dynamic": "int8-dynamic"}.get(args.int8 or "", "fp32"))
+        if args.fixed_size:
+            options["fixed_size"] = (args.fixed_size[1], args.fixed_size[0])
+    elif args.fp16 or args.int8 or args.fixed_size:
+        raise ConfigError(f"--fp16/--int8/--fixed-size apply to --format onnx, not {args.format}")
+    return options
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """export a trained model to TorchScript, ONNX or a SavedModel
+
+    Export a project's trained shuffle (or a bundle) into a new model bundle folder. Exported
+    graphs take uint8 N×H×W×3 RGB frames. Every export is checked against the native model (on
+    the shuffle's test images when exporting from a project) and refused beyond tolerance; the
+    measured difference is recorded in the bundle's posed.yaml.
+    """
+
+    from posed.engines import compat
+    from posed.engines.bundle import load_bundle
+
+    out = compat.export_model(args.source, args.format, args.out, args.engine,
+                              shuffle=args.shuffle, snapshot=args.snapshot, **_export_options(args))
+    parity = load_bundle(out).export.get("parity", {})
+    if "max_px" not in parity:  # torchscript records one entry per checked input size
+        parity = max(parity.values(), key=lambda p: p["max_px"], default={})
+    if parity:
+        print(f"parity with the native model on {parity['confident_keypoints']} visible "
+              f"keypoints: within {parity['max_px_confident']:.2g} px (all keypoints: "
+              f"{parity['max_px']:.2g} px), likelihood within {parity['max_likelihood']:.2g}",
+              file=sys.stderr)
+    print(out)
+    return 0
+
+
+def add_export(sub: Any) -> None:
+    with command(sub, "export", cmd_export) as p:
+        add_source(p)
+        p.add_argument("--format", required=True, choices=("onnx", "torchscript", "savedmodel"),
+                       help="export format: onnx (any engine's model), torchscript (pytorch), "
+                       "savedmodel (tensorflow)")
+        add_out_bundle(p)
+        add_model_args(p)
+        p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+        p.add_argument("--fixed-size", type=size, help="fix the input size WIDTHxHEIGHT (ONNX; "
+                       "default: dynamic height and width)")
+        prec = p.add_mutually_exclusive_group()
+        prec.add_argument("--fp16", action="store_true", help="half precision (for GPUs)")
+        prec.add_argument("--int8", nargs="?", const="static", choices=("static", "dynamic"),
+                          help="INT8 quantisation for CPUs: static (calibrated on the project's "
+                          "training images; the default) or dynamic")
+        p.add_argument("--no-simplify", action="store_true", help="skip graph simplification")
+        add_overwrite(p)
+
+
+def cmd_import_dlc(args: argparse.Namespace) -> int:
+    """convert a DeepLabCut export (3.x .pt or 2.x folder) into a posed bundle
+
+    Convert the .pt written by DeepLabCut 3's export_model (single-animal ResNet heatmap models)
+    into a posed bundle folder. The file is read with torch.load(weights_only=True): anything
+    that is not plain weights and settings is refused. The bundle predicts DeepLabCut's own
+    keypoints and can be exported to ONNX/TorchScript like any other. Given a folder instead, a
+    DeepLabCut 2.x TensorFlow export (pose_cfg.yaml + frozen graph .pb) becomes a bundle that
+    the tensorflow engine runs.
+    """
+
+    from posed.engines import compat
+
+    # A folder is a DeepLabCut 2.x TensorFlow export, a file a DeepLabCut 3 .pt; compat
+    # names the framework to install when it is missing.
+    print(compat.import_dlc(args.file, args.out, overwrite=args.overwrite))
+    return 0
+
+
+def add_import_dlc(sub: Any) -> None:
+    with command(sub, "import-dlc", cmd_import_dlc) as p:
+        p.add_argument("file", type=Path, help="DLC_<task>_<net>_iteration-I_shuffle-K_"
+                       "snapshot-N.pt, or a DeepLabCut 2.x exported-models folder")
+        add_out_bundle(p)
+        add_overwrite(p)
+
+
+def cmd_engines(args: argparse.Namespace) -> int:
+    """list engines and whether they are installed"""
+
+    from posed.engines import compat
+
+    for name in compat.list_engines():
+        state = "available" if compat.engine_available(name) else "not installed"
+        print(f"{name:12s} {state}")
+    return 0
+
+
+def add_engines(sub: Any) -> None:
+    with command(sub, "engines", cmd_engines, formatted=False):
+        pass
