@@ -285,4 +285,7 @@ print(json.dumps([applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - 
     applied, faults_on = run("on")
     _, faults_off = run("off")
     assert applied and applied >= 32 << 20
-    assert faults_off > 10 * max(faults_on, 100)
+    # Without the settings each 96 MiB buffer faults in again: about 24,000 4 KiB pages, or
+    # about 48 where transparent huge pages are on (seen on some CI machines); with them, ~0.
+    assert faults_off >= 10 * 40
+    assert faults_on * 10 < faults_off
