@@ -6,8 +6,9 @@ live in one module per group, each adding its own sub-parsers: :mod:`~posed.cli.
 engines), :mod:`~posed.cli.live` (serve, config, listen, keys) and :mod:`~posed.cli.bench`;
 :mod:`~posed.cli.common` holds what they share. Any :class:`~posed.errors.PosedError` is
 printed as one ``error: ...`` line on stderr and turned into a non-zero exit status (2 for
-configuration errors, 1 otherwise); ``--debug`` or ``POSED_DEBUG=1`` shows the traceback
-instead.
+configuration errors, 1 otherwise), as is an :class:`OSError` (a folder, read-only path or
+full disk where a file is written: the path and the reason, status 1); ``--debug`` or
+``POSED_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -72,6 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # A folder, a read-only path or a full disk where a file was to be written or read:
+        # one line naming the path, not a traceback.
+        if debug:
+            raise
+        where = exc.filename or ""
+        print(f"error: {where}{': ' if where else ''}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -30,18 +30,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     unknown = [c for c in args.case or [] if c not in known]
     if unknown:
         raise ConfigError(f"unknown bench case '{unknown[0]}' (cases: {', '.join(known)})")
+    out = _out_file(args.out) if args.out else None  # refused before minutes of measuring
     record = bench.run(args.case, opts)
     table = bench.to_markdown(record)
-    if args.out:
+    if out is not None:
         import json
 
         from posed.engines.io import atomic_write_text
 
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
-        atomic_write_text(args.out.with_suffix(".md"), table)
+        atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+        atomic_write_text(out.with_suffix(".md"), table)
     print(table, end="")
     return 0
+
+
+def _out_file(out: Path) -> Path:
+    """The JSON file for ``--out``: ``DIR/bench.json`` for a folder; its folder is created
+    and must be writable."""
+    import os
+
+    if out.is_dir():
+        out = out / "bench.json"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create its folder ({exc.strerror})") from None
+    if not os.access(out.parent, os.W_OK):
+        raise ConfigError(f"--out {out}: folder {out.parent} is not writable")
+    return out
 
 
 def add_bench(sub: Any) -> None:
@@ -49,7 +65,7 @@ def add_bench(sub: Any) -> None:
         p.add_argument("--case", action="append", metavar="NAME",
                        help="run this case (repeatable)")
         p.add_argument("--list", action="store_true", help="list the cases and exit")
-        p.add_argument("--out", type=Path, help="write the JSON record here (+ a .md beside it)")
+        p.add_argument("--out", type=Path, help="write the JSON record here (+ a .md beside it); a folder gets bench.json")
         p.add_argument("--model", type=Path, help="model bundle (default: the demo model); "
                        "engine, resources and matmul need a PyTorch bundle, pipeline runs any")
         p.add_argument("--size", type=size, default=(320, 240), help="input size WIDTHxHEIGHT")
