@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 import posed
-from posed.errors import ModelLoadError
+from posed.errors import ModelLoadError, reason
 
 BUNDLE_FILE = "posed.yaml"
 FORMAT_VERSION = 1
@@ -118,7 +118,7 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as exc:
-        raise ModelLoadError(f"{path}: invalid YAML ({exc})".replace("\n", " ")) from exc
+        raise ModelLoadError(f"{path}: invalid YAML ({reason(exc)})") from exc
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path}: expected a mapping")
     return data
@@ -177,6 +177,16 @@ def _check_fields(data: dict[str, Any], meta_file: Path) -> None:
                                  "file inside the bundle")
 
 
+def _check_inside(directory: Path, weights: list[dict[str, Any]], meta_file: Path) -> None:
+    """Refuse a weights file that is a link leading out of the bundle (SECURITY.md: bundle
+    files stay inside the bundle, whatever the names say after links are followed)."""
+    root = directory.resolve()
+    for entry in weights:
+        wfile = directory / entry["name"]
+        if wfile.exists() and not wfile.resolve().is_relative_to(root):
+            raise ModelLoadError(f"{wfile}: links outside the bundle; copy the file into it")
+
+
 def load_bundle(path: str | Path, verify: bool = True) -> ModelBundle:
     """Read a bundle directory and (by default) verify every weights file's sha256.
 
@@ -218,6 +228,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> ModelBundle:
         if key in data:
             data[key] = tuple(float(v) for v in data[key])
     bundle = ModelBundle(**data, path=directory)
+    _check_inside(directory, bundle.weights, meta_file)
     if verify:
         for entry in bundle.weights:
             wfile = directory / entry["name"]

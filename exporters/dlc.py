@@ -48,7 +48,7 @@ import torch
 from posed.engines.bundle import IMAGENET_MEAN, IMAGENET_STD, ModelBundle, sha256_file
 from posed.engines.project.posetables import camel_net as _camel_net, scorer_name
 from posed.engines.io import atomic_path
-from posed.errors import ExportError, ModelLoadError
+from posed.errors import ExportError, ModelLoadError, reason
 
 __all__ = ["import_dlc_pytorch", "read_dlc_export"]
 
@@ -162,7 +162,7 @@ def import_dlc_pytorch(path: str | Path, out: str | Path, *, overwrite: bool = F
     try:
         model = build_model(bundle)
     except ModelLoadError as exc:
-        raise ModelLoadError(f"{path}: {exc}") from None
+        raise ModelLoadError(f"{path}: {reason(exc)}") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -86,12 +86,22 @@ class ProtocolError(PosedError):
     """A message on the pose stream is malformed or of an unknown schema."""
 
 
-def reason(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (its type name if it has none).
+# Longest reason taken from a library's exception into one of posed's error lines.
+REASON_CHARS = 100
 
-    Library errors often start with a newline or run to many lines; posed's errors are one line.
+
+def reason(exc: BaseException, limit: int = REASON_CHARS) -> str:
+    """A short reason from a library exception: the first sentence of its first non-empty
+    line, at most ``limit`` characters (its type name if it has no message).
+
+    Library errors often start with a newline, run to many lines or add paragraphs of advice;
+    posed's errors are one short line, and ``--debug`` shows the whole original.
     """
     for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
+        line = line.strip()
+        if line:
+            cut = line.find(". ")
+            if 0 < cut < limit:
+                line = line[:cut]
+            return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
     return type(exc).__name__

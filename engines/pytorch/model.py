@@ -51,7 +51,7 @@ def build_backbone(net: str, output_stride: int, pretrained: bool | str = False,
         model = timm.create_model(timm_model, pretrained=pretrained is True, features_only=True,
                                   out_indices=(-1,), output_stride=output_stride)
     except RuntimeError as exc:  # timm: "Unknown model (...)"
-        raise ModelLoadError(f"timm model '{timm_model}': {exc}") from None
+        raise ModelLoadError(f"timm model '{timm_model}': {reason(exc)}") from None
     if isinstance(pretrained, str) and pretrained:
         state = load_state_dict(Path(pretrained))
         # Classifier weights of an ImageNet checkpoint have no place in a feature extractor.

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from posed.engines.io import atomic_path, atomic_write_text
 from posed.engines.pytorch.model import load_state_dict
-from posed.errors import DataError, InferenceError, ModelLoadError
+from posed.errors import DataError, InferenceError, ModelLoadError, reason
 
 __all__ = ["REID_FILE", "REID_META", "ReIDModel", "ReIDNet", "train_reid"]
 
@@ -179,7 +179,7 @@ class ReIDModel:
             self.window = int(meta["window"])
             dim, width = int(meta["dim"]), int(meta["width"])
         except (yaml.YAMLError, TypeError, KeyError, ValueError) as exc:
-            raise ModelLoadError(f"{meta_file}: not a ReID description ({exc})") from None
+            raise ModelLoadError(f"{meta_file}: not a ReID description ({reason(exc)})") from None
         if sha256_file(weights) != meta.get("sha256"):
             raise ModelLoadError(f"{weights}: sha256 does not match {meta_file}")
         self.model = ReIDNet(dim, width)

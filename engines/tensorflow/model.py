@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from posed.engines.bundle import IMAGENET_MEAN, IMAGENET_STD
-from posed.errors import ConfigError, ModelLoadError
+from posed.errors import ConfigError, ModelLoadError, reason
 
 from posed.engines.tensorflow import import_tensorflow
 
@@ -233,7 +233,7 @@ def load_weights(model: "keras.Model", path: Path) -> None:
     try:
         state = load_file(str(path))
     except Exception as exc:  # safetensors raises its own and OS errors for corrupt files
-        raise ModelLoadError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})".split("\n")[0]) from exc
+        raise ModelLoadError(f"{path}: cannot read weights ({type(exc).__name__}: {reason(exc)})") from exc
     wanted = {w.path: w for w in model.weights}
     missing = sorted(set(wanted) - set(state))
     unexpected = sorted(set(state) - set(wanted))

@@ -36,6 +36,8 @@ class _RunsCode:
 def _one_line_naming(err: pytest.ExceptionInfo, path: Path) -> str:
     text = str(err.value)
     assert "\n" not in text and str(path) in text, text
+    # Short enough to read at a glance: detail is behind --debug (the traceback).
+    assert len(text.replace(str(path), "<path>")) <= 160, text
     return text
 
 
@@ -61,6 +63,24 @@ def test_truncated_safetensors_with_a_matching_hash_is_refused(tmp_path):
     with pytest.raises(ModelLoadError) as err:
         compat.load_model(folder, device="cpu")
     _one_line_naming(err, weights)
+
+
+def test_weights_linking_outside_the_bundle_are_refused(tmp_path):
+    """A weights file that is a symlink to a file elsewhere (same hash) is not read."""
+    folder = _demo_copy(tmp_path)
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.move(folder / "model.safetensors", outside)
+    (folder / "model.safetensors").symlink_to(outside)
+    for verify in (True, False):
+        with pytest.raises(ModelLoadError, match="links outside the bundle") as err:
+            load_bundle(folder, verify=verify)
+        _one_line_naming(err, folder / "model.safetensors")
+    # A link that stays inside the bundle is fine.
+    (folder / "model.safetensors").unlink()
+    (folder / "weights").mkdir()
+    shutil.move(outside, folder / "weights" / "w.safetensors")
+    (folder / "model.safetensors").symlink_to(folder / "weights" / "w.safetensors")
+    assert load_bundle(folder).weights_path == folder / "model.safetensors"
 
 
 def test_pickle_in_a_torchscript_bundle_is_refused_without_running(tmp_path):
