@@ -25,6 +25,7 @@ from posed.engines.project import Project
 from posed.engines.project.folders import get_model_folder
 from posed.engines.pytorch.accel import OpenMPHandoff, load_torchscript, select_device
 from posed.engines.pytorch.training import ENGINE, pose_loss, prepare_training, run_training
+from posed.engines.pytorch.fold import fold_batchnorm
 from posed.engines.pytorch.model import TIMM_NAMES, BottomUpNet, load_state_dict
 from posed.engines.training import (SampleMaker, TrainConfig, bundle_source,
                                     load_multianimal_training_data, make_multianimal_targets,
@@ -168,7 +169,9 @@ class TorchMultiAnimalRunner(OpenMPHandoff, MultiAnimalRunner):
         super().__init__(bundle, assembly)
         self.dtype, reason = resolve_precision(precision, device)
         self.channels_last = device.type == "cuda" if channels_last is None else bool(channels_last)
-        model = model.to(device).eval()
+        model = model.eval()
+        fold_batchnorm(model)  # see posed.engines.pytorch.fold; before any cast
+        model = model.to(device)
         if self.dtype == torch.float16:
             model = model.half()
         if self.channels_last:
