@@ -204,10 +204,9 @@ def _tracklet_samples(tracked: list[tuple[Path, list, Any]], window: int, size: 
         for m, t in enumerate(stitched.tracklets):
             for frame, pose in zip(t.frames, t.poses):
                 wanted.setdefault(frame, []).append((m, pose))
-        row = 0
         with VideoReader(video) as reader:
-            for _, frames in reader.batches(batch_size):
-                for image in frames:
+            for rows, frames in reader.batches(batch_size):
+                for row, image in zip(rows.tolist(), frames):  # true indices, as the tracklets
                     for m, pose in wanted.get(row, []):
                         samples["crops"].append(animal_crops(image, pose[None], window, size)[0])
                         samples["tracklet"].append(stitched.tracklets[m].id)
@@ -216,7 +215,6 @@ def _tracklet_samples(tracked: list[tuple[Path, list, Any]], window: int, size: 
                         samples["video"].append(v)
                         xy = pose[:, :2][np.isfinite(pose[:, :2]).all(axis=1)]
                         samples["centre"].append(xy.mean(axis=0))
-                    row += 1
     return samples
 
 

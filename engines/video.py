@@ -1,16 +1,21 @@
 """Video reading with PyAV.
 
-Frames are numbered 0, 1, 2, ... in the order the decoder returns them, as DeepLabCut does
-(it counts the frames OpenCV reads), so row ``i`` of a pose table is the ``i``-th decoded frame.
+Frames are numbered 0, 1, 2, ... in presentation order, one number per frame the file stores
+(as DeepLabCut counts the frames OpenCV reads from an intact file). The number comes from the
+frame's timestamp (:class:`FrameIndexer`), not from a count of decoded frames, so a frame that
+fails to decode leaves a gap instead of shifting every later frame onto the wrong index.
 Frames come out as ``uint8`` H×W×3 RGB arrays.
 
 A file that cannot be opened raises :class:`~posed.errors.VideoError`; damage inside a video
-that opened (a corrupt packet, a truncated file) does not: the bad data is skipped, counted in
-:attr:`VideoReader.decode_errors`, and reading goes on (or ends) with the frames that decode.
+that opened (a corrupt packet, a truncated file) does not: the bad data is skipped, counted
+(:attr:`VideoReader.decode_errors`, :attr:`VideoReader.frames_failed`), and reading goes on (or
+ends) with the frames that decode. :meth:`VideoReader.truncation` compares what was read with
+the frame count the file's header promises.
 """
 
 from __future__ import annotations
 
+import heapq
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -24,13 +29,17 @@ import numpy as np
 
 from posed.errors import VideoError
 
-__all__ = ["VideoInfo", "VideoReader", "prefetch", "probe_video"]
+__all__ = ["FrameIndexer", "VideoInfo", "VideoReader", "prefetch", "probe_video"]
 
 T = TypeVar("T")
 
 # FFmpeg's "tty"/"bintext" demuxers open any text file as an ANSI-art "video"; nobody means
 # those as recordings, and treating a text file as a video hides the real mistake.
 TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
+
+# Containers without presentation timestamps: FFmpeg derives them from the frame count
+# (AVI's are off by the reorder delay when there are B-frames), so they cannot place frames.
+UNTIMED_FORMATS = frozenset({"avi"})
 
 # A damaged file can make the demuxer fail repeatedly without advancing; give up after this
 # many failures in a row rather than spin.
@@ -63,6 +72,10 @@ class VideoInfo:
         pix_fmt: Pixel format, e.g. ``"yuv420p"`` (``""`` if unknown).
         duration_s: Duration in seconds, or None if unknown.
         nframes_exact: True if ``nframes`` comes from the container's frame count.
+        nframes_promised: Frames the file's header promises for this stream: the container's
+            exact count, else round(the stream's own recorded duration × fps); None when the
+            header says neither (MPEG-TS, whose duration is guessed from the file size, or a
+            duration known only for the whole container, which may be an audio track's).
     """
 
     path: Path
@@ -74,6 +87,7 @@ class VideoInfo:
     pix_fmt: str
     duration_s: float | None
     nframes_exact: bool = True
+    nframes_promised: int | None = None
 
 
 def _open_container(path: Path) -> Any:
@@ -117,6 +131,7 @@ def _stream_info(path: Path, container: Any, stream: Any) -> VideoInfo:
     else:
         nframes = 0
     ctx = stream.codec_context
+    promised = nframes if exact else _tagged_frames(stream, fps)
     return VideoInfo(
         path=path,
         width=int(ctx.width or stream.width or 0),
@@ -127,7 +142,20 @@ def _stream_info(path: Path, container: Any, stream: Any) -> VideoInfo:
         pix_fmt=str(ctx.pix_fmt or ""),
         duration_s=duration_s,
         nframes_exact=exact,
+        nframes_promised=promised,
     )
+
+
+def _tagged_frames(stream: Any, fps: float) -> int | None:
+    """Frames promised by a Matroska/WebM track's ``DURATION`` tag (its own duration, unlike
+    the container's), or None."""
+    text = str((stream.metadata or {}).get("DURATION", ""))
+    try:
+        hours, minutes, seconds = text.split(":")
+        duration = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+    return int(round(duration * fps)) if fps > 0 and duration > 0 else None
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -151,6 +179,93 @@ def probe_video(path: str | Path) -> VideoInfo:
         container.close()
 
 
+class FrameIndexer:
+    """The true index of each decoded frame of one pass over a stream, from timestamps.
+
+    Every demuxed packet holds one frame, and the decoder returns frames in presentation
+    order. A frame's index is the number of frames before it: those returned, plus those whose
+    packets failed, placed by their timestamps. So the frames after a failed packet keep their
+    indices and the failed frame becomes a gap.
+
+    Where packets carry real presentation timestamps (MP4, MOV, Matroska, MPEG-TS, ...),
+    every packet is tracked, and a packet the decoder swallowed without an error is found too
+    (a frame with a later timestamp came out first). AVI stores no presentation timestamps
+    (FFmpeg guesses them, wrongly for B-frames), so there only packets that failed are placed.
+    Where the demuxer itself lost data (:meth:`demux_failed`), the frames in the timestamp
+    jump that follows are counted from the stream's frame rate and time base. Indices only
+    ever grow: a frame whose timestamp is missing or out of order takes the next free index.
+
+    Feed it every packet (:meth:`packet`) before decoding it and every packet that failed to
+    decode (:meth:`failed`); ask :meth:`frame` for the index of each frame the decoder returns.
+
+    Attributes:
+        next: The index after the last frame returned (frames so far, gaps included).
+    """
+
+    def __init__(self, container: Any, stream: Any) -> None:
+        rate = stream.average_rate or stream.guessed_rate
+        tb = stream.time_base
+        # Timestamp units per frame; None when the stream does not say.
+        self._step: Fraction | None = (1 / (Fraction(rate) * Fraction(tb))) if rate and tb \
+            else None
+        self._timed = container.format.name.split(",")[0] not in UNTIMED_FORMATS
+        # Timestamps of frames not out yet: every packet's when timed, else failed ones only.
+        self._pending: list[float] = []
+        self._passed = 0  # frames up to the last one returned, gaps included
+        self._last: int | None = None  # the latest packet timestamp
+        self._resync = False
+        self.next = 0
+
+    def packet(self, packet: Any) -> None:
+        """Count a demuxed packet (empty flush packets are ignored)."""
+        if not packet.size:
+            return
+        pts = packet.pts if packet.pts is not None else packet.dts
+        if pts is None:
+            return  # an unstamped stream: frames are counted in order
+        if self._resync and self._step and self._last is not None:
+            # Frames lost with the data the demuxer skipped: one per frame step of the jump.
+            missing = min(int(round((pts - self._last) / self._step)) - 1, 1 << 16)
+            for k in range(1, missing + 1):
+                heapq.heappush(self._pending, int(self._last + k * self._step))
+        self._resync = False
+        if self._timed:
+            heapq.heappush(self._pending, pts)
+        self._last = pts if self._last is None else max(self._last, pts)
+
+    def demux_failed(self) -> None:
+        """The demuxer skipped damaged data: frames may be missing before the next packet."""
+        self._resync = True
+
+    def failed(self, packet: Any) -> None:
+        """A packet failed to decode (timed streams track every packet already)."""
+        if not self._timed:
+            pts = packet.pts if packet.pts is not None else packet.dts
+            heapq.heappush(self._pending, float("-inf") if pts is None else pts)
+
+    def frame(self, frame: Any) -> int:
+        """The index of a decoded frame (never one given before)."""
+        pending = self._pending
+        if frame.pts is None:
+            if self._timed and pending:
+                heapq.heappop(pending)  # the frame's own packet
+        else:
+            while pending and pending[0] < frame.pts:
+                heapq.heappop(pending)  # a frame before this one that never came out
+                self._passed += 1
+            if self._timed and pending and pending[0] == frame.pts:
+                heapq.heappop(pending)
+        self._passed += 1
+        index = max(self._passed - 1, self.next)
+        self.next = index + 1
+        return index
+
+    @property
+    def total(self) -> int:
+        """Frames in the stream as far as demuxed: those returned, failed, and still pending."""
+        return max(self.next, self._passed + len(self._pending))
+
+
 class VideoReader:
     """Iterate a video's decoded frames as ``uint8`` H×W×3 RGB arrays with their index.
 
@@ -160,7 +275,7 @@ class VideoReader:
     With ``threads=True`` FFmpeg decodes several frames at once (frame threading); when a
     packet is damaged it may then also drop the frames being decoded alongside it (seen: a
     truncated H.264 file gave 17 frames threaded, 19 without). Intact videos give the same
-    frames either way.
+    frames either way. Either way the frames that do come out keep their true indices.
 
     Example:
         >>> with VideoReader("m3v1mp4.mp4") as reader:
@@ -170,6 +285,9 @@ class VideoReader:
     Attributes:
         info: The video's :class:`VideoInfo`.
         decode_errors: Packets that failed to demux or decode and were skipped so far.
+        frames_read: Frames yielded so far.
+        frames_total: After a complete pass, the frames the stream holds (read or failed);
+            while reading, those seen so far.
     """
 
     def __init__(
@@ -201,6 +319,9 @@ class VideoReader:
         self.start = start or 0
         self.stop = stop
         self.decode_errors = 0
+        self.frames_read = 0
+        self._indexer: FrameIndexer | None = None
+        self._complete = False
         self._container: Any = None
         self._stream: Any = None
         self._used = False
@@ -234,7 +355,29 @@ class VideoReader:
         except Exception:  # noqa: BLE001
             pass
 
-    def _packets(self) -> Iterator[Any]:
+    @property
+    def frames_total(self) -> int:
+        return self._indexer.total if self._indexer is not None else 0
+
+    @property
+    def frames_failed(self) -> int:
+        """Frames of the range read that the stream holds but that failed to decode (their
+        indices were skipped); complete after a full pass."""
+        end = self.frames_total if self.stop is None else min(self.stop, self.frames_total)
+        return max(0, end - self.start - self.frames_read)
+
+    def truncation(self) -> tuple[int, int] | None:
+        """``(promised, found)`` when a complete pass found fewer frames than the header
+        promises (:attr:`VideoInfo.nframes_promised`), else None. A promise computed from a
+        duration is allowed one frame of rounding."""
+        promised = self.info.nframes_promised
+        if not self._complete or self.stop is not None or not promised:
+            return None
+        found = self.frames_total
+        slack = 0 if self.info.nframes_exact else 1
+        return (promised, found) if found < promised - slack else None
+
+    def _packets(self, indexer: FrameIndexer) -> Iterator[Any]:
         """Demux packets, skipping (and counting) read failures instead of ending."""
         failures = 0
         while failures < MAX_CONSECUTIVE_ERRORS:
@@ -242,6 +385,7 @@ class VideoReader:
             try:
                 for packet in demux:
                     failures = 0
+                    indexer.packet(packet)
                     yield packet
                 return
             except av.EOFError:
@@ -250,21 +394,25 @@ class VideoReader:
                 # A fresh demux() resumes after the damaged data.
                 self.decode_errors += 1
                 failures += 1
+                indexer.demux_failed()
 
-    def _frames(self) -> Iterator[Any]:
-        """Decoded av.VideoFrames in decode order, skipping packets that fail to decode."""
+    def _frames(self, indexer: FrameIndexer) -> Iterator[tuple[int, Any]]:
+        """``(true index, av.VideoFrame)`` in presentation order, skipping packets that fail
+        to decode."""
         failures = 0
-        for packet in self._packets():
+        for packet in self._packets(indexer):
             try:
                 frames = packet.decode()
             except av.FFmpegError:
                 self.decode_errors += 1
+                indexer.failed(packet)
                 failures += 1
                 if failures >= MAX_CONSECUTIVE_ERRORS:
                     return
                 continue
             failures = 0
-            yield from frames
+            for frame in frames:
+                yield indexer.frame(frame), frame
 
     def _to_rgb(self, frame: Any) -> np.ndarray:
         info = self.info
@@ -288,19 +436,26 @@ class VideoReader:
             # A demuxed container cannot rewind reliably for every format; reopen instead.
             self.close()
             self._open()
-            self.decode_errors = 0
+            self.decode_errors = self.frames_read = 0
         self._used = True
-        return self._iterate()
+        self._complete = False
+        self._indexer = FrameIndexer(self._container, self._stream)
+        return self._iterate(self._indexer)
 
-    def _iterate(self) -> Iterator[tuple[int, np.ndarray]]:
-        index = -1
-        for frame in self._frames():
-            index += 1
+    def _iterate(self, indexer: FrameIndexer) -> Iterator[tuple[int, np.ndarray]]:
+        for index, frame in self._frames(indexer):
             if self.stop is not None and index >= self.stop:
                 return
             if index < self.start:
                 continue
-            yield index, self._to_rgb(frame)
+            try:
+                image = self._to_rgb(frame)
+            except (av.FFmpegError, ValueError):
+                self.decode_errors += 1  # a frame that cannot be converted failed too
+                continue
+            self.frames_read += 1
+            yield index, image
+        self._complete = True
 
     def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield frames in batches.

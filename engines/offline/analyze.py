@@ -3,6 +3,11 @@
 Outputs follow DeepLabCut: ``<video stem><scorer>.h5`` (key ``df_with_missing``, columns
 ``scorer/bodyparts/coords``, row index = frame number), an optional ``.csv``, and a JSON
 metadata file ``<video stem><scorer>_meta.json``. Every file is written atomically.
+
+Row i is always frame i of the video (:class:`~posed.engines.video.FrameIndexer`): a frame that
+failed to decode is a row of NaN with likelihood 0, and so are the frames a truncated file lost
+when its header gives their exact count. Both are counted, logged once per video (one warning
+naming the file) and recorded in the metadata (``frames_failed``, ``truncated``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import posed
 from posed.engines.base import PoseRunner
 from posed.engines.project.posetables import output_stem, poses_to_frame, write_metadata, write_pose_table
 from posed.errors import DataError, PosedError
+from posed.engines.offline.reading import (BarFactory, VideoRead, for_each_batch,  # noqa: F401
+                                        terminal_bar, truncation_warning)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,9 @@ class AnalysisReport:
         skipped: Videos whose complete output already existed for the same model and settings.
         frames: Frames (or images) analysed in total.
         seconds: Wall time.
+        truncated: ``(path, warning)`` for every video shorter than its header promises (its
+            table is written all the same).
+        allow_truncated: Whether truncated videos still count as a success (:attr:`ok`).
     """
 
     outputs: list[Path] = field(default_factory=list)
@@ -45,6 +55,13 @@ class AnalysisReport:
     frames: int = 0
     seconds: float = 0.0
     where: str = ""  # how it ran when not in this process, e.g. "2 worker processes"
+    truncated: list[tuple[Path, str]] = field(default_factory=list)
+    allow_truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """No video failed, and none was truncated unless that is allowed."""
+        return not self.failed and (self.allow_truncated or not self.truncated)
 
     def add(self, outcome: "VideoOutcome") -> None:
         """Count one video's outcome; a failure is logged as it arrives."""
@@ -54,6 +71,8 @@ class AnalysisReport:
             return
         assert outcome.h5 is not None
         self.outputs.append(outcome.h5)
+        if outcome.truncated:
+            self.truncated.append((outcome.video, outcome.truncated))
         if outcome.frames is None:
             self.skipped.append(outcome.video)
         else:
@@ -63,23 +82,14 @@ class AnalysisReport:
 @dataclass
 class VideoOutcome:
     """What happened to one video: its h5, the frames analysed (None: skipped as already
-    done) or, when it failed, why (one line naming the video)."""
+    done) or, when it failed, why (one line naming the video); ``truncated``: the warning when
+    the video is shorter than its header promises."""
 
     video: Path
     h5: Path | None = None
     frames: int | None = None
     error: str | None = None
-
-
-# A progress bar factory: (total frames or None, description) -> object with update(n), close().
-BarFactory = Callable[[int | None, str], Any]
-
-
-def terminal_bar(total: int | None, desc: str) -> Any:
-    """A per-video frame bar on the terminal (tqdm), removed when the video is done."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="frame", leave=False)
+    truncated: str | None = None
 
 
 class OverallBar:
@@ -151,54 +161,35 @@ def run_signature(runner: PoseRunner, video: Path, csv: bool) -> dict:
             "video_mtime_ns": stat.st_mtime_ns, "csv": csv}
 
 
-def _already_done(h5: Path, signature: dict, csv: bool) -> bool:
+def _already_done(h5: Path, signature: dict, csv: bool) -> dict | None:
+    """The metadata of a complete earlier output with this signature, else None."""
     import json
 
     meta = h5.with_name(h5.stem + "_meta.json")
     if not (h5.is_file() and meta.is_file()) or (csv and not h5.with_suffix(".csv").is_file()):
-        return False
+        return None
     try:
-        return json.loads(meta.read_text()).get("signature") == signature
+        data = json.loads(meta.read_text())
     except (OSError, ValueError):
-        return False
+        return None
+    return data if isinstance(data, dict) and data.get("signature") == signature else None
 
 
-def for_each_batch(video: Path, fn: Callable[[np.ndarray], None], *, batch_size: int = 8,
-                   progress: bool = True, bar_factory: BarFactory | None = None) -> tuple[Any, int]:
-    """Decode ``video`` in batches of uint8 frames and call ``fn`` on each, with a progress bar.
-
-    Decoding runs in a background thread, so it overlaps the work ``fn`` does.
-
-    Returns:
-        The video's info and the number of frames that failed to decode.
-
-    Raises:
-        VideoError: the video cannot be opened. DataError: no frame could be decoded.
-    """
-    from posed.engines.video import VideoReader, prefetch
-
-    batches = 0
-    with VideoReader(video) as reader:
-        info = reader.info
-        bar = (bar_factory or terminal_bar)(info.nframes or None, video.name) if progress else None
-        for _idx, frames in prefetch(reader.batches(batch_size), depth=4):
-            fn(frames)
-            batches += 1
-            if bar is not None:
-                bar.update(len(frames))
-        if bar is not None:
-            bar.close()
-        decode_errors = reader.decode_errors
-    if not batches:
-        raise DataError(f"{video}: no frames could be decoded")
-    return info, decode_errors
+def _skipped(video: Path, h5: Path, meta: dict) -> tuple[Path, None, str | None]:
+    """A video whose output exists: (h5, None, the truncation warning its run recorded)."""
+    log.info("%s: output exists for this model and settings; skipped", video)
+    message = truncation_warning(video, meta.get("truncated"))
+    if message:
+        log.warning("%s", message)
+    return h5, None, message
 
 
 def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, csv: bool = False,
                   batch_size: int = 8, progress: bool = True, overwrite: bool = True,
                   bar_factory: BarFactory | None = None,
-                  tracking: dict | None = None) -> tuple[Path, int | None]:
-    """Analyse one video; returns (h5 path, frames), frames None when skipped.
+                  tracking: dict | None = None) -> tuple[Path, int | None, str | None]:
+    """Analyse one video; returns (h5 path, frames, truncation warning), frames None when
+    skipped (the warning then comes from the earlier run's metadata).
 
     Without ``overwrite``, a video whose outputs exist with the same :func:`run_signature` is
     skipped. The metadata file is written last, so an interrupted run leaves outputs that a
@@ -216,40 +207,40 @@ def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, 
     folder.mkdir(parents=True, exist_ok=True)
     h5 = folder / f"{output_stem(video, runner.bundle.scorer)}.h5"
     signature = run_signature(runner, video, csv)
-    if not overwrite and _already_done(h5, signature, csv):
-        log.info("%s: output exists for this model and settings; skipped", video)
-        return h5, None
+    done = None if overwrite else _already_done(h5, signature, csv)
+    if done is not None:
+        return _skipped(video, h5, done)
     started = time.time()
     t0 = time.perf_counter()
     chunks: list[np.ndarray] = []
-    info, decode_errors = for_each_batch(video, lambda frames: chunks.append(runner.predict(frames)),
-                                         batch_size=batch_size, progress=progress,
-                                         bar_factory=bar_factory)
+    read = for_each_batch(video, lambda frames: chunks.append(runner.predict(frames)),
+                          batch_size=batch_size, progress=progress, bar_factory=bar_factory)
     poses = np.concatenate(chunks)
     elapsed = time.perf_counter() - t0
-    df = poses_to_frame(poses, runner.bundle.bodyparts, runner.bundle.scorer)
+    df = poses_to_frame(read.spread(poses), runner.bundle.bodyparts, runner.bundle.scorer)
     write_pose_table(df, h5, csv=csv)
+    info = read.info
     write_metadata(h5.with_name(h5.stem + "_meta.json"), _metadata(
-        runner, video=str(video), fps=info.fps, nframes=int(len(poses)),
+        runner, video=str(video), fps=info.fps, nframes=read.rows,
         frame_dimensions=[info.height, info.width], batch_size=batch_size,
-        decode_errors=decode_errors, start=started, run_duration_s=round(elapsed, 3),
-        signature=signature,
+        **read.meta(), start=started, run_duration_s=round(elapsed, 3), signature=signature,
         frames_per_second=round(len(poses) / elapsed, 2) if elapsed > 0 else None))
-    if decode_errors:
-        log.warning("%s: %d frame(s) failed to decode and were skipped", video, decode_errors)
-    return h5, len(poses)
+    return h5, len(poses), read.report(video)
 
 
 def analyze_videos(runner: PoseRunner, videos: Iterable[str | Path], *, dest: str | Path | None = None,
                    csv: bool = False, batch_size: int = 8, progress: bool = True,
-                   overwrite: bool = False, tracking: dict | None = None) -> AnalysisReport:
+                   overwrite: bool = False, tracking: dict | None = None,
+                   allow_truncated: bool = False) -> AnalysisReport:
     """Analyse videos, folders of videos or globs; a failing video is reported and skipped.
 
     Resumable: a video whose complete output exists for the same model and settings is
     skipped unless ``overwrite``. ``tracking`` holds the identity settings of multi-animal
-    models (:data:`TRACKING_DEFAULTS`, :func:`analyze_multianimal_video`).
+    models (:data:`TRACKING_DEFAULTS`, :func:`analyze_multianimal_video`). A video shorter
+    than its header promises is analysed and listed in ``report.truncated``; unless
+    ``allow_truncated``, the report is then not :attr:`~AnalysisReport.ok`.
     """
-    report = AnalysisReport()
+    report = AnalysisReport(allow_truncated=allow_truncated)
     t0 = time.perf_counter()
     dest_dir = Path(dest) if dest is not None else None
     found = expand_inputs(videos, VIDEO_SUFFIXES)
@@ -273,12 +264,13 @@ def analyze_one(runner: PoseRunner, video: Path, *, dest: Path | None = None, cs
     try:
         if not video.is_file():
             raise DataError(f"{video}: no such file")
-        h5, n = analyze_video(runner, video, dest=dest, csv=csv, batch_size=batch_size,
-                              progress=progress, overwrite=overwrite, bar_factory=bar_factory,
-                              tracking=tracking)
+        h5, n, truncated = analyze_video(runner, video, dest=dest, csv=csv,
+                                         batch_size=batch_size, progress=progress,
+                                         overwrite=overwrite, bar_factory=bar_factory,
+                                         tracking=tracking)
     except PosedError as exc:
         return VideoOutcome(video, error=str(exc))
-    return VideoOutcome(video, h5=h5, frames=n)
+    return VideoOutcome(video, h5=h5, frames=n, truncated=truncated)
 
 
 def predict_image_files(runner: PoseRunner, images: Sequence[Path], *, batch_size: int = 8,
@@ -399,7 +391,8 @@ def _reid_model(runner: PoseRunner, reid: Any) -> Any:
 
 def assemble_video(runner: Any, video: Path, *, batch_size: int = 8, progress: bool = True,
                    bar_factory: BarFactory | None = None,
-                   crops: tuple[int, int] | None = None) -> tuple[Any, Any, int, list[np.ndarray]]:
+                   crops: tuple[int, int] | None = None) -> tuple[Any, Any, VideoRead,
+                                                                  list[np.ndarray]]:
     """Every animal in every frame of a video, by a multi-animal runner.
 
     Args:
@@ -407,9 +400,10 @@ def assemble_video(runner: Any, video: Path, *, batch_size: int = 8, progress: b
             (:func:`posed.engines.tracking.animal_crops`).
 
     Returns:
-        (:class:`~posed.engines.base.AnimalPoses` of all frames, video info, frames that
-        failed to decode, per frame the A×size×size×3 crops of its found animals (empty
-        without ``crops``)).
+        (:class:`~posed.engines.base.AnimalPoses` of all frames (row i is frame i; a frame
+        that failed to decode has no animals), video info, what reading lost
+        (:class:`VideoRead`), per frame the A×size×size×3 crops of its found animals (empty
+        without ``crops`` or for a failed frame)).
 
     Raises:
         VideoError: the video cannot be opened. DataError: no frame could be decoded.
@@ -426,12 +420,18 @@ def assemble_video(runner: Any, video: Path, *, batch_size: int = 8, progress: b
         if crops is not None:
             cut.extend(animal_crops(frames[i], found.found(i), *crops) for i in range(len(found)))
 
-    info, decode_errors = for_each_batch(video, assemble, batch_size=batch_size,
-                                         progress=progress, bar_factory=bar_factory)
-    animals = AnimalPoses(np.concatenate([c.animals for c in chunks]),
-                          np.concatenate([c.scores for c in chunks]),
-                          np.concatenate([c.unique for c in chunks]))
-    return animals, info, decode_errors, cut
+    read = for_each_batch(video, assemble, batch_size=batch_size, progress=progress,
+                          bar_factory=bar_factory)
+    animals = AnimalPoses(read.spread(np.concatenate([c.animals for c in chunks])),
+                          read.spread(np.concatenate([c.scores for c in chunks]), fill=0.0),
+                          read.spread(np.concatenate([c.unique for c in chunks])))
+    if cut:
+        empty = np.zeros((0, *cut[0].shape[1:]), cut[0].dtype)
+        placed = [empty] * read.rows
+        for i, crop in zip(read.indices, cut):
+            placed[i] = crop
+        cut = placed
+    return animals, read.info, read, cut
 
 
 def _detection_slot(animals: np.ndarray, pose: np.ndarray) -> int:
@@ -502,7 +502,7 @@ def track_identities(animals: Any, n_individuals: int, *, identities: str = "sti
 def analyze_multianimal_video(runner: Any, video: Path, *, dest: Path | None = None,
                               csv: bool = False, batch_size: int = 8, progress: bool = True,
                               overwrite: bool = True, bar_factory: BarFactory | None = None,
-                              tracking: dict | None = None) -> tuple[Path, int | None]:
+                              tracking: dict | None = None) -> tuple[Path, int | None, str | None]:
     """Analyse one video with a bottom-up multi-animal runner.
 
     Animals are assembled per frame, tracked and given exactly ``len(individuals)``
@@ -522,13 +522,13 @@ def analyze_multianimal_video(runner: Any, video: Path, *, dest: Path | None = N
     h5 = folder / f"{output_stem(video, runner.bundle.scorer)}.h5"
     signature = {**run_signature(runner, video, csv),
                  "tracking": {**settings, "reid": str(reid.folder) if reid is not None else None}}
-    if not overwrite and _already_done(h5, signature, csv):
-        log.info("%s: output exists for this model and settings; skipped", video)
-        return h5, None
+    done = None if overwrite else _already_done(h5, signature, csv)
+    if done is not None:
+        return _skipped(video, h5, done)
     started = time.time()
     t0 = time.perf_counter()
     crops = (reid.window, reid.crop_size) if reid is not None else None
-    animals, info, decode_errors, cut = assemble_video(
+    animals, info, read, cut = assemble_video(
         runner, video, batch_size=batch_size, progress=progress, bar_factory=bar_factory,
         crops=crops)
     poses, tracklets, owner = track_identities(
@@ -550,10 +550,8 @@ def analyze_multianimal_video(runner: Any, video: Path, *, dest: Path | None = N
     write_metadata(h5.with_name(h5.stem + "_meta.json"), _metadata(
         runner, video=str(video), fps=info.fps, nframes=int(len(poses)),
         frame_dimensions=[info.height, info.width], batch_size=batch_size,
-        decode_errors=decode_errors, start=started, run_duration_s=round(elapsed, 3),
+        **read.meta(), start=started, run_duration_s=round(elapsed, 3),
         signature=signature, individuals=list(runner.individuals),
         tracklets=len(tracklets), tracking=signature["tracking"],
-        frames_per_second=round(len(poses) / elapsed, 2) if elapsed > 0 else None))
-    if decode_errors:
-        log.warning("%s: %d frame(s) failed to decode and were skipped", video, decode_errors)
-    return h5, len(poses)
+        frames_per_second=round(len(read.indices) / elapsed, 2) if elapsed > 0 else None))
+    return h5, len(read.indices), read.report(video)

@@ -70,13 +70,14 @@ def label_video(video: str | Path, table: str | Path, out: str | Path | None = N
         r = radius or max(2, int(round(min(info.width, info.height) / 100)))
         rate = round(info.fps) if info.fps and info.fps > 0 else 30
         with atomic_path(out) as tmp:
-            written = 0
+            written, shorter = 0, False
             with av.open(str(tmp), "w", format="mp4") as container:
                 stream = container.add_stream("h264", rate=rate)
                 stream.width, stream.height = info.width - info.width % 2, info.height - info.height % 2
                 stream.pix_fmt = "yuv420p"
                 for i, frame in reader:
                     if i >= len(poses):
+                        shorter = True
                         break
                     drawn = draw_pose(frame, poses[i], pcutoff=pcutoff, skeleton=edges, radius=r,
                                       colours=colours)
@@ -86,6 +87,8 @@ def label_video(video: str | Path, table: str | Path, out: str | Path | None = N
                     written += 1
                 for packet in stream.encode():
                     container.mux(packet)
-            if written != len(poses):
-                raise DataError(f"{table}: {len(poses)} rows but {video} has {written} frames")
+            # Frames that failed to decode are NaN rows of the table and missing here.
+            frames = reader.frames_total
+            if not shorter and len(poses) not in (frames, reader.info.nframes_promised):
+                raise DataError(f"{table}: {len(poses)} rows but {video} has {frames} frames")
     return out

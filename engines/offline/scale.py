@@ -342,11 +342,13 @@ def analyze_distributed(source: "str | Path", videos: Sequence["str | Path"],
                         workers: int = 1, cluster: str | None = None, task_cpus: float = 1.0,
                         task_gpus: float | None = None, dest: "str | Path | None" = None,
                         csv: bool = False, batch_size: int = 8, progress: bool = True,
-                        overwrite: bool = False, tracking: dict | None = None) -> AnalysisReport:
+                        overwrite: bool = False, tracking: dict | None = None,
+                        allow_truncated: bool = False) -> AnalysisReport:
     """Analyse videos, folders or globs with ``workers`` local processes or on a Ray ``cluster``.
 
     Outputs equal those of :func:`posed.engines.offline.analyze.analyze_videos` and resuming works
-    the same. ``task_gpus`` defaults to 1 when ``runner_options`` ask for a CUDA device.
+    the same (``allow_truncated`` too). ``task_gpus`` defaults to 1 when ``runner_options`` ask
+    for a CUDA device.
     """
     from posed.engines.loading import resolve_bundle
     from posed.engines.registry import Engine, engine_available, get_backend
@@ -367,10 +369,13 @@ def analyze_distributed(source: "str | Path", videos: Sequence["str | Path"],
                       dest=str(Path(dest).absolute()) if dest is not None else None, csv=csv,
                       batch_size=batch_size, overwrite=overwrite, tracking=tracking)
     if not found:
-        return AnalysisReport()
+        return AnalysisReport(allow_truncated=allow_truncated)
     if cluster is None:
-        return run_pool(job, found, workers, progress=progress)
-    if task_gpus is None:
-        task_gpus = 1.0 if str(options.get("device", "")).startswith("cuda") else 0.0
-    return run_ray(job, found, cluster, task_cpus=task_cpus, task_gpus=task_gpus,
-                   progress=progress)
+        report = run_pool(job, found, workers, progress=progress)
+    else:
+        if task_gpus is None:
+            task_gpus = 1.0 if str(options.get("device", "")).startswith("cuda") else 0.0
+        report = run_ray(job, found, cluster, task_cpus=task_cpus, task_gpus=task_gpus,
+                         progress=progress)
+    report.allow_truncated = allow_truncated
+    return report

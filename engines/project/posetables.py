@@ -228,7 +228,8 @@ def _mark_schema_version(h5_file: Path) -> None:
 def write_pose_table(df: pd.DataFrame, h5_path: str | Path, csv: bool = False) -> list[Path]:
     """Write a pose table as DeepLabCut does, atomically.
 
-    The HDF5 file uses key ``df_with_missing`` and the PyTables ``table`` format; with ``csv``
+    The HDF5 file uses key ``df_with_missing`` and the PyTables ``table`` format (pandas'
+    ``fixed`` format for a table with two row levels, which ``table`` cannot hold); with ``csv``
     the same table is also written beside it (same stem, ``.csv``) with the three header rows
     ``scorer``, ``bodyparts``, ``coords``. Each file is written under a temporary name and moved
     into place only when complete, so readers never see a partial file. Missing folders are
@@ -257,7 +258,10 @@ def write_pose_table(df: pd.DataFrame, h5_path: str | Path, csv: bool = False) -
         try:
             with atomic_path(target) as tmp:
                 if target is h5_path:
-                    df.to_hdf(tmp, key=H5_KEY, format="table", mode="w")
+                    # PyTables tables cannot hold a row MultiIndex beside the column one (a
+                    # looped stream's (loop, frame) rows): those use pandas' fixed format.
+                    fmt = "table" if df.index.nlevels == 1 else "fixed"
+                    df.to_hdf(tmp, key=H5_KEY, format=fmt, mode="w")
                     _mark_schema_version(tmp)
                 else:
                     # An index name would add a fourth header row that DeepLabCut's readers

@@ -153,12 +153,17 @@ def _report(report: Any, kind: str) -> int:
     fps = report.frames / report.seconds if report.seconds else 0.0
     skipped = len(getattr(report, "skipped", []))
     where = getattr(report, "where", "")
+    truncated = len(getattr(report, "truncated", []))
     print(f"{len(report.outputs) - skipped} {kind} analysed, {report.frames} frames, "
           f"{fps:.1f} frames/s, {skipped} already done, {len(report.failed)} failed"
+          + (f", {truncated} truncated" if truncated else "")
           + (f" ({where})" if where else ""), file=sys.stderr)
     if not report.outputs and not report.failed:
         raise ConfigError("no input files found")
-    return 1 if report.failed else 0
+    if truncated and not report.ok:
+        print(f"error: {truncated} truncated {kind} (their tables are written; "
+              "--allow-truncated accepts them)", file=sys.stderr)
+    return 0 if getattr(report, "ok", not report.failed) else 1
 
 
 def _scale_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -181,7 +186,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     Analyse videos (files, folders or globs) with a project's trained model or a model bundle;
     writes <video><scorer>.h5 (+ .csv) and <video><scorer>_meta.json beside each video (or in
     --dest). A video that cannot be read is reported and skipped; the exit status is 1 if any
-    failed.
+    failed. Row i is frame i: frames that fail to decode are NaN rows (likelihood 0), counted
+    in a warning and in _meta.json. A video shorter than its header promises is analysed,
+    warned about and recorded, and makes the exit status 1 unless --allow-truncated.
     """
 
     from posed.engines import compat
@@ -191,7 +198,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                    snapshot=args.snapshot, dest=args.dest, csv=args.csv,
                                    batch_size=args.batch_size, progress=not args.quiet,
                                    overwrite=args.overwrite, runner_options={"device": args.device},
-                                   **scale)
+                                   allow_truncated=args.allow_truncated, **scale)
     return _report(report, "videos")
 
 
@@ -217,6 +224,9 @@ def add_analyze(sub: Any) -> None:
         p.add_argument("--overwrite", action="store_true",
                        help="redo videos whose output exists for the same model and settings "
                        "(by default they are skipped, so an interrupted run can be resumed)")
+        p.add_argument("--allow-truncated", action="store_true",
+                       help="exit 0 even when a video holds fewer frames than its header "
+                       "promises (it is analysed and warned about either way)")
         p.add_argument("--workers", type=positive, default=1,
                        help="analyse this many videos at once in worker processes, each "
                        "with cores/N inference threads (1: in this process)")
