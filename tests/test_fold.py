@@ -72,3 +72,19 @@ def test_a_conv_output_used_elsewhere_keeps_the_model_unfolded():
 def test_training_mode_is_refused():
     with pytest.raises(ValueError, match="eval"):
         fold_batchnorm(_Shared().train())
+
+
+def test_only_loaded_runners_fold_a_model_being_trained_is_untouched(tmp_path):
+    """Training evaluates through a runner wrapped around the model it trains: that model must
+    keep its norms (their statistics still change); a runner loaded from a bundle folds."""
+    from posed.engines.bundle import load_bundle
+    from posed.engines.pytorch.backend import TorchRunner, build_model, random_bundle
+
+    bundle = load_bundle(random_bundle("mobilenet_v2_0.35", tmp_path / "b", keypoints=3).path)
+    training = build_model(bundle)
+    before = _norms(training)
+    TorchRunner(bundle, training, torch.device("cpu")).predict(
+        torch.zeros(1, 64, 64, 3, dtype=torch.uint8).numpy())
+    assert _norms(training) == before and before > 0
+    loaded = TorchRunner.load(bundle, device="cpu")
+    assert _norms(loaded.model) < before

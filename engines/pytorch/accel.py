@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from posed.engines.pytorch.fold import fold_batchnorm
 from posed.errors import CapabilityError, ConfigError, ModelLoadError, reason
 
 if TYPE_CHECKING:
@@ -273,9 +272,7 @@ class FastForward:
         self.channels_last = channels_last
         self.stride = stride
         self.locref_stdev = locref_stdev
-        model = model.eval()
-        fold_batchnorm(model)  # on the CPU in float32, before any cast
-        model = model.to(device=device)
+        model = model.to(device=device).eval()
         if dtype == torch.float16:
             # fp16 weights and activations; bf16 on CPU runs under autocast instead so that
             # oneDNN picks its AMX kernels while normalisation stays in fp32.

@@ -25,6 +25,7 @@ from posed.engines.project import Project
 from posed.engines.project.folders import get_model_folder
 from posed.engines.pytorch import multianimal
 from posed.engines.pytorch.accel import OpenMPHandoff, load_torchscript, select_device
+from posed.engines.pytorch.fold import fold_batchnorm
 from posed.engines.pytorch.model import TIMM_NAMES, PoseNet, load_state_dict
 from posed.engines.pytorch.training import ENGINE, pose_loss, prepare_training, run_training
 from posed.engines.training import SampleMaker, TrainConfig, bundle_source, load_training_data
@@ -120,7 +121,9 @@ class TorchRunner(OpenMPHandoff, PoseRunner):
         except RuntimeError as exc:
             raise ModelLoadError(f"{bundle.weights_path}: weights do not fit the architecture "
                                  f"({str(exc).splitlines()[0]})") from None
-        return cls(bundle, model.eval(), select_device(device), precision=precision,
+        # A model of its own (not one being trained): fold its norms, before any cast.
+        fold_batchnorm(model.eval())
+        return cls(bundle, model, select_device(device), precision=precision,
                    channels_last=channels_last, cuda_graphs=cuda_graphs)
 
     def _forward(self, frames: np.ndarray) -> np.ndarray:

@@ -169,9 +169,7 @@ class TorchMultiAnimalRunner(OpenMPHandoff, MultiAnimalRunner):
         super().__init__(bundle, assembly)
         self.dtype, reason = resolve_precision(precision, device)
         self.channels_last = device.type == "cuda" if channels_last is None else bool(channels_last)
-        model = model.eval()
-        fold_batchnorm(model)  # see posed.engines.pytorch.fold; before any cast
-        model = model.to(device)
+        model = model.to(device).eval()
         if self.dtype == torch.float16:
             model = model.half()
         if self.channels_last:
@@ -202,6 +200,8 @@ class TorchMultiAnimalRunner(OpenMPHandoff, MultiAnimalRunner):
         except RuntimeError as exc:
             raise ModelLoadError(f"{bundle.weights_path}: weights do not fit the architecture "
                                  f"({str(exc).splitlines()[0]})") from None
+        # A model of its own (not one being trained): fold its norms, before any cast.
+        fold_batchnorm(model.eval())
         return cls(bundle, model, select_device(device), precision=precision,
                    channels_last=channels_last, assembly=assembly)
 
