@@ -25,8 +25,7 @@ from posed.engines.project import Project
 from posed.engines.project.folders import get_model_folder
 from posed.engines.pytorch import multianimal
 from posed.engines.pytorch.accel import OpenMPHandoff, load_torchscript, select_device
-from posed.engines.pytorch.fold import fold_batchnorm
-from posed.engines.pytorch.model import TIMM_NAMES, PoseNet, load_state_dict
+from posed.engines.pytorch.model import TIMM_NAMES, PoseNet, load_for_inference
 from posed.engines.pytorch.training import ENGINE, pose_loss, prepare_training, run_training
 from posed.engines.training import SampleMaker, TrainConfig, bundle_source, load_training_data
 from posed.errors import ConfigError, InferenceError, ModelLoadError
@@ -114,15 +113,7 @@ class TorchRunner(OpenMPHandoff, PoseRunner):
             raise ModelLoadError(f"{bundle.path}: pytorch engine cannot run format '{bundle.format}'")
         if threads:
             torch.set_num_threads(int(threads))
-        model = build_model(bundle)
-        state = load_state_dict(bundle.weights_path)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ModelLoadError(f"{bundle.weights_path}: weights do not fit the architecture "
-                                 f"({str(exc).splitlines()[0]})") from None
-        # A model of its own (not one being trained): fold its norms, before any cast.
-        fold_batchnorm(model.eval())
+        model = load_for_inference(build_model(bundle), bundle.weights_path)
         return cls(bundle, model, select_device(device), precision=precision,
                    channels_last=channels_last, cuda_graphs=cuda_graphs)
 

@@ -65,6 +65,21 @@ def build_backbone(net: str, output_stride: int, pretrained: bool | str = False,
     return model
 
 
+def load_for_inference(model: nn.Module, path: Path) -> nn.Module:
+    """``model`` with the weights of ``path``, in eval mode, its batch norms folded into its
+    convolutions (:mod:`posed.engines.pytorch.fold`): for runners that own their model, never
+    for one that is still being trained."""
+    from posed.engines.pytorch.fold import fold_batchnorm
+
+    try:
+        model.load_state_dict(load_state_dict(path))
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{path}: weights do not fit the architecture "
+                             f"({reason(exc)})") from None
+    fold_batchnorm(model.eval())
+    return model
+
+
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or a torch file, never unpickling code."""
     if not path.is_file():

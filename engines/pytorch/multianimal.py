@@ -25,8 +25,7 @@ from posed.engines.project import Project
 from posed.engines.project.folders import get_model_folder
 from posed.engines.pytorch.accel import OpenMPHandoff, load_torchscript, select_device
 from posed.engines.pytorch.training import ENGINE, pose_loss, prepare_training, run_training
-from posed.engines.pytorch.fold import fold_batchnorm
-from posed.engines.pytorch.model import TIMM_NAMES, BottomUpNet, load_state_dict
+from posed.engines.pytorch.model import TIMM_NAMES, BottomUpNet, load_for_inference
 from posed.engines.training import (SampleMaker, TrainConfig, bundle_source,
                                     load_multianimal_training_data, make_multianimal_targets,
                                     random_animal_centre)
@@ -194,14 +193,7 @@ class TorchMultiAnimalRunner(OpenMPHandoff, MultiAnimalRunner):
                                  f"bundles (this one is {bundle.format})")
         if threads:
             torch.set_num_threads(int(threads))
-        model = build_model(bundle)
-        try:
-            model.load_state_dict(load_state_dict(bundle.weights_path))
-        except RuntimeError as exc:
-            raise ModelLoadError(f"{bundle.weights_path}: weights do not fit the architecture "
-                                 f"({str(exc).splitlines()[0]})") from None
-        # A model of its own (not one being trained): fold its norms, before any cast.
-        fold_batchnorm(model.eval())
+        model = load_for_inference(build_model(bundle), bundle.weights_path)
         return cls(bundle, model, select_device(device), precision=precision,
                    channels_last=channels_last, assembly=assembly)
 
