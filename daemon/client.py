@@ -24,8 +24,8 @@ from collections.abc import Iterator, Sequence
 import zmq
 
 from posed.daemon.keys import CurveClient
-from posed.daemon.protocol import (META_TOPIC, POSE_PREFIX, SCHEMA, PoseMessage, decode_message,
-                                   decode_meta)
+from posed.daemon.protocol import (MAX_MESSAGE_BYTES, META_TOPIC, POSE_PREFIX, SCHEMA,
+                                   PoseMessage, decode_message, decode_meta)
 from posed.errors import ProtocolError, PublishError
 
 __all__ = ["SCHEMA", "PoseMessage", "Subscriber", "decode_message", "decode_meta"]
@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 # Poll slice: how often blocking loops look at their deadline and stop flags.
 SLICE_S = 0.1
+# Largest frame the socket accepts (ZMQ_MAXMSGSIZE); a publisher that sends a bigger one is
+# disconnected (ZeroMQ reconnects) before the frame is buffered. Twice the protocol's limit, so
+# a message a little over that limit still arrives and is reported as malformed.
+MAX_FRAME_BYTES = 2 * MAX_MESSAGE_BYTES
 
 
 class Subscriber:
@@ -82,6 +86,7 @@ class Subscriber:
         try:
             self._sock.setsockopt(zmq.LINGER, 0)
             self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
+            self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
             if curve is not None:
                 curve.apply(self._sock)
             topics = [POSE_PREFIX] if self.cameras is None else \

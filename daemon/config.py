@@ -8,18 +8,29 @@ so a config and its model can move together.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, Strict, ValidationError,
+                      field_validator, model_validator)
 
 from posed.errors import ConfigError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
+# Numbers are what YAML wrote, never coerced: `true` is not 1, "5" is not 5, and a float
+# must be finite (allow_inf_nan below). Floats still accept integers (`max_delay_ms: 2`).
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+# Largest frame side any camera or resize may name (V4L2 and FFmpeg limits are near this).
+MAX_SIDE = 16384
+Side = Annotated[int, Strict(), Field(ge=1, le=MAX_SIDE)]
+Offset = Annotated[int, Strict(), Field(ge=0, le=MAX_SIDE)]
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Strict):
@@ -29,53 +40,65 @@ class ModelConfig(_Strict):
     engine: str | None = Field(None, description="engine; default: the bundle's")
     device: str = Field("auto", description="pytorch: auto, cpu, cuda, cuda:N")
     provider: str = Field("auto", description="onnx: auto, tensorrt, cuda, cpu")
-    threads: int | None = Field(None, ge=1, description="intra-op threads")
+    threads: Int | None = Field(None, ge=1, le=1024, description="intra-op threads")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="pytorch: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16")
-    channels_last: bool | None = Field(
+    channels_last: Bool | None = Field(
         None, description="pytorch: NHWC convolutions (default: on for CUDA, off for CPU)")
-    cuda_graphs: bool = Field(True, description="pytorch on CUDA: replay a graph per input shape")
-    warmup: bool = Field(True, description="run dummy batches before reporting ready")
+    cuda_graphs: Bool = Field(True, description="pytorch on CUDA: replay a graph per input shape")
+    warmup: Bool = Field(True, description="run dummy batches before reporting ready")
 
 
 class CameraConfig(_Strict):
     """One video source."""
 
-    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="camera id, used in topics")
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=200,
+                    description="camera id, used in topics")
     source: str = Field(description="file, /dev/videoN, rtsp://, http://...")
     kind: Literal["auto", "file", "v4l2", "stream"] = "auto"
     pace: Literal["native", "fast"] = Field("native", description="files: real time or fast")
-    loop: bool = False
+    loop: Bool = False
     policy: Literal["auto", "lossless", "latest"] = "auto"
-    width: int | None = Field(None, ge=1)
-    height: int | None = Field(None, ge=1)
-    fps: float | None = Field(None, gt=0)
+    width: Side | None = None
+    height: Side | None = None
+    fps: Float | None = Field(None, gt=0, le=1000)
     pixel_format: str | None = None
     options: dict[str, str] = Field(default_factory=dict)
-    reconnect_initial_s: float = Field(0.5, gt=0)
-    reconnect_max_s: float = Field(10.0, gt=0)
-    queue_size: int = Field(4, ge=1)
-    crop: tuple[int, int, int, int] | None = Field(
+    reconnect_initial_s: Float = Field(0.5, gt=0, le=3600)
+    reconnect_max_s: Float = Field(10.0, gt=0, le=3600)
+    queue_size: Int = Field(4, ge=1, le=1024)
+    crop: tuple[Offset, Offset, Side, Side] | None = Field(
         None, description="x, y, width, height of the region passed to the model")
-    resize: tuple[int, int] | None = Field(
+    resize: tuple[Side, Side] | None = Field(
         None, description="width, height the (cropped) frame is resized to before inference")
+
+    @model_validator(mode="after")
+    def _crop_inside_frame(self) -> "CameraConfig":
+        # The frame size is known here only when the camera is told its size (V4L2); files
+        # and streams are checked against their first frame.
+        if self.crop is not None and self.width is not None and self.height is not None:
+            x, y, w, h = self.crop
+            if x + w > self.width or y + h > self.height:
+                raise ValueError(f"camera '{self.id}': crop {list(self.crop)} reaches outside "
+                                 f"the {self.width}x{self.height} frame")
+        return self
 
 
 class BatchingConfig(_Strict):
     """How frames from all cameras are grouped for inference."""
 
-    max_batch: int = Field(4, ge=1, le=256)
-    max_delay_ms: float = Field(2.0, ge=0, description="longest wait for a fuller batch")
+    max_batch: Int = Field(4, ge=1, le=256)
+    max_delay_ms: Float = Field(2.0, ge=0, le=1000, description="longest wait for a fuller batch")
 
 
 class KalmanConfig(_Strict):
     """Constant-velocity forward prediction of each keypoint to publish time + lead."""
 
-    enabled: bool = False
-    lead_ms: float = Field(0.0, ge=0, description="extra look-ahead beyond publish time")
-    process_noise: float = Field(500.0, gt=0, description="px/s² acceleration noise")
-    measurement_noise: float = Field(2.0, gt=0, description="px measurement noise")
-    min_likelihood: float = Field(0.1, ge=0, le=1, description="updates below it are skipped")
+    enabled: Bool = False
+    lead_ms: Float = Field(0.0, ge=0, le=1000, description="extra look-ahead beyond publish time")
+    process_noise: Float = Field(500.0, gt=0, le=1e7, description="px/s² acceleration noise")
+    measurement_noise: Float = Field(2.0, gt=0, le=1e4, description="px measurement noise")
+    min_likelihood: Float = Field(0.1, ge=0, le=1, description="updates below it are skipped")
 
 
 class ProcessorsConfig(_Strict):
@@ -98,13 +121,15 @@ class PublisherConfig(_Strict):
     """The ZeroMQ PUB socket."""
 
     endpoint: str = "tcp://127.0.0.1:5555"
-    hwm: int = Field(1000, ge=1)
-    queue_size: int = Field(256, ge=1)
+    hwm: Int = Field(1000, ge=1, le=1_000_000)
+    queue_size: Int = Field(256, ge=1, le=100_000)
     curve: CurveConfig | None = None
-    wait_for_subscribers: int = Field(0, ge=0, description="start capturing only once this "
-                                      "many subscribers are connected (no lost first frames)")
-    wait_timeout_s: float = Field(30.0, gt=0, description="give up waiting and start anyway")
-    nodrop: bool = Field(False, description="true: a subscriber hwm behind holds every pose back "
+    wait_for_subscribers: Int = Field(0, ge=0, le=1000, description="start capturing only once "
+                                      "this many subscribers are connected (no lost first "
+                                      "frames)")
+    wait_timeout_s: Float = Field(30.0, gt=0, le=86400,
+                                  description="give up waiting and start anyway")
+    nodrop: Bool = Field(False, description="true: a subscriber hwm behind holds every pose back "
                          "from all (counted as hwm drops); false: it loses only its own")
 
     @field_validator("endpoint")
@@ -119,29 +144,41 @@ class RecorderConfig(_Strict):
     """Optional recording of published poses into DeepLabCut-format tables."""
 
     path: Path | None = Field(None, description="h5 file; one file per camera when several")
-    csv: bool = False
-    flush_every_s: float = Field(10.0, gt=0)
+    csv: Bool = False
+    flush_every_s: Float = Field(10.0, gt=0, le=3600)
 
 
 class MetricsConfig(_Strict):
     """Prometheus endpoint."""
 
-    enabled: bool = True
+    enabled: Bool = True
     host: str = "127.0.0.1"
-    port: int = Field(9108, ge=0, le=65535)
+    port: Int = Field(9108, ge=0, le=65535)
 
 
 class DaemonConfig(_Strict):
-    """The whole ``posed serve`` configuration."""
+    """The whole ``posed serve`` configuration.
+
+    ``source`` is the file it was read from (for error lines of the start-up checks).
+    """
 
     model: ModelConfig
-    cameras: list[CameraConfig] = Field(min_length=1)
+    cameras: list[CameraConfig] = Field(min_length=1, max_length=256)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     processors: ProcessorsConfig = Field(default_factory=ProcessorsConfig)
     publisher: PublisherConfig = Field(default_factory=PublisherConfig)
     recorder: RecorderConfig = Field(default_factory=RecorderConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_timeout_s: Float = Field(
+        3.0, gt=0, le=300, description="on SIGTERM, longest wait for queued frames and the "
+        "batch in progress; keep it 2 s below systemd's TimeoutStopSec")
+    _source: str = PrivateAttr("config")
+
+    @property
+    def source(self) -> str:
+        """The config file's name as given to :func:`load_config` (``config`` if parsed)."""
+        return self._source
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> "DaemonConfig":
@@ -172,8 +209,13 @@ def _describe(err: dict[str, Any]) -> str:
     if kind == "missing":
         return f"missing key '{where}'"
     value = err.get("input")
-    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
     msg = err.get("msg", "invalid").replace("Value error, ", "")
+    if isinstance(value, (dict, list)):
+        # A section-level check says itself what is wrong; its input is the whole section.
+        return f"key '{where}': {msg}" if kind == "value_error" else \
+            f"key '{where}': {msg} (got {type(value).__name__})"
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."  # the line stays short
     return f"key '{where}': {msg} (got {shown})"
 
 
@@ -191,6 +233,7 @@ def parse_config(data: Any, source: str = "config", base: Path | None = None) ->
         raise ConfigError(f"{source}: {_describe(errors[0])}{more}") from None
     if base is not None:
         cfg = _resolve_paths(cfg, base)
+    cfg._source = source
     return cfg
 
 
@@ -218,11 +261,32 @@ def _resolve_paths(cfg: DaemonConfig, base: Path) -> DaemonConfig:
     return cfg.model_copy(update=updates)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping.
+
+    Plain PyYAML keeps the last of two ``batching:`` sections without a word, so half of a
+    config would be ignored. Keys brought in by a ``<<`` merge may still be overridden.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{str(key)[:60]}'", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path) -> DaemonConfig:
     """Read and validate a daemon config file.
 
     Raises:
-        ConfigError: missing file, YAML syntax error (with line), unknown key, wrong type.
+        ConfigError: missing file, YAML syntax error (with line), a key given twice, unknown
+            key, wrong type or a number out of range.
     """
     path = Path(path)
     try:
@@ -232,7 +296,7 @@ def load_config(path: str | Path) -> DaemonConfig:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""

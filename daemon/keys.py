@@ -12,8 +12,10 @@ public ``.key`` file.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,10 @@ import zmq.auth
 
 from posed.errors import PublishError
 
-__all__ = ["CurveClient", "CurveServer", "generate_keys", "load_public_key", "load_secret_keys"]
+__all__ = ["CurveClient", "CurveServer", "generate_keys", "load_public_key", "load_secret_keys",
+           "warn_if_exposed"]
+
+log = logging.getLogger(__name__)
 
 # Z85-encoded CURVE keys are always 40 characters of this alphabet.
 _Z85_KEY = re.compile(rb"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
@@ -40,7 +45,8 @@ def _read_certificate(path: Path) -> tuple[bytes, bytes | None]:
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
-        raise PublishError(f"{path}: cannot read key file ({_one_line(exc)})") from exc
+        reason = _one_line(exc).replace(f" in {path}", "").replace(str(path), "it")
+        raise PublishError(f"{path}: cannot read key file ({reason})") from exc
     if not _Z85_KEY.match(public):
         raise PublishError(f"{path}: public key is not a 40-character Z85 CURVE key")
     if secret is not None and not _Z85_KEY.match(secret):
@@ -65,6 +71,23 @@ def load_secret_keys(path: str | Path) -> tuple[bytes, bytes]:
     if secret is None:
         raise PublishError(f"{path}: holds no secret key (use the .key_secret file)")
     return public, secret
+
+
+def warn_if_exposed(path: str | Path) -> bool:
+    """Log one warning, as ssh does, when a secret key file is open to group or others.
+
+    Returns:
+        Whether the file's mode lets anyone but its owner read or change it.
+    """
+    try:
+        mode = stat.S_IMODE(Path(path).stat().st_mode)
+    except OSError:
+        return False  # loading the key reports a missing or unreadable file
+    if not mode & 0o077:
+        return False
+    log.warning("%s: permissions %04o are too open: others can read this secret key "
+                "(chmod 600 it)", path, mode)
+    return True
 
 
 def load_public_key(path: str | Path) -> bytes:
@@ -195,6 +218,7 @@ class CurveClient:
             PublishError: A key file is missing or unreadable.
         """
         public, secret = load_secret_keys(self.secret_key_file)
+        warn_if_exposed(self.secret_key_file)
         return public, secret, load_public_key(self.server_public_key_file)
 
     def apply(self, socket: zmq.Socket) -> None:

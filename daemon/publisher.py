@@ -52,6 +52,10 @@ _DROP_REASONS = ("publish_queue", "hwm")
 _BIND_WAIT_S = 10.0
 # Time the socket keeps at close for poses zmq already accepted, even past the flush deadline.
 LAST_SEND_S = 0.25
+# Largest message a subscriber may send (ZMQ_MAXMSGSIZE): subscriptions are a topic prefix,
+# a few bytes; a peer that sends more is disconnected by ZeroMQ before it is buffered, so a
+# stranger cannot make the daemon allocate memory (before CURVE, any peer can send).
+MAX_SUBSCRIPTION_BYTES = 4096
 
 
 def _binds_all_interfaces(endpoint: str) -> bool:
@@ -143,7 +147,8 @@ class Publisher:
         self._flush_deadline = math.inf
         self._thread: threading.Thread | None = None
         self._bound = threading.Event()
-        self._subscriptions = 0
+        self._topics: collections.Counter[bytes] = collections.Counter()  # socket thread's
+        self._peers = 0  # max(_topics.values()), read from other threads
         self._bind_error: str | None = None
 
     # -- pipeline side -------------------------------------------------------------------
@@ -267,7 +272,10 @@ class Publisher:
         # subscriptions arrive, so the service can wait for its consumers before capturing.
         sock = ctx.socket(zmq.XPUB)
         try:
-            sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+            # Every subscribe and unsubscribe of every peer (a disconnect unsubscribes all of
+            # its topics), so subscribers() can count peers per topic.
+            sock.setsockopt(zmq.XPUB_VERBOSER, 1)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, self.hwm)
             if self.nodrop:
@@ -318,13 +326,20 @@ class Publisher:
             pass  # the next one follows within meta_interval_s; no pose was lost
 
     def subscribers(self) -> int:
-        """Subscriptions currently open (one per subscriber and topic prefix)."""
-        return self._subscriptions
+        """Subscribers connected now (distinct peers, not subscription messages).
+
+        A peer subscribes once per topic prefix (a :class:`~posed.daemon.client.Subscriber`:
+        its cameras, then ``meta``), so its subscriptions cannot simply be counted. Each peer
+        that receives ``meta`` counts once: a Subscriber (``meta``) and a plain ZeroMQ client
+        taking everything (the empty prefix). Clients that take only pose topics are counted
+        as the largest group sharing one topic.
+        """
+        return self._peers
 
     def wait_for_subscribers(self, n: int, timeout: float) -> bool:
-        """Block until at least ``n`` subscriptions are open; False on timeout."""
+        """Block until at least ``n`` subscribers are connected; False on timeout."""
         deadline = time.monotonic() + timeout
-        while self._subscriptions < n:
+        while self.subscribers() < n:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
@@ -336,10 +351,15 @@ class Publisher:
                 msg = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            topic = bytes(msg[1:])
             if msg[:1] == b"\x01":
-                self._subscriptions += 1
-            elif msg[:1] == b"\x00":
-                self._subscriptions = max(0, self._subscriptions - 1)
+                self._topics[topic] += 1
+            elif msg[:1] == b"\x00" and self._topics[topic] > 0:
+                self._topics[topic] -= 1
+                if not self._topics[topic]:
+                    del self._topics[topic]
+            meta = sum(n for topic, n in self._topics.items() if META_TOPIC.startswith(topic))
+            self._peers = max(meta, max(self._topics.values(), default=0))
 
     def _loop(self, sock: zmq.Socket) -> None:
         meta = encode_meta(self.bodyparts, self.model)

@@ -182,7 +182,7 @@ def test_in_nodrop_mode_what_a_reader_misses_is_counted_while_another_stalls():
     try:
         with Subscriber(endpoint, rcvhwm=100_000) as live:
             assert live.wait_for_meta(5.0)
-            assert wait_until(lambda: pub.subscribers() >= 3, timeout=5)
+            assert wait_until(lambda: pub.subscribers() >= 2, timeout=5)  # two peers
 
             def read() -> None:
                 while not done.is_set():

@@ -56,7 +56,7 @@ def test_nan_keypoints_are_published_with_likelihood_zero(tmp_path):
     service = make_service(tmp_path, [{"id": "c", "source": str(clip), "pace": "fast"}],
                            runner=_NanX(fake_bundle()), batching={"max_batch": 1},
                            model={"warmup": False},
-                           publisher={"wait_for_subscribers": 2, "wait_timeout_s": 20})
+                           publisher={"wait_for_subscribers": 1, "wait_timeout_s": 20})
     run = Running(service)
     with Subscriber(service.cfg.publisher.endpoint) as sub:
         # start() waits for the subscriber before capturing, so it runs in its own thread.

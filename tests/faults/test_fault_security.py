@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from faultkit import DEMO, FakeRunner, Running, fake_bundle, free_port, make_service
+from faultkit import DEMO, FakeRunner, Running, fake_bundle, free_port, make_service, wait_until
 from posed.daemon.client import Subscriber
 from posed.daemon.config import non_loopback_endpoints, parse_config
 from posed.daemon.keys import CurveClient
@@ -69,6 +69,10 @@ def test_loopback_and_curve_protected_endpoints_do_not_warn(tmp_path, caplog):
     assert _start_warnings(tmp_path, caplog, metrics={"enabled": True}) == []
     assert _start_warnings(tmp_path, caplog, publisher={
         "endpoint": "tcp://[::1]:5555"}) == []
+    from posed.daemon.keys import generate_keys
+
+    generate_keys(tmp_path / "keys")  # start() opens the key files before anything else
+    (tmp_path / "allowed").mkdir()
     curve = {"server_secret_key": "keys/server.key_secret", "allowed_clients": "allowed"}
     assert _start_warnings(tmp_path, caplog, publisher={
         "endpoint": f"tcp://0.0.0.0:{free_port()}", "curve": curve}) == []
@@ -110,3 +114,95 @@ def test_curve_from_the_config_with_generated_keys(tmp_path):
                 assert sub.recv(0.05) is None
         assert not stranger.meta and not fooled.meta and not plain.meta
     assert [m.seq for m in got] == sorted(m.seq for m in got)
+
+
+# ----------------------------------------------------------------------------- sockets
+
+def _wait_event(monitor, event: int, timeout: float = 10.0) -> bool:
+    """Whether ``event`` arrives on a socket monitor within ``timeout``."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if monitor.poll(100) and recv_monitor_message(monitor)["event"] == event:
+            return True
+    return False
+
+
+def test_publisher_disconnects_a_peer_that_sends_an_oversized_message():
+    """Before CURVE or any subscription, a peer can send the daemon anything: a message over
+    the subscription size limit must cut it off, not be buffered."""
+    import zmq
+
+    from posed.daemon.publisher import MAX_SUBSCRIPTION_BYTES, Publisher
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    with Publisher(endpoint, ["a"]) as pub:
+        hostile = ctx.socket(zmq.XSUB)
+        monitor = hostile.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        try:
+            hostile.connect(endpoint)
+            assert _wait_event(monitor, zmq.EVENT_CONNECTED)
+            hostile.send(b"\x02" + b"x" * (4 * MAX_SUBSCRIPTION_BYTES))
+            assert _wait_event(monitor, zmq.EVENT_DISCONNECTED)
+        finally:
+            hostile.disable_monitor()
+            monitor.close(linger=0)
+            hostile.close(linger=0)
+        with Subscriber(endpoint) as sub:  # and the daemon serves everyone else as before
+            assert sub.wait_for_meta(10.0)
+            assert pub.wait_for_subscribers(1, 10.0)
+    ctx.term()
+
+
+def test_subscriber_disconnects_from_a_publisher_that_sends_an_oversized_frame():
+    import zmq
+
+    from posed.daemon.client import MAX_FRAME_BYTES
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    hostile = ctx.socket(zmq.XPUB)
+    monitor = hostile.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    try:
+        hostile.bind(endpoint)
+        with Subscriber(endpoint):
+            assert hostile.poll(10_000) and hostile.recv().startswith(b"\x01")
+            hostile.send_multipart([b"pose.cam0", bytes(MAX_FRAME_BYTES + 1)])
+            assert _wait_event(monitor, zmq.EVENT_DISCONNECTED)
+    finally:
+        hostile.disable_monitor()
+        monitor.close(linger=0)
+        hostile.close(linger=0)
+        ctx.term()
+
+
+def test_wait_for_subscribers_counts_peers_not_subscriptions():
+    """Each Subscriber subscribes once per camera and once to ``meta``: two of them following
+    two cameras are two subscribers, not six; one leaving leaves one; a plain ZeroMQ client
+    taking everything is one more."""
+    from posed.daemon.publisher import Publisher
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    with Publisher(endpoint, ["a"]) as pub, \
+            Subscriber(endpoint, cameras=["c1", "c2"]) as first, \
+            Subscriber(endpoint, cameras=["c1", "c2"]) as second:
+        assert first.wait_for_meta(10.0) and second.wait_for_meta(10.0)
+        assert pub.wait_for_subscribers(2, 10.0)
+        assert not pub.wait_for_subscribers(3, 0.3)
+        assert pub.subscribers() == 2
+        second.close()
+        assert wait_until(lambda: pub.subscribers() == 1)
+        import zmq
+
+        ctx = zmq.Context()
+        raw = ctx.socket(zmq.SUB)  # a plain ZeroMQ client taking everything
+        raw.setsockopt(zmq.SUBSCRIBE, b"")
+        raw.connect(endpoint)
+        try:
+            assert raw.poll(10_000)  # the first meta message: its subscription is in
+            assert pub.subscribers() == 2
+        finally:
+            raw.close(linger=0)
+            ctx.term()

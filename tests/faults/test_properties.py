@@ -1,6 +1,8 @@
-"""Property-based tests: random and malformed input to the config loader, the DeepLabCut label
-and pose-table readers and the pose-message decoder gives either a valid result or the one
-error type each promises, with a one-line message; never a traceback from deep inside.
+"""Property-based tests: random and malformed input to the config loader, serve's start-up
+checks, the DeepLabCut label and pose-table readers and the pose-message decoder gives either a
+valid result or the one error type each promises, with a one-line message; never a traceback
+from deep inside. A config that is accepted is checked too: its numbers are finite and in
+range, and it survives a round trip.
 """
 
 from __future__ import annotations
@@ -8,6 +10,9 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import math
+import shutil
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -19,10 +24,12 @@ from hypothesis import strategies as st
 
 from posed.daemon.client import PoseMessage, decode_message, decode_meta
 from posed.daemon.config import DaemonConfig, load_config, parse_config
+from posed.daemon.validate import check_startup
 from posed.engines.project.posetables import read_pose_table
 from posed.engines.project import LabeledData, read_label_file
 from posed.errors import ConfigError, DataError, ProtocolError
 
+DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo"
 # tmp_path is shared by all examples of one test; every example writes the same file.
 SETTINGS = settings(max_examples=100, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -74,15 +81,12 @@ def _paths(obj, prefix=()):
             yield from _paths(value, prefix + (i,))
 
 
-CONFIG_PATHS = list(_paths(VALID))
-
-
-@st.composite
-def mutated_configs(draw):
-    """A valid config with a few keys replaced by random values, deleted or added."""
-    data = copy.deepcopy(VALID)
+def _mutate(draw, base: dict) -> dict:
+    """``base`` with a few keys replaced by random values, deleted or added."""
+    data = copy.deepcopy(base)
+    paths = list(_paths(base))
     for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(CONFIG_PATHS))
+        path = draw(st.sampled_from(paths))
         parent = data
         try:
             for part in path[:-1]:
@@ -99,8 +103,55 @@ def mutated_configs(draw):
     return data
 
 
+@st.composite
+def mutated_configs(draw):
+    """A valid config with a few keys replaced by random values, deleted or added."""
+    return _mutate(draw, VALID)
+
+
+def _numbers(obj, path=()):
+    """Every number in a nested dump, with its path."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _numbers(value, (*path, key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _numbers(value, (*path, i))
+    elif isinstance(obj, (int, float)):
+        yield path, obj
+
+
+def assert_config_invariants(cfg: DaemonConfig, source: str) -> None:
+    """What every config the parser accepts satisfies: finite numbers in range, integers that
+    are not booleans, crops inside known frames, and a lossless round trip."""
+    dump = cfg.model_dump()
+    settings_only = {**dump, "processors": dump["processors"]["kalman"]}  # hook_args: anything
+    for path, number in _numbers(settings_only):
+        assert math.isfinite(number), path
+    b = cfg.batching
+    assert type(b.max_batch) is int and 1 <= b.max_batch <= 256
+    assert 0 <= b.max_delay_ms <= 1000
+    for cam in cfg.cameras:
+        assert type(cam.queue_size) is int and cam.queue_size >= 1
+        assert 0 < cam.reconnect_initial_s <= 3600 and 0 < cam.reconnect_max_s <= 3600
+        assert cam.fps is None or 0 < cam.fps <= 1000
+        if cam.crop is not None:
+            x, y, w, h = cam.crop
+            assert all(type(v) is int for v in cam.crop) and x >= 0 and y >= 0 and w > 0 and h > 0
+            if cam.width is not None and cam.height is not None:
+                assert x + w <= cam.width and y + h <= cam.height
+        if cam.resize is not None:
+            assert all(type(v) is int and v > 0 for v in cam.resize)
+    pub = cfg.publisher
+    assert type(pub.hwm) is int and pub.hwm >= 1 and pub.wait_for_subscribers >= 0
+    assert type(cfg.metrics.port) is int and 0 <= cfg.metrics.port <= 65535
+    assert len({c.id for c in cfg.cameras}) == len(cfg.cameras)
+    again = parse_config(cfg.model_dump(), source)
+    assert repr(again.model_dump()) == repr(dump) and again.source == cfg.source == source
+
+
 def test_the_unmutated_config_is_valid():
-    assert isinstance(parse_config(copy.deepcopy(VALID)), DaemonConfig)
+    assert_config_invariants(parse_config(copy.deepcopy(VALID), "rig.yaml"), "rig.yaml")
 
 
 @SETTINGS
@@ -111,7 +162,7 @@ def test_config_mutations_give_a_config_or_a_config_error(data):
     except ConfigError as exc:
         assert one_line(exc).startswith("rig.yaml: ")
     else:
-        assert isinstance(cfg, DaemonConfig)
+        assert_config_invariants(cfg, "rig.yaml")
 
 
 @SETTINGS
@@ -120,9 +171,11 @@ def test_config_from_random_yaml_documents(tmp_path, doc):
     path = tmp_path / "rig.yaml"
     path.write_text(yaml.safe_dump(doc))
     try:
-        load_config(path)
+        cfg = load_config(path)
     except ConfigError as exc:
         assert one_line(exc).startswith(str(path))
+    else:
+        assert_config_invariants(cfg, str(path))
 
 
 @SETTINGS
@@ -131,9 +184,72 @@ def test_config_from_random_bytes(tmp_path, raw):
     path = tmp_path / "rig.yaml"
     path.write_bytes(raw)
     try:
-        load_config(path)
+        cfg = load_config(path)
     except ConfigError as exc:
         assert one_line(exc).startswith(str(path))
+    else:
+        assert_config_invariants(cfg, str(path))
+
+
+# ----------------------------------------------------------------------------- serve's checks
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory) -> dict:
+    """A valid config whose bundle, key files and hook all exist (paths absolute)."""
+    from posed.daemon.keys import generate_keys
+
+    root = tmp_path_factory.mktemp("rig")
+    shutil.copytree(DEMO / "model", root / "model")
+    generate_keys(root / "keys")
+    public, _ = generate_keys(root / "keys", "client")
+    (root / "allowed").mkdir()
+    shutil.copy(public, root / "allowed")
+    return {"model": {"bundle": str(root / "model"), "device": "cpu", "threads": 1},
+            "cameras": [{"id": "cam0", "source": str(DEMO / "clip.mp4"), "loop": True,
+                         "crop": [0, 0, 32, 32], "resize": [16, 16]},
+                        {"id": "top", "source": "/dev/video0", "width": 64, "height": 48,
+                         "fps": 30.0, "reconnect_initial_s": 0.5, "reconnect_max_s": 2.0},
+                        {"id": "net", "source": "rtsp://127.0.0.1:1/x", "policy": "latest"}],
+            "batching": {"max_batch": 3, "max_delay_ms": 2.0},
+            "processors": {"hook": "operator:truth", "kalman": {"enabled": True}},
+            "publisher": {"endpoint": "tcp://127.0.0.1:5555", "hwm": 10,
+                          "curve": {"server_secret_key": str(root / "keys" / "server.key_secret"),
+                                    "allowed_clients": str(root / "allowed")}},
+            "metrics": {"enabled": False}}
+
+
+def assert_startup_invariants(cfg: DaemonConfig, startup) -> None:
+    """What serve may rely on once its start-up checks pass."""
+    assert [s.id for s in startup.cameras] == [c.id for c in cfg.cameras]
+    for spec in startup.cameras:
+        assert 0 < spec.reconnect_initial_s <= spec.reconnect_max_s
+        if spec.resolved_kind() != "v4l2":
+            assert spec.width is None and spec.fps is None and spec.pixel_format is None
+        assert (spec.width is None) == (spec.height is None)
+    assert startup.bundle.path == cfg.model.bundle and startup.bundle.bodyparts
+    assert (startup.hook is None) == (not cfg.processors.hook)
+    assert startup.hook is None or callable(startup.hook)
+
+
+def test_the_unmutated_rig_passes_serves_checks(rig):
+    cfg = parse_config(copy.deepcopy(rig), "rig.yaml")
+    assert_startup_invariants(cfg, check_startup(cfg))
+
+
+@SETTINGS
+@given(data=st.data())
+def test_serves_checks_on_mutated_configs(rig, data):
+    """Serve's start-up checks (the ones `posed config check` runs) give a checked start-up
+    or one ConfigError line naming the config file; never another exception."""
+    mutated = _mutate(data.draw, rig)
+    try:
+        cfg = parse_config(mutated, "rig.yaml")
+        startup = check_startup(cfg)
+    except ConfigError as exc:
+        assert one_line(exc).startswith("rig.yaml: ")
+    else:
+        assert_config_invariants(cfg, "rig.yaml")
+        assert_startup_invariants(cfg, startup)
 
 
 @pytest.mark.parametrize("raw", [
