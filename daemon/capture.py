@@ -10,6 +10,9 @@ Loss accounting (so every ``seq`` gap is explained):
 * ``seq`` counts frames *captured* (put in the queue), so a frame that fails to decode never
   gets a ``seq``; it is still counted in ``decode_errors`` and in
   ``frames_dropped{reason="decode"}``.
+* A frame's ``index`` is its true index in the source, from its timestamp
+  (:class:`~posed.engines.video.FrameIndexer`): a frame that fails to decode leaves a gap in
+  ``index`` and its number is never given to another frame.
 * Frames the ``latest`` policy throws away are counted by the queue. The camera does not see
   them: whoever creates the :class:`FrameQueue` wires its ``on_drop`` to
   ``frames_dropped{reason="policy"}`` (see :func:`make_queue` and :func:`policy_drop_counter`).
@@ -26,16 +29,16 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import av
 
 from posed.daemon.queues import FrameQueue, FrameSignal
+from posed.daemon.sources import open_source
 from posed.daemon.stage import StageThread
 from posed.daemon.types import Frame
 from posed.engines.video import MAX_CONSECUTIVE_ERRORS as _MAX_CONSECUTIVE_ERRORS
-from posed.engines.video import TEXT_CODECS as _TEXT_CODECS
+from posed.engines.video import FrameIndexer
 from posed.engines.video import error_reason as _reason
 from posed.errors import CaptureError, ConfigError
 
@@ -177,81 +180,6 @@ class CameraSpec:
         return src
 
 
-def open_source(spec: CameraSpec) -> Any:
-    """Open a camera's source with the demuxer, options and timeouts its kind needs.
-
-    Files decode with frame threads (throughput); live sources get FFmpeg's low-latency
-    settings (``fflags=nobuffer``, codec ``low_delay``, slice threads only) since frame
-    threading holds back one frame per thread.
-
-    Args:
-        spec: The camera.
-
-    Returns:
-        An open ``av.container.InputContainer`` whose first video stream is configured.
-
-    Raises:
-        CaptureError: ``"<id>: <source>: cannot open (<reason>)"``.
-    """
-    kind = spec.resolved_kind()
-    target = spec.target()
-
-    def fail(reason: str, exc: BaseException | None = None) -> CaptureError:
-        err = CaptureError(f"{spec.id}: {spec.source}: cannot open ({reason})")
-        err.__cause__ = exc
-        return err
-
-    fmt: str | None = None
-    options: dict[str, str] = {}
-    timeout: tuple[float, float] | None = None
-    if kind == "file":
-        path = Path(target)
-        if not path.exists():
-            raise fail("no such file")
-        if path.is_dir():
-            raise fail("is a folder, not a video")
-    elif kind == "v4l2":
-        fmt = "v4l2"
-        if spec.width is not None and spec.height is not None:
-            options["video_size"] = f"{spec.width}x{spec.height}"
-        if spec.fps is not None:
-            options["framerate"] = f"{spec.fps:g}"
-        if spec.pixel_format:
-            options["input_format"] = spec.pixel_format
-        timeout = (spec.open_timeout_s, spec.read_timeout_s)
-    else:
-        options["fflags"] = "nobuffer"
-        timeout = (spec.open_timeout_s, spec.read_timeout_s)
-    options.update({str(k): str(v) for k, v in spec.options.items()})
-
-    try:
-        container = av.open(target, mode="r", format=fmt, container_options=options,
-                            timeout=timeout)
-    except av.ExitError as exc:  # FFmpeg's interrupt callback: the open timeout ran out
-        raise fail(f"no answer within {spec.open_timeout_s:g} s", exc) from exc
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise fail(_reason(exc), exc) from exc
-    try:
-        if not container.streams.video:
-            raise fail("no video stream")
-        stream = container.streams.video[0]
-        ctx = stream.codec_context
-        if ctx is None or ctx.name in _TEXT_CODECS:
-            raise fail("not a video")
-        if kind == "file":
-            ctx.thread_type = "AUTO"
-        else:
-            ctx.thread_type = "SLICE"
-            ctx.flags = int(ctx.flags) | int(av.codec.context.Flags.low_delay)
-    except CaptureError:
-        container.close()
-        raise
-    except Exception as exc:  # noqa: BLE001 - any PyAV surprise is an open failure
-        container.close()
-        raise fail(_reason(exc), exc) from exc
-    return container
-
-
 def policy_drop_counter(metrics: Any, camera: str) -> Callable[[int], None] | None:
     """An ``on_drop`` callback counting ``frames_dropped{camera, reason="policy"}``.
 
@@ -302,15 +230,18 @@ class Camera(StageThread):
 
     Attributes:
         finished: Set when a file source is done (end reached without ``loop``, or it could
-            not be opened or read); not set when ``stop`` ended it, never for live sources.
+            not be opened or read) or the camera was refused (:meth:`fail`); not set when
+            ``stop`` alone ended it, and for live sources only after :meth:`fail`.
         seq: Frames captured so far (the next frame's ``seq``).
-        decode_errors: Packets or frames that failed to demux/decode and were skipped.
+        decode_errors: Frames of the source that failed to demux/decode (the gaps in
+            ``index``; the same count as ``frames_dropped{reason="decode"}``).
         corrupt_packets: Packets the demuxer flagged as damaged (data before them was lost,
             e.g. an MPEG-TS continuity break); they are still decoded, and counted as
             ``errors{stage="capture"}`` because frames around them may be missing or damaged.
         reconnects: Times a live source was (re)opened after a failure or end of stream.
         last_frame_mono: ``time.monotonic()`` of the last captured frame, or None.
         error: The last failure, one line (None if there was none).
+        failure: Why the pipeline refused this camera (:meth:`fail`), or None.
         fps: Smoothed capture rate, updated about once per second.
         opened: Times the source was opened successfully.
     """
@@ -325,6 +256,8 @@ class Camera(StageThread):
         self.seq = self.decode_errors = self.corrupt_packets = self.reconnects = self.opened = 0
         self.last_frame_mono: float | None = None
         self.error: str | None = None
+        self.failure: str | None = None
+        self._error_mono: float | None = None  # when error was last set
         self.fps = 0.0
         self._live = spec.is_live()
         self._fps_start = time.monotonic()
@@ -336,6 +269,24 @@ class Camera(StageThread):
     def open_error(self) -> str | None:
         """Why the source could not be opened or read last, or None (same as :attr:`error`)."""
         return self.error
+
+    def fail(self, reason: str) -> None:
+        """Refuse the camera for good; the caller then sets this camera's own ``stop``."""
+        self.failure = reason
+        self._count_error(reason)
+
+    @property
+    def failed(self) -> str | None:
+        """Why the camera failed for good (a file that cannot be read, or :meth:`fail`)."""
+        if self.failure is None and not self._live and self.finished.is_set():
+            return self.error
+        return self.failure
+
+    def is_up(self) -> bool:
+        """True while frames arrive: the thread runs and a frame came after the last error."""
+        last = self.last_frame_mono
+        return (self.is_alive() and self.failure is None and last is not None
+                and (self._error_mono is None or last > self._error_mono))
 
     def stats(self) -> dict[str, Any]:
         """A snapshot of the camera's counters, for health reports."""
@@ -358,13 +309,9 @@ class Camera(StageThread):
 
     def _count_error(self, message: str) -> None:
         self.error = message
+        self._error_mono = time.monotonic()
         if self.metrics is not None:
             self.metrics.errors.labels(stage="capture").inc()
-
-    def _count_decode_error(self) -> None:
-        self.decode_errors += 1
-        if self.metrics is not None:
-            self.metrics.frames_dropped.labels(camera=self.spec.id, reason="decode").inc(1)
 
     def _count_corrupt_packet(self) -> None:
         self.corrupt_packets += 1
@@ -415,6 +362,8 @@ class Camera(StageThread):
             if not self._live:
                 self.finished.set()
         finally:
+            if self.failure is not None:
+                self.finished.set()
             if self.metrics is not None:
                 self.metrics.capture_fps.labels(camera=self.spec.id).set(0.0)
             self.fps = 0.0
@@ -502,14 +451,27 @@ class Camera(StageThread):
             self._wait(delay)
             delay = min(delay * 2, self.spec.reconnect_max_s)
 
-    def _packets(self, container: Any, stream: Any) -> Any:
-        """Demux packets; damaged data is skipped and counted, I/O failures of live sources
-        are raised (they mean reconnect)."""
+    def _count_decode_drops(self, n: int) -> None:
+        """``n`` frames of the source failed to decode: their indices are skipped."""
+        if n <= 0:
+            return
+        self.decode_errors += n
+        if self.metrics is not None:
+            self.metrics.frames_dropped.labels(camera=self.spec.id, reason="decode").inc(n)
+
+    def _packets(self, container: Any, stream: Any, indexer: FrameIndexer) -> Any:
+        """Demux packets (each told to ``indexer``); damaged data is skipped (the frames it
+        held become index gaps), I/O failures of live sources are raised (they mean
+        reconnect)."""
         failures = 0
         while failures < _MAX_CONSECUTIVE_ERRORS:
             try:
                 for packet in container.demux(stream):
                     failures = 0
+                    if packet.is_corrupt:
+                        self._count_corrupt_packet()
+                        indexer.demux_failed()  # data before it was lost
+                    indexer.packet(packet)
                     yield packet
                 return
             except av.EOFError:
@@ -518,11 +480,60 @@ class Camera(StageThread):
                 if self._live and not isinstance(exc, av.InvalidDataError):
                     raise
                 # A fresh demux() resumes after the damaged data.
-                self._count_decode_error()
+                indexer.demux_failed()
                 failures += 1
+
+    def _decoded(self, container: Any, stream: Any, indexer: FrameIndexer) -> Any:
+        """``(true index, RGB image, pts)`` of each frame that decodes; every frame that does
+        not is counted as a decode drop (its index is never given to another frame)."""
+        failures = 0
+        for packet in self._packets(container, stream, indexer):
+            try:
+                vframes = packet.decode()
+            except av.FFmpegError:
+                indexer.failed(packet)
+                failures += 1
+                if failures >= _MAX_CONSECUTIVE_ERRORS:
+                    raise CaptureError(f"{self.spec.id}: {failures} packets in a row failed "
+                                       "to decode") from None
+                continue
+            failures = 0
+            for vframe in vframes:
+                expected = indexer.next
+                index = indexer.frame(vframe)
+                self._count_decode_drops(index - expected)
+                try:
+                    image = vframe.to_ndarray(format="rgb24")
+                except (av.FFmpegError, ValueError):
+                    self._count_decode_drops(1)
+                    continue
+                yield index, image, vframe.time
+        # Frames at the end whose packets came but never decoded.
+        self._count_decode_drops(indexer.total - indexer.next)
+
+    def _pace(self, anchor: tuple[float, float] | None,
+              media_t: float | None) -> tuple[float, float] | None:
+        """Wait until a file frame at media time ``media_t`` is due; returns the new anchor
+        ((monotonic, media time) of the first frame)."""
+        if media_t is None:
+            return anchor
+        if anchor is None:
+            return (time.monotonic(), media_t)
+        dt = anchor[0] + (media_t - anchor[1]) - time.monotonic()
+        if dt > _MAX_PACE_GAP_S:
+            # Timestamp jump: wait the cap and shift the clock past it.
+            anchor = (anchor[0] - (dt - _MAX_PACE_GAP_S), anchor[1])
+            dt = _MAX_PACE_GAP_S
+        if dt > 0 and self.stop.wait(dt):
+            raise _Stopped
+        return anchor
 
     def _read(self, container: Any) -> tuple[bool, int]:
         """Decode and queue one pass over an open source.
+
+        Each frame's ``index`` is its true index in the source (from its timestamp,
+        :class:`~posed.engines.video.FrameIndexer`); frames that fail to decode are counted
+        as ``frames_dropped{reason="decode"}`` and leave a gap in ``index`` (not in ``seq``).
 
         Returns:
             ``(ended, frames)``: whether the source ended (vs. stop/consumer gone), and how
@@ -535,59 +546,23 @@ class Camera(StageThread):
         pace = not self._live and self.spec.pace == "native"
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else 0.0
-        anchor: tuple[float, float] | None = None  # (monotonic, media time) of first frame
-        index = 0
-        failures = 0
-        for packet in self._packets(container, stream):
+        anchor: tuple[float, float] | None = None
+        captured = 0
+        for index, image, pts in self._decoded(container, stream, FrameIndexer(container, stream)):
             if self.stop.is_set():
-                return False, index
-            if packet.is_corrupt:
-                self._count_corrupt_packet()
-            try:
-                vframes = packet.decode()
-            except av.FFmpegError:
-                self._count_decode_error()
-                failures += 1
-                if failures >= _MAX_CONSECUTIVE_ERRORS:
-                    raise CaptureError(f"{self.spec.id}: {failures} packets in a row failed "
-                                       "to decode") from None
-                continue
-            failures = 0
-            for vframe in vframes:
-                try:
-                    image = vframe.to_ndarray(format="rgb24")
-                except (av.FFmpegError, ValueError):
-                    self._count_decode_error()
-                    continue
-                pts = vframe.time
-                if pace:
-                    media_t = pts if pts is not None else (index / fps if fps else None)
-                    if media_t is not None:
-                        if anchor is None:
-                            anchor = (time.monotonic(), media_t)
-                        else:
-                            dt = anchor[0] + (media_t - anchor[1]) - time.monotonic()
-                            if dt > _MAX_PACE_GAP_S:
-                                # Timestamp jump: wait the cap and shift the clock past it.
-                                anchor = (anchor[0] - (dt - _MAX_PACE_GAP_S), anchor[1])
-                                dt = _MAX_PACE_GAP_S
-                            if dt > 0 and self.stop.wait(dt):
-                                raise _Stopped
-                frame = Frame(
-                    camera=self.spec.id,
-                    seq=self.seq,
-                    index=index,
-                    pts=float(pts) if pts is not None else None,
-                    capture_ns=time.time_ns(),
-                    capture_mono=time.monotonic(),
-                    image=image,
-                )
-                if not self.queue.put(frame, self.stop):
-                    return False, index
-                self.seq += 1
-                index += 1
-                self.last_frame_mono = frame.capture_mono
-                if self.metrics is not None:
-                    self.metrics.frames_captured.labels(camera=self.spec.id).inc()
-                self._tick_fps(frame.capture_mono, 1)
-        return True, index
+                return False, captured
+            if pace:
+                anchor = self._pace(anchor, pts if pts is not None else
+                                    (index / fps if fps else None))
+            frame = Frame(camera=self.spec.id, seq=self.seq, index=index,
+                          pts=float(pts) if pts is not None else None,
+                          capture_ns=time.time_ns(), capture_mono=time.monotonic(), image=image)
+            if not self.queue.put(frame, self.stop):
+                return False, captured
+            self.seq += 1
+            captured += 1
+            self.last_frame_mono = frame.capture_mono
+            if self.metrics is not None:
+                self.metrics.frames_captured.labels(camera=self.spec.id).inc()
+            self._tick_fps(frame.capture_mono, 1)
+        return True, captured

@@ -31,6 +31,8 @@ from posed.engines.base import PoseRunner
 
 log = logging.getLogger(__name__)
 
+MAX_RESIZE = 16384  # pixels per side; more is a typo, not a model input
+
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -58,6 +60,21 @@ class Preprocess:
             image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(image), ox, oy, sx, sy
 
+    def check(self, width: int, height: int) -> str | None:
+        """Why this crop/resize cannot apply to ``width``×``height`` frames, or None if it can.
+
+        A crop must lie inside the frame (numpy would silently clip it, or wrap a negative
+        offset around and publish keypoints at negative coordinates).
+        """
+        if self.crop is not None:
+            x, y, w, h = self.crop
+            if x < 0 or y < 0 or w < 1 or h < 1 or x + w > width or y + h > height:
+                return (f"crop {list(self.crop)} (x, y, width, height) does not fit its "
+                        f"{width}x{height} frames")
+        if self.resize is not None and not all(1 <= v <= MAX_RESIZE for v in self.resize):
+            return f"resize {list(self.resize)}: width and height must be in 1..{MAX_RESIZE}"
+        return None
+
 
 def _to_frame(kp: np.ndarray, ox: float, oy: float, sx: float, sy: float) -> np.ndarray:
     """Keypoints (…×3) from model-input pixels to full-frame pixels; a non-finite keypoint
@@ -82,14 +99,27 @@ class InferenceStage(StageThread):
         max_delay_ms: Longest wait for a fuller batch after the first frame.
         preprocess: Per-camera crop/resize.
         metrics: Optional :class:`~posed.daemon.metrics.Metrics`.
-        stop: Set to end the thread; queued frames are still inferred when ``drain``.
+        stop: Set to end the thread; queued frames are still inferred when ``drain``, as long
+            as the next batch is expected to end before :attr:`finish_by`.
+        on_reject: Called once with (camera, reason) when a camera's crop/resize does not fit
+            its frames; the camera's frames are then dropped (reason ``preprocess``).
+
+    Attributes:
+        finish_by: ``time.monotonic()`` by which a stopping stage should be done; no batch
+            expected to take longer than the time left is started (the last batch's duration
+            is the estimate).
+        in_flight: The frames of the batch being inferred (empty between batches).
+        rejected: Camera → why its crop/resize was refused.
     """
 
     def __init__(self, runner: PoseRunner, queues: Sequence[FrameQueue], signal: FrameSignal,
                  emit: Callable[[Pose], None], *, max_batch: int = 4, max_delay_ms: float = 2.0,
                  preprocess: dict[str, Preprocess] | None = None, metrics: Any = None,
-                 stop: threading.Event | None = None) -> None:
-        super().__init__("inference", stop or threading.Event(), metrics)
+                 stop: threading.Event | None = None,
+                 on_reject: Callable[[str, str], None] | None = None) -> None:
+        # Not a daemon thread: it runs the model, and the interpreter must never tear down
+        # a thread inside native code (C++ frames abort the process: exit 134).
+        super().__init__("inference", stop or threading.Event(), metrics, daemon=False)
         self.runner = runner
         self.queues = list(queues)
         self.signal = signal
@@ -98,6 +128,12 @@ class InferenceStage(StageThread):
         self.max_delay = max_delay_ms / 1000.0
         self.preprocess = preprocess or {}
         self.drain = True
+        self.finish_by: float | None = None
+        self.last_batch_s = 0.0
+        self.in_flight: list[Frame] = []
+        self.on_reject = on_reject
+        self.rejected: dict[str, str] = {}
+        self._sizes: dict[str, tuple[int, int]] = {}  # camera -> last frame size checked
         self.heartbeat = time.monotonic()
         self.batches = 0
         self.inferred = 0
@@ -147,20 +183,53 @@ class InferenceStage(StageThread):
                 self.signal.wait(left)
         return batch
 
+    def _done(self) -> bool:
+        """Whether a stopping stage ends now rather than start another batch."""
+        if not self.stop.is_set():
+            return False
+        if not self.drain or self.pending() == 0:
+            return True
+        return self.finish_by is not None and time.monotonic() + self.last_batch_s > self.finish_by
+
     def _run(self) -> None:
         while True:
             self.heartbeat = time.monotonic()
-            if self.stop.is_set() and (not self.drain or self.pending() == 0):
+            if self._done():
                 break
             batch = self._collect()
             if batch:
+                t0 = time.monotonic()
+                self.in_flight = batch
                 self.infer(batch)
+                self.in_flight = []
+                self.last_batch_s = time.monotonic() - t0
+
+    def _accept(self, frame: Frame) -> bool:
+        """False (frame dropped and counted) for frames of a camera whose crop/resize does not
+        fit; the first such frame refuses the camera, in one log line."""
+        if frame.camera not in self.rejected:
+            height, width = frame.image.shape[:2]
+            if self._sizes.get(frame.camera) == (width, height):
+                return True
+            why = self.preprocess.get(frame.camera, Preprocess()).check(width, height)
+            if why is None:
+                self._sizes[frame.camera] = (width, height)
+                return True
+            self.rejected[frame.camera] = why
+            log.error("camera %s: %s; camera stopped", frame.camera, why)
+            if self.on_reject is not None:
+                self.on_reject(frame.camera, why)
+        if self.metrics is not None:
+            self.metrics.frames_dropped.labels(camera=frame.camera, reason="preprocess").inc()
+        return False
 
     def infer(self, frames: list[Frame]) -> None:
         """Run one batch; every frame yields a pose or is counted as dropped."""
         groups: dict[tuple[int, ...], list[tuple[Frame, np.ndarray, tuple[float, ...]]]] = {}
         for frame in frames:
             try:
+                if not self._accept(frame):
+                    continue
                 image, *mapping = self.preprocess.get(frame.camera, Preprocess()).apply(frame.image)
             except Exception as exc:  # a malformed frame must not take the batch down
                 self._fail([frame], exc)
@@ -175,6 +244,9 @@ class InferenceStage(StageThread):
                     poses = np.concatenate([found.animals[:, 0], found.unique], axis=1)
                 else:
                     poses = self.runner.predict(batch)
+                if len(poses) != len(items):  # zip() below would lose frames silently
+                    raise ValueError(f"the model returned {len(poses)} poses for "
+                                     f"{len(items)} frames")
             except Exception as exc:  # any engine error: count it, keep serving
                 self._fail([f for f, _, _ in items], exc)
                 continue

@@ -54,9 +54,12 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 BATCH_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 # Why a frame was lost; each reason's series is created at zero for every camera, so a seq gap
-# on the stream can always be matched against a counter that exists.
+# on the stream can always be matched against a counter that exists. "preprocess": the
+# camera's crop/resize does not fit its frames; "shutdown": still queued or being inferred
+# when shutdown_timeout_s ran out.
 DROP_REASONS: tuple[str, ...] = (
-    "policy", "decode", "inference", "publish_queue", "hwm", "processor",
+    "policy", "decode", "inference", "publish_queue", "hwm", "processor", "preprocess",
+    "shutdown",
 )
 # Pipeline stages whose errors are counted by posed_errors_total{stage}.
 ERROR_STAGES: tuple[str, ...] = ("capture", "inference", "processor", "publish", "recorder")
@@ -154,6 +157,10 @@ class Metrics:
         queue_depth: ``posed_queue_depth{queue}``.
         capture_fps: ``posed_capture_fps{camera}``.
         ready: ``posed_ready``, 1 once warmed up and serving, else 0.
+        healthy: ``posed_healthy``, 1 while frames flow through every stage (when the
+            systemd watchdog is pinged), else 0; 0 for good once a stage thread died.
+        camera_up: ``posed_camera_up{camera}``, 1 while the camera delivers frames, 0 while
+            it is starting, reconnecting, finished or failed.
         build_info: ``posed_build_info{version,engine,provider,model}``, always 1; set it
             with :meth:`set_build_info`.
     """
@@ -191,6 +198,11 @@ class Metrics:
         self.capture_fps = gauge("posed_capture_fps",
                                  "Recent capture rate of a camera, frames per second.", per_camera)
         self.ready = gauge("posed_ready", "1 when the daemon is warmed up and serving, else 0.")
+        self.healthy = gauge("posed_healthy",
+                             "1 while frames flow through every pipeline stage, else 0.")
+        self.camera_up = gauge("posed_camera_up",
+                               "1 while a camera delivers frames; 0 while starting, "
+                               "reconnecting, finished or failed.", per_camera)
         # A gauge (not Info) so the series is exactly posed_build_info with the four labels.
         self.build_info = gauge("posed_build_info",
                                 "Build and model of the running daemon; the value is always 1.",
@@ -215,6 +227,7 @@ class Metrics:
         self.frames_inferred.labels(camera=camera)
         self.frames_published.labels(camera=camera)
         self.reconnects.labels(camera=camera)
+        self.camera_up.labels(camera=camera)
         for reason in DROP_REASONS:
             self.frames_dropped.labels(camera=camera, reason=reason)
         self._cameras.add(camera)

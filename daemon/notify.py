@@ -113,6 +113,13 @@ class Notifier:
         """Tell systemd that shutdown has begun (``STOPPING=1``)."""
         self.send("STOPPING=1")
 
+    def failed(self, text: str, errno: int) -> None:
+        """Report a fatal failure: ``STATUS=text`` and ``ERRNO=errno`` in one datagram.
+
+        ``systemctl status`` then shows the reason and the errno until the service restarts.
+        """
+        self.send(_status_field(text), f"ERRNO={int(errno)}")
+
     def extend_timeout(self, seconds: float) -> None:
         """Ask for more start/stop time, e.g. while a model warms up (``EXTEND_TIMEOUT_USEC``).
 

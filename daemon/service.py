@@ -2,20 +2,23 @@
 
 Start-up order matters for a service manager: the model is loaded and warmed up, the
 publisher and metrics endpoints are bound, and only then is READY=1 sent and capture
-started. Stopping (SIGTERM/SIGINT) stops capture, lets inference drain what is queued,
-flushes the publisher and the recorder, and returns within about two seconds.
+started. Stopping (SIGTERM/SIGINT) stops capture, lets inference finish the batch in
+progress and what is queued (for at most ``shutdown_timeout_s``; frames left are counted as
+dropped), flushes the publisher and the recorder, and logs what became of every frame.
 
 A run whose cameras are all non-looping files ends by itself when every frame has been
-published.
+published. A stage thread that dies, or every camera failing for good, ends the run with
+status 1 (see :mod:`posed.daemon.lifecycle`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,17 +26,20 @@ import numpy as np
 import posed
 from posed.daemon.config import DaemonConfig, non_loopback_endpoints
 from posed.daemon.inference import InferenceStage, Preprocess
+from posed.daemon.lifecycle import Lifecycle
 from posed.daemon.queues import FrameQueue, FrameSignal
+from posed.daemon.stage import StageThread
 from posed.daemon.types import Pose
-from posed.errors import ConfigError
+from posed.daemon.validate import Startup, camera_spec, check_startup, runner_options
+
+__all__ = ["Service", "runner_options", "serve"]
 
 log = logging.getLogger(__name__)
 
-STOP_BUDGET_S = 1.8  # SIGTERM to exit must fit in 2 s (interfaces.md)
 WATCHDOG_STALL_S = 5.0  # no inference heartbeat for this long: stop pinging systemd
 
 
-class Service:
+class Service(Lifecycle):
     """The daemon: build it from a config, :meth:`start`, :meth:`run`, :meth:`stop`.
 
     Args:
@@ -59,21 +65,24 @@ class Service:
         self.recorder: Any = None
         self.metrics_server: Any = None
         self._post_queue: queue.Queue[Pose | None] = queue.Queue(maxsize=256)
-        self._post_thread: threading.Thread | None = None
+        self._post_thread: StageThread | None = None
+        self._post_done = threading.Event()  # set once nothing more will be emitted
         self._processors: Any = None
+        self._startup: Startup | None = None
         self._queues: list[FrameQueue] = []
         self._preprocess: dict[str, Preprocess] = {}
         self.published = 0
+        self.fatal: str | None = None  # why run() gave up, one line
+        self.stuck: list[str] = []  # stages still running when stop() gave up on them
         self._stopped = False
 
     # ------------------------------------------------------------------ start
 
     def _load_model(self) -> Any:
         from posed.engines import compat
-        from posed.engines.bundle import load_bundle
 
-        bundle = load_bundle(self.cfg.model.bundle)
-        engine, options = runner_options(self.cfg.model, bundle)
+        startup = self._startup or check_startup(self.cfg)  # start() has checked it already
+        bundle, engine, options = startup.bundle, startup.engine, startup.options
         runner = compat.load_model(bundle, engine, **options)
         log.info("model %s (%s/%s, %d body parts) on %s%s", bundle.path, engine.value, bundle.format,
                  len(bundle.bodyparts), getattr(runner, "provider", getattr(runner, "device", "?")),
@@ -114,6 +123,8 @@ class Service:
     def start(self) -> None:
         """Load, bind, warm up, then start capturing; sends READY=1 when serving."""
         cfg = self.cfg
+        # The checks `posed config check` runs, before anything starts (ConfigError, exit 2).
+        self._startup = check_startup(cfg)
         self._warn_exposed()
         self.notifier.status("loading model")
         self.runner = self._load_model()
@@ -133,8 +144,10 @@ class Service:
         self.inference = InferenceStage(
             self.runner, self._queues, signal, self._emit, max_batch=cfg.batching.max_batch,
             max_delay_ms=cfg.batching.max_delay_ms, preprocess=self._preprocess,
-            metrics=self.metrics, stop=self._inference_stop)
-        self._post_thread = threading.Thread(target=self._post_loop, name="post", daemon=True)
+            metrics=self.metrics, stop=self._inference_stop, on_reject=self._reject_camera)
+        # Not a daemon thread either: it runs user hooks and the recorder; stop() joins it.
+        self._post_thread = StageThread("post", self._post_done, daemon=False,
+                                        target=self._post_loop)
         self._post_thread.start()
         self.inference.start()
         self._wait_for_subscribers()
@@ -153,11 +166,10 @@ class Service:
                             "" if endpoint.startswith("http") else " without CurveZMQ encryption")
 
     def _make_processors(self) -> Any:
-        from posed.daemon.processors import KalmanPredictor, Processors, load_hook
+        from posed.daemon.processors import KalmanPredictor, Processors
 
-        proc = self.cfg.processors
-        hook = load_hook(proc.hook, proc.hook_args) if proc.hook else None
-        k = proc.kalman
+        hook = self._startup.hook if self._startup is not None else None
+        k = self.cfg.processors.kalman
         kalman = (KalmanPredictor(k.process_noise, k.measurement_noise, k.lead_ms / 1000.0,
                                   k.min_likelihood) if k.enabled else None)
         return Processors(self.runner.bundle.bodyparts, hook=hook, kalman=kalman,
@@ -192,22 +204,18 @@ class Service:
 
     def _make_cameras(self) -> FrameSignal:
         """One queue, preprocessing and (not yet started) capture thread per camera."""
-        from posed.daemon.capture import Camera, CameraSpec, make_queue
+        from posed.daemon.capture import Camera, make_queue
 
         signal = FrameSignal()
         self._queues = []
         self._preprocess = {}
         for cam in self.cfg.cameras:
-            spec = CameraSpec(
-                id=cam.id, source=cam.source, kind=cam.kind, pace=cam.pace, loop=cam.loop,
-                policy=cam.policy, width=cam.width, height=cam.height, fps=cam.fps,
-                pixel_format=cam.pixel_format, options=dict(cam.options),
-                reconnect_initial_s=cam.reconnect_initial_s, reconnect_max_s=cam.reconnect_max_s,
-                queue_size=cam.queue_size)
+            spec = camera_spec(cam)
             q = make_queue(spec, signal, self.metrics)
             self._queues.append(q)
             self._preprocess[cam.id] = Preprocess(cam.crop, cam.resize)
-            self.cameras.append(Camera(spec, q, self.stop_event, metrics=self.metrics))
+            # Each camera its own stop event, so that one can be stopped for good alone.
+            self.cameras.append(Camera(spec, q, threading.Event(), metrics=self.metrics))
         return signal
 
     def _wait_for_subscribers(self) -> None:
@@ -227,7 +235,10 @@ class Service:
                 self._post_queue.put(pose, timeout=0.1)
                 return
             except queue.Full:
-                if self.stop_event.is_set() and self._inference_stop.is_set():
+                if self._post_thread is None or not self._post_thread.is_alive():
+                    # Nobody will take it (the post stage died or was given up on): count it.
+                    self.metrics.frames_dropped.labels(camera=pose.camera,
+                                                       reason="shutdown").inc()
                     return
 
     def _post_loop(self) -> None:
@@ -235,7 +246,7 @@ class Service:
             try:
                 pose = self._post_queue.get(timeout=0.1)
             except queue.Empty:
-                if self._inference_stop.is_set() and (self.inference is None or not self.inference.is_alive()):
+                if self._post_done.is_set():
                     return
                 continue
             if pose is None:
@@ -253,7 +264,7 @@ class Service:
         if len(files) != len(self.cameras) or not all(c.finished.is_set() for c in files):
             return False
         return (self.inference is not None and self.inference.pending() == 0
-                and self._post_queue.empty())
+                and not self.inference.in_flight and self._post_queue.empty())
 
     def _healthy(self, now: float) -> bool:
         """True while frames flow: WATCHDOG=1 is sent only then, so systemd restarts a stall.
@@ -271,62 +282,88 @@ class Service:
                    for c in self.cameras)
 
     def run(self, timeout: float | None = None) -> int:
-        """Serve until stopped (or, for file-only configs, until every frame is out)."""
+        """Serve until stopped (or, for file-only configs, until every frame is out).
+
+        Returns:
+            0; 1 when serving cannot go on (a stage thread died, every camera failed for
+            good: one log line, ``posed_ready``/``posed_healthy`` 0, sd_notify ``ERRNO``) or
+            when a file-only run ends with a failed camera.
+        """
         interval = self.notifier.watchdog_interval() or 1.0
         last_beat = 0.0
         last_count, last_t = 0, time.monotonic()
         end = None if timeout is None else time.monotonic() + timeout
         while not self.stop_event.is_set():
+            fatal = self._fatal_condition()
+            if fatal is not None:
+                return self._fail(*fatal)
             if self._files_done():
                 # Let the last poses leave the post stage before declaring the run complete.
                 time.sleep(0.05)
                 if self._files_done():
-                    log.info("all file sources finished: %d poses published", self.published)
-                    break
+                    return self._files_finished()
             if end is not None and time.monotonic() > end:
                 break
+            down = self._update_gauges()
             now = time.monotonic()
             if now - last_beat >= interval:
                 last_beat = now
                 fps = (self.published - last_count) / max(now - last_t, 1e-6)
                 last_count, last_t = self.published, now
-                self.notifier.status(f"serving {len(self.cameras)} camera(s), {fps:.1f} poses/s")
-                if self._healthy(now):
-                    self.notifier.watchdog()
-            for q in self._queues:
-                self.metrics.queue_depth.labels(queue=f"capture:{q.camera}").set(len(q))
-            self.metrics.queue_depth.labels(queue="post").set(self._post_queue.qsize())
+                self._beat(now, fps, down)
             self.stop_event.wait(0.05)
         return 0
 
+    def _update_gauges(self) -> list[str]:
+        """Queue depths and per-camera up/down; returns the cameras that are down."""
+        for q in self._queues:
+            self.metrics.queue_depth.labels(queue=f"capture:{q.camera}").set(len(q))
+        self.metrics.queue_depth.labels(queue="post").set(self._post_queue.qsize())
+        return self._down_cameras()
+
+    def _beat(self, now: float, fps: float, down: list[str]) -> None:
+        """Status line, ``posed_healthy`` and the watchdog ping (only while healthy)."""
+        status = f"serving {len(self.cameras)} camera(s), {fps:.1f} poses/s"
+        self.notifier.status(status + (f"; down: {', '.join(down)}" if down else ""))
+        healthy = self._healthy(now)
+        self.metrics.healthy.set(1 if healthy else 0)
+        if healthy:
+            self.notifier.watchdog()
+
+    def _files_finished(self) -> int:
+        failed = [c.failed for c in self.cameras if c.failed]
+        if failed:
+            log.error("all file sources finished: %d poses published; %d camera(s) failed "
+                      "(%s)", self.published, len(failed), "; ".join(failed)[:120])
+            return 1
+        log.info("all file sources finished: %d poses published", self.published)
+        return 0
+
     def stop(self) -> None:
-        """Stop capture, drain, flush and release everything (idempotent)."""
+        """Stop capture, drain (within ``shutdown_timeout_s``), flush and release everything;
+        logs what became of every captured frame (idempotent)."""
         if self._stopped:
             return
         self._stopped = True
-        deadline = time.monotonic() + STOP_BUDGET_S
+        t0 = time.monotonic()
         self.notifier.stopping()
         self.metrics.ready.set(0)
+        self.metrics.healthy.set(0)
         self.stop_event.set()
-        for camera in self.cameras:
-            camera.join(max(deadline - time.monotonic(), 0.05) / 2)
-        self._inference_stop.set()
-        if self.inference is not None:
-            self.inference.join(max(deadline - time.monotonic() - 0.4, 0.05))
-            if self.inference.is_alive():
-                self.inference.drain = False
-                self.inference.join(0.2)
-        if self._post_thread is not None:
-            self._post_thread.join(max(deadline - time.monotonic() - 0.3, 0.05))
+        try:
+            self.stuck = self._stop_stages()
+        finally:
+            self._release_stages()  # even after an error here: non-daemon threads must end
         if self.publisher is not None:
-            self.publisher.stop(timeout=max(deadline - time.monotonic() - 0.1, 0.05))
+            left = t0 + self.cfg.shutdown_timeout_s - time.monotonic()
+            self.publisher.stop(timeout=min(max(left, 0.2), 1.0))
         if self.recorder is not None:
             self.recorder.close()
         if self.metrics_server is not None:
             self.metrics_server.close()
-        if self.runner is not None:
+        if self.runner is not None and not self.stuck:  # a stuck batch still uses the model
             self.runner.close()
-        log.info("stopped: %d poses published", self.published)
+        log.info("%s", self._summary())
 
 
 def _where(runner: Any) -> str:
@@ -347,62 +384,29 @@ def serve(cfg: DaemonConfig, *, install_signals: bool = True, metrics: Any = Non
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+    code = 1
     try:
         service.start()
-        return service.run()
+        code = service.run()
     finally:
         service.stop()
+    if service.stuck:
+        code = 1
+    if install_signals:
+        _exit_if_threads_remain(service, code)
+    return code
 
 
-def runner_options(m: Any, bundle: Any) -> tuple[Any, dict[str, Any]]:
-    """The engine and :func:`~posed.engines.compat.load_model` options for a ``model`` section.
+def _exit_if_threads_remain(service: Service, code: int) -> None:
+    """Exit now (flushing logs) when a stage thread is still running, e.g. a batch past
+    ``shutdown_timeout_s`` or a capture read inside FFmpeg: letting the interpreter tear
+    down a thread inside native code aborts the process (C++: exit 134)."""
+    stages = [s for s in (service.inference, service._post_thread, *service.cameras)
+              if s is not None]
+    if not any(s.is_alive() for s in stages):
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
-    Raises:
-        ConfigError: an option that the bundle's engine/format cannot honour.
-    """
-    from posed.engines import compat
-
-    engine = compat.Engine.parse(m.engine or bundle.engine)
-    options: dict[str, Any] = {"threads": m.threads} if m.threads else {}
-    fast_path = engine is compat.Engine.PYTORCH and bundle.format == "safetensors"
-    if m.precision != "auto" and not fast_path:
-        hint = " (export the ONNX bundle with --fp16 or --int8 instead)" if engine is compat.Engine.ONNX else ""
-        raise ConfigError(f"key 'model.precision': '{m.precision}' needs a pytorch safetensors "
-                          f"bundle; {bundle.path} is {engine.value}/{bundle.format}{hint}")
-    if engine is compat.Engine.ONNX:
-        options["provider"] = m.provider
-        if m.device != "auto":
-            options["device"] = m.device
-    elif fast_path:
-        options.update(device=m.device, precision=m.precision, cuda_graphs=m.cuda_graphs,
-                       channels_last=m.channels_last)
-    else:
-        options["device"] = m.device
-    return engine, options
-
-
-def check_config(path: str | Path) -> str:
-    """Validate a config file (and that its model bundle loads); a one-paragraph summary."""
-    from posed.daemon.config import load_config
-    from posed.engines.bundle import load_bundle
-
-    cfg = load_config(path)
-    bundle = load_bundle(cfg.model.bundle)
-    runner_options(cfg.model, bundle)
-    if cfg.processors.hook:
-        from posed.daemon.processors import load_hook
-
-        load_hook(cfg.processors.hook, cfg.processors.hook_args)
-    if cfg.publisher.curve is not None and not Path(cfg.publisher.curve.server_secret_key).is_file():
-        raise ConfigError(f"{path}: key 'publisher.curve.server_secret_key': "
-                          f"{cfg.publisher.curve.server_secret_key} does not exist")
-    lines = [f"{path}: ok",
-             f"  model: {bundle.path} ({bundle.engine}/{bundle.format}, {len(bundle.bodyparts)} body "
-             f"parts: {', '.join(bundle.bodyparts)})",
-             *[f"  camera {c.id}: {c.source} ({c.kind}, policy {c.policy})" for c in cfg.cameras],
-             f"  batching: max_batch {cfg.batching.max_batch}, max_delay {cfg.batching.max_delay_ms} ms",
-             f"  publisher: {cfg.publisher.endpoint}{' (CurveZMQ)' if cfg.publisher.curve else ''}",
-             f"  metrics: {'http://%s:%d/metrics' % (cfg.metrics.host, cfg.metrics.port) if cfg.metrics.enabled else 'off'}"]
-    for endpoint in non_loopback_endpoints(cfg):
-        lines.append(f"  warning: {endpoint} listens beyond this machine")
-    return "\n".join(lines)

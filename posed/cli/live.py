@@ -37,11 +37,13 @@ def add_serve(sub: Any) -> None:
 def cmd_config_check(args: argparse.Namespace) -> int:
     """validate a daemon config without starting
 
-    Validate FILE (unknown keys and wrong types are errors naming the key), load its model
-    bundle (hashes checked) and hook, and print a summary.
+    Run the checks `posed serve` runs before it starts, without starting a camera or loading
+    a model: keys, types and number ranges (errors name the key), camera settings, the model
+    bundle's hashes and engine options, the hook, and the CurveZMQ key files. Refuses exactly
+    what serve refuses, with the same line and exit status 2; prints a summary when ok.
     """
 
-    from posed.daemon.service import check_config
+    from posed.daemon.validate import check_config
 
     print(check_config(args.file))
     return 0
@@ -62,17 +64,34 @@ def _curve_client(args: argparse.Namespace) -> object | None:
     return CurveClient(args.client_key, args.server_key)
 
 
+def _seconds(text: str) -> float:
+    """A finite number of seconds > 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got '{text}'") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
+    return value
+
+
 def cmd_listen(args: argparse.Namespace) -> int:
     """subscribe to a daemon's poses: print them or record csv/h5
 
     Subscribe to a posed daemon. Prints one line per pose, or records DeepLabCut-format tables
-    with --csv/--h5 (one file per camera when several).
+    with --csv/--h5 (one file per camera when several), rewritten every --flush-every seconds
+    and when listening ends: SIGINT (Ctrl-C) and SIGTERM both end it and write the tables.
+    Malformed messages are counted, reported once per kind and skipped.
     """
 
-    from posed.daemon.listening import listen
+    import threading
 
-    n = listen(args.endpoint, csv=args.csv, h5=args.h5, count=args.count, timeout_s=args.timeout,
-               cameras=args.camera or None, curve=_curve_client(args))
+    from posed.daemon.listening import listen, stop_on_signals
+
+    with stop_on_signals(threading.Event()) as stop:
+        n = listen(args.endpoint, csv=args.csv, h5=args.h5, count=args.count,
+                   timeout_s=args.timeout, cameras=args.camera or None,
+                   curve=_curve_client(args), stop=stop, flush_every_s=args.flush_every)
     print(f"{n} poses received", file=sys.stderr)
     return 0 if n or args.timeout is None else 1
 
@@ -87,6 +106,8 @@ def add_listen(sub: Any) -> None:
         p.add_argument("--camera", action="append", help="only this camera (repeatable)")
         p.add_argument("--count", type=positive, help="stop after N poses")
         p.add_argument("--timeout", type=float, help="stop after S seconds")
+        p.add_argument("--flush-every", type=_seconds, default=10.0, metavar="S",
+                       help="rewrite the recording every S seconds (default 10)")
         p.add_argument("--client-key", type=Path, help="CurveZMQ client secret key file")
         p.add_argument("--server-key", type=Path, help="CurveZMQ server public key file")
 

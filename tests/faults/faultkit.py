@@ -7,13 +7,15 @@ pytest puts this folder (it has no ``__init__.py``) on ``sys.path``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import av
 import numpy as np
@@ -277,6 +279,17 @@ class Running:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """Yield ``proc``; on the way out kill it if it still runs, and reap it."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
 
 def counter(metric: Any, **labels: str) -> float:
