@@ -10,6 +10,13 @@ error counters are read from its metrics endpoint first.
 
     python benchmarks/soak.py                  # 10 minutes
     python benchmarks/soak.py --minutes 2 --pace native
+    python benchmarks/soak.py --faults         # + a damaged and a truncated copy of the clip
+
+With ``--faults`` two more looping cameras read copies of the clip re-encoded as all-intra
+MJPEG: one with every 25th packet zeroed (those frames fail to decode), one cut at half its
+bytes (its header promises more frames than it holds). For every message of every camera the
+record checks that ``frame`` is the frame its ``pts`` says (``round(pts × fps)``), and reports
+per camera the messages, the mismatches (0 expected) and the frame indices never published.
 
 Writes ``benchmarks/results/soak.json`` (machine, settings, samples, per-minute figures and
 a summary: RSS growth after warm-up, fd growth, p99 latency spread) and prints the figures.
@@ -87,12 +94,52 @@ def _counters(url: str) -> dict[str, float]:
     return out
 
 
-def _config(folder: Path, pace: str) -> tuple[Path, str, str]:
+DAMAGE_EVERY = 25
+
+
+def _fault_sources(folder: Path, clip: Path) -> dict[str, Path]:
+    """All-intra MJPEG copies of ``clip``: one with every DAMAGE_EVERY-th packet zeroed (same
+    size and timestamps, so exactly those frames are lost), one cut at half its bytes."""
+    import av
+
+    with av.open(str(clip)) as src:
+        images = [f.to_ndarray(format="rgb24") for f in src.decode(video=0)]
+        fps = int(round(src.streams.video[0].average_rate))
+    out = {}
+    for name, damaged in (("damaged", True), ("truncated", False)):
+        path = folder / f"{name}.mp4"
+        with av.open(str(path), "w") as dst:
+            stream = dst.add_stream("mjpeg", rate=fps)
+            stream.height, stream.width = images[0].shape[:2]
+            stream.pix_fmt = "yuvj420p"
+            packets = [p for img in images
+                       for p in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24"))]
+            packets += stream.encode()
+            for i, packet in enumerate(packets):
+                if damaged and i % DAMAGE_EVERY == DAMAGE_EVERY - 1:
+                    bad = av.Packet(bytes(packet.size))
+                    bad.pts, bad.dts, bad.time_base = packet.pts, packet.dts, packet.time_base
+                    bad.stream = packet.stream
+                    packet = bad
+                dst.mux(packet)
+        if not damaged:
+            data = path.read_bytes()
+            path.write_bytes(data[: len(data) // 2])
+        out[name] = path
+    return out
+
+
+def _config(folder: Path, pace: str, faults: bool) -> tuple[Path, str, str]:
     cfg = yaml.safe_load(DEMO_CONFIG.read_text())
     base = DEMO_CONFIG.parent
     cfg["model"]["bundle"] = str((base / cfg["model"]["bundle"]).resolve())
     for cam in cfg["cameras"]:
         cam["source"] = str((base / cam["source"]).resolve())
+    if faults:
+        clip = Path(cfg["cameras"][0]["source"])
+        cfg["cameras"] += [{"id": name, "source": str(path)}
+                           for name, path in _fault_sources(folder, clip).items()]
+    for cam in cfg["cameras"]:
         cam["pace"] = pace
         cam["loop"] = True
     endpoint = f"tcp://127.0.0.1:{_free_port()}"
@@ -102,6 +149,36 @@ def _config(folder: Path, pace: str) -> tuple[Path, str, str]:
     path = folder / "soak.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path, endpoint, f"http://127.0.0.1:{port}/metrics"
+
+
+class FrameCheck:
+    """Per camera: does every message's ``frame`` match its ``pts``, and which frame indices
+    of a pass were never published (decode failures show up here)."""
+
+    def __init__(self) -> None:
+        self.cameras: dict[str, dict] = {}
+
+    def add(self, msg) -> None:
+        cam = self.cameras.setdefault(msg.camera, {"messages": 0, "mismatches": 0,
+                                                   "first_mismatches": [], "seen": set()})
+        cam["messages"] += 1
+        fps = 30.0  # the demo clip's rate (every fault source is made at it too)
+        if round(msg.pts * fps) != msg.frame:
+            cam["mismatches"] += 1
+            if len(cam["first_mismatches"]) < 5:
+                cam["first_mismatches"].append([msg.frame, round(msg.pts, 4)])
+        cam["seen"].add(msg.frame)
+
+    def summary(self) -> dict:
+        out = {}
+        for camera, cam in self.cameras.items():
+            seen = cam["seen"]
+            never = sorted(set(range(max(seen) + 1)) - seen) if seen else []
+            out[camera] = {"messages": cam["messages"], "frame_pts_mismatches": cam["mismatches"],
+                           "first_mismatches": cam["first_mismatches"],
+                           "frames_per_pass": max(seen) + 1 if seen else 0,
+                           "frames_never_published": never[:40]}
+        return out
 
 
 def _minute_row(minute: int, latencies: list[float], seconds: float) -> dict:
@@ -120,13 +197,15 @@ def main() -> int:
                     help="RSS/fd growth is measured from the end of this")
     ap.add_argument("--pace", choices=["fast", "native"], default="fast",
                     help="fast: as fast as the pipeline goes; native: the clip's 30 frames/s")
+    ap.add_argument("--faults", action="store_true",
+                    help="add a camera on a damaged copy of the clip and one on a truncated copy")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "soak.json")
     args = ap.parse_args()
     if args.warmup_minutes >= args.minutes:
         ap.error("--warmup-minutes must be shorter than --minutes")
 
     with tempfile.TemporaryDirectory(prefix="posed-soak-") as tmp:
-        cfg_path, endpoint, metrics_url = _config(Path(tmp), args.pace)
+        cfg_path, endpoint, metrics_url = _config(Path(tmp), args.pace, args.faults)
         log_path = Path(tmp) / "daemon.log"
         with open(log_path, "w") as log:
             daemon = subprocess.Popen(
@@ -144,6 +223,7 @@ def main() -> int:
                 end = t0 + args.minutes * 60
                 next_sample = t0
                 minute_start, latencies, seqs = t0, [], []
+                frames = FrameCheck()
                 received = 0
                 while time.monotonic() < end:
                     if daemon.poll() is not None:
@@ -161,7 +241,9 @@ def main() -> int:
                     msg = sub.recv(0.2)
                     if msg is not None:
                         received += 1
-                        seqs.append(msg.seq)
+                        frames.add(msg)
+                        if msg.camera == "cam0":
+                            seqs.append(msg.seq)
                         latencies.append((msg.receive_ns - msg.capture_ns) / 1e6)
                 if latencies and time.monotonic() - minute_start >= 10:
                     minutes.append(_minute_row(len(minutes) + 1, latencies,
@@ -188,6 +270,7 @@ def main() -> int:
         "minutes": args.minutes, "poses_received": received,
         "poses_per_s": round(received / (args.minutes * 60), 2),
         "seq_gaps_seen": gaps,
+        "frame_index_vs_pts": frames.summary(),
         "rss_mb_after_warmup": warm[0]["rss_mb"], "rss_mb_end": warm[-1]["rss_mb"],
         "rss_mb_max": max(s["rss_mb"] for s in warm),
         "rss_growth_pct_after_warmup": round(rss_growth, 2),
@@ -206,6 +289,9 @@ def main() -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "settings": {"config": "configs/demo.yaml", "pace": args.pace, "loop": True,
+                     "faults": ({"damaged": f"every {DAMAGE_EVERY}th packet zeroed (MJPEG)",
+                                 "truncated": "MJPEG copy cut at half its bytes"}
+                                if args.faults else None),
                      "minutes": args.minutes, "warmup_minutes": args.warmup_minutes,
                      "sample_s": SAMPLE_S, "subscriber": "posed.daemon.client.Subscriber, "
                      "same host, reads every message"},
