@@ -18,11 +18,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-import numpy as np
 
 from posed.daemon.client import SLICE_S, Subscriber
 from posed.daemon.keys import CurveClient
 from posed.daemon.protocol import PoseMessage
+from posed.daemon.recorder import PoseRows
 from posed.errors import DataError, ProtocolError
 
 if TYPE_CHECKING:
@@ -107,55 +107,24 @@ def recording_path(path: Path, camera: str, single: bool) -> Path:
 
 
 class _Recording:
-    """Poses of one camera collected for a DeepLabCut table.
-
-    Each row is keyed by the source's ``frame``, and by the pass over the source it belongs
-    to (``loop``): a looping file restarts ``frame``, so ``frame`` alone would repeat. A new
-    pass starts when ``frame`` goes back (or ``seq`` does: the daemon restarted), or when more
-    frames were captured since the last pose than ``frame`` advanced (the restart itself was
-    among the poses not received). Within a pass ``frame`` only grows, so (loop, frame) never
-    repeats. ``loop`` 0 is the first pass this recording heard.
-    """
+    """Poses of one camera for a DeepLabCut table (rows keyed as :class:`PoseRows` says; a
+    subscriber joins late, so the first pass starts at the first frame heard)."""
 
     def __init__(self, bodyparts: tuple[str, ...]) -> None:
         self.bodyparts = bodyparts
-        self.frames: list[int] = []
-        self.loops: list[int] = []
-        self.rows: list[np.ndarray] = []
+        self.rows = PoseRows(len(bodyparts), from_zero=False)
         self.mismatched = 0
-        self._last: tuple[int, int] | None = None  # (seq, frame) of the last row
 
     def add(self, msg: PoseMessage) -> None:
         if msg.bodyparts != self.bodyparts:
             self.mismatched += 1  # a model swap mid-recording; one table has one layout
             return
-        loop = self.loops[-1] if self.loops else 0
-        if self._last is not None:
-            seq, frame = self._last
-            # seq counts captured frames, frame every source frame: within one pass seq can
-            # never advance more than frame does.
-            if msg.frame <= frame or msg.seq <= seq or msg.seq - seq > msg.frame - frame:
-                loop += 1
-        self._last = (msg.seq, msg.frame)
-        self.loops.append(loop)
-        self.frames.append(msg.frame)
-        self.rows.append(msg.keypoints)
+        self.rows.add(msg.seq, msg.frame, msg.keypoints)
 
     def frame(self, scorer: str) -> pd.DataFrame:
         """The DeepLabCut table: row index ``frame``, or levels (``loop``, ``frame``) when the
         recording holds more than one pass over the source."""
-        import pandas as pd
-
-        from posed.engines.project.posetables import poses_to_frame
-
-        poses = np.stack(self.rows) if self.rows else np.zeros((0, len(self.bodyparts), 3))
-        frames = np.asarray(self.frames, dtype=np.int64)
-        if self.loops and self.loops[-1] > 0:
-            index = pd.MultiIndex.from_arrays([np.asarray(self.loops, dtype=np.int64), frames],
-                                              names=["loop", "frame"])
-        else:
-            index = pd.Index(frames)
-        return poses_to_frame(poses, self.bodyparts, scorer, index=index)
+        return self.rows.table(self.bodyparts, scorer)
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:

@@ -16,21 +16,103 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from posed.daemon.types import Pose
-from posed.engines.project.posetables import poses_to_frame, write_pose_table
+from posed.engines.project.posetables import write_pose_table
 from posed.errors import PosedError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger(__name__)
+
+
+class PoseRows:
+    """The poses of one camera, keyed so that row i of a pass over the source is frame i.
+
+    Each pose arrives with its camera's ``seq`` (frames captured) and ``frame`` (the frame's
+    true index in the source). A looping file or a reconnected stream restarts ``frame``, so
+    rows are keyed by (``loop``, ``frame``): a new pass starts when ``frame`` goes back (or
+    ``seq`` does: the daemon restarted), or when more frames were captured since the last
+    pose than ``frame`` advanced (the restart itself was among the poses not received).
+    Frames of a pass that produced no pose (dropped, failed to decode, never received) are
+    NaN rows with likelihood 0 in :meth:`table`, so positions and frame numbers agree.
+
+    Args:
+        parts: Keypoints per pose (K).
+        from_zero: The first pass starts at frame 0 (the daemon's recorder, which sees the
+            stream from its start); else at the first frame heard (a subscriber joining late).
+    """
+
+    # A jump in ``frame`` larger than this starts a new pass instead of being filled with NaN
+    # rows (about an hour at 30 frames/s; a timestamp discontinuity, not lost frames).
+    MAX_GAP = 100_000
+
+    def __init__(self, parts: int, *, from_zero: bool) -> None:
+        self.parts = parts
+        self.from_zero = from_zero
+        self.loops: list[int] = []
+        self.frames: list[int] = []
+        self.rows: list[np.ndarray] = []
+        self._last: tuple[int, int] | None = None  # (seq, frame) of the last pose
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, seq: int, frame: int, keypoints: np.ndarray) -> None:
+        loop = self.loops[-1] if self.loops else 0
+        if self._last is not None:
+            last_seq, last_frame = self._last
+            # seq counts captured frames, frame every source frame: within one pass seq can
+            # never advance more than frame does.
+            if (frame <= last_frame or seq <= last_seq or seq - last_seq > frame - last_frame
+                    or frame - last_frame > self.MAX_GAP):
+                loop += 1
+        self._last = (seq, frame)
+        self.loops.append(loop)
+        self.frames.append(frame)
+        self.rows.append(np.asarray(keypoints, dtype=np.float32))
+
+    def table(self, bodyparts: Sequence[str], scorer: str) -> "pd.DataFrame":
+        """The DeepLabCut table: row index ``frame``, or levels (``loop``, ``frame``) once the
+        recording holds more than one pass; every frame of a pass has a row."""
+        import pandas as pd
+
+        from posed.engines.project.posetables import poses_to_frame
+
+        loops = np.asarray(self.loops, dtype=np.int64)
+        frames = np.asarray(self.frames, dtype=np.int64)
+        keys_l, keys_f, chunks = [], [], []
+        for loop in np.unique(loops):
+            mine = loops == loop
+            f = frames[mine]
+            start = 0 if (self.from_zero and loop == 0) else int(f[0])
+            span = np.arange(start, int(f[-1]) + 1)
+            block = np.full((len(span), self.parts, 3), np.nan, np.float32)
+            block[:, :, 2] = 0.0  # no pose: likelihood 0, as analysis writes failed frames
+            block[f - start] = np.stack([r for r, m in zip(self.rows, mine) if m])
+            keys_l.append(np.full(len(span), loop))
+            keys_f.append(span)
+            chunks.append(block)
+        poses = np.concatenate(chunks) if chunks else np.zeros((0, self.parts, 3), np.float32)
+        frames_all = np.concatenate(keys_f) if keys_f else np.zeros(0, np.int64)
+        if len(keys_l) > 1:
+            index = pd.MultiIndex.from_arrays([np.concatenate(keys_l), frames_all],
+                                              names=["loop", "frame"])
+        else:
+            index = pd.Index(frames_all)
+        return poses_to_frame(poses, bodyparts, scorer, index=index)
 
 
 class Recorder:
     """Collects poses per camera and writes ``<path>`` (one camera) or ``<stem>_<camera>.h5``.
 
-    The row index is the camera's ``seq``; frames that never produced a pose are absent.
+    Row i of a pass is frame i of the source (:class:`PoseRows`): a frame that produced no
+    pose (dropped by the queue policy, failed to decode, lost at shutdown) is a NaN row with
+    likelihood 0, and a looping source's table is keyed (``loop``, ``frame``).
     """
 
     def __init__(self, path: Path, bodyparts: Sequence[str], scorer: str, cameras: Sequence[str], *,
@@ -42,8 +124,7 @@ class Recorder:
         self.csv = csv
         self.flush_every_s = flush_every_s
         self.metrics = metrics
-        self._rows: dict[str, list[np.ndarray]] = {c: [] for c in self.cameras}
-        self._index: dict[str, list[int]] = {c: [] for c in self.cameras}
+        self._rows: dict[str, PoseRows] = {}
         self._dirty = False
         self._last_flush = time.monotonic()
         self._claimed: set[str] = set()  # cameras whose path this recorder has written
@@ -73,8 +154,10 @@ class Recorder:
 
     def add(self, pose: Pose) -> None:
         """Keep one pose; flushes when the interval has passed."""
-        self._rows.setdefault(pose.camera, []).append(pose.keypoints.astype(np.float32))
-        self._index.setdefault(pose.camera, []).append(pose.seq)
+        rows = self._rows.get(pose.camera)
+        if rows is None:
+            rows = self._rows[pose.camera] = PoseRows(len(self.bodyparts), from_zero=True)
+        rows.add(pose.seq, pose.index, pose.keypoints)
         self._dirty = True
         if time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
@@ -92,8 +175,7 @@ class Recorder:
                 if camera not in self._claimed:
                     self._keep_earlier(camera)
                     self._claimed.add(camera)
-                df = poses_to_frame(np.stack(rows), self.bodyparts, self.scorer,
-                                    index=self._index[camera])
+                df = rows.table(self.bodyparts, self.scorer)
                 write_pose_table(df, self.path_for(camera), csv=self.csv)
             except Exception as exc:  # disk full, permissions: keep running, keep the rows
                 # A PosedError names the file already.

@@ -242,7 +242,12 @@ def test_recorder_writes_one_deeplabcut_table_per_camera(tmp_path):
     rec.close()
     a = pd.read_hdf(tmp_path / "session_a.h5", "df_with_missing")
     b = pd.read_hdf(tmp_path / "session_b.h5", "df_with_missing")
-    assert list(a.index) == [0, 1, 2, 3, 4] and list(b.index) == [0, 2, 4]
+    # Row i is frame i: camera b's frames 1 and 3 produced no pose, so they are NaN rows
+    # with likelihood 0 (as offline analysis writes a frame that failed).
+    assert list(a.index) == [0, 1, 2, 3, 4] and list(b.index) == [0, 1, 2, 3, 4]
+    lik = b.xs("likelihood", axis=1, level="coords")
+    assert b.xs("x", axis=1, level="coords").isna().all(axis=1).tolist() == [0, 1, 0, 1, 0]
+    assert (lik.loc[[1, 3]] == 0).all().all() and (lik.loc[[0, 2, 4]] > 0).all().all()
     assert a.columns.names == ["scorer", "bodyparts", "coords"] and a.shape == (5, 6)
     assert (tmp_path / "session_a.csv").is_file()
 
@@ -267,3 +272,24 @@ def test_watchdog_is_fed_only_while_frames_flow():
     assert service._healthy(now)
     service.inference = SimpleNamespace(is_alive=lambda: False, heartbeat=now)
     assert not service._healthy(now)
+
+
+def test_recorder_keys_a_looping_source_by_pass_and_frame(tmp_path):
+    """A file that loops restarts its frame numbers: rows are keyed (loop, frame), each pass
+    complete from frame 0; a jump too large to be lost frames starts a new pass unfilled."""
+    from posed.daemon.recorder import PoseRows
+
+    rec = Recorder(tmp_path / "loop.h5", ["nose", "tail"], "posed_test", ["a"],
+                   flush_every_s=3600)
+    for seq, frame in enumerate([0, 1, 3, 0, 1]):  # frame 2 of the first pass lost
+        rec.add(Pose("a", seq, frame, None, 0, 0.0, 0, _pose().keypoints))
+    rec.close()
+    df = pd.read_hdf(tmp_path / "loop.h5", "df_with_missing")
+    assert df.index.names == ["loop", "frame"]
+    assert df.index.tolist() == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1)]
+    assert df.loc[(0, 2)].isna().sum() == 4  # x and y of both parts
+
+    rows = PoseRows(2, from_zero=False)
+    rows.add(0, 10, _pose().keypoints)
+    rows.add(1, 10 + PoseRows.MAX_GAP + 1, _pose().keypoints)
+    assert len(rows.table(["nose", "tail"], "s")) == 2
