@@ -58,6 +58,33 @@ def build_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
     return path
 
 
+# Modules with the longest tests or fixtures, first. Under ``--dist loadscope`` a worker takes
+# whole modules in collection order, so starting the long ones first keeps both workers busy
+# to the end instead of leaving one module of minutes as the tail.
+HEAVY_FIRST = ("test_realdata_video.py", "test_multianimal_model.py", "test_export.py",
+               "test_tensorflow_engine.py", "test_engine_contract.py", "test_realdata.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a module
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prebuild_shared_models(request):
+    """Under xdist, worker gw0 starts by training the shared PyTorch model and gw1 the
+    TensorFlow one, when the selected tests need them: both are ready early, and neither
+    worker later waits idle on the other's build."""
+    wanted = {"gw0": "trained_project", "gw1": "tf_trained"}.get(
+        os.environ.get("PYTEST_XDIST_WORKER", ""))
+    if wanted and any(wanted in getattr(item, "fixturenames", ())
+                      for item in request.session.items):
+        try:
+            request.getfixturevalue(wanted)
+        except pytest.skip.Exception:
+            pass  # its framework is not installed: the tests that need it skip themselves
+
+
 @pytest.fixture(scope="session")
 def synth_project(tmp_path_factory) -> Path:
     """A pristine synthetic project (150 labelled frames, a 60-frame video); copy before writing."""
@@ -94,6 +121,27 @@ def tf_trained(synth_project, tmp_path_factory) -> Path:
         assert main(["train", str(proj), "--engine", "tf", "--quiet", *args]) == 0
 
     return build_once(tmp_path_factory, "tftrained", build)
+
+
+@pytest.fixture(scope="session")
+def openfield_trained(tmp_path_factory) -> Path:
+    """DeepLabCut's openfield example project trained for one quick epoch from the CLI (a
+    format test, not accuracy); read-only for the tests."""
+    openfield = DLC_EXAMPLES / "openfield-Pranav-2018-10-30"
+    if not openfield.is_dir():
+        pytest.skip("shared DLC example data absent")
+    pytest.importorskip("torch")
+    from posed.cli import main
+
+    def build(root: Path) -> None:
+        proj = root / openfield.name
+        shutil.copytree(openfield, proj)
+        for p in proj.rglob("*"):
+            p.chmod(p.stat().st_mode | 0o200)
+        assert main(["train", str(proj), "--net", "mobilenet_v2_0.35", "--epochs", "1",
+                     "--crop", "160x160", "--batch-size", "16", "-q"]) == 0
+
+    return build_once(tmp_path_factory, "openfield", build) / openfield.name
 
 
 @pytest.fixture
