@@ -108,7 +108,9 @@ def _fault_sources(folder: Path, clip: Path) -> dict[str, Path]:
     out = {}
     for name, damaged in (("damaged", True), ("truncated", False)):
         path = folder / f"{name}.mp4"
-        with av.open(str(path), "w") as dst:
+        # The index in front (faststart): cut at half, the file still opens and its header
+        # still promises every frame.
+        with av.open(str(path), "w", options={"movflags": "+faststart"}) as dst:
             stream = dst.add_stream("mjpeg", rate=fps)
             stream.height, stream.width = images[0].shape[:2]
             stream.pix_fmt = "yuvj420p"

@@ -173,4 +173,10 @@ class Lifecycle:
                 f"{dropped} dropped{f' ({detail})' if detail else ''}")
         if captured != self.published + dropped:
             line += f"; {captured - self.published - dropped} not accounted for"
+        # Frames that failed to decode were never captured (no seq), but they are lost data too.
+        undecoded = int(sum(self.metrics.registry.get_sample_value(
+            "posed_frames_dropped_total", {"camera": c.spec.id, "reason": "decode"}) or 0
+            for c in self.cameras))
+        if undecoded:
+            line += f"; {undecoded} frame(s) failed to decode"
         return line

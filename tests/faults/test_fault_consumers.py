@@ -112,6 +112,16 @@ def _pose(seq: int) -> Pose:
                 np.zeros((2, 3), np.float32))
 
 
+def _stalled_subscriber(ctx: zmq.Context, endpoint: str, topic: bytes) -> zmq.Socket:
+    """A SUB socket that never reads, with the smallest buffers: it backs up at once."""
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.RCVHWM, 1)
+    sock.setsockopt(zmq.RCVBUF, 4096)
+    sock.setsockopt(zmq.SUBSCRIBE, topic)
+    sock.connect(endpoint)
+    return sock
+
+
 def test_a_stalled_subscriber_loses_only_its_own_poses():
     """Default (per-subscriber drops): while a subscriber that never reads is connected, a
     reading subscriber still gets every pose, and the stalled one gets only some."""
@@ -120,11 +130,7 @@ def test_a_stalled_subscriber_loses_only_its_own_poses():
     pub = Publisher(endpoint, ["a", "b"], hwm=1000, queue_size=n + 10, meta_interval_s=0.05)
     pub.start()
     ctx = zmq.Context()
-    stalled = ctx.socket(zmq.SUB)
-    stalled.setsockopt(zmq.RCVHWM, 1)
-    stalled.setsockopt(zmq.RCVBUF, 4096)
-    stalled.setsockopt(zmq.SUBSCRIBE, b"pose.")
-    stalled.connect(endpoint)
+    stalled = _stalled_subscriber(ctx, endpoint, b"pose.")
     try:
         with Subscriber(endpoint, rcvhwm=100_000) as live:
             assert live.wait_for_meta(5.0)
@@ -172,11 +178,7 @@ def test_in_nodrop_mode_what_a_reader_misses_is_counted_while_another_stalls():
                     nodrop=True)
     pub.start()
     ctx = zmq.Context()
-    stalled = ctx.socket(zmq.SUB)
-    stalled.setsockopt(zmq.RCVHWM, 1)
-    stalled.setsockopt(zmq.RCVBUF, 4096)
-    stalled.setsockopt(zmq.SUBSCRIBE, b"")
-    stalled.connect(endpoint)
+    stalled = _stalled_subscriber(ctx, endpoint, b"")
     seqs: list[int] = []
     done = threading.Event()
     try:

@@ -142,6 +142,8 @@ def test_daemon_frame_field_is_the_true_index(tmp_path):
     assert [m.seq for m in got] == list(range(len(got)))
     dropped = service.metrics.frames_dropped.labels(camera="cam", reason="decode")._value.get()
     assert dropped == len(DAMAGED)
+    # The closing summary says what was lost, not only "0 dropped".
+    assert service._summary().endswith(f"; {len(DAMAGED)} frame(s) failed to decode")
 
 
 def test_listen_rows_of_a_looping_source_are_unambiguous(tmp_path):
