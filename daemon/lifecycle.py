@@ -160,23 +160,27 @@ class Lifecycle:
             log.warning("shutdown: %d queued frame(s) not inferred within shutdown_timeout_s "
                         "(%g s), counted as dropped", len(queued), timeout)
 
-    def _summary(self) -> str:
-        """``stopped: N frame(s) captured, P posed, D dropped (reason n, ...)``."""
-        captured = sum(c.seq for c in self.cameras)
-        lost = {reason: int(sum(
+    def _lost(self) -> dict[str, int]:
+        """Frames lost per reason, all cameras: the captured ones dropped (LOST_REASONS), then
+        ``decode``: frames that failed to decode were never captured (no seq), but are lost
+        data too."""
+        return {reason: int(sum(
             self.metrics.registry.get_sample_value(
                 "posed_frames_dropped_total", {"camera": c.spec.id, "reason": reason}) or 0
-            for c in self.cameras)) for reason in LOST_REASONS}
+            for c in self.cameras)) for reason in (*LOST_REASONS, "decode")}
+
+    def _summary(self, lost: dict[str, int] | None = None) -> str:
+        """``stopped: N frame(s) captured, P posed, D dropped (reason n, ...)``, then what was
+        not accounted for and what failed to decode, when any."""
+        lost = self._lost() if lost is None else lost
+        undecoded = lost.pop("decode", 0)
+        captured = sum(c.seq for c in self.cameras)
         dropped = sum(lost.values())
         detail = ", ".join(f"{r} {n}" for r, n in lost.items() if n)
         line = (f"stopped: {captured} frame(s) captured, {self.published} posed, "
                 f"{dropped} dropped{f' ({detail})' if detail else ''}")
         if captured != self.published + dropped:
             line += f"; {captured - self.published - dropped} not accounted for"
-        # Frames that failed to decode were never captured (no seq), but they are lost data too.
-        undecoded = int(sum(self.metrics.registry.get_sample_value(
-            "posed_frames_dropped_total", {"camera": c.spec.id, "reason": "decode"}) or 0
-            for c in self.cameras))
         if undecoded:
             line += f"; {undecoded} frame(s) failed to decode"
         return line

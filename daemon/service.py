@@ -363,10 +363,10 @@ class Service(Lifecycle):
             self.metrics_server.close()
         if self.runner is not None and not self.stuck:  # a stuck batch still uses the model
             self.runner.close()
-        summary = self._summary()
+        lost = self._lost()
         # A run that lost frames says so above INFO, so a quiet log level still shows it.
-        lossless = summary.endswith(", 0 dropped")  # no reasons, nothing unaccounted or undecoded
-        log.log(logging.INFO if lossless else logging.WARNING, "%s", summary)
+        lossless = not any(lost.values()) and sum(c.seq for c in self.cameras) == self.published
+        log.log(logging.INFO if lossless else logging.WARNING, "%s", self._summary(lost))
 
 
 def _where(runner: Any) -> str:
