@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402
 from posed.bench import measure  # noqa: E402
 
-from posed.engines import compat  # noqa: E402
+from posed.engines import api  # noqa: E402
 from posed.engines.io import atomic_write_text  # noqa: E402
 from posed.engines.project import load_project  # noqa: E402
 from posed.engines.synth import generate_project  # noqa: E402
@@ -66,12 +66,12 @@ def bench_exports(engine: str, project_dir: Path, out: Path, frames: np.ndarray,
     rows = []
     for label, fmt, export_opts, load_opts in EXPORTS.get(engine, []):
         try:
-            bundle = compat.export_model(project_dir, fmt, out / f"{engine}-{label}", engine,
+            bundle = api.export_model(project_dir, fmt, out / f"{engine}-{label}", engine,
                                          **export_opts)
         except Exception as exc:  # an exporter extra may be missing: report it, keep going
             rows.append({"runtime": label, "error": str(exc).splitlines()[0]})
             continue
-        runner = compat.load_model(bundle, **load_opts)
+        runner = api.load_model(bundle, **load_opts)
         rows.append({"runtime": label, "inference": [measure(runner, frames, b, seconds) for b in batches]})
         runner.close()
     return rows
@@ -82,14 +82,14 @@ def bench_engine(engine: str, project_dir: Path, settings: dict, frames: np.ndar
     """Train ``settings`` with ``engine``, time its epochs, then its native and exported runtimes."""
     project = load_project(project_dir)
     t0 = time.perf_counter()
-    folder = compat.train_network(project, 1, engine, dict(settings), progress=False)
+    folder = api.train_network(project, 1, engine, dict(settings), progress=False)
     total = time.perf_counter() - t0
     with open(folder / "learning_stats.csv") as fh:
         rows = list(csv.DictReader(fh))
     epoch_s = [float(r["seconds"]) for r in rows]
     last_err = next((float(r["test_error_px"]) for r in reversed(rows) if r["test_error_px"]), None)
     options = {"device": "cpu"} | ({"threads": threads} if threads else {})
-    runner = compat.load_model(folder, engine, **options)
+    runner = api.load_model(folder, engine, **options)
     infer = [measure(runner, frames, b, seconds) for b in batches]
     runner.close()
     runtimes = [{"runtime": "native", "inference": infer}]
@@ -132,7 +132,7 @@ def main() -> int:
         base = Path(tmp) / "proj"
         generate_project(base, frames=args.frames, size=args.train_size, seed=0, video_frames=0)
         for engine in args.engines:
-            if not compat.engine_available(engine):
+            if not api.engine_available(engine):
                 results.append({"engine": engine, "skipped": "not installed"})
                 continue
             row = bench_engine(engine, base, settings, frames, args.batch, args.seconds, args.threads,

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402
 
 from posed.bench import measure, percentiles  # noqa: E402
-from posed.engines import compat  # noqa: E402
+from posed.engines import api  # noqa: E402
 from posed.engines.io import atomic_write_text  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -138,12 +138,12 @@ def main() -> int:
         # on this model and moved keypoints by hundreds of pixels.)
         calibration = video_frames(32, start=CALIBRATION_START)
         runtimes = [("posed pytorch-eager fp32", bundle, {"device": "cpu"}),
-                    ("posed torchscript fp32", compat.export_model(bundle, "torchscript", tmp / "ts"),
+                    ("posed torchscript fp32", api.export_model(bundle, "torchscript", tmp / "ts"),
                      {"device": "cpu"}),
-                    ("posed onnx-fp32", compat.export_model(bundle, "onnx", tmp / "onnx"),
+                    ("posed onnx-fp32", api.export_model(bundle, "onnx", tmp / "onnx"),
                      {"provider": "cpu"})]
         try:
-            runtimes.append(("posed onnx-int8 (static)", compat.export_model(
+            runtimes.append(("posed onnx-int8 (static)", api.export_model(
                 bundle, "onnx", tmp / "int8", precision="int8", calibration=calibration,
                 check_frames=frames[:8]), {"provider": "cpu"}))
         except Exception as exc:  # e.g. the export's parity check refuses it: report that
@@ -151,7 +151,7 @@ def main() -> int:
                                    "error": str(exc).splitlines()[0]})
         reference = None
         for name, path, options in runtimes:
-            runner = compat.load_model(path, **options)
+            runner = api.load_model(path, **options)
             row = {"runtime": name, **measure(runner, frames, 1, args.seconds)}
             poses = runner.predict(frames)
             if reference is None:
@@ -179,7 +179,7 @@ def main() -> int:
             clip = tmp / VIDEO.name
             first_frames_clip(VIDEO, clip, DLC_ANALYZE_FRAMES)
             t0 = time.perf_counter()
-            report = compat.analyze_videos(bundle, [clip], dest=tmp / "out", progress=False,
+            report = api.analyze_videos(bundle, [clip], dest=tmp / "out", progress=False,
                                            overwrite=True, runner_options={"device": "cpu"})
             seconds = time.perf_counter() - t0
             dlc_fps = DLC_ANALYZE_FRAMES / DLC_ANALYZE_S

@@ -28,7 +28,7 @@ from _machine import machine_info  # noqa: E402
 
 from posed.bench import measure  # noqa: E402
 
-from posed.engines import compat  # noqa: E402
+from posed.engines import api  # noqa: E402
 from posed.engines.bundle import load_bundle  # noqa: E402
 from posed.engines.io import atomic_write_text  # noqa: E402
 from posed.engines.pytorch.backend import random_bundle  # noqa: E402
@@ -66,20 +66,20 @@ def main() -> int:
         bundle = random_bundle(args.net, tmp / "native") if args.net else load_bundle(DEMO)
         exports = {
             "pytorch-eager": bundle.path,
-            "torchscript": compat.export_model(bundle, "torchscript", tmp / "ts"),
-            "onnx-fp32": compat.export_model(bundle, "onnx", tmp / "onnx"),
-            "onnx-int8": compat.export_model(bundle, "onnx", tmp / "int8", precision="int8",
+            "torchscript": api.export_model(bundle, "torchscript", tmp / "ts"),
+            "onnx-fp32": api.export_model(bundle, "onnx", tmp / "onnx"),
+            "onnx-int8": api.export_model(bundle, "onnx", tmp / "int8", precision="int8",
                                              calibration=frames[:16], check_frames=frames[:4]),
         }
         opts = {"threads": args.threads} if args.threads else {}
-        native = compat.load_model(bundle.path, device="cpu", **opts)
+        native = api.load_model(bundle.path, device="cpu", **opts)
         # Agreement is measured on frames the model was trained for (the demo clip): on noise
         # the score maps are flat and their argmax says nothing about the runtime.
         check = None if args.net else _clip_frames(32)
         reference = native.predict(check) if check is not None else None
         for name, path in exports.items():
             extra = {"provider": "cpu"} if name.startswith("onnx") else {"device": "cpu"}
-            runner = native if name == "pytorch-eager" else compat.load_model(path, **extra, **opts)
+            runner = native if name == "pytorch-eager" else api.load_model(path, **extra, **opts)
             diff = None
             if reference is not None:
                 got = runner.predict(check)

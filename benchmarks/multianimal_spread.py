@@ -37,7 +37,7 @@ def one_run(seed: int) -> dict:
     from test_multianimal_model import SIGMA, TRAIN_ARGS, VIDEO_FRAMES
 
     from posed.cli import main
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.project import load_project
     from posed.engines.synth import generate_multianimal_project
 
@@ -48,7 +48,7 @@ def one_run(seed: int) -> dict:
     start = time.perf_counter()
     assert main(["train", str(root), *TRAIN_ARGS, "--seed", str(seed), "-q"]) == 0
     train_s = time.perf_counter() - start
-    result = compat.evaluate_network(load_project(root), 1, sigma=SIGMA)
+    result = api.evaluate_network(load_project(root), 1, sigma=SIGMA)
     test = result.table.loc["test", "all"]
     ap = pd.read_csv(result.folder / "map.csv", index_col=0).loc["test"]
     return {"seed": seed, "cpu_capability": torch.backends.cpu.get_cpu_capability(),

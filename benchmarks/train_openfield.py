@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402
 
-from posed.engines import compat  # noqa: E402
+from posed.engines import api  # noqa: E402
 from posed.engines.io import atomic_write_text  # noqa: E402
 from posed.engines.project import load_project  # noqa: E402
 
@@ -60,10 +60,10 @@ def main() -> int:
                 "lr": args.lr, "batch_size": args.batch_size, "crop": [w, h],
                 "save_every": max(args.epochs // 4, 1)}
     t0 = time.perf_counter()
-    folder = compat.train_network(project, 1, "pytorch", dict(settings))
+    folder = api.train_network(project, 1, "pytorch", dict(settings))
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    result = compat.evaluate_network(project, 1, "pytorch")
+    result = api.evaluate_network(project, 1, "pytorch")
     eval_s = time.perf_counter() - t0
     print(result.format())
     table = result.table.reset_index()

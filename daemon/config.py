@@ -36,7 +36,8 @@ class _Strict(BaseModel):
 class ModelConfig(_Strict):
     """Which model runs and where."""
 
-    bundle: Path = Field(description="model bundle folder (posed.yaml inside)")
+    bundle: Path = Field(description="model bundle folder (posed.yaml inside), or a DeepLabCut "
+                               "shuffle folder (dlc-models-pytorch/iteration-N/<shuffle>/train)")
     engine: str | None = Field(None, description="engine; default: the bundle's")
     device: str = Field("auto", description="pytorch: auto, cpu, cuda, cuda:N")
     provider: str = Field("auto", description="onnx: auto, tensorrt, cuda, cpu")

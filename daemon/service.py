@@ -79,11 +79,11 @@ class Service(Lifecycle):
     # ------------------------------------------------------------------ start
 
     def _load_model(self) -> Any:
-        from posed.engines import compat
+        from posed.engines import api
 
         startup = self._startup or check_startup(self.cfg)  # start() has checked it already
         bundle, engine, options = startup.bundle, startup.engine, startup.options
-        runner = compat.load_model(bundle, engine, **options)
+        runner = api.load_model(bundle, engine, **options)
         log.info("model %s (%s/%s, %d body parts) on %s%s", bundle.path, engine.value, bundle.format,
                  len(bundle.bodyparts), getattr(runner, "provider", getattr(runner, "device", "?")),
                  f", {runner.precision}" if hasattr(runner, "precision") else "")

@@ -30,7 +30,7 @@ class Startup:
     Attributes:
         bundle: The model bundle, every weights file's hash checked.
         engine: The engine that will load it.
-        options: Options for :func:`~posed.engines.compat.load_model`.
+        options: Options for :func:`~posed.engines.api.load_model`.
         hook: The processors hook, built once, or None.
         cameras: Each camera as capture opens it, in config order.
     """
@@ -60,21 +60,21 @@ def camera_spec(cam: CameraConfig) -> CameraSpec:
 
 
 def runner_options(m: Any, bundle: Any) -> tuple[Any, dict[str, Any]]:
-    """The engine and :func:`~posed.engines.compat.load_model` options for a ``model`` section.
+    """The engine and :func:`~posed.engines.api.load_model` options for a ``model`` section.
 
     Raises:
         ConfigError: an option that the bundle's engine/format cannot honour.
     """
-    from posed.engines import compat
+    from posed.engines import api
 
-    engine = compat.Engine.parse(m.engine or bundle.engine)
+    engine = api.Engine.parse(m.engine or bundle.engine)
     options: dict[str, Any] = {"threads": m.threads} if m.threads else {}
-    fast_path = engine is compat.Engine.PYTORCH and bundle.format == "safetensors"
+    fast_path = engine is api.Engine.PYTORCH and bundle.format == "safetensors"
     if m.precision != "auto" and not fast_path:
-        hint = " (export the ONNX bundle with --fp16 or --int8 instead)" if engine is compat.Engine.ONNX else ""
+        hint = " (export the ONNX bundle with --fp16 or --int8 instead)" if engine is api.Engine.ONNX else ""
         raise ConfigError(f"key 'model.precision': '{m.precision}' needs a pytorch safetensors "
                           f"bundle; {bundle.path} is {engine.value}/{bundle.format}{hint}")
-    if engine is compat.Engine.ONNX:
+    if engine is api.Engine.ONNX:
         options["provider"] = m.provider
         if m.device != "auto":
             options["device"] = m.device
@@ -120,7 +120,7 @@ def check_startup(cfg: DaemonConfig) -> Startup:
     Raises:
         ConfigError: ``"<config file>: <key or file>: <what is wrong>"``, one line.
     """
-    from posed.engines.bundle import load_bundle
+    from posed.engines.loading import load_served_model
 
     cameras = []
     for cam in cfg.cameras:
@@ -129,7 +129,8 @@ def check_startup(cfg: DaemonConfig) -> Startup:
         except ConfigError as exc:
             raise _refuse(cfg, "", exc) from None
     try:
-        bundle = load_bundle(cfg.model.bundle)  # verifies every weights file's sha256
+        # A bundle (every weights file's sha256 verified) or a DeepLabCut shuffle folder.
+        bundle = load_served_model(cfg.model.bundle)
     except PosedError as exc:
         raise _refuse(cfg, "key 'model.bundle'", exc) from None
     try:

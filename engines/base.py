@@ -2,7 +2,7 @@
 
 Single-animal runners (:class:`PoseRunner`) turn a batch of frames into one pose per frame.
 Runners of bottom-up multi-animal bundles (:class:`MultiAnimalRunner`, returned by
-:func:`posed.engines.compat.load_model` for bundles whose ``architecture`` lists
+:func:`posed.engines.api.load_model` for bundles whose ``architecture`` lists
 ``individuals``) keep that contract (``predict`` returns the best animal's pose and the
 unique parts, so every single-animal caller still works) and add
 :meth:`MultiAnimalRunner.predict_animals`: per frame every assembled animal, as an

@@ -1,281 +1,482 @@
-"""The framework compatibility layer: one set of functions over every engine.
+"""DeepLabCut's compat API over posed's engines: a DeepLabCut user's script runs unchanged.
 
-What ``deeplabcut/compat.py`` is to DeepLabCut: create a split, train, evaluate, analyse,
-export and load models, whatever the framework. The engine comes from the argument, else the
-project's ``engine`` key, else :data:`DEFAULT_ENGINE`; :mod:`posed.engines.registry` knows
-where each engine's code lives, so importing this module never imports a framework.
+Every public function of ``deeplabcut.compat`` (DeepLabCut 3.0.x), and its
+``create_training_dataset``, with DeepLabCut's parameter names, order and defaults; each
+takes a project's ``config.yaml`` (str or Path) and returns what DeepLabCut returns. They
+share posed's implementation (:mod:`posed.engines.api`): a shuffle DeepLabCut trained is
+served in place (:mod:`posed.engines.dlc`), with DeepLabCut's scorer and output names.
+
+A parameter posed does not act on is accepted with one warning when it changes no output,
+or refused with one line when it would (:mod:`posed.engines.dlc.params`); renamed parameters
+are accepted under both names. posed's own options ride in DeepLabCut's ``**torch_kwargs``
+where a function has them (``snapshot``, ``layout``, ``workers``, ``cluster``, ``progress``,
+``allow_truncated``, ``tracking``, ``runner_options``).
+
+    import posed.engines.compat as deeplabcut
+    deeplabcut.analyze_videos(config, ["v.mp4"], shuffle=1, save_as_csv=True)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-from posed.engines.loading import MULTIANIMAL_ENGINES, load_model, resolve_bundle
-from posed.engines.project.folders import (get_model_folder, get_snapshot, get_train_folder,
-                                           list_snapshots)
-from posed.engines.registry import (DEFAULT_ENGINE, BackendSpec, Engine, capability,
-                                    engine_available, get_backend, list_engines,
-                                    register_engine, resolve_engine)
-from posed.errors import CapabilityError
-
-if TYPE_CHECKING:
-    from posed.engines.bundle import ModelBundle
-    from posed.engines.project import Project, Split
+from posed.engines import api
+from posed.engines.dlc import params
+from posed.engines.dlc.params import no_effect, refuse, renamed
+from posed.engines.registry import Engine
+from posed.errors import CapabilityError, DataError
 
 __all__ = [
-    "DEFAULT_ENGINE", "BackendSpec", "Engine", "capability", "engine_available", "get_backend",
-    "list_engines", "register_engine", "resolve_engine", "get_model_folder", "get_snapshot",
-    "get_train_folder", "list_snapshots", "create_training_dataset", "train_network",
-    "resolve_bundle", "load_model", "evaluate_network", "analyze_videos", "analyze_images",
-    "create_tracking_dataset", "export_model", "import_dlc", "MULTIANIMAL_ENGINES",
+    "Engine", "analyze_images", "analyze_time_lapse_frames", "analyze_videos",
+    "convert_detections2tracklets", "create_training_dataset", "create_tracking_dataset",
+    "evaluate_network", "export_model", "extract_maps", "extract_save_all_maps",
+    "get_available_aug_methods", "get_project_engine", "return_evaluate_network_data",
+    "return_train_network_path", "train_network", "visualize_locrefs", "visualize_paf",
+    "visualize_scoremaps",
 ]
 
-
-# ----------------------------------------------------------------------------- operations
-
-def create_training_dataset(project: "Project", shuffle: int = 1,
-                            train_fraction: float | None = None, seed: int | None = None,
-                            overwrite: bool = False) -> "Split":
-    """Create (or reuse) the reproducible train/test split of ``shuffle``."""
-    from posed.engines.project import create_split
-
-    return create_split(project, shuffle, train_fraction=train_fraction, seed=seed,
-                        overwrite=overwrite)
+_TF_ONLY = "a TensorFlow setting; posed's PyTorch and ONNX engines have no such switch"
+_ORDER = "the order videos are processed in changes no output"
+_MULTI = "multi-animal DeepLabCut models are not supported yet (see the README's table)"
+_MAPS = ("posed's runners return decoded poses; their score maps are not exposed yet "
+         "(visualize_scoremaps/locrefs/paf draw maps you have)")
+_ANALYZE_OPTIONS = ("device", "snapshot_index", "detector_snapshot_index", "snapshot", "layout",
+                    "workers", "cluster", "progress", "allow_truncated", "tracking",
+                    "runner_options")
 
 
-def train_network(project: "Project", shuffle: int = 1, engine: "str | Engine | None" = None,
-                  config: Any = None, *, progress: bool = True, resume: bool = False,
-                  overwrite: bool = False) -> Path:
-    """Train ``shuffle`` with the chosen engine; returns the train folder (a model bundle).
+# ----------------------------------------------------------------------------- engines
 
-    The split is created first if the shuffle has none. ``resume`` continues from the newest
-    snapshot; ``overwrite`` deletes earlier snapshots of this shuffle and starts again.
-    """
-    eng = resolve_engine(engine, project)
-    if project.multianimal and eng is not Engine.PYTORCH:
-        raise CapabilityError(f"multi-animal (bottom-up) models are not supported by engine "
-                              f"'{eng.value}' (engines that can: pytorch)")
-    create_training_dataset(project, shuffle)
-    fn = capability(eng, "train")
-    if overwrite:
-        folder = get_train_folder(project, shuffle, eng)
-        for old in [*list_snapshots(folder), folder / "posed.yaml", folder / "resume-state.safetensors",
-                    folder / "learning_stats.csv"]:
-            old.unlink(missing_ok=True)
-    return fn(project, shuffle, config, progress=progress, resume=resume)
+def get_project_engine(cfg: dict) -> Engine:
+    """The engine of a project config (a dict, as DeepLabCut's ``read_config`` returns):
+    its ``engine`` key, else PyTorch."""
+    value = cfg.get("engine") if isinstance(cfg, dict) else None
+    return Engine.parse(value) if value is not None else Engine.PYTORCH
 
 
-def evaluate_network(project: "Project", shuffle: int = 1, engine: "str | Engine | None" = None,
-                     snapshot: int | str | None = None, **options: Any) -> Any:
-    """Evaluate a trained shuffle on its train and test images (see :mod:`posed.engines.offline.evaluate`)."""
-    from posed.engines.offline.evaluate import evaluate
-
-    eng = resolve_engine(engine, project)
-    runner = load_model(project.root, eng, shuffle=shuffle, snapshot=snapshot)
-    with runner:
-        return evaluate(project, shuffle, runner, get_model_folder(project, shuffle, eng), **options)
-
-
-def analyze_videos(source: "str | Path", videos: Sequence["str | Path"],
-                   engine: "str | Engine | None" = None, *, shuffle: int = 1,
-                   snapshot: int | str | None = None, runner_options: dict | None = None,
-                   workers: int = 1, cluster: str | None = None, **options: Any) -> Any:
-    """Analyse videos with a project's trained model or a bundle (see :mod:`posed.engines.offline.analyze`).
-
-    ``workers`` > 1 or a Ray ``cluster`` hand the videos to :mod:`posed.engines.offline.scale`;
-    otherwise they are analysed one after another in this process.
-    """
-    if workers > 1 or cluster is not None:
-        from posed.engines.offline.scale import analyze_distributed
-
-        return analyze_distributed(source, videos, engine.value if isinstance(engine, Engine)
-                                   else engine, shuffle=shuffle, snapshot=snapshot,
-                                   runner_options=runner_options, workers=workers,
-                                   cluster=cluster, **options)
-    from posed.engines.offline.analyze import analyze_videos as _analyze
-
-    runner = load_model(source, engine, shuffle=shuffle, snapshot=snapshot, **(runner_options or {}))
-    with runner:
-        return _analyze(runner, videos, **options)
+def get_available_aug_methods(engine: "Engine | str") -> tuple[str, ...]:
+    """The augmentation methods of an engine, the default first (DeepLabCut's values)."""
+    eng = Engine.parse(engine)
+    if eng is Engine.PYTORCH:
+        return ("albumentations",)
+    if eng is Engine.TENSORFLOW:
+        return ("imgaug", "default", "deterministic", "scalecrop", "tensorpack")
+    raise RuntimeError(f"engine '{eng.value}' has no augmentation methods")
 
 
-def analyze_images(source: "str | Path", paths: Sequence["str | Path"],
-                   engine: "str | Engine | None" = None, *, shuffle: int = 1,
-                   snapshot: int | str | None = None, **options: Any) -> Any:
-    """Poses for still images, one DeepLabCut-shaped table per folder."""
-    from posed.engines.offline.analyze import analyze_images as _analyze
-
-    runner = load_model(source, engine, shuffle=shuffle, snapshot=snapshot)
-    with runner:
-        return _analyze(runner, paths, **options)
+# ----------------------------------------------------------------------------- shared
 
 
-def create_tracking_dataset(source: "str | Path", videos: Sequence["str | Path"],
-                            engine: "str | Engine | None" = None, *, shuffle: int = 1,
-                            snapshot: int | str | None = None, out: "str | Path | None" = None,
-                            size: int = 32, window: int | None = None, tracker: str = "ellipse",
-                            batch_size: int = 8, train_reid: bool = False,
-                            reid_options: dict | None = None, progress: bool = True,
-                            runner_options: dict | None = None) -> dict[str, Path]:
-    """Appearance samples of the animals in ``videos`` for re-identification, from tracklets.
+def _project(config: "str | Path") -> Any:
+    from posed.engines.project import load_project
 
-    A multi-animal model (project shuffle or bundle) assembles the animals of every frame;
-    tracklets are made and stitched (:mod:`posed.engines.tracking`); every detection in a
-    tracklet becomes one sample: a ``size``×``size`` crop of a ``window``-pixel square around
-    the animal (default :func:`~posed.engines.tracking.crop_window` of the animals found),
-    labelled with its tracklet, stitched identity, frame and video. The samples go to one
-    ``.npz`` (format: :func:`posed.engines.tracking.write_tracking_dataset`), by default
-    ``<bundle>/reid/tracking_dataset.npz``. With ``train_reid`` a ReID model is trained on it
-    into ``<bundle>/reid/`` (or beside ``out``), which analysis then uses when stitching.
+    return load_project(config)
+
+
+def _dlc_choice(trainingsetindex: int, modelprefix: str, snapshot_index: Any = None) -> dict:
+    return {"trainingsetindex": trainingsetindex, "modelprefix": modelprefix or "",
+            "snapshot_index": snapshot_index}
+
+
+def _bundle(config: Any, shuffle: int, engine: Any, trainingsetindex: int, modelprefix: str,
+            options: dict) -> Any:
+    """The model a DeepLabCut call names: DeepLabCut's shuffle when the project has one."""
+    return api.resolve_bundle(
+        config, _engine(engine), shuffle=shuffle, snapshot=options.pop("snapshot", None),
+        layout=options.pop("layout", None),
+        **_dlc_choice(trainingsetindex, modelprefix, options.pop("snapshot_index", None)))
+
+
+def _engine(engine: Any) -> Any:
+    return None if engine is None else Engine.parse(engine)
+
+
+def _device(function: str, gputouse: Any, device: Any) -> dict:
+    """DeepLabCut's ``gputouse=N`` is ``device="cuda:N"``; ``device`` wins when both are set."""
+    if device is not None:
+        return {"device": str(device)}
+    if gputouse is not None:
+        if not isinstance(gputouse, int) or isinstance(gputouse, bool) or gputouse < 0:
+            raise TypeError(f"{function}(): gputouse must be a GPU number, got {gputouse!r}")
+        return {"device": f"cuda:{gputouse}"}
+    return {}
+
+
+def _videos(videos: Any, extensions: Any) -> list[Path]:
+    """DeepLabCut's video list: files as given; folders expanded to files with the extensions
+    (all video types when None)."""
+    from posed.engines.offline.analyze import VIDEO_SUFFIXES, expand_inputs
+
+    if isinstance(videos, (str, Path)):
+        videos = [videos]
+    if isinstance(extensions, str):
+        extensions = [extensions] if extensions else None
+    suffixes = tuple(("." + e.lstrip(".")).lower() for e in extensions) if extensions else VIDEO_SUFFIXES
+    return expand_inputs([str(v) for v in videos], suffixes)
+
+
+def _check(report: Any) -> None:
+    """A run that lost a video raises (DeepLabCut raises too); nothing is lost silently."""
+    if report.failed:
+        first = report.failed[0][1]
+        more = f" (and {len(report.failed) - 1} more)" if len(report.failed) > 1 else ""
+        raise DataError(f"{first}{more}")
+    if not report.ok:
+        path, message = report.truncated[0]
+        raise DataError(f"{message} (pass allow_truncated=True to accept truncated videos)")
+
+
+# ----------------------------------------------------------------------------- datasets
+
+def create_training_dataset(config: "str | Path", num_shuffles: int = 1, Shuffles: Any = None,
+                            windows2linux: bool = False, userfeedback: bool = True,
+                            trainIndices: Any = None, testIndices: Any = None,
+                            net_type: str | None = None, detector_type: str | None = None,
+                            augmenter_type: str | None = None, posecfg_template: Any = None,
+                            superanimal_name: str = "", weight_init: Any = None,
+                            engine: Any = None, ctd_conditions: Any = None) -> list:
+    """DeepLabCut's ``create_training_dataset``: one train/test split per shuffle.
+
+    The split is posed's, or DeepLabCut's own when the project already has it (see
+    :func:`posed.engines.dlc.split.read_dlc_split`); ``trainIndices``/``testIndices`` are
+    positions in DeepLabCut's order of the labelled images (sorted by folder, then image).
+    ``net_type`` and ``engine`` are remembered for :func:`train_network`.
 
     Returns:
-        ``{"dataset": npz path}``, plus ``"reid"``: the model folder when trained.
-
-    Raises:
-        CapabilityError: the model is not a multi-animal model.
-        DataError: no video could be read, or no animal was tracked.
+        ``[(train_fraction, shuffle, (train_indices, test_indices)), ...]`` as DeepLabCut.
     """
-    import numpy as np
+    from posed.engines.dlc.datasets import create_shuffles
 
-    from posed.engines.tracking import crop_window, write_tracking_dataset
-    from posed.errors import DataError
-
-    runner = load_model(source, engine, shuffle=shuffle, snapshot=snapshot,
-                        **(runner_options or {}))
-    with runner:
-        if not getattr(runner, "multianimal", False):
-            raise CapabilityError(f"{runner.bundle.path}: not a multi-animal model; tracking "
-                                  "datasets need one")
-        tracked = _track_videos(runner, videos, tracker, batch_size, progress)
-        bundle_dir = runner.bundle.path
-    if not tracked:
-        raise DataError("no videos to make a tracking dataset from")
-    if window is None:
-        window = crop_window([a for _, frames, _ in tracked for found in frames[::5]
-                              for a in found])
-    samples = _tracklet_samples(tracked, window, size, batch_size)
-    if not samples["crops"]:
-        raise DataError(f"{', '.join(str(v) for v, _, _ in tracked)}: no animal was tracked")
-    reid_dir = Path(out).parent if out is not None else bundle_dir / "reid"
-    path = Path(out) if out is not None else reid_dir / "tracking_dataset.npz"
-    write_tracking_dataset(path, {k: np.stack(v) for k, v in samples.items()},
-                           [str(v) for v, _, _ in tracked], window)
-    result = {"dataset": path}
-    if train_reid:
-        # ReID models are PyTorch's (posed.engines.pytorch.reid), whatever engine tracked.
-        result["reid"] = capability(Engine.PYTORCH, "train_reid")(path, reid_dir,
-                                                                   **(reid_options or {}))
-    return result
+    fn = "create_training_dataset"
+    no_effect(fn, windows2linux=(windows2linux, False, "paths are stored portably"),
+              userfeedback=(userfeedback, True, "posed never asks; an existing split is reused"),
+              augmenter_type=(augmenter_type, None, "posed's augmentation is set at training"))
+    refuse(fn, detector_type=(detector_type, None, "top-down models are not supported yet"),
+           posecfg_template=(posecfg_template, None, "posed trains from its own settings"),
+           superanimal_name=(superanimal_name, "", "SuperAnimal models are not available"),
+           weight_init=(weight_init, None, "pass pretrained weights to posed train"),
+           ctd_conditions=(ctd_conditions, None, "conditional top-down is not supported"))
+    return create_shuffles(_project(config), num_shuffles, Shuffles, trainIndices, testIndices,
+                           net_type=net_type, engine=_engine(engine))
 
 
-def _track_videos(runner: Any, videos: Sequence["str | Path"], tracker: str, batch_size: int,
-                  progress: bool) -> list[tuple[Path, list, Any]]:
-    """Per video: (path, the animals found in each frame, the stitched tracklets)."""
-    from posed.engines.offline.analyze import VIDEO_SUFFIXES, assemble_video, expand_inputs
-    from posed.engines.tracking import make_tracklets, stitch_tracklets
-    from posed.errors import DataError
-
-    tracked = []
-    for video in expand_inputs(videos, VIDEO_SUFFIXES):
-        if not video.is_file():
-            raise DataError(f"{video}: no such file")
-        animals, _, _, _ = assemble_video(runner, video, batch_size=batch_size, progress=progress)
-        per_frame = [animals.found(f) for f in range(len(animals))]
-        stitched = stitch_tracklets(make_tracklets(per_frame, tracker), len(runner.individuals))
-        tracked.append((video, per_frame, stitched))
-    return tracked
-
-
-def _tracklet_samples(tracked: list[tuple[Path, list, Any]], window: int, size: int,
-                      batch_size: int) -> dict[str, list]:
-    """One sample per detection in a tracklet: its crop, tracklet, stitched identity (-1:
-    none), frame, video index and centre; the videos are read again for the crops."""
-    import numpy as np
-
-    from posed.engines.tracking import animal_crops
-    from posed.engines.video import VideoReader
-
-    samples: dict[str, list] = {k: [] for k in ("crops", "tracklet", "track", "frame", "video",
-                                                "centre")}
-    for v, (video, _, stitched) in enumerate(tracked):
-        identity = {m: i for i, members in enumerate(stitched.tracks) for m in members}
-        wanted: dict[int, list[tuple[int, np.ndarray]]] = {}
-        for m, t in enumerate(stitched.tracklets):
-            for frame, pose in zip(t.frames, t.poses):
-                wanted.setdefault(frame, []).append((m, pose))
-        with VideoReader(video) as reader:
-            for rows, frames in reader.batches(batch_size):
-                for row, image in zip(rows.tolist(), frames):  # true indices, as the tracklets
-                    for m, pose in wanted.get(row, []):
-                        samples["crops"].append(animal_crops(image, pose[None], window, size)[0])
-                        samples["tracklet"].append(stitched.tracklets[m].id)
-                        samples["track"].append(identity.get(m, -1))
-                        samples["frame"].append(row)
-                        samples["video"].append(v)
-                        xy = pose[:, :2][np.isfinite(pose[:, :2]).all(axis=1)]
-                        samples["centre"].append(xy.mean(axis=0))
-    return samples
+def create_tracking_dataset(config: "str | Path", videos: Sequence, track_method: str,
+                            video_extensions: Any = None, shuffle: int = 1,
+                            trainingsetindex: int = 0, gputouse: Any = None,
+                            destfolder: Any = None, batch_size: int | None = None,
+                            cropping: Any = None, TFGPUinference: bool = True,
+                            modelprefix: str = "", robust_nframes: bool = False,
+                            n_triplets: int = 1000, engine: Any = None, **kwargs: Any) -> str:
+    """Appearance samples of a multi-animal model's tracklets for re-identification
+    (:func:`posed.engines.api.create_tracking_dataset`); returns the scorer."""
+    fn = "create_tracking_dataset"
+    video_extensions = renamed(fn, kwargs, "videotype", "video_extensions", video_extensions)
+    batch_size = renamed(fn, kwargs, "batchsize", "batch_size", batch_size)
+    params.take_options(fn, kwargs, ())
+    no_effect(fn, TFGPUinference=(TFGPUinference, True, _TF_ONLY),
+              robust_nframes=(robust_nframes, False, "posed always counts decoded frames"),
+              n_triplets=(n_triplets, 1000, "posed samples every tracked detection"))
+    refuse(fn, cropping=(cropping, None, "cropping is not supported for tracking datasets"))
+    bundle = _bundle(config, shuffle, engine, trainingsetindex, modelprefix, {})
+    out = None if destfolder is None else Path(destfolder) / "tracking_dataset.npz"
+    api.create_tracking_dataset(bundle, _videos(videos, video_extensions), tracker=track_method
+                                or "ellipse", batch_size=batch_size or 8, out=out,
+                                runner_options=_device(fn, gputouse, None))
+    return bundle.scorer
 
 
-def import_dlc(source: "str | Path", out: "str | Path", *, overwrite: bool = False) -> Path:
-    """A DeepLabCut export as a posed bundle in ``out``; returns ``out``.
+# ----------------------------------------------------------------------------- training
 
-    A folder is a DeepLabCut 2.x TensorFlow export (``pose_cfg.yaml`` and a frozen graph; the
-    bundle runs on the TensorFlow engine, :mod:`posed.exporters.dlc2`); a file is a
-    DeepLabCut 3 ``.pt`` export (PyTorch engine, :mod:`posed.exporters.dlc`). A framework
-    that is not installed is an :class:`~posed.errors.EngineUnavailableError` with the line
-    that installs it.
+
+def train_network(config: "str | Path", shuffle: int = 1, trainingsetindex: int = 0,
+                  max_snapshots_to_keep: int | None = None, display_iters: int | None = None,
+                  save_iters: int | None = None, max_iters: int | None = None,
+                  epochs: int | None = None, save_epochs: int | None = None,
+                  allow_growth: bool = True, gputouse: Any = None, autotune: bool = False,
+                  keepdeconvweights: bool = True, modelprefix: str = "",
+                  superanimal_name: str = "", superanimal_transfer_learning: bool = False,
+                  engine: Any = None, device: str | None = None, snapshot_path: Any = None,
+                  detector_path: Any = None, batch_size: int | None = None,
+                  detector_batch_size: int | None = None, detector_epochs: int | None = None,
+                  detector_save_epochs: int | None = None, pose_threshold: float = 0.1,
+                  pytorch_cfg_updates: dict | None = None, **kwargs: Any) -> None:
+    """Train a shuffle with posed (the split is created first when missing); returns None."""
+    fn = "train_network"
+    max_iters = renamed(fn, kwargs, "maxiters", "max_iters", max_iters)
+    save_iters = renamed(fn, kwargs, "saveiters", "save_iters", save_iters)
+    display_iters = renamed(fn, kwargs, "displayiters", "display_iters", display_iters)
+    params.take_options(fn, kwargs, ())
+    no_effect(fn, display_iters=(display_iters, None, "posed logs once per epoch"),
+              allow_growth=(allow_growth, True, _TF_ONLY), autotune=(autotune, False, _TF_ONLY),
+              max_snapshots_to_keep=(max_snapshots_to_keep, None, "posed keeps every snapshot"),
+              pose_threshold=(pose_threshold, 0.1, "a top-down setting"))
+    refuse(fn, max_iters=(max_iters, None, "TensorFlow iterations; pass epochs"),
+           save_iters=(save_iters, None, "TensorFlow iterations; pass save_epochs"),
+           keepdeconvweights=(keepdeconvweights, True, "posed has no TensorFlow init"),
+           modelprefix=(modelprefix, "", "posed trains into its own model folder"),
+           superanimal_name=(superanimal_name, "", "SuperAnimal models are not available"),
+           superanimal_transfer_learning=(superanimal_transfer_learning, False,
+                                          "SuperAnimal models are not available"),
+           snapshot_path=(snapshot_path, None, "pass pretrained weights to posed train"),
+           detector_path=(detector_path, None, "top-down models are not supported yet"),
+           detector_batch_size=(detector_batch_size, None, "no detector"),
+           detector_epochs=(detector_epochs, None, "no detector"),
+           detector_save_epochs=(detector_save_epochs, None, "no detector"),
+           pytorch_cfg_updates=(pytorch_cfg_updates, None, "pass posed's training settings"))
+    from posed.engines.dlc.datasets import shuffle_settings
+
+    project = _project(config)
+    _single_fraction(project, trainingsetindex)
+    settings = shuffle_settings(project, shuffle)
+    overrides = {k: v for k, v in (("net", settings.get("net_type")), ("epochs", epochs),
+                                   ("batch_size", batch_size), ("save_every", save_epochs))
+                 if v is not None}
+    overrides.update(_device(fn, gputouse, device))
+    api.train_network(project, shuffle, _engine(engine) or settings.get("engine"), overrides,
+                      progress=True)
+
+
+def _single_fraction(project: Any, trainingsetindex: int) -> None:
+    """posed keeps one split per shuffle, made with the first TrainingFraction."""
+    if trainingsetindex != 0:
+        raise CapabilityError(f"{project.config_path}: trainingsetindex={trainingsetindex!r}: "
+                              "posed trains one split per shuffle, with TrainingFraction[0]")
+
+
+def return_train_network_path(config: "str | Path", shuffle: int = 1, trainingsetindex: int = 0,
+                              modelprefix: str = "", engine: Any = None) -> tuple[Path, Path, Path]:
+    """``(train/<model config>, test/pose_cfg.yaml, train/)`` of a shuffle in DeepLabCut's
+    layout, absolute, whether or not they exist (DeepLabCut's rule)."""
+    from posed.engines.dlc.layout import model_folder, train_fraction
+
+    project = _project(config)
+    eng = _engine(engine) or get_project_engine(project.raw)
+    folder = model_folder(project, shuffle, train_fraction(project, trainingsetindex), eng,
+                          modelprefix)
+    return folder / "train" / eng.pose_cfg_name, folder / "test" / "pose_cfg.yaml", folder / "train"
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate_network(config: "str | Path", shuffles: Sequence[int] = (1,),
+                     trainingsetindex: Any = 0, plotting: bool = False, show_errors: bool = True,
+                     comparison_bodyparts: Any = "all", gputouse: Any = None,
+                     rescale: bool = False, modelprefix: str = "",
+                     per_keypoint_evaluation: bool = False, snapshots_to_evaluate: Any = None,
+                     pcutoff: float | None = None, engine: Any = None,
+                     **torch_kwargs: Any) -> None:
+    """Evaluate shuffles on their train and test images; prints the results, returns None."""
+    fn = "evaluate_network"
+    shuffles = renamed(fn, torch_kwargs, "Shuffles", "shuffles", shuffles, (1,))
+    comparison_bodyparts = renamed(fn, torch_kwargs, "comparisonbodyparts",
+                                   "comparison_bodyparts", comparison_bodyparts, "all")
+    options = params.take_options(fn, torch_kwargs, ("device", "snapshotindex", "snapshot",
+                                                     "layout"))
+    no_effect(fn, per_keypoint_evaluation=(per_keypoint_evaluation, False,
+                                           "posed always reports every body part"))
+    refuse(fn, comparison_bodyparts=(comparison_bodyparts, "all", "posed evaluates all parts"),
+           rescale=(rescale, False, "posed evaluates at the labelled size"),
+           snapshots_to_evaluate=(snapshots_to_evaluate, None, "pass snapshotindex or snapshot"))
+    device = _device(fn, gputouse, options.pop("device", None))
+    for shuffle in ([shuffles] if isinstance(shuffles, int) else list(shuffles)):
+        result = api.evaluate_network(
+            config, shuffle, _engine(engine), snapshot=options.get("snapshot"),
+            layout=options.get("layout"), runner_options=device, pcutoff=pcutoff,
+            plots=plotting, dlc=_dlc_choice(trainingsetindex, modelprefix,
+                                            options.get("snapshotindex")))
+        if show_errors:
+            print(f"Evaluation of shuffle {shuffle} ({result.folder}):")
+            print(result.format())
+
+
+def return_evaluate_network_data(config: "str | Path", shuffle: int = 0, trainingsetindex: int = 0,
+                                 comparison_bodyparts: Any = "all", snapshotindex: Any = None,
+                                 rescale: bool = False, fulldata: bool = False,
+                                 show_errors: bool = True, modelprefix: str = "",
+                                 returnjustfns: bool = True, engine: Any = None) -> Any:
+    """DeepLabCut 3 has this for TensorFlow shuffles only (PyTorch raises
+    NotImplementedError); posed has no TensorFlow evaluation data files either."""
+    raise NotImplementedError("return_evaluate_network_data: DeepLabCut 3 implements it for "
+                              "TensorFlow shuffles only; use evaluate_network's files")
+
+
+# ----------------------------------------------------------------------------- analysis
+
+def analyze_videos(config: "str | Path", videos: Sequence, video_extensions: Any = None,
+                   shuffle: int = 1, trainingsetindex: int = 0, gputouse: Any = None,
+                   save_as_csv: bool = False, in_random_order: bool = True,
+                   destfolder: Any = None, batch_size: int | None = None, cropping: Any = None,
+                   TFGPUinference: bool = True, dynamic: tuple = (False, 0.5, 10),
+                   modelprefix: str = "", robust_nframes: bool = False,
+                   allow_growth: bool = False, use_shelve: bool = False, auto_track: bool = True,
+                   n_tracks: int | None = None, animal_names: Any = None, calibrate: bool = False,
+                   identity_only: bool = False, use_openvino: Any = None, engine: Any = None,
+                   overwrite: bool = False, **torch_kwargs: Any) -> str:
+    """Analyse videos into DeepLabCut's files; returns the scorer, as DeepLabCut does.
+
+    A video that fails (or is truncated, unless ``allow_truncated=True``) raises
+    :class:`~posed.errors.DataError` after the others are written.
     """
-    eng = Engine.TENSORFLOW if Path(source).is_dir() else Engine.PYTORCH
-    return Path(capability(eng, "import_dlc")(source, out, overwrite=overwrite))
+    fn = "analyze_videos"
+    video_extensions = renamed(fn, torch_kwargs, "videotype", "video_extensions", video_extensions)
+    batch_size = renamed(fn, torch_kwargs, "batchsize", "batch_size", batch_size)
+    options = params.take_options(fn, torch_kwargs, _ANALYZE_OPTIONS)
+    no_effect(fn, in_random_order=(in_random_order, True, _ORDER),
+              TFGPUinference=(TFGPUinference, True, _TF_ONLY),
+              allow_growth=(allow_growth, False, _TF_ONLY),
+              use_shelve=(use_shelve, False, "posed keeps no per-frame pickle"),
+              robust_nframes=(robust_nframes, False, "posed always counts decoded frames"))
+    refuse(fn, cropping=(cropping, None, "analyse the whole frame, or crop the video first"),
+           dynamic=(bool(tuple(dynamic)[0]), False, "dynamic cropping is not available yet"),
+           use_openvino=(bool(use_openvino), False, "the OpenVINO engine is not available yet"),
+           n_tracks=(n_tracks, None, _MULTI), animal_names=(animal_names, None, _MULTI),
+           calibrate=(calibrate, False, _MULTI), identity_only=(identity_only, False, _MULTI),
+           detector_snapshot_index=(options.pop("detector_snapshot_index", None), None,
+                                    "top-down models are not supported yet"))
+    if not auto_track and options.get("tracking") is None:
+        options["tracking"] = {"identities": "none"}
+    runner = {**(options.pop("runner_options", None) or {}),
+              **_device(fn, gputouse, options.pop("device", None))}
+    bundle = _bundle(config, shuffle, engine, trainingsetindex, modelprefix, options)
+    report = api.analyze_videos(bundle, _videos(videos, video_extensions), _engine(engine),
+                                runner_options=runner, dest=destfolder, csv=save_as_csv,
+                                batch_size=batch_size or _project(config).batch_size,
+                                overwrite=overwrite, **options)
+    _check(report)
+    return bundle.scorer
 
 
-def export_model(source: "str | Path | ModelBundle", fmt: str, out: "str | Path",
-                 engine: "str | Engine | None" = None, *, shuffle: int = 1,
-                 snapshot: int | str | None = None, **options: Any) -> Path:
-    """Export a trained model (bundle, bundle folder or project shuffle) to ``fmt`` in ``out``.
+def analyze_images(config: "str | Path", images: Any, frame_type: str | None = None,
+                   destfolder: Any = None, shuffle: int = 1, trainingsetindex: int = 0,
+                   max_individuals: int | None = None, device: str | None = None,
+                   snapshot_index: Any = None, detector_snapshot_index: Any = None,
+                   save_as_csv: bool = False, modelprefix: str = "", plotting: bool = False,
+                   pcutoff: float | None = None, bbox_pcutoff: float | None = None,
+                   plot_skeleton: bool = False, **torch_kwargs: Any) -> dict[str, Any]:
+    """Poses for images (files or folders, ``frame_type`` their extension); one table per
+    folder. Returns ``{image path: (K, 3) array of x, y, likelihood}``."""
+    from posed.engines.offline.analyze import IMAGE_SUFFIXES, expand_inputs
 
-    The engine that produced the model exports it. From a project, the parity check runs on
-    the shuffle's test images and INT8 calibration uses (up to 32 of) its training images.
-    """
-    bundle = resolve_bundle(source, engine, shuffle=shuffle, snapshot=snapshot)
-    if not hasattr(source, "bodyparts") and not _is_bundle_path(source):
-        from posed.engines.project import load_project
-
-        project = load_project(source)
-        size = options.get("fixed_size")
-        options.setdefault("check_frames", _project_frames(project, shuffle, "test", 8, size))
-        if options.get("precision") == "int8":
-            options.setdefault("calibration", _project_frames(project, shuffle, "train", 32, size))
-    eng = Engine.parse(bundle.engine)
-    return capability(eng, "export")(bundle, fmt, Path(out), **options)
-
-
-def _is_bundle_path(source: Any) -> bool:
-    from posed.engines.bundle import is_bundle
-
-    return isinstance(source, (str, Path)) and is_bundle(source)
+    fn = "analyze_images"
+    options = params.take_options(fn, torch_kwargs, ("snapshot", "layout", "progress"))
+    refuse(fn, max_individuals=(max_individuals, None, _MULTI),
+           detector_snapshot_index=(detector_snapshot_index, None,
+                                    "top-down models are not supported yet"),
+           plotting=(plotting, False, "plot with posed's labelled-video tools"),
+           bbox_pcutoff=(bbox_pcutoff, None, "top-down models are not supported yet"))
+    no_effect(fn, pcutoff=(pcutoff, None, "used only for plotting"),
+              plot_skeleton=(plot_skeleton, False, "used only for plotting"))
+    suffixes = (("." + frame_type.lstrip(".")).lower(),) if frame_type else IMAGE_SUFFIXES
+    paths = expand_inputs([images] if isinstance(images, (str, Path)) else list(images), suffixes)
+    bundle = _bundle(config, shuffle, None, trainingsetindex, modelprefix,
+                     {**options, "snapshot_index": snapshot_index})
+    report = api.analyze_images(bundle, paths, runner_options=_device(fn, None, device),
+                                dest=destfolder, csv=save_as_csv,
+                                progress=options.get("progress", True))
+    _check(report)
+    return _image_poses(report.outputs)
 
 
-def _project_frames(project: "Project", shuffle: int, which: str, limit: int,
-                    size: "tuple[int, int] | None") -> Any:
-    """Up to ``limit`` labelled images of one split set as a uint8 batch of one size.
+def _image_poses(tables: list[Path]) -> dict[str, Any]:
+    from posed.engines.project.posetables import read_pose_table
 
-    Images are resized to ``size`` (height, width) when given, else only those of the most
-    common size are used.
-    """
-    import collections
+    poses: dict[str, Any] = {}
+    for h5 in tables:
+        df = read_pose_table(h5)
+        values = df.to_numpy(dtype="float32").reshape(len(df), -1, 3)
+        poses.update(zip((str(i) for i in df.index), values))
+    return poses
 
-    import cv2
-    import numpy as np
 
-    from posed.engines.project import load_image, load_split
+def analyze_time_lapse_frames(config: "str | Path", directory: "str | Path",
+                              frametype: str = ".png", shuffle: int = 1,
+                              trainingsetindex: int = 0, gputouse: Any = None,
+                              device: str | None = None, save_as_csv: bool = False,
+                              modelprefix: str = "", engine: Any = None) -> dict[str, Any]:
+    """The images of ``directory`` (``frametype`` files), as :func:`analyze_images` with the
+    output in ``directory``."""
+    return analyze_images(config, directory, frame_type=frametype, destfolder=directory,
+                          shuffle=shuffle, trainingsetindex=trainingsetindex,
+                          device=_device("analyze_time_lapse_frames", gputouse, device).get("device"),
+                          save_as_csv=save_as_csv, modelprefix=modelprefix)
 
-    split = load_split(project, shuffle)
-    names = list(split.test if which == "test" else split.train) or list(split.train)
-    images = [load_image(project.root, n) for n in names[: limit * 2]]
-    if size is not None:
-        images = [cv2.resize(im, (size[1], size[0]), interpolation=cv2.INTER_AREA) for im in images]
-    common = collections.Counter(im.shape for im in images).most_common(1)[0][0]
-    return np.stack([im for im in images if im.shape == common][:limit])
+
+def convert_detections2tracklets(config: "str | Path", videos: Sequence, video_extensions: Any = None,
+                                 shuffle: int = 1, trainingsetindex: int = 0,
+                                 overwrite: bool = False, destfolder: Any = None,
+                                 ignore_bodyparts: Any = None, inferencecfg: Any = None,
+                                 modelprefix: str = "", greedy: bool = False,
+                                 calibrate: bool = False, window_size: int = 0,
+                                 identity_only: bool = False, track_method: str = "",
+                                 engine: Any = None, **kwargs: Any) -> None:
+    """DeepLabCut's step from detections to tracklets. posed's ``analyze_videos`` assembles
+    and tracks multi-animal models itself, and DeepLabCut's multi-animal models are not
+    supported yet, so this is refused."""
+    raise CapabilityError("convert_detections2tracklets: posed's analyze_videos tracks "
+                          "multi-animal models itself (its tracking= option); " + _MULTI)
+
+
+# ----------------------------------------------------------------------------- maps, export
+
+
+def extract_maps(config: "str | Path", shuffle: int = 0, trainingsetindex: int = 0,
+                 gputouse: Any = None, device: str | None = None, rescale: bool = False,
+                 Indices: Any = None, modelprefix: str = "", engine: Any = None) -> dict:
+    """DeepLabCut's score-map extraction: refused, posed's runners return decoded poses
+    (their score maps are not exposed yet)."""
+    raise CapabilityError(f"extract_maps: {_MAPS}")
+
+
+def extract_save_all_maps(config: "str | Path", shuffle: int = 1, trainingsetindex: int = 0,
+                          comparison_bodyparts: Any = "all", extract_paf: bool = True,
+                          all_paf_in_one: bool = True, gputouse: Any = None,
+                          device: str | None = None, rescale: bool = False, Indices: Any = None,
+                          modelprefix: str = "", dest_folder: Any = None,
+                          snapshot_index: Any = None, detector_snapshot_index: Any = None,
+                          engine: Any = None, **kwargs: Any) -> None:
+    """Refused as :func:`extract_maps`."""
+    raise CapabilityError(f"extract_save_all_maps: {_MAPS}")
+
+
+def export_model(cfg_path: "str | Path", shuffle: int = 1, trainingsetindex: int = 0,
+                 snapshotindex: Any = None, iteration: int | None = None,
+                 TFGPUinference: bool = True, overwrite: bool = False, make_tar: bool = True,
+                 wipepaths: bool = False, without_detector: bool = False, modelprefix: str = "",
+                 engine: Any = None) -> None:
+    """The ``.pt`` DeepLabCut-Live loads, in DeepLabCut's ``exported-models-pytorch/``
+    (:func:`posed.engines.dlc.export.export_dlc_live`); returns None as DeepLabCut."""
+    from posed.engines.dlc.export import export_dlc_live
+
+    fn = "export_model"
+    no_effect(fn, TFGPUinference=(TFGPUinference, True, _TF_ONLY),
+              make_tar=(make_tar, True, "a PyTorch export is one file"),
+              without_detector=(without_detector, False, "no detector"))
+    project = _project(cfg_path)
+    export_dlc_live(project, shuffle, trainingsetindex, snapshotindex, iteration, overwrite,
+                    wipepaths, modelprefix, _engine(engine))
+
+
+# ----------------------------------------------------------------------------- visualisation
+
+def visualize_scoremaps(image: Any, scmap: Any) -> tuple:
+    """An image with a score map over it; returns ``(figure, axes)`` (matplotlib)."""
+    from posed.engines.dlc.maps import show_scoremap
+
+    return show_scoremap(image, scmap)
+
+
+def visualize_locrefs(image: Any, scmap: Any, locref_x: Any, locref_y: Any, step: int = 5,
+                      zoom_width: int = 0) -> tuple:
+    """Location-refinement vectors over a score map; returns ``(figure, axes)``."""
+    from posed.engines.dlc.maps import show_locrefs
+
+    return show_locrefs(image, scmap, locref_x, locref_y, step, zoom_width)
+
+
+def visualize_paf(image: Any, paf: Any, step: int = 5, colors: Any = None) -> tuple:
+    """Part-affinity fields as arrows; returns ``(figure, axes)``."""
+    from posed.engines.dlc.maps import show_paf
+
+    return show_paf(image, paf, step, colors)

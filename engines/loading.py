@@ -1,6 +1,6 @@
 """Loading a model: a bundle folder, a bundle object or a project's trained shuffle -> a runner.
 
-:mod:`posed.engines.compat` re-exports these; offline jobs (:mod:`posed.engines.offline.scale`)
+:mod:`posed.engines.api` re-exports these; offline jobs (:mod:`posed.engines.offline.scale`)
 import them from here, so they never import the facade that imports them.
 """
 
@@ -13,42 +13,122 @@ from typing import TYPE_CHECKING, Any
 from posed.engines.bundle import ModelBundle, is_bundle, load_bundle, sha256_file
 from posed.engines.project.folders import get_snapshot
 from posed.engines.registry import Engine, capability, resolve_engine
-from posed.errors import CapabilityError, ModelLoadError
+from posed.errors import CapabilityError, ConfigError, ModelLoadError
 
 if TYPE_CHECKING:
     from posed.engines.base import PoseRunner
 
-__all__ = ["MULTIANIMAL_ENGINES", "load_model", "resolve_bundle"]
+__all__ = ["MULTIANIMAL_ENGINES", "load_model", "load_served_model", "resolve_bundle"]
 
 MULTIANIMAL_ENGINES = (Engine.PYTORCH, Engine.ONNX)
 """Engines with a multi-animal runner (PyTorch trains and exports the models; ONNX runs them)."""
 
 
 def resolve_bundle(source: "str | Path | ModelBundle", engine: "str | Engine | None" = None, *,
-                   shuffle: int = 1, snapshot: int | str | None = None) -> ModelBundle:
-    """The bundle behind a bundle folder, a bundle object, or a project's trained shuffle."""
+                   shuffle: int = 1, snapshot: int | str | None = None,
+                   layout: str | None = None, **dlc: Any) -> ModelBundle:
+    """The bundle behind a bundle folder, a bundle object, or a project's trained shuffle.
+
+    A project's shuffle is posed's (``posed-models-<engine>/``) or DeepLabCut's
+    (``dlc-models-pytorch/``, served in place: :mod:`posed.engines.dlc.shuffle`); ``layout``
+    (``"posed"``, ``"deeplabcut"``) chooses, and without it the one that exists is used (both
+    existing is an error that asks to choose). ``snapshot`` is an epoch in either layout;
+    ``dlc`` takes DeepLabCut's ``snapshot_index``, ``trainingsetindex`` and ``modelprefix``.
+    """
     if isinstance(source, ModelBundle):
         return source
     if is_bundle(source):
         bundle = load_bundle(source)
         return _with_snapshot(bundle, snapshot) if snapshot is not None else bundle
+    from posed.engines.dlc.layout import shuffle_from_folder
     from posed.engines.project import load_project
 
+    found = shuffle_from_folder(source)  # a DeepLabCut shuffle folder named directly
+    if found is None:
+        found = _dlc_shuffle(load_project(source), shuffle, layout, engine, **dlc)
+    if found is not None:
+        from posed.engines.dlc.shuffle import shuffle_bundle
+
+        return shuffle_bundle(found, _dlc_snapshot(found, snapshot, dlc.get("snapshot_index")))
     project = load_project(source)
     eng = resolve_engine(engine, project)
     snap = get_snapshot(project, shuffle, eng, snapshot)
     return _with_snapshot(load_bundle(snap.parent, verify=False), snap.stem.split("-")[1])
 
 
+LAYOUTS = ("posed", "deeplabcut")
+
+
+def load_served_model(path: "str | Path") -> ModelBundle:
+    """The model a daemon serves: a bundle folder (every weights file's hash checked) or a
+    DeepLabCut shuffle folder (``dlc-models-pytorch/.../<shuffle>[/train]``, served in place
+    with the project's ``snapshotindex``).
+
+    Raises:
+        ModelLoadError: neither, or a damaged bundle or snapshot.
+    """
+    from posed.engines.dlc.layout import shuffle_from_folder
+
+    if is_bundle(path):
+        return load_bundle(path)
+    found = shuffle_from_folder(path)
+    if found is None:
+        raise ModelLoadError(f"{path}: not a model bundle (no posed.yaml) nor a DeepLabCut "
+                             "shuffle folder (dlc-models-pytorch/iteration-N/<shuffle>/train)")
+    from posed.engines.dlc.shuffle import shuffle_bundle
+
+    return shuffle_bundle(found, found.snapshot())
+
+
+def _dlc_shuffle(project: Any, shuffle: int, layout: str | None, engine: Any,
+                 trainingsetindex: int = 0, modelprefix: str = "",
+                 snapshot_index: Any = None) -> Any:
+    """The DeepLabCut shuffle to serve, or None for posed's own layout."""
+    from posed.engines.dlc.layout import find_shuffle
+    from posed.engines.project.folders import get_train_folder, list_snapshots
+
+    if layout not in (None, *LAYOUTS):
+        raise ConfigError(f"layout: must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if layout == "posed":
+        return None
+    found = find_shuffle(project, shuffle, trainingsetindex, modelprefix)
+    if layout == "deeplabcut" and found is None:
+        raise ModelLoadError(f"{project.root}: no DeepLabCut shuffle {shuffle} "
+                             f"(dlc-models-pytorch/ or dlc-models/ with a train/ config)")
+    if layout is None and found is not None:
+        own = get_train_folder(project, shuffle, resolve_engine(engine, project))
+        if list_snapshots(own):
+            raise ConfigError(f"{project.root}: shuffle {shuffle} is trained both by posed "
+                              f"({own}) and by DeepLabCut ({found.train_dir}); choose one "
+                              "with layout (--layout posed|deeplabcut)")
+    return found
+
+
+def _dlc_snapshot(found: Any, epoch: int | str | None, index: Any) -> Any:
+    """A snapshot by epoch (posed's ``snapshot``), else by DeepLabCut's index rule."""
+    if epoch is None or epoch == "last":
+        return found.snapshot(index)
+    if str(epoch).lower() == "best":
+        return found.snapshot("best")
+    match = [s for s in found.snapshots() if s.epoch == int(epoch)]
+    if not match:
+        have = ", ".join(s.path.name for s in found.snapshots()) or "none"
+        raise ModelLoadError(f"{found.train_dir}: no snapshot of epoch {epoch} (have: {have})")
+    return match[0]  # the plain snapshot before the best copy of the same epoch
+
+
 def load_model(source: "str | Path | ModelBundle", engine: "str | Engine | None" = None,
                *, shuffle: int = 1, snapshot: int | str | None = None,
+               layout: str | None = None, dlc: dict | None = None,
                **options: Any) -> "PoseRunner":
     """Load a runner from a bundle directory, a bundle object or a project (+ shuffle/snapshot).
 
     The engine comes from ``engine``, else from the bundle itself. ``options`` go to the
-    engine's runner (``device``, ``threads``, ``provider``, ...).
+    engine's runner (``device``, ``threads``, ``provider``, ...); ``layout`` and ``dlc``
+    choose a project's shuffle as :func:`resolve_bundle` says.
     """
-    bundle = resolve_bundle(source, engine, shuffle=shuffle, snapshot=snapshot)
+    bundle = resolve_bundle(source, engine, shuffle=shuffle, snapshot=snapshot, layout=layout,
+                            **(dlc or {}))
     eng = Engine.parse(engine) if engine is not None else Engine.parse(bundle.engine)
     if "individuals" in bundle.architecture and eng not in MULTIANIMAL_ENGINES:
         # Bottom-up multi-animal bundles return a MultiAnimalRunner (engines/base.py); the

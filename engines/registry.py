@@ -9,6 +9,10 @@ names under ``tools`` (exporters, importers and the ReID model live outside the 
 - ``load_runner(bundle, **options) -> PoseRunner``: inference;
 - ``export(bundle, fmt, out, **options) -> Path``: export a bundle;
 - ``import_dlc(source, out, *, overwrite) -> Path``: a DeepLabCut export as a posed bundle;
+- ``import_dlc_snapshot(pose_cfg, snapshot, out, *, source) -> Path``: a DeepLabCut shuffle's
+  training snapshot as a posed bundle (what serves a shuffle folder in place);
+- ``export_dlc_live(pose_cfg, snapshot, out, *, wipepaths) -> Path``: a DeepLabCut shuffle's
+  snapshot as the ``.pt`` DeepLabCut-Live loads;
 - ``train_reid(dataset, out, **options) -> Path`` and ``load_reid(folder)``: the
   re-identification model of multi-animal tracking.
 
@@ -36,6 +40,27 @@ class Engine(str, enum.Enum):
     PYTORCH = "pytorch"
     TENSORFLOW = "tensorflow"
     ONNX = "onnx"
+    TF = "tensorflow"  # noqa: PIE796 DeepLabCut's name for the TensorFlow engine (an alias: TF is TENSORFLOW)
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """Every name :meth:`parse` accepts for this engine."""
+        return tuple(k for k, v in _ALIASES.items() if v is self)
+
+    @property
+    def model_folder_name(self) -> str:
+        """DeepLabCut's folder of this engine's shuffles (``dlc-models-pytorch``, ``dlc-models``)."""
+        return _dlc_names(self)[0]
+
+    @property
+    def pose_cfg_name(self) -> str:
+        """DeepLabCut's model config file in a shuffle's ``train/`` folder."""
+        return _dlc_names(self)[1]
+
+    @property
+    def results_folder_name(self) -> str:
+        """DeepLabCut's evaluation results folder of this engine."""
+        return _dlc_names(self)[2]
 
     @classmethod
     def parse(cls, name: "str | Engine") -> "Engine":
@@ -57,6 +82,19 @@ _ALIASES: dict[str, Engine] = {
     "onnx": Engine.ONNX,
     "onnxruntime": Engine.ONNX,
 }
+# DeepLabCut's folder and file names per engine (its Engine members carry the same three).
+_DLC_NAMES = {
+    "pytorch": ("dlc-models-pytorch", "pytorch_config.yaml", "evaluation-results-pytorch"),
+    "tensorflow": ("dlc-models", "pose_cfg.yaml", "evaluation-results"),
+}
+
+
+def _dlc_names(engine: Engine) -> tuple[str, str, str]:
+    if engine.value not in _DLC_NAMES:
+        raise CapabilityError(f"DeepLabCut has no '{engine.value}' engine (it has pytorch and "
+                              "tensorflow)")
+    return _DLC_NAMES[engine.value]
+
 
 DEFAULT_ENGINE = Engine.PYTORCH
 
@@ -92,6 +130,8 @@ register_engine(Engine.PYTORCH, BackendSpec(
     "posed.engines.pytorch.backend", "torch", "torch",
     tools={"export": "posed.exporters.torch:export",
            "import_dlc": "posed.exporters.dlc:import_dlc_pytorch",
+           "import_dlc_snapshot": "posed.exporters.dlc:import_dlc_snapshot",
+           "export_dlc_live": "posed.exporters.dlc:export_dlc_live",
            "train_reid": "posed.engines.pytorch.reid:train_reid",
            "load_reid": "posed.engines.pytorch.reid:ReIDModel"}))
 register_engine(Engine.TENSORFLOW, BackendSpec(

@@ -50,7 +50,8 @@ from posed.engines.project.posetables import camel_net as _camel_net, scorer_nam
 from posed.engines.io import atomic_path
 from posed.errors import ExportError, ModelLoadError, reason
 
-__all__ = ["import_dlc_pytorch", "read_dlc_export"]
+__all__ = ["export_dlc_live", "import_dlc_pytorch", "import_dlc_snapshot", "read_dlc_export",
+           "read_dlc_snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -91,21 +92,7 @@ def read_dlc_export(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
             objects unpickled, or lacks ``config``/``pose``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: no such file")
-    try:
-        # weights_only: tensors and plain containers only; anything else is refused by torch
-        # before it is constructed, so a malicious pickle cannot run code here.
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch/pickle/zip report damage with many exception types
-        text = str(exc)
-        if "Weights only load failed" in text:
-            found = re.search(r"GLOBAL ([\w.]+)", text)
-            what = f" (it asks to unpickle {found.group(1)})" if found else ""
-            raise ModelLoadError(f"{path}: refused: not a plain weights file{what}") from None
-        first = " ".join(text.split()).split(". ")[0][:160]
-        reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-        raise ModelLoadError(f"{path}: cannot read: truncated or corrupt file ({reason})") from None
+    data = _load_plain(path)
     if not isinstance(data, Mapping):
         raise ModelLoadError(f"{path}: not a DeepLabCut export (expected a dict with 'config' "
                              f"and 'pose', found {type(data).__name__})")
@@ -119,6 +106,51 @@ def read_dlc_export(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in pose.items()):
         raise ModelLoadError(f"{path}: key 'pose' is not a state dict of named tensors")
     return dict(config), dict(pose)
+
+
+def _load_plain(path: Path) -> Any:
+    """``torch.load`` of tensors and plain containers only; a refusal or damage is one line."""
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such file")
+    try:
+        # weights_only: tensors and plain containers only; anything else is refused by torch
+        # before it is constructed, so a malicious pickle cannot run code here.
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch/pickle/zip report damage with many exception types
+        text = str(exc)
+        if "Weights only load failed" in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what = f" (it asks to unpickle {found.group(1)})" if found else ""
+            raise ModelLoadError(f"{path}: refused: not a plain weights file{what}") from None
+        first = " ".join(text.split()).split(". ")[0][:160]
+        reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        raise ModelLoadError(f"{path}: cannot read: truncated or corrupt file ({reason})") from None
+
+
+def read_dlc_snapshot(pose_cfg: str | Path, snapshot: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A DeepLabCut 3 training snapshot (``snapshot-NNN.pt``) and its shuffle's
+    ``pytorch_config.yaml`` as ``(config, state_dict)``, like :func:`read_dlc_export`.
+
+    A snapshot is ``{"model": state_dict, "metadata": ..., ["optimizer": ...]}``; only
+    ``model`` is used.
+    """
+    import yaml
+
+    pose_cfg, snapshot = Path(pose_cfg), Path(snapshot)
+    try:
+        config = yaml.safe_load(pose_cfg.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelLoadError(f"{pose_cfg}: cannot read ({first})") from None
+    if not isinstance(config, Mapping):
+        raise ModelLoadError(f"{pose_cfg}: not a mapping")
+    data = _load_plain(snapshot)
+    model = data.get("model") if isinstance(data, Mapping) else None
+    if not isinstance(model, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+        raise ModelLoadError(f"{snapshot}: key 'model' is not a state dict of named tensors "
+                             "(not a DeepLabCut 3 snapshot)")
+    return dict(config), dict(model)
 
 
 def import_dlc_pytorch(path: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
@@ -140,10 +172,6 @@ def import_dlc_pytorch(path: str | Path, out: str | Path, *, overwrite: bool = F
             not support yet (the message says which part).
         ExportError: ``out`` exists, is not empty, and ``overwrite`` is false.
     """
-    from safetensors.torch import save_file
-
-    from posed.engines.pytorch.backend import build_model
-
     path, out = Path(path), Path(out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is not a directory")
@@ -152,12 +180,40 @@ def import_dlc_pytorch(path: str | Path, out: str | Path, *, overwrite: bool = F
 
     config, pose = read_dlc_export(path)
     spec = _model_spec(config, path)
-    state = _map_state_dict(pose, spec, path)
+    return _write_bundle(spec, _map_state_dict(pose, spec, path), path, out,
+                         _source(config, path, spec))
+
+
+def import_dlc_snapshot(pose_cfg: str | Path, snapshot: str | Path, out: str | Path, *,
+                        source: Mapping[str, Any]) -> Path:
+    """A DeepLabCut 3 shuffle's training snapshot as a posed bundle in ``out`` (which must not
+    exist or be empty): the model a shuffle folder serves in place.
+
+    ``source`` is the bundle's provenance (DeepLabCut's scorer, project, shuffle, snapshot),
+    which the caller knows from the shuffle's folder; the same checks as
+    :func:`import_dlc_pytorch` apply.
+    """
+    snapshot = Path(snapshot)
+    config, pose = read_dlc_snapshot(pose_cfg, snapshot)
+    spec = _model_spec(config, Path(pose_cfg))
+    state = _map_state_dict(pose, spec, snapshot)
+    provenance = {"imported_from": "deeplabcut", "file": snapshot.name,
+                  "sha256": sha256_file(snapshot), "dlc_method": str(config.get("method")),
+                  "dlc_net_type": spec["net_type"], **source}
+    return _write_bundle(spec, state, snapshot, Path(out), provenance)
+
+
+def _write_bundle(spec: dict[str, Any], state: dict[str, torch.Tensor], path: Path, out: Path,
+                  source: dict[str, Any]) -> Path:
+    """Check ``state`` against the architecture strictly, then write the bundle atomically."""
+    from safetensors.torch import save_file
+
+    from posed.engines.pytorch.backend import build_model
+
     bundle = ModelBundle(
         engine="pytorch", format="safetensors", bodyparts=spec["bodyparts"],
         architecture=spec["architecture"], stride=spec["stride"],
-        locref_stdev=spec["locref_stdev"], mean=spec["mean"], std=spec["std"],
-        source=_source(config, path, spec),
+        locref_stdev=spec["locref_stdev"], mean=spec["mean"], std=spec["std"], source=source,
     )
     try:
         model = build_model(bundle)
@@ -393,3 +449,33 @@ def _source(config: Mapping, path: Path, spec: dict[str, Any]) -> dict[str, Any]
     if isinstance(pcutoff, (int, float)):
         source["pcutoff"] = float(pcutoff)
     return source
+
+
+# ----------------------------------------------------------------------------- DeepLabCut-Live
+
+_WIPED = (("metadata", "project_path"), ("metadata", "pose_config_path"),
+          ("train_settings", "weight_init"), ("resume_training_from",))
+
+
+def export_dlc_live(pose_cfg: str | Path, snapshot: str | Path, out: str | Path, *,
+                    wipepaths: bool = False) -> Path:
+    """The file DeepLabCut-Live loads for a DeepLabCut 3 shuffle's snapshot: ``torch.save`` of
+    ``{"config": <pytorch_config as plain data>, "pose": <state dict>}``, as DeepLabCut's
+    ``export_model`` writes it (``wipepaths`` blanks the machine paths in the config).
+
+    The snapshot's tensors are copied unchanged; the model is checked to be one posed runs.
+    """
+    config, pose = read_dlc_snapshot(pose_cfg, snapshot)
+    _model_spec(config, Path(pose_cfg))
+    if wipepaths:
+        for keys in _WIPED:
+            node = config
+            for key in keys[:-1]:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, dict) and keys[-1] in node:
+                node[keys[-1]] = None
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        torch.save({"config": config, "pose": pose}, tmp)
+    return out

@@ -99,12 +99,12 @@ def synth_project(tmp_path_factory) -> Path:
 def trained_project(synth_project, tmp_path_factory) -> Path:
     """A copy of the synthetic project with shuffle 1 trained by the PyTorch engine."""
     pytest.importorskip("torch")
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.project import load_project
 
     def build(proj: Path) -> None:
         shutil.copytree(synth_project, proj)
-        compat.train_network(load_project(proj), 1, "pytorch", dict(FAST_TRAIN), progress=False)
+        api.train_network(load_project(proj), 1, "pytorch", dict(FAST_TRAIN), progress=False)
 
     return build_once(tmp_path_factory, "trained", build)
 

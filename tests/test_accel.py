@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from posed.engines import compat  # noqa: E402
+from posed.engines import api  # noqa: E402
 from posed.engines.bundle import load_bundle  # noqa: E402
 from posed.engines.decoding import decode  # noqa: E402
 from posed.engines.pytorch import accel  # noqa: E402
@@ -114,7 +114,7 @@ def test_graph_capture_failure_falls_back_to_eager_for_that_shape(caplog):
 
 
 def test_fast_path_is_cpu_only_without_graphs_even_when_asked():
-    runner = compat.load_model(load_bundle(DEMO), "pytorch", device="cpu", cuda_graphs=True)
+    runner = api.load_model(load_bundle(DEMO), "pytorch", device="cpu", cuda_graphs=True)
     assert runner.fast.pool is None and runner.precision == "fp32"
 
 
@@ -128,7 +128,7 @@ def _frames(n: int = 6) -> np.ndarray:
 
 def test_cpu_runner_equals_the_model_with_numpy_decoding():
     bundle = load_bundle(DEMO)
-    runner = compat.load_model(bundle, "pytorch", device="cpu")
+    runner = api.load_model(bundle, "pytorch", device="cpu")
     frames = _frames()
     with torch.inference_mode():
         heat, loc = runner.model(torch.from_numpy(frames).permute(0, 3, 1, 2).float())
@@ -140,8 +140,8 @@ def test_cpu_runner_equals_the_model_with_numpy_decoding():
 def test_channels_last_gives_the_same_keypoints_on_cpu():
     bundle = load_bundle(DEMO)
     frames = _frames()
-    ref = compat.load_model(bundle, "pytorch", device="cpu").predict(frames)
-    nhwc = compat.load_model(bundle, "pytorch", device="cpu", channels_last=True)
+    ref = api.load_model(bundle, "pytorch", device="cpu").predict(frames)
+    nhwc = api.load_model(bundle, "pytorch", device="cpu", channels_last=True)
     assert nhwc.precision == "fp32 channels-last"
     out = nhwc.predict(frames)
     assert np.abs(out[..., :2] - ref[..., :2]).max() < 0.01
@@ -152,17 +152,17 @@ def test_channels_last_gives_the_same_keypoints_on_cpu():
 def test_bf16_on_a_cpu_that_has_it_stays_close_to_fp32():
     bundle = load_bundle(DEMO)
     frames = _frames()
-    ref = compat.load_model(bundle, "pytorch", device="cpu").predict(frames)
-    out = compat.load_model(bundle, "pytorch", device="cpu", precision="bf16").predict(frames)
+    ref = api.load_model(bundle, "pytorch", device="cpu").predict(frames)
+    out = api.load_model(bundle, "pytorch", device="cpu", precision="bf16").predict(frames)
     assert np.nanmax(np.hypot(*(out[..., :2] - ref[..., :2]).transpose(2, 0, 1))) < 2.0
 
 
 def test_bad_runner_options_are_config_errors():
     bundle = load_bundle(DEMO)
     with pytest.raises(ConfigError, match="precision 'half'"):
-        compat.load_model(bundle, "pytorch", device="cpu", precision="half")
+        api.load_model(bundle, "pytorch", device="cpu", precision="half")
     with pytest.raises(ConfigError, match="cuda_graphs must be true or false"):
-        compat.load_model(bundle, "pytorch", device="cpu", cuda_graphs="yes")
+        api.load_model(bundle, "pytorch", device="cpu", cuda_graphs="yes")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh)")
@@ -170,16 +170,16 @@ def test_bad_runner_options_are_config_errors():
 def test_cuda_fp16_graphs_match_fp32_within_the_stated_tolerance():
     bundle = load_bundle(DEMO)
     frames = _frames(8)
-    ref = compat.load_model(bundle, "pytorch", device="cuda", precision="fp32",
+    ref = api.load_model(bundle, "pytorch", device="cuda", precision="fp32",
                             cuda_graphs=False).predict(frames)
-    fast = compat.load_model(bundle, "pytorch", device="cuda")
+    fast = api.load_model(bundle, "pytorch", device="cuda")
     assert fast.precision == "fp16 channels-last cuda-graphs"
     for _ in range(3):  # capture, then replays
         out = fast.predict(frames)
     assert fast.fast.pool.graphs and not fast.fast.pool.eager
     assert np.nanmax(np.hypot(*(out[..., :2] - ref[..., :2]).transpose(2, 0, 1))) < 0.2
     assert np.nanmax(np.abs(out[..., 2] - ref[..., 2])) < 1e-2
-    cpu = compat.load_model(bundle, "pytorch", device="cpu").predict(frames)
+    cpu = api.load_model(bundle, "pytorch", device="cpu").predict(frames)
     assert np.nanmax(np.abs(ref - cpu)) < 1e-2  # fp32 on the GPU equals the CPU
 
 
@@ -227,11 +227,11 @@ def test_handoff_ends_the_loading_threads_openmp_workers_and_the_runner_still_wo
 import json, os, threading
 import numpy as np, torch
 torch.set_num_threads(2)
-from posed.engines import compat
+from posed.engines import api
 if "OpenMP" not in torch.__config__.parallel_info():
     print(json.dumps(None)); raise SystemExit
 tasks = lambda: len(os.listdir("/proc/self/task"))
-r = compat.load_model({str(tmp_path / 'b')!r}, device="cpu")
+r = api.load_model({str(tmp_path / 'b')!r}, device="cpu")
 frames = np.random.default_rng(0).integers(0, 255, (1, 96, 128, 3), dtype=np.uint8)
 want = r.predict(frames)
 before = tasks()

@@ -137,7 +137,7 @@ def test_without_the_source_tree_stand_ins_replace_the_demo_model_and_clip(tmp_p
 
     pytest.importorskip("torch")
     from posed.bench import assets
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.video import probe_video
 
     missing = tmp_path / "no-source-tree"
@@ -149,7 +149,7 @@ def test_without_the_source_tree_stand_ins_replace_the_demo_model_and_clip(tmp_p
     try:
         model = assets.demo_model()
         assert model.parent == tmp_path and not assets.has_demo_model()
-        runner = compat.load_model(model)
+        runner = api.load_model(model)
         poses = runner.predict(np.zeros((2, 128, 128, 3), np.uint8))
         assert poses.shape == (2, 4, 3) and np.isfinite(poses).all()
         assert assets.model_label(assets.BenchOptions()) == "random mobilenet_v2_0.35"

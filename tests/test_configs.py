@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from posed.engines import compat
+from posed.engines import api
 from posed.engines.bundle import load_bundle
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
@@ -23,7 +23,7 @@ def test_demo_bundle_is_valid_and_contains_no_pickle():
 
 def test_demo_clip_poses_match_its_ground_truth(tmp_path):
     pytest.importorskip("torch")
-    report = compat.analyze_videos(DEMO / "model", [DEMO / "clip.mp4"], dest=tmp_path,
+    report = api.analyze_videos(DEMO / "model", [DEMO / "clip.mp4"], dest=tmp_path,
                                    progress=False)
     df = pd.read_hdf(report.outputs[0], "df_with_missing")
     truth = pd.read_csv(DEMO / "clip_truth.csv", index_col="frame")

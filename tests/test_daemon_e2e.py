@@ -51,7 +51,7 @@ def stream_file(bundle: Path, video: Path, frames: int, tmp_path: Path, **model:
 
 @pytest.mark.slow
 def test_every_frame_arrives_in_order_and_equals_offline_analysis(synth_project, tmp_path):
-    from posed.engines import compat
+    from posed.engines import api
 
     video = synth_project / "videos" / "synth1.mp4"  # 60 frames, never seen in training
     messages = stream_file(DEMO / "model", video, 60, tmp_path)
@@ -62,7 +62,7 @@ def test_every_frame_arrives_in_order_and_equals_offline_analysis(synth_project,
     for m in messages:
         assert m.capture_ns <= m.infer_ns <= m.publish_ns <= m.receive_ns
 
-    report = compat.analyze_videos(DEMO / "model", [video], dest=tmp_path, progress=False)
+    report = api.analyze_videos(DEMO / "model", [video], dest=tmp_path, progress=False)
     offline = pd.read_hdf(report.outputs[0], "df_with_missing").to_numpy().reshape(60, -1, 3)
     streamed = np.stack([m.keypoints for m in messages])
     assert list(messages[0].bodyparts) == ["snout", "leftear", "rightear", "tailbase"]

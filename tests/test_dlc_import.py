@@ -42,10 +42,10 @@ def dlc_config() -> dict:
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory) -> Path:
-    from posed.engines import compat
+    from posed.engines import api
 
     out = tmp_path_factory.mktemp("dlcimport") / "openfield-bundle"
-    assert compat.import_dlc(PT_FILE, out) == out  # a file: DeepLabCut 3, the PyTorch exporter
+    assert api.import_dlc(PT_FILE, out) == out  # a file: DeepLabCut 3, the PyTorch exporter
     return out
 
 
@@ -118,7 +118,7 @@ def test_existing_output_needs_overwrite(tmp_path):
 def test_matches_deeplabcut_analyze_videos(imported):
     import pandas as pd
 
-    from posed.engines.compat import load_model
+    from posed.engines.api import load_model
     from posed.engines.video import VideoReader
 
     if not (VIDEO.is_file() and H5_FILE.is_file()):

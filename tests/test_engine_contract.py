@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from conftest import FAST_TRAIN, TF_TRAIN
 
-from posed.engines import backend_common, compat
+from posed.engines import api, backend_common
 from posed.engines.bundle import load_bundle
 from posed.engines.project import load_project
 from posed.errors import ConfigError, InferenceError, ModelLoadError
@@ -58,7 +58,7 @@ def trained(engine, request) -> Path:
 @pytest.mark.slow
 def test_training_reaches_accuracy_on_held_out_images(engine, trained):
     project = load_project(trained)
-    result = compat.evaluate_network(project, 1, engine)
+    result = api.evaluate_network(project, 1, engine)
     test_all = result.table.loc[("test", "all")]
     assert test_all["n"] >= 100
     assert test_all["error_px"] <= ACCURACY_PX, result.format()
@@ -72,9 +72,9 @@ def test_training_reaches_accuracy_on_held_out_images(engine, trained):
 def test_training_writes_snapshots_stats_and_a_bundle(engine, trained):
     project = load_project(trained)
     epochs, every = SETTINGS[engine]["epochs"], SETTINGS[engine]["save_every"]
-    folder = compat.get_train_folder(project, 1, engine)
+    folder = api.get_train_folder(project, 1, engine)
     assert folder.parts[-4] == f"posed-models-{engine}"
-    assert [p.name for p in compat.list_snapshots(folder)] == [
+    assert [p.name for p in api.list_snapshots(folder)] == [
         f"snapshot-{e:03d}.safetensors" for e in range(every, epochs + 1, every)]
     with open(folder / "learning_stats.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -85,19 +85,19 @@ def test_training_writes_snapshots_stats_and_a_bundle(engine, trained):
     assert bundle.weights[0]["name"] == f"snapshot-{epochs:03d}.safetensors"
     assert bundle.bodyparts == list(project.bodyparts)
     assert bundle.scorer == f"posed_MobilenetV2035_synthJan1shuffle1_snapshot_{epochs}"
-    assert compat.get_snapshot(project, 1, engine, every).name == f"snapshot-{every:03d}.safetensors"
+    assert api.get_snapshot(project, 1, engine, every).name == f"snapshot-{every:03d}.safetensors"
     with pytest.raises(ModelLoadError, match="no such snapshot"):
-        compat.get_snapshot(project, 1, engine, every + 1)
+        api.get_snapshot(project, 1, engine, every + 1)
 
 
 def test_resume_reproduces_an_uninterrupted_run(engine, project_copy, tmp_path, monkeypatch):
     """A run killed right after a snapshot and resumed ends with the same weights."""
-    backend = compat.get_backend(engine)
+    backend = api.get_backend(engine)
     settings = {"net": "mobilenet_v2_0.35", "epochs": 2, "save_every": 1, "batch_size": 16,
                 "crop": [64, 64]}
     other = tmp_path / "other"
     shutil.copytree(project_copy, other)
-    straight = compat.train_network(load_project(other), 1, engine, dict(settings), progress=False)
+    straight = api.train_network(load_project(other), 1, engine, dict(settings), progress=False)
 
     project = load_project(project_copy)
     save = backend_common.write_snapshot
@@ -114,13 +114,13 @@ def test_resume_reproduces_an_uninterrupted_run(engine, project_copy, tmp_path, 
     for module in holders:
         monkeypatch.setattr(module, "write_snapshot", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        compat.train_network(project, 1, engine, dict(settings), progress=False)
+        api.train_network(project, 1, engine, dict(settings), progress=False)
     for module in holders:
         monkeypatch.setattr(module, "write_snapshot", save)
-    assert not (compat.get_train_folder(project, 1, engine) / "snapshot-002.safetensors").exists()
+    assert not (api.get_train_folder(project, 1, engine) / "snapshot-002.safetensors").exists()
     with pytest.raises(ConfigError, match="--resume"):
-        compat.train_network(project, 1, engine, dict(settings), progress=False)
-    resumed = compat.train_network(project, 1, engine, dict(settings), progress=False, resume=True)
+        api.train_network(project, 1, engine, dict(settings), progress=False)
+    resumed = api.train_network(project, 1, engine, dict(settings), progress=False, resume=True)
 
     from safetensors.numpy import load_file
 
@@ -135,20 +135,20 @@ def test_resume_reproduces_an_uninterrupted_run(engine, project_copy, tmp_path, 
 
 def test_unknown_training_setting_is_a_clear_error(engine, project_copy):
     project = load_project(project_copy)
-    folder = compat.get_model_folder(project, 1, engine)
+    folder = api.get_model_folder(project, 1, engine)
     folder.mkdir(parents=True)
     (folder / "train_config.yaml").write_text("epochs: 2\nlearning_rate: 0.1\n")
     with pytest.raises(ConfigError, match=r"train_config\.yaml: unknown key 'learning_rate'"):
-        compat.train_network(project, 1, engine, progress=False)
+        api.train_network(project, 1, engine, progress=False)
     (folder / "train_config.yaml").write_text("epochs: two\n")
     with pytest.raises(ConfigError, match=r"train_config\.yaml: key 'epochs': expected int"):
-        compat.train_network(project, 1, engine, progress=False)
+        api.train_network(project, 1, engine, progress=False)
     (folder / "train_config.yaml").write_text("augment:\n  rotation: [1, 2]\n")
     with pytest.raises(ConfigError, match=r"key 'augment.rotation': expected float"):
-        compat.train_network(project, 1, engine, progress=False)
+        api.train_network(project, 1, engine, progress=False)
     (folder / "train_config.yaml").unlink()
     with pytest.raises(ConfigError, match="net 'vgg' is not known"):
-        compat.train_network(project, 1, engine, {"net": "vgg", "epochs": 1}, progress=False)
+        api.train_network(project, 1, engine, {"net": "vgg", "epochs": 1}, progress=False)
 
 
 # ----------------------------------------------------------------------------- inference
@@ -163,7 +163,7 @@ def runner_source(request, tmp_path_factory) -> tuple[str, Path]:
     _needs("pytorch")
     pytest.importorskip("onnx")
     out = tmp_path_factory.mktemp("contract-onnx") / "onnx"
-    return "onnx", compat.export_model(request.getfixturevalue("trained_project"), "onnx", out)
+    return "onnx", api.export_model(request.getfixturevalue("trained_project"), "onnx", out)
 
 
 @pytest.mark.slow
@@ -172,7 +172,7 @@ def test_runner_contract(runner_source):
     one frame accepted as a batch of one, wrong input refused in one line."""
     engine, source = runner_source
     options = {} if engine == "onnx" else {"device": "cpu"}
-    with compat.load_model(source, engine, **options) as runner:
+    with api.load_model(source, engine, **options) as runner:
         assert runner.engine == engine
         frames = np.random.default_rng(0).integers(0, 255, (3, 96, 112, 3), dtype=np.uint8)
         out = runner.predict(frames)
@@ -190,7 +190,7 @@ def test_runner_contract(runner_source):
 @pytest.mark.slow
 def test_analyze_video_matches_ground_truth(engine, trained, tmp_path):
     video = trained / "videos" / "synth1.mp4"
-    report = compat.analyze_videos(trained, [video], engine, dest=tmp_path, csv=True,
+    report = api.analyze_videos(trained, [video], engine, dest=tmp_path, csv=True,
                                    progress=False, batch_size=16)
     assert not report.failed and len(report.outputs) == 1
     h5 = report.outputs[0]
@@ -213,13 +213,13 @@ def test_analyze_video_matches_ground_truth(engine, trained, tmp_path):
 
 @pytest.mark.slow
 def test_corrupt_snapshot_is_refused(engine, trained, tmp_path):
-    folder = compat.get_train_folder(load_project(trained), 1, engine)
+    folder = api.get_train_folder(load_project(trained), 1, engine)
     copy = tmp_path / "bundle"
     shutil.copytree(folder, copy)
     weights = copy / load_bundle(folder).weights[0]["name"]
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ModelLoadError, match="sha256 mismatch"):
-        compat.load_model(copy)
+        api.load_model(copy)
 
 
 @pytest.mark.slow
@@ -232,11 +232,11 @@ def test_engines_write_outputs_of_the_same_structure(request, tmp_path):
     for eng in FRAMEWORK:
         proj = request.getfixturevalue(FIXTURE[eng])
         project = load_project(proj)
-        ev = compat.evaluate_network(project, 1, eng)
-        report = compat.analyze_videos(proj, [proj / "videos" / "synth1.mp4"], eng,
+        ev = api.evaluate_network(project, 1, eng)
+        report = api.analyze_videos(proj, [proj / "videos" / "synth1.mp4"], eng,
                                        dest=tmp_path / eng, csv=True, progress=False)
         assert not report.failed
-        bundle = load_bundle(compat.get_train_folder(project, 1, eng))
+        bundle = load_bundle(api.get_train_folder(project, 1, eng))
         epochs = SETTINGS[eng]["epochs"]
         results[eng] = {
             "errors_columns": pd.read_csv(ev.folder / "errors.csv").columns.tolist(),

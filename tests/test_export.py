@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from posed.engines import compat
+from posed.engines import api
 from posed.engines.bundle import load_bundle
 from posed.engines.onnx.backend import choose_providers
 from posed.engines.project import load_image, load_project, load_split
@@ -38,7 +38,7 @@ def exports(trained_project, tmp_path_factory):
         ("onnx_fp16", "onnx", {"precision": "fp16"}),
         ("onnx_int8", "onnx", {"precision": "int8"}),
     ):
-        made[name] = compat.export_model(trained_project, fmt, out / name, **options)
+        made[name] = api.export_model(trained_project, fmt, out / name, **options)
     return made
 
 
@@ -51,8 +51,8 @@ def _parity(native, other):
 @pytest.mark.parametrize("name", ["torchscript", "onnx", "onnx_fixed"])
 def test_fp32_exports_match_the_native_model_on_every_test_frame(trained_project, exports, name):
     frames = _test_frames(trained_project)
-    native = compat.load_model(trained_project, device="cpu").predict(frames)
-    runner = compat.load_model(exports[name])
+    native = api.load_model(trained_project, device="cpu").predict(frames)
+    runner = api.load_model(exports[name])
     got = np.concatenate([runner.predict(frames[i:i + 7]) for i in range(0, len(frames), 7)])
     max_px, max_p = _parity(native, got)
     assert max_px <= 0.1 and max_p <= 1e-3, (max_px, max_p)
@@ -66,8 +66,8 @@ def test_reduced_precision_exports_record_and_meet_their_tolerance(trained_proje
     parity = bundle.export["parity"]
     assert parity["tolerance_px"] == tol_px and parity["max_px_confident"] <= tol_px
     frames = _test_frames(trained_project)
-    native = compat.load_model(trained_project, device="cpu").predict(frames)
-    got = compat.load_model(exports[name]).predict(frames)
+    native = api.load_model(trained_project, device="cpu").predict(frames)
+    got = api.load_model(exports[name]).predict(frames)
     seen = native[..., 2] >= 0.5
     dist = np.linalg.norm(native[..., :2] - got[..., :2], axis=-1)
     assert seen.mean() > 0.8 and dist[seen].max() <= tol_px
@@ -87,7 +87,7 @@ def test_exported_bundles_describe_themselves(exports):
 
 @pytest.mark.slow
 def test_fixed_size_bundle_refuses_other_sizes(exports):
-    runner = compat.load_model(exports["onnx_fixed"])
+    runner = api.load_model(exports["onnx_fixed"])
     with pytest.raises(InferenceError, match="128×128"):
         runner.predict(np.zeros((1, 96, 128, 3), np.uint8))
 
@@ -96,8 +96,8 @@ def test_fixed_size_bundle_refuses_other_sizes(exports):
 def test_onnx_path_imports_no_framework(exports):
     code = (
         "import sys, json, numpy as np\n"
-        "from posed.engines import compat\n"
-        f"r = compat.load_model({str(exports['onnx'])!r}, provider='cpu')\n"
+        "from posed.engines import api\n"
+        f"r = api.load_model({str(exports['onnx'])!r}, provider='cpu')\n"
         "out = r.predict(np.zeros((2, 64, 80, 3), np.uint8))\n"
         "print(json.dumps([list(out.shape), r.provider,\n"
         "  sorted(m for m in ('torch', 'tensorflow', 'timm') if m in sys.modules)]))\n"
@@ -116,7 +116,7 @@ def test_corrupt_and_unexpected_onnx_models_are_refused(exports, tmp_path):
     data = (copy / "model.onnx").read_bytes()
     (copy / "model.onnx").write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelLoadError, match="sha256 mismatch"):
-        compat.load_model(copy)
+        api.load_model(copy)
     # A graph with a float input is not a posed export, even with a matching hash.
     import onnx
     from onnx import TensorProto, helper
@@ -127,7 +127,7 @@ def test_corrupt_and_unexpected_onnx_models_are_refused(exports, tmp_path):
     onnx.save(helper.make_model(graph), str(copy / "model.onnx"))
     bundle = load_bundle(copy, verify=False)
     with pytest.raises(ModelLoadError, match="expected uint8"):
-        compat.load_model(bundle)
+        api.load_model(bundle)
 
 
 @pytest.mark.slow
@@ -179,7 +179,7 @@ def test_runner_reports_the_provider_really_used(exports_onnx_tiny, monkeypatch,
     monkeypatch.setattr(backend.ort, "get_available_providers", lambda: [CUDA, CPU])
     monkeypatch.setattr(backend.ort, "InferenceSession", FallingBack)
     with caplog.at_level("WARNING"):
-        runner = compat.load_model(exports_onnx_tiny, provider="cuda")
+        runner = api.load_model(exports_onnx_tiny, provider="cuda")
     assert runner.provider == CPU
     assert "CUDAExecutionProvider could not be used" in caplog.text
 
@@ -191,7 +191,7 @@ def exports_onnx_tiny(tmp_path):
     from posed.engines.pytorch.backend import random_bundle
 
     random_bundle("mobilenet_v2_0.35", tmp_path / "src", keypoints=2)
-    return compat.export_model(tmp_path / "src", "onnx", tmp_path / "onnx")
+    return api.export_model(tmp_path / "src", "onnx", tmp_path / "onnx")
 
 
 def test_gpu_providers_run_through_io_binding(exports_onnx_tiny, monkeypatch):
@@ -240,10 +240,10 @@ def test_gpu_providers_run_through_io_binding(exports_onnx_tiny, monkeypatch):
             binding.result = self.run(binding.outputs, binding.feed)
 
     frames = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
-    want = compat.load_model(exports_onnx_tiny, provider="cpu").predict(frames)
+    want = api.load_model(exports_onnx_tiny, provider="cpu").predict(frames)
     monkeypatch.setattr(backend.ort, "get_available_providers", lambda: [CUDA, CPU])
     monkeypatch.setattr(backend.ort, "InferenceSession", OnCuda)
-    runner = compat.load_model(exports_onnx_tiny, provider="cuda")
+    runner = api.load_model(exports_onnx_tiny, provider="cuda")
     assert runner.provider == CUDA
     np.testing.assert_array_equal(runner.predict(frames), want)
     assert calls == ["input", "run", "copy"]

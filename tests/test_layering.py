@@ -39,8 +39,10 @@ RULES: dict[str, list[tuple[str, str]]] = {
                 ("posed.cli", "engines: no cli"), ("posed.bench", "engines: no bench")],
     "backend": [("posed.daemon", "backend: no daemon"), ("posed.cli", "backend: no cli"),
                 ("posed.bench", "backend: no bench"), ("posed.exporters", "backend: no exporters"),
-                ("posed.engines.compat", "backend: no compat facade")],
-    "exporters": [("posed.engines.compat", "exporters: no compat facade"),
+                ("posed.engines.api", "backend: no facade"),
+                ("posed.engines.compat", "backend: no facade")],
+    "exporters": [("posed.engines.api", "exporters: no facade"),
+                  ("posed.engines.compat", "exporters: no facade"),
                   ("posed.daemon", "exporters: no daemon"), ("posed.cli", "exporters: no cli"),
                   ("posed.bench", "exporters: no bench")],
 }
@@ -241,7 +243,7 @@ def test_tree_has_no_import_cycles(sources):
 
 
 def test_sources_cover_every_layer(sources):
-    assert {"posed", "posed.engines.compat", "posed.engines.registry",
+    assert {"posed", "posed.engines.api", "posed.engines.registry",
             "posed.exporters.torch"} <= set(sources)
     assert {"daemon", "cli", "bench", "engines", "backend", "exporters"} <= {
         layer_of(m) for m in sources}
@@ -253,8 +255,11 @@ FORBIDDEN = [
     pytest.param({"posed.daemon.x": "def f():\n    from posed.engines.pytorch import backend\n"},
                  ["posed.daemon.x -> posed.engines.pytorch.backend (daemon: no backend)"],
                  id="daemon-backend"),
-    pytest.param({"posed.engines.onnx.backend": "\ndef _f():\n    from posed.engines import compat\n"},
-                 ["posed.engines.onnx.backend -> posed.engines.compat (backend: no compat facade)"],
+    pytest.param({"posed.engines.onnx.backend": "\ndef _f():\n    from posed.engines import api\n"},
+                 ["posed.engines.onnx.backend -> posed.engines.api (backend: no facade)"],
+                 id="backend-api"),
+    pytest.param({"posed.engines.pytorch.model": "\ndef _f():\n    from posed.engines import compat\n"},
+                 ["posed.engines.pytorch.model -> posed.engines.compat (backend: no facade)"],
                  id="backend-compat"),
     pytest.param({"posed.engines.onnx.backend": "\nimport posed.engines.pytorch.model\n"},
                  ["posed.engines.onnx.backend -> posed.engines.pytorch.model "
@@ -265,9 +270,9 @@ FORBIDDEN = [
     pytest.param({"posed.engines.offline.analyze": "\ndef _f():\n    import timm.layers\n"},
                  ["posed.engines.offline.analyze -> timm.layers (engines: framework-free)"],
                  id="engines-framework"),
-    pytest.param({"posed.exporters.torch": "\ndef _f():\n    from posed.engines.compat import load_model\n"},
-                 ["posed.exporters.torch -> posed.engines.compat (exporters: no compat facade)"],
-                 id="exporters-compat"),
+    pytest.param({"posed.exporters.torch": "\ndef _f():\n    from posed.engines.api import load_model\n"},
+                 ["posed.exporters.torch -> posed.engines.api (exporters: no facade)"],
+                 id="exporters-api"),
     pytest.param({"posed.cli": "\ndef _f():\n    import tensorflow\n"},
                  ["posed.cli -> tensorflow (cli: no framework)"], id="cli-framework"),
     pytest.param({"posed.engines.fake_a": "def f():\n    from posed.engines import fake_b\n",

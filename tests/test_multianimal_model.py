@@ -252,14 +252,14 @@ def test_triplets_take_negatives_from_the_same_frame():
 
 
 def test_tensorflow_engine_refuses_multianimal(tmp_path):
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.project import load_project
     from posed.engines.synth import generate_multianimal_project
 
     cfg = generate_multianimal_project(tmp_path / "p", animals=2, frames=4, size=(64, 64),
                                        video_frames=0)
     with pytest.raises(CapabilityError, match="not supported by engine 'tensorflow'"):
-        compat.train_network(load_project(cfg), 1, "tf")
+        api.train_network(load_project(cfg), 1, "tf")
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,10 +310,10 @@ def ma_project(tmp_path_factory, one_thread) -> Path:
 
 
 def _bundle_dir(root: Path) -> Path:
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.project import load_project
 
-    return compat.get_train_folder(load_project(root), 1, "pytorch")
+    return api.get_train_folder(load_project(root), 1, "pytorch")
 
 
 def _truth(root: Path) -> np.ndarray:
@@ -374,11 +374,11 @@ def test_training_resumes(ma_project, tmp_path):
 
 @pytest.mark.slow
 def test_runner_returns_animals_and_keeps_the_single_animal_contract(ma_project):
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.base import MultiAnimalRunner
     from posed.engines.project import load_image
 
-    runner = compat.load_model(ma_project, device="cpu")
+    runner = api.load_model(ma_project, device="cpu")
     assert isinstance(runner, MultiAnimalRunner)
     image = load_image(ma_project, "labeled-data/synth1/img0000.png")
     found = runner.predict_animals(np.stack([image, image]))
@@ -394,10 +394,10 @@ def test_runner_returns_animals_and_keeps_the_single_animal_contract(ma_project)
 
 @pytest.mark.slow
 def test_evaluation_after_matching_animals(ma_project):
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.project import load_project
 
-    result = compat.evaluate_network(load_project(ma_project), 1, sigma=SIGMA)
+    result = api.evaluate_network(load_project(ma_project), 1, sigma=SIGMA)
     table = result.table
     errors = pd.read_csv(result.folder / "errors.csv", index_col=[0, 1])
     assert list(errors.index.get_level_values(1).unique()) == [
@@ -420,10 +420,10 @@ def test_evaluation_after_matching_animals(ma_project):
 
 @pytest.mark.slow
 def test_analysis_gives_each_animal_one_identity(ma_project, tmp_path):
-    from posed.engines import compat
+    from posed.engines import api
 
     video = ma_project / "videos" / "synth1.mp4"
-    report = compat.analyze_videos(ma_project, [video], dest=tmp_path, csv=True, progress=False,
+    report = api.analyze_videos(ma_project, [video], dest=tmp_path, csv=True, progress=False,
                                    tracking={"reid": None})
     h5 = report.outputs[0]
     df = pd.read_hdf(h5, "df_with_missing")
@@ -445,7 +445,7 @@ def test_analysis_gives_each_animal_one_identity(ma_project, tmp_path):
 
 @pytest.mark.slow
 def test_reid_model_stitches_at_least_as_well(ma_project, tmp_path):
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.tracking import read_tracking_dataset
 
     video = ma_project / "videos" / "synth1.mp4"
@@ -462,7 +462,7 @@ def test_reid_model_stitches_at_least_as_well(ma_project, tmp_path):
     truth = _truth(ma_project)
     runs = {}
     for name, reid in (("plain", None), ("reid", "auto")):
-        report = compat.analyze_videos(work, [video], dest=tmp_path / name, progress=False,
+        report = api.analyze_videos(work, [video], dest=tmp_path / name, progress=False,
                                        tracking={"reid": reid})
         runs[name] = _switches(report.outputs[0], truth)
         meta = yaml.safe_load(report.outputs[0].with_name(
@@ -480,18 +480,18 @@ def test_reid_model_stitches_at_least_as_well(ma_project, tmp_path):
 def test_exported_bundles_find_the_same_animals(ma_project, tmp_path, fmt):
     """TorchScript and ONNX exports of a bottom-up model carry the PAF output and the
     multi-animal layout, load as multi-animal runners and assemble the same animals."""
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.base import MultiAnimalRunner
     from posed.engines.project import load_image
 
-    out = compat.export_model(ma_project, fmt, tmp_path / fmt)
+    out = api.export_model(ma_project, fmt, tmp_path / fmt)
     meta = yaml.safe_load((out / "posed.yaml").read_text())
     assert meta["architecture"]["individuals"] == ["individual1", "individual2", "individual3"]
     parity = meta["export"]["parity"]
     for check in (parity.values() if fmt == "torchscript" else [parity]):
         assert check["max_paf_diff"] < 1e-3 and check["max_score_diff"] < 1e-3
-    native = compat.load_model(ma_project, device="cpu")
-    exported = compat.load_model(out, device="cpu")
+    native = api.load_model(ma_project, device="cpu")
+    exported = api.load_model(out, device="cpu")
     assert isinstance(exported, MultiAnimalRunner) and exported.engine == meta["engine"]
     images = sorted((ma_project / "labeled-data" / "synth1").glob("img*.png"))[:24]
     frames = np.stack([load_image(ma_project, p.relative_to(ma_project).as_posix()) for p in images])
@@ -508,20 +508,20 @@ def test_exported_bundles_find_the_same_animals(ma_project, tmp_path, fmt):
 def test_daemon_streams_the_identities_of_offline_analysis(ma_project, tmp_path, fmt):
     """The daemon serving the trained bundle, or its ONNX export, streams for every frame the
     identities that offline analysis of the same file with the same bundle gives."""
-    from posed.engines import compat
+    from posed.engines import api
     from test_daemon_e2e import stream_file
 
     video = ma_project / "videos" / "synth1.mp4"
     bundle = _bundle_dir(ma_project)
     if fmt == "onnx":
-        bundle = compat.export_model(ma_project, "onnx", tmp_path / "onnx")
+        bundle = api.export_model(ma_project, "onnx", tmp_path / "onnx")
     messages = stream_file(bundle, video, VIDEO_FRAMES, tmp_path, threads=1)
     assert [m.seq for m in messages] == list(range(VIDEO_FRAMES))
     assert messages[0].individuals == ("individual1", "individual2", "individual3")
     assert messages[0].animal_bodyparts == ("snout", "leftear", "rightear", "tailbase")
     streamed = np.stack([m.animals for m in messages])  # N×I×K×3 by identity
     # The same file analysed offline with the daemon's online tracker.
-    report = compat.analyze_videos(bundle, [video], dest=tmp_path, progress=False,
+    report = api.analyze_videos(bundle, [video], dest=tmp_path, progress=False,
                                    tracking={"identities": "online"})
     offline = pd.read_hdf(report.outputs[0], "df_with_missing").to_numpy().reshape(streamed.shape)
     assert np.isfinite(streamed[..., 0]).any(axis=2).sum() >= VIDEO_FRAMES  # animals are seen

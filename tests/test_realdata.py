@@ -18,10 +18,10 @@ pytestmark = [pytest.mark.realdata, pytest.mark.slow,
 
 
 def test_evaluate_openfield_writes_a_table(openfield_trained):
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.project import load_project
 
-    result = compat.evaluate_network(load_project(openfield_trained), 1)
+    result = api.evaluate_network(load_project(openfield_trained), 1)
     assert result.table.loc[("train", "all"), "n"] == 88 * 4
     assert result.table.loc[("test", "all"), "n"] == 5 * 4
     assert (result.folder / "errors.csv").is_file()
@@ -34,7 +34,7 @@ REACHING = DLC_EXAMPLES / "Reaching-Mackenzie-2018-08-30"
 def test_reaching_trains_with_mixed_image_sizes_and_missing_labels(tmp_path):
     """Reaching has 832x747 and 640x470 frames and a mostly unlabelled Tongue."""
     pytest.importorskip("torch")
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.project import load_project
 
     proj = tmp_path / REACHING.name
@@ -42,9 +42,9 @@ def test_reaching_trains_with_mixed_image_sizes_and_missing_labels(tmp_path):
     for p in proj.rglob("*"):
         p.chmod(p.stat().st_mode | 0o200)
     project = load_project(proj)
-    folder = compat.train_network(project, 1, "torch", {"net": "mobilenet_v2_0.35", "epochs": 1,
+    folder = api.train_network(project, 1, "torch", {"net": "mobilenet_v2_0.35", "epochs": 1,
                                                         "crop": [128, 128], "batch_size": 16},
                                   progress=False)
-    result = compat.evaluate_network(project, 1)
+    result = api.evaluate_network(project, 1)
     assert result.table.loc[("train", "Tongue"), "n"] < result.table.loc[("train", "Hand"), "n"]
     assert (folder / "snapshot-001.safetensors").is_file()

@@ -45,10 +45,10 @@ def clips(trained_project, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(trained_project, clips, tmp_path_factory) -> Path:
     """The single-process outputs of the three clips."""
-    from posed.engines import compat
+    from posed.engines import api
 
     out = tmp_path_factory.mktemp("reference")
-    report = compat.analyze_videos(trained_project, [clips], dest=out, progress=False,
+    report = api.analyze_videos(trained_project, [clips], dest=out, progress=False,
                                    runner_options={"device": "cpu"})
     assert report.failed == [] and report.frames == sum(b - a for a, b in CLIPS.values())
     return out
@@ -88,12 +88,12 @@ def test_worker_pool_matches_single_process_and_reports_a_broken_video(
 @pytest.mark.slow
 def test_ray_cluster_matches_single_process(trained_project, clips, reference, tmp_path, capsys):
     ray = pytest.importorskip("ray")
-    from posed.engines import compat
+    from posed.engines import api
 
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         out = tmp_path / "out"
-        report = compat.analyze_videos(trained_project, [clips / "*.mp4"], cluster="auto",
+        report = api.analyze_videos(trained_project, [clips / "*.mp4"], cluster="auto",
                                        dest=out, runner_options={"device": "cpu"})
         assert ray.is_initialized()  # the caller's connection is left open
     finally:

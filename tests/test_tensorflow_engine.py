@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posed.engines import compat
+from posed.engines import api
 from posed.engines.bundle import ModelBundle, load_bundle
 from posed.engines.project import load_project
 from posed.errors import ConfigError, ModelLoadError
 
 
 def test_importing_posed_does_not_import_tensorflow():
-    code = ("import sys, posed.engines.compat, posed.engines.tensorflow, posed.cli;"
-            "from posed.engines import compat;"
-            "print(compat.engine_available('tf'), 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    code = ("import sys, posed.engines.api, posed.engines.tensorflow, posed.cli;"
+            "from posed.engines import api;"
+            "print(api.engine_available('tf'), 'tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     available = "True" if _has_tf() else "False"
     assert out.stdout.split() == [available, "False", "False"]
@@ -70,7 +70,7 @@ def _random_bundle(folder: Path, net: str = "mobilenet_v2_0.35", stride: int = 1
 
 def test_unsupported_net_names_what_tensorflow_supports(project_copy):
     with pytest.raises(ConfigError, match="tensorflow engine supports resnet_50, mobilenet_v2_1.0"):
-        compat.train_network(load_project(project_copy), 1, "tf", {"net": "efficientnet_b0"},
+        api.train_network(load_project(project_copy), 1, "tf", {"net": "efficientnet_b0"},
                              progress=False)
 
 
@@ -78,7 +78,7 @@ def test_unsupported_net_names_what_tensorflow_supports(project_copy):
 
 def test_runner_compiles_once_for_any_batch_and_frame_size(tmp_path):
     bundle = _random_bundle(tmp_path / "bundle")
-    runner = compat.load_model(bundle, device="cpu", threads=2)
+    runner = api.load_model(bundle, device="cpu", threads=2)
     assert runner.engine == "tensorflow"
     rng = np.random.default_rng(0)
     for n, h, w in ((1, 64, 64), (3, 96, 128), (2, 128, 96), (1, 64, 64)):
@@ -125,7 +125,7 @@ def tf_exports(tf_trained, tmp_path_factory) -> dict[str, Path]:
     assert main(["export", str(tf_trained), "--engine", "tf", "--format", "savedmodel",
                  "--out", str(out / "savedmodel"), "-q"]) == 0
     return {"savedmodel": out / "savedmodel",
-            "onnx": compat.export_model(tf_trained, "onnx", out / "onnx", "tf")}
+            "onnx": api.export_model(tf_trained, "onnx", out / "onnx", "tf")}
 
 
 def _test_frames(project_dir: Path) -> np.ndarray:
@@ -139,7 +139,7 @@ def _test_frames(project_dir: Path) -> np.ndarray:
 def test_exports_match_the_native_model_on_every_test_frame(tf_trained, tf_exports):
     frames = _test_frames(tf_trained)
     assert len(frames) >= 25
-    native = compat.load_model(tf_trained, "tf", device="cpu").predict(frames)
+    native = api.load_model(tf_trained, "tf", device="cpu").predict(frames)
     assert (native[..., 2] >= 0.5).mean() > 0.8  # a trained model, not flat maps
     for name, (engine, fmt) in {"savedmodel": ("tensorflow", "savedmodel"),
                                 "onnx": ("onnx", "onnx")}.items():
@@ -147,7 +147,7 @@ def test_exports_match_the_native_model_on_every_test_frame(tf_trained, tf_expor
         assert (bundle.engine, bundle.format) == (engine, fmt)
         assert bundle.bodyparts == list(load_project(tf_trained).bodyparts)
         assert bundle.export["parity"]  # measured on the project's test images at export
-        runner = compat.load_model(tf_exports[name])
+        runner = api.load_model(tf_exports[name])
         assert runner.engine == engine
         got = np.concatenate([runner.predict(frames[i:i + 7]) for i in range(0, len(frames), 7)])
         dist = np.linalg.norm(native[..., :2] - got[..., :2], axis=-1)
@@ -170,15 +170,15 @@ def test_savedmodel_bundle_lists_and_verifies_every_file(tf_exports, tmp_path):
     data = copy / "savedmodel" / "variables" / "variables.data-00000-of-00001"
     data.write_bytes(data.read_bytes()[:-8])
     with pytest.raises(ModelLoadError, match="variables.data-00000-of-00001: sha256 mismatch"):
-        compat.load_model(copy)
+        api.load_model(copy)
 
 
 @pytest.mark.slow
 def test_onnx_export_of_a_tf_model_imports_no_framework(tf_exports):
     code = (
         "import sys, json, numpy as np\n"
-        "from posed.engines import compat\n"
-        f"r = compat.load_model({str(tf_exports['onnx'])!r}, provider='cpu')\n"
+        "from posed.engines import api\n"
+        f"r = api.load_model({str(tf_exports['onnx'])!r}, provider='cpu')\n"
         "out = r.predict(np.zeros((2, 64, 80, 3), np.uint8))\n"
         "print(json.dumps([list(out.shape), r.engine,\n"
         "  sorted(m for m in ('torch', 'tensorflow', 'keras', 'tf2onnx') if m in sys.modules)]))\n"
@@ -200,7 +200,7 @@ def test_onnx_export_has_plain_dilated_convolutions_for_any_frame_size(tmp_path)
     from posed.exporters.tensorflow import PoseMaps
 
     bundle = load_bundle(_random_bundle(tmp_path / "bundle", stride=8))
-    out = compat.export_model(bundle, "onnx", tmp_path / "onnx")
+    out = api.export_model(bundle, "onnx", tmp_path / "onnx")
     graph = onnx.load(str(out / "model.onnx")).graph
     ops = [n.op_type for n in graph.node]
     dilated = [n for n in graph.node if n.op_type == "Conv" and any(
@@ -220,9 +220,9 @@ def test_onnx_export_has_plain_dilated_convolutions_for_any_frame_size(tmp_path)
 def test_export_formats_are_checked_per_engine(tmp_path):
     bundle = _random_bundle(tmp_path / "bundle")
     with pytest.raises(ConfigError, match="tensorflow engine exports savedmodel, onnx"):
-        compat.export_model(bundle, "torchscript", tmp_path / "ts")
+        api.export_model(bundle, "torchscript", tmp_path / "ts")
     with pytest.raises(ConfigError, match="option 'opset' applies to --format onnx"):
-        compat.export_model(bundle, "savedmodel", tmp_path / "sm", opset=17)
+        api.export_model(bundle, "savedmodel", tmp_path / "sm", opset=17)
 
 
 def _has(module: str) -> bool:
@@ -333,7 +333,7 @@ def test_deeplabcut2_frozen_graph_round_trip(tmp_path, variant):
     assert bundle.bodyparts == PARTS and bundle.stride == 8.0
     assert bundle.scorer == "DLC_resnet50_openfieldOct30shuffle1_1030000"
     frames, truth = _frames()
-    with compat.load_model(out, device="cpu") as runner:
+    with api.load_model(out, device="cpu") as runner:
         poses = runner.predict(frames)
         assert poses.shape == (2, 2, 3)
         np.testing.assert_allclose(poses[..., :2], truth, atol=1e-3)
@@ -359,12 +359,12 @@ def test_deeplabcut2_bundle_naming_a_wrong_tensor_is_refused(tmp_path):
     from posed.exporters.dlc2 import import_dlc_tensorflow
 
     # A folder: DeepLabCut 2.x, through the façade to the TensorFlow exporter.
-    out = compat.import_dlc(_dlc_export(tmp_path / "export"), tmp_path / "bundle")
+    out = api.import_dlc(_dlc_export(tmp_path / "export"), tmp_path / "bundle")
     meta = yaml.safe_load((out / "posed.yaml").read_text())
     meta["architecture"]["outputs"] = ["Sigmoid", "pose/locref/typo"]
     (out / "posed.yaml").write_text(yaml.safe_dump(meta))
     with pytest.raises(ModelLoadError, match=r"\.pb: tensor 'pose/locref/typo' not in the graph"):
-        compat.load_model(out)
+        api.load_model(out)
     (export := tmp_path / "nocfg").mkdir()
     with pytest.raises(ModelLoadError, match="no pose_cfg.yaml"):
         import_dlc_tensorflow(export, tmp_path / "b2")

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from posed.engines import compat
+from posed.engines import api
 from posed.engines.bundle import load_bundle
 from posed.engines.project import load_project
 from posed.engines.synth import generate_project
@@ -33,8 +33,8 @@ def main() -> None:
         generate_project(proj, frames=150, size=(128, 128), seed=0, video_frames=300, task="demo",
                          scorer="synth")
         project = load_project(proj)
-        folder = compat.train_network(project, 1, "pytorch", dict(SETTINGS))
-        print(compat.evaluate_network(project, 1, "pytorch").format())
+        folder = api.train_network(project, 1, "pytorch", dict(SETTINGS))
+        print(api.evaluate_network(project, 1, "pytorch").format())
         bundle = load_bundle(folder)
         out = HERE / "model"
         shutil.rmtree(out, ignore_errors=True)

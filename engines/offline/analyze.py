@@ -23,6 +23,7 @@ import numpy as np
 
 import posed
 from posed.engines.base import PoseRunner
+from posed.engines.dlc.meta import is_dlc_model, video_metadata, write_meta_pickle
 from posed.engines.project.posetables import output_stem, poses_to_frame, write_metadata, write_pose_table
 from posed.errors import DataError, PosedError
 from posed.engines.offline.reading import (BarFactory, VideoRead, for_each_batch,  # noqa: F401
@@ -225,6 +226,10 @@ def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, 
         frame_dimensions=[info.height, info.width], batch_size=batch_size,
         **read.meta(), start=started, run_duration_s=round(elapsed, 3), signature=signature,
         frames_per_second=round(len(poses) / elapsed, 2) if elapsed > 0 else None))
+    if is_dlc_model(runner.bundle):
+        write_meta_pickle(h5.with_name(h5.stem + "_meta.pickle"), video_metadata(
+            runner.bundle, start=started, stop=time.time(), fps=info.fps or 0.0,
+            batch_size=batch_size, width=info.width, height=info.height, nframes=read.rows))
     return h5, len(poses), read.report(video)
 
 

@@ -244,7 +244,7 @@ class OnnxMultiAnimalRunner(_Session, MultiAnimalRunner):
 
 
 def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
-    """Engine entry point used by :func:`posed.engines.compat.load_model`; bottom-up
+    """Engine entry point used by :func:`posed.engines.api.load_model`; bottom-up
     multi-animal bundles get an :class:`OnnxMultiAnimalRunner`."""
     if "individuals" in bundle.architecture:
         return OnnxMultiAnimalRunner.load(bundle, **options)

@@ -23,7 +23,7 @@ from posed.engines.project.labels import (
     load_multianimal_labels,
     load_image,
 )
-from posed.engines.project.split import Split, split_path, create_split, load_split
+from posed.engines.project.split import Split, create_split, load_split, save_split, split_path
 
 __all__ = [
     "SINGLE",
@@ -40,4 +40,5 @@ __all__ = [
     "split_path",
     "create_split",
     "load_split",
+    "save_split",
 ]

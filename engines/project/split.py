@@ -82,6 +82,8 @@ def create_split(
 ) -> Split:
     """Creates (or returns the saved) train/test split of a project's labelled images.
 
+    A shuffle that DeepLabCut already split keeps DeepLabCut's split (see :func:`load_split`).
+
     The split is a ``numpy.random.default_rng(seed)`` permutation of the sorted image list;
     the first ``round(train_fraction * N)`` images (at least 1 and, with two or more images,
     at most N-1) are for training.
@@ -110,6 +112,9 @@ def create_split(
     if not is_int(seed) or seed < 0:
         raise ConfigError(f"seed: must be an integer >= 0, got {seed!r}")
 
+    dlc = _dlc_split(project, shuffle)
+    if dlc is not None:
+        return dlc  # DeepLabCut's split of this shuffle is the split
     path = split_path(project, shuffle)
     if path.exists() and not overwrite:
         existing = load_split(project, shuffle)
@@ -137,7 +142,30 @@ def create_split(
     train = tuple(sorted(images[i] for i in order[:n_train]))
     test = tuple(sorted(images[i] for i in order[n_train:]))
     split = Split(shuffle=shuffle, seed=seed, train_fraction=fraction, train=train, test=test)
+    save_split(project, split)
+    return split
 
+
+def _dlc_split(project: Project, shuffle: int) -> Split | None:
+    """DeepLabCut's own split of the shuffle, when the project has one
+    (:mod:`posed.engines.dlc.split`)."""
+    from posed.engines.dlc.split import dlc_split_path, read_dlc_split
+
+    if project.multianimal or not dlc_split_path(project, shuffle,
+                                                 project.training_fraction[0]).is_file():
+        return None
+    found = read_dlc_split(project, shuffle, list(load_labels(project, check_images=False).images))
+    if found is None:
+        return None
+    return Split(shuffle=shuffle, seed=-1, train_fraction=project.training_fraction[0],
+                 train=tuple(found[0]), test=tuple(found[1]))
+
+
+def save_split(project: Project, split: Split) -> Path:
+    """Write ``split`` to :func:`split_path` atomically (replacing any saved one)."""
+    overlap = set(split.train) & set(split.test)
+    if overlap:
+        raise DataError(f"image '{sorted(overlap)[0]}' is in both train and test")
     doc = {
         "format": "posed-split-1",
         "shuffle": split.shuffle,
@@ -147,15 +175,17 @@ def create_split(
         "test": list(split.test),
     }
     header = (
-        f"# Train/test split of {project.name}, shuffle {shuffle}; written by posed.\n"
+        f"# Train/test split of {project.name}, shuffle {split.shuffle}; written by posed.\n"
         "# Image paths are relative to the project folder.\n"
     )
+    path = split_path(project, split.shuffle)
     _write_atomic(path, header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
-    return split
+    return path
 
 
 def load_split(project: Project, shuffle: int) -> Split:
-    """Loads the saved train/test split of ``shuffle``.
+    """Loads the train/test split of ``shuffle``: DeepLabCut's when the project has one for
+    it (read from its ``.mat`` training set, :mod:`posed.engines.dlc.split`), else posed's.
 
     Args:
         project: The project.
@@ -168,6 +198,9 @@ def load_split(project: Project, shuffle: int) -> Split:
         DataError: There is no saved split, or the file is invalid.
     """
     shuffle = _check_shuffle(shuffle)
+    dlc = _dlc_split(project, shuffle)
+    if dlc is not None:
+        return dlc
     path = split_path(project, shuffle)
     if not path.is_file():
         raise DataError(

@@ -1,4 +1,4 @@
-"""The PyTorch engine: training and inference behind :mod:`posed.engines.compat`.
+"""The PyTorch engine: training and inference behind :mod:`posed.engines.api`.
 
 Single-animal models are here; bottom-up multi-animal models are
 :mod:`posed.engines.pytorch.multianimal` (:func:`load_runner` and :func:`train` hand them
@@ -152,7 +152,7 @@ class TorchScriptRunner(OpenMPHandoff, PoseRunner):
 
 
 def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
-    """Engine entry point used by :func:`posed.engines.compat.load_model`; bottom-up
+    """Engine entry point used by :func:`posed.engines.api.load_model`; bottom-up
     multi-animal bundles get a :class:`~posed.engines.base.MultiAnimalRunner`."""
     if multianimal.is_multianimal(bundle):
         return multianimal.load_runner(bundle, **options)

@@ -1,7 +1,7 @@
 """The re-identification (ReID) model of multi-animal tracking, in the PyTorch engine.
 
 A small convolutional embedding of animal crops, trained with a triplet loss on the
-tracklets of :func:`posed.engines.compat.create_tracking_dataset` (two crops of one tracklet
+tracklets of :func:`posed.engines.api.create_tracking_dataset` (two crops of one tracklet
 show the same animal; crops of two tracklets seen in the same frame show different animals).
 :func:`posed.engines.tracking.stitch_tracklets` uses its per-tracklet mean embeddings as
 ``features``. Framework-free code reaches it through the registry:
@@ -97,7 +97,7 @@ def train_reid(dataset: str | Path, out: str | Path, *, epochs: int = 10, steps:
     """Train the ReID embedding on a tracking dataset (triplet loss, see the module notes).
 
     Args:
-        dataset: The ``.npz`` written by :func:`posed.engines.compat.create_tracking_dataset`.
+        dataset: The ``.npz`` written by :func:`posed.engines.api.create_tracking_dataset`.
         out: Folder to write ``reid.safetensors`` and ``reid.yaml`` into.
         epochs, steps, batch_size: Training length: ``epochs`` × ``steps`` batches of triplets.
         dim: Embedding size.

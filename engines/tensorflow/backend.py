@@ -1,4 +1,4 @@
-"""The TensorFlow engine: Keras 3 training and inference behind :mod:`posed.engines.compat`.
+"""The TensorFlow engine: Keras 3 training and inference behind :mod:`posed.engines.api`.
 
 Mirrors the PyTorch engine file for file: the same :class:`~posed.engines.training.TrainConfig`
 layers, the same :class:`~posed.engines.training.SampleMaker` targets, the same losses,
@@ -160,7 +160,7 @@ class SavedModelRunner(PoseRunner):
 
 
 def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
-    """Engine entry point used by :func:`posed.engines.compat.load_model`."""
+    """Engine entry point used by :func:`posed.engines.api.load_model`."""
     return load_by_format(bundle, options, {"frozen-graph": FrozenGraphRunner.load,
                                             "savedmodel": SavedModelRunner.load}, TFRunner.load)
 

@@ -22,21 +22,21 @@ from posed.bench.stats import measure
 
 def _runtimes(model: Path, tmp: Path) -> list[tuple[str, Path, dict[str, Any]]]:
     """(name, bundle, load options) of every CPU runtime for one PyTorch bundle."""
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.bundle import load_bundle
 
     rows: list[tuple[str, Path, dict[str, Any]]] = [("pytorch-eager", model, {"device": "cpu"})]
-    rows.append(("torchscript", compat.export_model(model, "torchscript", tmp / "ts"), {"device": "cpu"}))
-    rows.append(("onnx-fp32", compat.export_model(model, "onnx", tmp / "onnx"), {"provider": "cpu"}))
+    rows.append(("torchscript", api.export_model(model, "torchscript", tmp / "ts"), {"device": "cpu"}))
+    rows.append(("onnx-fp32", api.export_model(model, "onnx", tmp / "onnx"), {"provider": "cpu"}))
     try:
         # Dynamic INT8 needs no calibration set, so it works for any bundle; static INT8
         # (calibrated on the project) is timed by benchmarks/bench_runtimes.py.
-        rows.append(("onnx-int8-dynamic", compat.export_model(model, "onnx", tmp / "int8",
+        rows.append(("onnx-int8-dynamic", api.export_model(model, "onnx", tmp / "int8",
                                                               precision="int8-dynamic"),
                       {"provider": "cpu"}))
     except Exception as exc:  # quantisation needs the export extra; report, don't stop
         rows.append(("onnx-int8-dynamic", Path(), {"error": str(exc).splitlines()[0]}))
-    if compat.engine_available("tensorflow") and load_bundle(model).engine == "tensorflow":
+    if api.engine_available("tensorflow") and load_bundle(model).engine == "tensorflow":
         rows.append(("tensorflow", model, {}))
     return rows
 
@@ -54,7 +54,7 @@ def _models(opts: BenchOptions, tmp: Path) -> list[tuple[str, Path]]:
 
 def case_engine(opts: BenchOptions) -> dict[str, Any]:
     """Every CPU runtime (eager, TorchScript, ONNX FP32/INT8) per model and batch, same frames."""
-    from posed.engines import compat
+    from posed.engines import api
 
     images = frames(opts.size, 32)
     rows = []
@@ -64,7 +64,7 @@ def case_engine(opts: BenchOptions) -> dict[str, Any]:
                 if "error" in extra:
                     rows.append({"model": label, "runtime": name, "error": extra["error"]})
                     continue
-                runner = compat.load_model(path, **extra)
+                runner = api.load_model(path, **extra)
                 try:
                     for batch in opts.batches:
                         rows.append({"model": label, "runtime": name,
@@ -119,12 +119,12 @@ print(json.dumps({"ready_s": round(ready - t0, 3), "ready_s_with_imports": round
 
 def case_resources(opts: BenchOptions) -> dict[str, Any]:
     """Start-up time to READY and peak RSS of a daemon, one fresh process per engine."""
-    from posed.engines import compat
+    from posed.engines import api
 
     model = model_of(opts)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = compat.export_model(model, "onnx", Path(tmp) / "onnx")
+        onnx_path = api.export_model(model, "onnx", Path(tmp) / "onnx")
         for engine, path in (("pytorch", model), ("onnx", onnx_path)):
             proc = subprocess.run([sys.executable, "-c", _RESOURCE_SCRIPT, str(path), engine,
                                    str(demo_clip())], capture_output=True, text=True, timeout=120)
@@ -157,7 +157,7 @@ def _matmul_peaks(seconds: float, n: int) -> dict[str, float]:
 def _achieved(opts: BenchOptions, label: str, model: Path, tmp: Path,
               peak: float) -> list[dict[str, Any]]:
     """One model's GFLOP per frame and GFLOP/s in eager PyTorch and ONNX Runtime."""
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.registry import capability
 
     images = frames(opts.size, 16)
@@ -165,9 +165,9 @@ def _achieved(opts: BenchOptions, label: str, model: Path, tmp: Path,
     # The same graph on both runtimes, so one FLOP count serves both.
     for runtime, path, options in (
             ("pytorch-eager", model, {"device": "cpu"}),
-            ("onnx-fp32", compat.export_model(model, "onnx", tmp / f"{label}-onnx"),
+            ("onnx-fp32", api.export_model(model, "onnx", tmp / f"{label}-onnx"),
              {"provider": "cpu"})):
-        runner = compat.load_model(path, **options)
+        runner = api.load_model(path, **options)
         try:
             if runtime == "pytorch-eager":
                 gflop = capability("pytorch", "count_flops")(runner, opts.size)

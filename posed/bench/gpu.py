@@ -37,7 +37,7 @@ def _engine_rows(nets: tuple[str, ...], tmp: Path, images: np.ndarray, device: s
                  modes: dict[str, dict[str, Any]], batches: tuple[int, ...],
                  seconds: float) -> list[dict[str, Any]]:
     """Frames/s per randomly initialised net, mode and batch."""
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.registry import capability
 
     rows = []
@@ -45,7 +45,7 @@ def _engine_rows(nets: tuple[str, ...], tmp: Path, images: np.ndarray, device: s
         model = tmp / net
         capability("pytorch", "random_bundle")(net, model, keypoints=4, output_stride=16)
         for mode, options in modes.items():
-            runner = compat.load_model(model, device=device, **options)
+            runner = api.load_model(model, device=device, **options)
             for batch in batches:
                 pool = np.concatenate([images] * (1 + 2 * batch // len(images)))
                 rows.append({"model": net, "mode": mode, **measure(runner, pool, batch, seconds)})
@@ -55,14 +55,14 @@ def _engine_rows(nets: tuple[str, ...], tmp: Path, images: np.ndarray, device: s
 
 def _accuracy(device: str, modes: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Keypoint error of each mode against the first (fp32) on the demo model and its clip."""
-    from posed.engines import compat
+    from posed.engines import api
 
     clip = frames((128, 128), 64)
     first, *others = modes
-    ref = compat.load_model(DEMO_MODEL, device=device, **modes[first]).predict(clip)
+    ref = api.load_model(DEMO_MODEL, device=device, **modes[first]).predict(clip)
     out = {}
     for mode in others:
-        got = compat.load_model(DEMO_MODEL, device=device, **modes[mode]).predict(clip)
+        got = api.load_model(DEMO_MODEL, device=device, **modes[mode]).predict(clip)
         out[f"{mode} vs {first}"] = {
             "max_px": round(float(np.nanmax(np.hypot(*(got[..., :2] - ref[..., :2])
                                                      .transpose(2, 0, 1)))), 4),

@@ -19,10 +19,10 @@ from posed.errors import PublishError
 def _engine_speed(model: Path, images: np.ndarray, seconds: float) -> dict[str, Any]:
     """The raw engine at batch 1 in this thread and in a worker thread; the faster one
     (with both rates) is what the pipeline is compared against."""
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.bundle import load_bundle
 
-    runner = compat.load_model(model)  # the daemon's defaults: same engine and device
+    runner = api.load_model(model)  # the daemon's defaults: same engine and device
     try:
         raw = measure(runner, images, 1, seconds)
         # The daemon runs the model in its inference thread (after a handoff from the loading

@@ -90,12 +90,15 @@ def group(sub: Any, name: str, help: str) -> Any:  # noqa: A002 (argparse's name
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    """Which trained model: ``--engine``, ``--shuffle``, ``--snapshot``."""
+    """Which trained model: ``--engine``, ``--shuffle``, ``--snapshot``, ``--layout``."""
     p.add_argument("--engine", help="engine: pytorch|torch, tensorflow|tf, onnx "
                    "(default: the bundle's, else the project's 'engine', else pytorch)")
     p.add_argument("--shuffle", type=positive, default=1, help="shuffle number (default 1)")
     p.add_argument("--snapshot", type=snapshot, default=None,
                    help="snapshot epoch to use, or 'last' (default)")
+    p.add_argument("--layout", choices=("posed", "deeplabcut"),
+                   help="a project's shuffle: posed's (posed-models-*) or DeepLabCut's "
+                        "(dlc-models-pytorch, served in place); default: the one that exists")
 
 
 def add_source(p: argparse.ArgumentParser) -> None:

@@ -35,10 +35,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     measured difference is recorded in the bundle's posed.yaml.
     """
 
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.bundle import load_bundle
 
-    out = compat.export_model(args.source, args.format, args.out, args.engine,
+    out = api.export_model(args.source, args.format, args.out, args.engine,
                               shuffle=args.shuffle, snapshot=args.snapshot, **_export_options(args))
     parity = load_bundle(out).export.get("parity", {})
     if "max_px" not in parity:  # torchscript records one entry per checked input size
@@ -83,11 +83,11 @@ def cmd_import_dlc(args: argparse.Namespace) -> int:
     the tensorflow engine runs.
     """
 
-    from posed.engines import compat
+    from posed.engines import api
 
     # A folder is a DeepLabCut 2.x TensorFlow export, a file a DeepLabCut 3 .pt; compat
     # names the framework to install when it is missing.
-    print(compat.import_dlc(args.file, args.out, overwrite=args.overwrite))
+    print(api.import_dlc(args.file, args.out, overwrite=args.overwrite))
     return 0
 
 
@@ -102,10 +102,10 @@ def add_import_dlc(sub: Any) -> None:
 def cmd_engines(args: argparse.Namespace) -> int:
     """list engines and whether they are installed"""
 
-    from posed.engines import compat
+    from posed.engines import api
 
-    for name in compat.list_engines():
-        state = "available" if compat.engine_available(name) else "not installed"
+    for name in api.list_engines():
+        state = "available" if api.engine_available(name) else "not installed"
         print(f"{name:12s} {state}")
     return 0
 

@@ -64,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model bundle. Settings: defaults < <model folder>/train_config.yaml < these options.
     """
 
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.project import load_project
 
     project = load_project(args.project)
@@ -76,8 +76,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if args.pretrained in ("true", "imagenet"):
         overrides["pretrained"] = True
-    compat.create_training_dataset(project, args.shuffle, train_fraction=args.train_fraction)
-    folder = compat.train_network(project, args.shuffle, args.engine, overrides,
+    api.create_training_dataset(project, args.shuffle, train_fraction=args.train_fraction)
+    folder = api.train_network(project, args.shuffle, args.engine, overrides,
                                   progress=not args.quiet, resume=args.resume,
                                   overwrite=args.overwrite)
     print(folder)
@@ -119,12 +119,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluation/snapshot-NNN/errors.csv and predictions.
     """
 
-    from posed.engines import compat
+    from posed.engines import api
     from posed.engines.project import load_project
 
     project = load_project(args.project)
-    result = compat.evaluate_network(project, args.shuffle, args.engine, snapshot=args.snapshot,
-                                     pcutoff=args.pcutoff, pck_px=args.pck, plots=args.plots)
+    result = api.evaluate_network(project, args.shuffle, args.engine, snapshot=args.snapshot,
+                                  layout=args.layout, pcutoff=args.pcutoff, pck_px=args.pck,
+                                  plots=args.plots)
     print(f"evaluation of {project.name} shuffle {args.shuffle} "
           f"(pcutoff {result.pcutoff}, PCK within {result.pck_px} px)")
     print(result.format())
@@ -191,11 +192,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     warned about and recorded, and makes the exit status 1 unless --allow-truncated.
     """
 
-    from posed.engines import compat
+    from posed.engines import api
 
     scale = _scale_options(args)
-    report = compat.analyze_videos(args.source, args.videos, args.engine, shuffle=args.shuffle,
-                                   snapshot=args.snapshot, dest=args.dest, csv=args.csv,
+    report = api.analyze_videos(args.source, args.videos, args.engine, shuffle=args.shuffle,
+                                snapshot=args.snapshot, layout=args.layout, dest=args.dest,
+                                csv=args.csv,
                                    batch_size=args.batch_size, progress=not args.quiet,
                                    overwrite=args.overwrite, runner_options={"device": args.device},
                                    allow_truncated=args.allow_truncated, **scale)
@@ -209,10 +211,11 @@ def cmd_analyze_images(args: argparse.Namespace) -> int:
     index = image path as given.
     """
 
-    from posed.engines import compat
+    from posed.engines import api
 
-    report = compat.analyze_images(args.source, args.images, args.engine, shuffle=args.shuffle,
-                                   snapshot=args.snapshot, dest=args.dest, csv=args.csv,
+    report = api.analyze_images(args.source, args.images, args.engine, shuffle=args.shuffle,
+                                snapshot=args.snapshot, layout=args.layout, dest=args.dest,
+                                csv=args.csv,
                                    progress=not args.quiet)
     return _report(report, "image folders")
 
@@ -265,9 +268,9 @@ def cmd_create_tracking_dataset(args: argparse.Namespace) -> int:
     then uses when stitching tracklets.
     """
 
-    from posed.engines import compat
+    from posed.engines import api
 
-    result = compat.create_tracking_dataset(
+    result = api.create_tracking_dataset(
         args.source, args.videos, args.engine, shuffle=args.shuffle, snapshot=args.snapshot,
         out=args.out, size=args.crop_size, window=args.window, batch_size=args.batch_size,
         train_reid=args.train_reid, reid_options={"epochs": args.epochs} if args.epochs else None,

@@ -51,9 +51,9 @@ def make_intra_clip(path: Path, n: int = N, damaged: range | tuple = ()) -> Path
 @pytest.fixture
 def fake_model(monkeypatch):
     """``posed analyze`` runs the fake model (keypoint ``grey`` at the frame's grey level)."""
-    from posed.engines import compat
+    from posed.engines import api
 
-    monkeypatch.setattr(compat, "load_model", lambda *a, **k: FakeRunner(fake_bundle()))
+    monkeypatch.setattr(api, "load_model", lambda *a, **k: FakeRunner(fake_bundle()))
 
 
 def analyze(capsys, video: Path, *extra: str) -> tuple[int, pd.DataFrame, dict, str]:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from faultkit import DEMO
-from posed.engines import compat
+from posed.engines import api
 from posed.engines.bundle import BUNDLE_FILE, ModelBundle, load_bundle
 from posed.errors import ModelLoadError
 
@@ -61,7 +61,7 @@ def test_truncated_safetensors_with_a_matching_hash_is_refused(tmp_path):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     _rehash(folder, "safetensors", "model.safetensors")
     with pytest.raises(ModelLoadError) as err:
-        compat.load_model(folder, device="cpu")
+        api.load_model(folder, device="cpu")
     _one_line_naming(err, weights)
 
 
@@ -92,7 +92,7 @@ def test_pickle_in_a_torchscript_bundle_is_refused_without_running(tmp_path):
     torch.save({"w": torch.zeros(1), "payload": _RunsCode(marker)}, folder / "model.pt")
     _rehash(folder, "torchscript", "model.pt")
     with pytest.raises(ModelLoadError) as err:
-        compat.load_model(folder, device="cpu")
+        api.load_model(folder, device="cpu")
     _one_line_naming(err, folder / "model.pt")
     assert not marker.exists()
 
@@ -118,7 +118,7 @@ def test_pickle_inside_a_real_torchscript_archive_is_refused(tmp_path):
             dst.writestr(item, data)
     _rehash(folder, "torchscript", "model.pt")
     with pytest.raises(ModelLoadError) as err:
-        compat.load_model(folder, device="cpu")
+        api.load_model(folder, device="cpu")
     _one_line_naming(err, folder / "model.pt")
     assert not marker.exists()
 
@@ -151,7 +151,7 @@ def test_a_pickle_named_safetensors_is_refused(tmp_path):
     (folder / "model.safetensors").write_bytes(pickle.dumps(_RunsCode(marker)))
     _rehash(folder, "safetensors", "model.safetensors")
     with pytest.raises(ModelLoadError) as err:
-        compat.load_model(folder, device="cpu")
+        api.load_model(folder, device="cpu")
     _one_line_naming(err, folder / "model.safetensors")
     assert not marker.exists()
 
@@ -187,7 +187,7 @@ UINT8 = 2  # onnx.TensorProto.UINT8 (onnx is imported lazily)
 def test_onnx_with_unexpected_inputs_is_refused(tmp_path, inputs, why):
     weights = _onnx_bundle(tmp_path / "b", inputs)
     with pytest.raises(ModelLoadError, match=why) as err:
-        compat.load_model(tmp_path / "b", provider="cpu")
+        api.load_model(tmp_path / "b", provider="cpu")
     _one_line_naming(err, weights)
 
 

@@ -1,0 +1,205 @@
+"""DeepLabCut's own layout of a project's models: shuffle folders, snapshots, scorer names.
+
+DeepLabCut 3 keeps a shuffle in ``[modelprefix/]dlc-models-pytorch/iteration-<i>/
+<Task><date>-trainset<PP>shuffle<K>/{train,test}/`` (TensorFlow: ``dlc-models/``), where
+``PP = int(100 * TrainingFraction[trainingsetindex])`` (truncated, as DeepLabCut does).
+PyTorch snapshots are ``snapshot-<NNN>.pt`` and ``snapshot-best-<NNN>.pt`` (epochs, at least
+three digits); DeepLabCut sorts them by epoch with the best one last, and ``snapshotindex``
+(config.yaml, or an argument) is an index into that list: ``-1`` the last, ``"best"`` the best,
+``"all"`` every one (the last for naming a scorer). The scorer of a PyTorch shuffle is
+``DLC_<CamelNet>_<Task><date>shuffle<K>_snapshot_<uid>``, ``uid`` the epoch or ``best-<epoch>``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from posed.engines.project.config import Project, is_int
+from posed.engines.project.posetables import camel_net
+from posed.engines.registry import Engine
+from posed.errors import ConfigError, ModelLoadError
+
+__all__ = ["DlcShuffle", "DlcSnapshot", "find_shuffle", "list_snapshots", "model_folder",
+           "select_snapshot", "shuffle_from_folder", "snapshot_index_setting", "train_fraction"]
+
+_SNAPSHOT_RE = re.compile(r"^snapshot(?P<best>-best)?-(?P<epoch>\d+)\.pt$")
+_FOLDER_RE = re.compile(r"^(?P<name>.+)-trainset(?P<pp>\d+)shuffle(?P<shuffle>\d+)$")
+
+
+@dataclass(frozen=True)
+class DlcSnapshot:
+    """One PyTorch snapshot file of a DeepLabCut shuffle."""
+
+    path: Path
+    epoch: int
+    best: bool
+
+    @property
+    def uid(self) -> str:
+        """DeepLabCut's snapshot id in scorer names: the epoch, or ``best-<epoch>``."""
+        return f"best-{self.epoch}" if self.best else str(self.epoch)
+
+
+@dataclass(frozen=True)
+class DlcShuffle:
+    """A shuffle in DeepLabCut's layout (its ``train/`` folder holds the model config)."""
+
+    project: Project
+    shuffle: int
+    train_fraction: float
+    engine: Engine
+    folder: Path  # the shuffle's model folder (holds train/ and test/)
+
+    @property
+    def train_dir(self) -> Path:
+        return self.folder / "train"
+
+    @property
+    def test_dir(self) -> Path:
+        return self.folder / "test"
+
+    @property
+    def pose_cfg(self) -> Path:
+        """``train/pytorch_config.yaml`` (PyTorch) or ``train/pose_cfg.yaml`` (TensorFlow)."""
+        return self.train_dir / self.engine.pose_cfg_name
+
+    def model_config(self) -> dict[str, Any]:
+        """The shuffle's model config, read as plain YAML."""
+        try:
+            data = yaml.safe_load(self.pose_cfg.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelLoadError(f"{self.pose_cfg}: cannot read ({first})") from None
+        if not isinstance(data, dict):
+            raise ModelLoadError(f"{self.pose_cfg}: not a mapping")
+        return data
+
+    def snapshots(self) -> list[DlcSnapshot]:
+        return list_snapshots(self.train_dir)
+
+    def snapshot(self, index: int | str | None = None) -> DlcSnapshot:
+        """The snapshot ``index`` selects (None: the project's ``snapshotindex``)."""
+        if index is None:
+            index = snapshot_index_setting(self.project)
+        return select_snapshot(self.snapshots(), index, self.train_dir)
+
+    def scorer(self, snapshot: DlcSnapshot) -> str:
+        """DeepLabCut's scorer for this shuffle's predictions with ``snapshot``."""
+        net_type = str(self.model_config().get("net_type") or "")
+        if not camel_net(net_type):
+            raise ModelLoadError(f"{self.pose_cfg}: no 'net_type'")
+        # DeepLabCut capitalises each part (str.capitalize lower-cases the rest).
+        name = "".join(p.capitalize() for p in net_type.split("_"))
+        return f"DLC_{name}_{self.project.name}shuffle{self.shuffle}_snapshot_{snapshot.uid}"
+
+
+def train_fraction(project: Project, trainingsetindex: int = 0) -> float:
+    """``TrainingFraction[trainingsetindex]`` of the project's config."""
+    fractions = project.training_fraction
+    if not is_int(trainingsetindex) or not 0 <= trainingsetindex < len(fractions):
+        raise ConfigError(f"{project.config_path}: trainingsetindex {trainingsetindex!r} is out "
+                          f"of range (TrainingFraction has {len(fractions)} values)")
+    return fractions[trainingsetindex]
+
+
+def model_folder(project: Project, shuffle: int, fraction: float,
+                 engine: Engine = Engine.PYTORCH, modelprefix: str = "") -> Path:
+    """The shuffle's model folder in DeepLabCut's layout (it may not exist)."""
+    name = f"{project.name}-trainset{int(fraction * 100)}shuffle{shuffle}"
+    return (project.root / modelprefix / engine.model_folder_name
+            / f"iteration-{project.iteration}" / name)
+
+
+def find_shuffle(project: Project, shuffle: int, trainingsetindex: int = 0, modelprefix: str = "",
+                 engine: "Engine | None" = None) -> DlcShuffle | None:
+    """The DeepLabCut shuffle of the project, if its ``train/`` folder has a model config.
+
+    Without ``engine`` the PyTorch layout is looked at first, then TensorFlow's.
+    """
+    fraction = train_fraction(project, trainingsetindex)
+    for eng in ((engine,) if engine is not None else (Engine.PYTORCH, Engine.TENSORFLOW)):
+        folder = model_folder(project, shuffle, fraction, eng, modelprefix)
+        if (folder / "train" / eng.pose_cfg_name).is_file():
+            return DlcShuffle(project, shuffle, fraction, eng, folder)
+    return None
+
+
+def shuffle_from_folder(path: str | Path) -> DlcShuffle | None:
+    """The shuffle whose model folder (or its ``train/``) ``path`` is; None if it is not one.
+
+    The project is the folder above ``dlc-models-pytorch`` (or ``dlc-models``, under an
+    optional model prefix) that holds ``config.yaml``.
+
+    Raises:
+        ConfigError: it is a shuffle folder, but its project's config is missing or invalid,
+            or names another project.
+    """
+    from posed.engines.project import load_project
+
+    folder = Path(path).expanduser().resolve()
+    if folder.name in ("train", "test"):
+        folder = folder.parent
+    found = _FOLDER_RE.match(folder.name)
+    if found is None or not folder.parent.name.startswith("iteration-"):
+        return None
+    engines = {e.model_folder_name: e for e in (Engine.PYTORCH, Engine.TENSORFLOW)}
+    models = folder.parent.parent
+    if models.name not in engines or not (folder / "train" / engines[models.name].pose_cfg_name).is_file():
+        return None
+    engine = engines[models.name]
+    roots = [models.parent, models.parent.parent]  # without and with a model prefix
+    root = next((r for r in roots if (r / "config.yaml").is_file()), None)
+    if root is None:
+        raise ConfigError(f"{folder}: a DeepLabCut shuffle folder, but no config.yaml in "
+                          f"{models.parent} or {models.parent.parent}")
+    project = load_project(root)
+    fractions = [f for f in project.training_fraction if int(f * 100) == int(found["pp"])]
+    if found["name"] != project.name or not fractions:
+        raise ConfigError(f"{folder}: not a shuffle of {project.config_path} (Task+date "
+                          f"{project.name}, TrainingFraction {list(project.training_fraction)})")
+    return DlcShuffle(project, int(found["shuffle"]), fractions[0], engine, folder)
+
+
+def list_snapshots(train_dir: Path) -> list[DlcSnapshot]:
+    """PyTorch snapshots in DeepLabCut's order: by epoch, the best one last."""
+    found = []
+    if train_dir.is_dir():
+        for path in train_dir.iterdir():
+            m = _SNAPSHOT_RE.match(path.name)
+            if m:
+                found.append(DlcSnapshot(path, int(m["epoch"]), m["best"] is not None))
+    return sorted(found, key=lambda s: (s.best, s.epoch))
+
+
+def select_snapshot(snapshots: list[DlcSnapshot], index: int | str,
+                    where: Path) -> DlcSnapshot:
+    """DeepLabCut's ``snapshotindex`` rule; ``"all"`` names the last (as for scorers)."""
+    if not snapshots:
+        raise ModelLoadError(f"{where}: no snapshots (snapshot-*.pt)")
+    key = index.lower() if isinstance(index, str) else index
+    if key == "all":
+        return snapshots[-1]
+    if key == "best":
+        best = [s for s in snapshots if s.best]
+        if not best:
+            raise ModelLoadError(f"{where}: no best snapshot (snapshot-best-*.pt)")
+        return best[-1]
+    if not is_int(key) or not -len(snapshots) <= key < len(snapshots):
+        names = ", ".join(s.path.name for s in snapshots)
+        raise ModelLoadError(f"{where}: snapshotindex {index!r} does not select one of "
+                             f"{len(snapshots)} snapshots ({names})")
+    return snapshots[key]
+
+
+def snapshot_index_setting(project: Project) -> int | str:
+    """config.yaml's ``snapshotindex`` (DeepLabCut's default -1: the last snapshot)."""
+    value = project.raw.get("snapshotindex", -1)
+    if is_int(value) or (isinstance(value, str) and value.lower() in ("all", "best")):
+        return value
+    raise ConfigError(f"{project.config_path}: snapshotindex must be an integer, 'all' or "
+                      f"'best', got {value!r}")

@@ -1,0 +1,94 @@
+"""DeepLabCut's ``<video><scorer>_meta.pickle`` beside a pose table, for DeepLabCut's tools.
+
+DeepLabCut's ``create_labeled_video`` and ``extract_outlier_frames`` read it
+(``load_video_metadata``) for the cropping settings and frame size. DeepLabCut 3 writes
+``{"data": {...}}`` with the keys of :func:`video_metadata`. posed writes it only of built-in
+types (dict, list, tuple, str, int, float, bool, None), so reading it needs no DeepLabCut and
+runs no code; posed itself never reads a pickle back.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from posed.engines.bundle import ModelBundle
+from posed.engines.io import atomic_path
+from posed.errors import ModelLoadError
+
+__all__ = ["is_dlc_model", "video_metadata", "write_meta_pickle"]
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def is_dlc_model(bundle: ModelBundle) -> bool:
+    """Whether a bundle serves a DeepLabCut shuffle in place (its outputs get DeepLabCut's
+    metadata pickle)."""
+    return bundle.source.get("layout") == "deeplabcut"
+
+
+def video_metadata(bundle: ModelBundle, *, start: float, stop: float, fps: float,
+                   batch_size: int, width: int, height: int, nframes: int) -> dict[str, Any]:
+    """DeepLabCut 3's ``_meta.pickle`` content for one analysed video (no cropping)."""
+    config = _shuffle_config(bundle)
+    meta = config.get("metadata") or {}
+    return {"data": {
+        "start": float(start),
+        "stop": float(stop),
+        "run_duration": float(stop - start),
+        "Scorer": bundle.scorer,
+        "pytorch-config": config,
+        "fps": float(fps),
+        "batch_size": int(batch_size),
+        "frame_dimensions": (int(width), int(height)),  # DeepLabCut 3: (width, height)
+        "nframes": int(nframes),
+        "iteration (active-learning)": int(_project_iteration(bundle)),
+        "training set fraction": float(bundle.source.get("train_fraction", 0.0)),
+        "cropping": False,
+        "cropping_parameters": [0, int(width), 0, int(height)],
+        "individuals": list(meta.get("individuals") or []),
+        "bodyparts": list(meta.get("bodyparts") or bundle.bodyparts),
+        "unique_bodyparts": list(meta.get("unique_bodyparts") or []),
+    }}
+
+
+def write_meta_pickle(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as a pickle (protocol 4), atomically, after checking it is plain data."""
+    _check_plain(data, "data")
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        pickle.dump(data, fh, protocol=4)
+
+
+def _check_plain(value: Any, where: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, _PLAIN):
+                raise TypeError(f"{where}: key {key!r} is not a built-in value")
+            _check_plain(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif not isinstance(value, _PLAIN):
+        raise TypeError(f"{where}: {type(value).__name__} is not a built-in type")
+
+
+def _shuffle_config(bundle: ModelBundle) -> dict[str, Any]:
+    """The shuffle's ``pytorch_config.yaml`` as plain data (YAML's safe types only)."""
+    folder = bundle.source.get("shuffle_folder")
+    path = Path(str(folder)) / "train" / "pytorch_config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ModelLoadError(f"{path}: cannot read ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: not a mapping")
+    return data
+
+
+def _project_iteration(bundle: ModelBundle) -> int:
+    folder = Path(str(bundle.source.get("shuffle_folder", "")))
+    name = folder.parent.name  # iteration-<i>
+    return int(name.split("-", 1)[1]) if name.startswith("iteration-") else 0

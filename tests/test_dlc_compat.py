@@ -1,0 +1,349 @@
+"""DeepLabCut's compat API on posed: signatures, parameter policy, layout rules, files.
+
+No DeepLabCut is needed: its signatures are compared with the reference read from DeepLabCut
+3.0.2's own source (tests/data/deeplabcut/compat_signatures_3.0.2.json), and its file rules
+(scorer names, snapshot order, ``find_analyzed_data``, ``_meta.pickle``, the ``.mat`` training
+set) are written here from its documented behaviour.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from posed.engines import compat
+from posed.engines.dlc import layout
+from posed.engines.project import load_labels, load_project, load_split
+from posed.errors import CapabilityError, ConfigError, ModelLoadError
+
+REFERENCE = Path(__file__).parent / "data" / "deeplabcut" / "compat_signatures_3.0.2.json"
+
+
+# ----------------------------------------------------------------------------- signatures
+
+def _reference() -> dict:
+    return json.loads(REFERENCE.read_text())
+
+
+@pytest.mark.parametrize("name", sorted(_reference()["functions"]))
+def test_signature_is_deeplabcuts(name):
+    """Same names, order, kinds and defaults; posed may add a trailing ``**kwargs`` (where
+    DeepLabCut's decorator takes renamed parameters)."""
+    want = _reference()["functions"][name]
+    got = list(inspect.signature(getattr(compat, name)).parameters.values())
+    if len(got) == len(want) + 1 and got[-1].kind is inspect.Parameter.VAR_KEYWORD:
+        got = got[:-1]
+    assert [p.name for p in got] == [p["name"] for p in want]
+    assert [p.kind.name for p in got] == [p["kind"] for p in want]
+    for p, ref in zip(got, want):
+        if p.kind is not inspect.Parameter.VAR_KEYWORD:
+            default = None if p.default is inspect.Parameter.empty else repr(p.default)
+            assert default == ref["default"], f"{name}({p.name}=...)"
+
+
+def test_engine_has_deeplabcuts_members():
+    ref = _reference()["engine_members"]
+    assert {"PYTORCH", "TF"} <= set(ref)
+    assert compat.Engine.TF is compat.Engine.TENSORFLOW
+    for member, text in ref.items():
+        eng = getattr(compat.Engine, member)
+        for attr in ("model_folder_name", "pose_cfg_name", "results_folder_name"):
+            assert f"{attr}='{getattr(eng, attr)}'" in text
+        assert set(eng.aliases) >= set(eval(text.split("aliases=")[1].split(")")[0] + ")"))
+
+
+# ----------------------------------------------------------------------------- parameters
+
+def test_renamed_parameter_both_names_and_conflict(project_copy, caplog):
+    with pytest.raises(TypeError, match="both 'videotype' and 'video_extensions'"):
+        compat.analyze_videos(project_copy / "config.yaml", [], video_extensions="mp4",
+                              videotype="avi")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        compat.analyze_videos(project_copy / "config.yaml", [], bogus=1)
+
+
+def test_refused_parameter_is_one_line(project_copy):
+    with pytest.raises(CapabilityError) as err:
+        compat.analyze_videos(project_copy / "config.yaml", [], dynamic=(True, 0.5, 10))
+    assert "dynamic=True" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(CapabilityError, match="detector_type"):
+        compat.create_training_dataset(project_copy / "config.yaml", detector_type="ssdlite")
+
+
+def test_no_effect_parameter_warns_once_and_runs(project_copy, caplog):
+    with caplog.at_level(logging.WARNING, logger="posed.compat"):
+        out = compat.create_training_dataset(str(project_copy / "config.yaml"), Shuffles=[3],
+                                             userfeedback=False, windows2linux=True)
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("userfeedback=False has no effect" in m for m in lines) == 1
+    assert sum("windows2linux=True has no effect" in m for m in lines) == 1
+    assert out[0][1] == 3
+
+
+def test_project_engine_and_aug_methods():
+    assert compat.get_project_engine({"engine": "tensorflow"}) is compat.Engine.TF
+    assert compat.get_project_engine({}) is compat.Engine.PYTORCH
+    assert compat.get_available_aug_methods(compat.Engine.PYTORCH) == ("albumentations",)
+    assert compat.get_available_aug_methods("tf")[0] == "imgaug"
+
+
+# ----------------------------------------------------------------------------- datasets
+
+def test_create_training_dataset_honours_indices_in_dlc_order(project_copy):
+    cfg = project_copy / "config.yaml"
+    project = load_project(cfg)
+    from posed.engines.dlc.datasets import dlc_image_order
+
+    order = dlc_image_order(project)
+    assert order == sorted(order, key=lambda p: tuple(Path(p).parts))
+    train, test = list(range(0, 20)), list(range(20, 25))
+    result = compat.create_training_dataset(cfg, Shuffles=[2], trainIndices=[train],
+                                            testIndices=[test], net_type="resnet_18")
+    frac, shuffle, (got_train, got_test) = result[0]
+    assert shuffle == 2 and sorted(got_train) == train and sorted(got_test) == test
+    assert frac == pytest.approx(0.8)
+    split = load_split(project, 2)
+    assert set(split.train) == {order[i] for i in train}
+    assert set(split.test) == {order[i] for i in test}
+    from posed.engines.dlc.datasets import shuffle_settings
+
+    assert shuffle_settings(project, 2) == {"net_type": "resnet_18"}
+    # Without Shuffles, the next numbers after the highest existing split.
+    nxt = compat.create_training_dataset(cfg, num_shuffles=2)
+    assert [s for _, s, _ in nxt] == [3, 4]
+    with pytest.raises(ConfigError, match="out of range"):
+        compat.create_training_dataset(cfg, Shuffles=[9], trainIndices=[[10_000]],
+                                       testIndices=[[0]])
+
+
+def test_dlc_split_from_mat_is_the_split(project_copy):
+    """A shuffle DeepLabCut split (its .mat training set) is read and used, not re-made."""
+    from scipy.io import savemat
+
+    from posed.engines.dlc.split import dlc_split_path
+
+    project = load_project(project_copy)
+    images = list(load_labels(project, check_images=False).images)
+    train = images[::3]
+    dtype = [("image", "O"), ("size", "O"), ("joints", "O")]
+    records = np.array([(np.array(Path(p).parts, dtype=object), np.array([3, 128, 128]),
+                         np.array([[0, 5, 5]])) for p in train], dtype=dtype)
+    path = dlc_split_path(project, 1, project.training_fraction[0])
+    path.parent.mkdir(parents=True)
+    savemat(str(path), {"dataset": records})
+    split = load_split(project, 1)
+    assert set(split.train) == set(train)
+    assert set(split.test) == set(images) - set(train)
+    from posed.engines.project import create_split
+
+    assert create_split(project, 1).train == split.train  # not replaced by posed's own
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def _snap(folder: Path, *names: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        (folder / n).write_bytes(b"")
+
+
+def test_snapshot_order_and_index_rule(tmp_path):
+    _snap(tmp_path, "snapshot-005.pt", "snapshot-best-010.pt", "snapshot-020.pt",
+          "snapshot-100.pt", "snapshot-detector-020.pt", "notes.txt")
+    snaps = layout.list_snapshots(tmp_path)
+    assert [s.uid for s in snaps] == ["5", "20", "100", "best-10"]  # by epoch, best last
+    pick = lambda i: layout.select_snapshot(snaps, i, tmp_path).uid  # noqa: E731
+    assert pick(-1) == "best-10" and pick("best") == "best-10" and pick(0) == "5"
+    assert pick("all") == "best-10" and pick(-2) == "100"
+    with pytest.raises(ModelLoadError, match="does not select"):
+        pick(4)
+
+
+def test_model_folder_truncates_the_fraction_as_deeplabcut(project_copy):
+    project = load_project(project_copy)
+    folder = layout.model_folder(project, 3, 0.57)
+    assert folder.name == f"{project.name}-trainset56shuffle3"  # int(0.57 * 100) == 56
+    assert folder.parent.parent.name == "dlc-models-pytorch"
+
+
+def test_dlc_scorer_and_shuffle_from_folder(project_copy):
+    project = load_project(project_copy)
+    folder = layout.model_folder(project, 1, project.training_fraction[0])
+    (folder / "train").mkdir(parents=True)
+    (folder / "train" / "pytorch_config.yaml").write_text("net_type: resnet_50\nmethod: bu\n")
+    _snap(folder / "train", "snapshot-200.pt")
+    found = layout.find_shuffle(project, 1)
+    assert found is not None and found.folder == folder
+    assert found.scorer(found.snapshot()) == f"DLC_Resnet50_{project.name}shuffle1_snapshot_200"
+    again = layout.shuffle_from_folder(folder / "train")
+    assert again is not None and again.shuffle == 1 and again.project.root == project.root
+    assert layout.shuffle_from_folder(project_copy / "labeled-data") is None
+    train, test, snaps = compat.return_train_network_path(str(project_copy / "config.yaml"))
+    assert (train, test, snaps) == (folder / "train" / "pytorch_config.yaml",
+                                    folder / "test" / "pose_cfg.yaml", folder / "train")
+
+
+def test_both_layouts_trained_is_an_error_that_asks(project_copy):
+    from posed.engines.loading import resolve_bundle
+    from posed.engines.project.folders import get_train_folder
+
+    project = load_project(project_copy)
+    folder = layout.model_folder(project, 1, project.training_fraction[0])
+    (folder / "train").mkdir(parents=True)
+    (folder / "train" / "pytorch_config.yaml").write_text("net_type: resnet_50\n")
+    _snap(get_train_folder(project, 1, "pytorch"), "snapshot-001.safetensors")
+    with pytest.raises(ConfigError, match="both by posed .* and by DeepLabCut"):
+        resolve_bundle(project_copy, shuffle=1)
+    with pytest.raises(ConfigError, match="layout: must be one of"):
+        resolve_bundle(project_copy, shuffle=1, layout="dlc")
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def test_meta_pickle_is_plain_and_deeplabcuts_keys(tmp_path):
+    from posed.engines.bundle import ModelBundle
+    from posed.engines.dlc.meta import video_metadata, write_meta_pickle
+
+    shuffle = tmp_path / "iteration-2" / "openfieldOct30-trainset95shuffle1"
+    (shuffle / "train").mkdir(parents=True)
+    (shuffle / "train" / "pytorch_config.yaml").write_text(
+        "net_type: resnet_50\nmetadata:\n  bodyparts: [a, b]\n  individuals: [individual_1]\n"
+        "  unique_bodyparts: []\n")
+    bundle = ModelBundle(engine="pytorch", format="safetensors", bodyparts=["a", "b"],
+                         architecture={}, stride=8.0, locref_stdev=7.2801,
+                         source={"layout": "deeplabcut", "shuffle_folder": str(shuffle),
+                                 "train_fraction": 0.95, "scorer": "DLC_X"})
+    data = video_metadata(bundle, start=1.0, stop=3.5, fps=30.0, batch_size=4, width=640,
+                          height=480, nframes=12)
+    path = tmp_path / "v_meta.pickle"
+    write_meta_pickle(path, data)
+    back = pickle.loads(path.read_bytes())  # posed's own file
+    assert set(back) == {"data"}
+    assert set(back["data"]) == {
+        "start", "stop", "run_duration", "Scorer", "pytorch-config", "fps", "batch_size",
+        "frame_dimensions", "nframes", "iteration (active-learning)", "training set fraction",
+        "cropping", "cropping_parameters", "individuals", "bodyparts", "unique_bodyparts"}
+    d = back["data"]
+    assert d["frame_dimensions"] == (640, 480) and d["cropping_parameters"] == [0, 640, 0, 480]
+    assert d["iteration (active-learning)"] == 2 and d["run_duration"] == 2.5
+    assert d["Scorer"] == "DLC_X" and d["pytorch-config"]["net_type"] == "resnet_50"
+    # Only built-in types: the pickle names no module at all.
+    import pickletools
+
+    assert not [op for op, _, _ in pickletools.genops(path.read_bytes())
+                if op.name in ("GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ")]
+    with pytest.raises(TypeError, match="not a built-in type"):
+        write_meta_pickle(tmp_path / "bad.pickle", {"data": {"x": np.float32(1)}})
+
+
+def find_analyzed_data(folder: Path, videoname: str, scorer: str) -> Path:
+    """DeepLabCut's rule for finding a video's unfiltered table (utils/auxiliaryfunctions.py):
+    an ``.h5`` whose name starts with video name + scorer, not a skeleton, not filtered, not a
+    tracker's."""
+    found = [f for f in sorted(folder.glob("*.h5"))
+             if f.name.startswith(videoname + scorer) and "skeleton" not in f.name
+             and "filtered" not in f.name
+             and not f.stem.endswith(("_el", "_sk", "_bx", "_tracklets"))]
+    if not found:
+        raise FileNotFoundError(f"no data file for {videoname} and {scorer} in {folder}")
+    return found[0]
+
+
+# ----------------------------------------------------------------------------- in place (real)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DLC_MODEL = SHARED / "models" / "dlc3-openfield-resnet50"
+DLC_EXPORT = DLC_MODEL / "DLC_openfield_NetType.RESNET_50_iteration-0_shuffle-1_snapshot-1.pt"
+DLC_H5 = DLC_MODEL / "m3v1mp4DLC_Resnet50_openfieldOct30shuffle1_snapshot_1.h5"
+OPENFIELD = SHARED / "data" / "dlc-examples" / "openfield-Pranav-2018-10-30"
+SCORER = "DLC_Resnet50_openfieldOct30shuffle1_snapshot_1"
+
+
+@pytest.fixture(scope="module")
+def dlc_shuffle_project(tmp_path_factory) -> Path:
+    """The openfield project with DeepLabCut 3.0.2's trained shuffle 1 in DeepLabCut's layout:
+    its ``pytorch_config.yaml`` and the weights DeepLabCut exported, as ``snapshot-001.pt``
+    (``{"model": state_dict, "metadata": ...}``, DeepLabCut's snapshot structure)."""
+    torch = pytest.importorskip("torch")
+    if not (DLC_EXPORT.is_file() and OPENFIELD.is_dir()):
+        pytest.skip("shared DeepLabCut model or example project absent")
+    import shutil
+
+    root = tmp_path_factory.mktemp("dlcshuffle") / OPENFIELD.name
+    shutil.copytree(OPENFIELD, root, ignore=shutil.ignore_patterns("videos"))
+    for p in root.rglob("*"):
+        p.chmod(p.stat().st_mode | 0o200)
+    train = root / "dlc-models-pytorch" / "iteration-0" / "openfieldOct30-trainset95shuffle1" / "train"
+    train.mkdir(parents=True)
+    shutil.copy(DLC_MODEL / "pytorch_config.yaml", train)
+    pose = torch.load(DLC_EXPORT, map_location="cpu", weights_only=True)["pose"]
+    torch.save({"model": pose, "metadata": {"epoch": 1}}, train / "snapshot-001.pt")
+    (root / "videos").mkdir()
+    _first_packets(OPENFIELD / "videos" / "m3v1mp4.mp4", root / "videos" / "m3v1mp4.mp4", 12)
+    return root
+
+
+def _first_packets(src: Path, dst: Path, n: int) -> None:
+    """The first ``n`` packets by stream copy, as DeepLabCut's reference input was cut."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = inp.streams.video[0]
+        ostream = out.add_stream_from_template(stream)
+        for i, packet in enumerate(p for p in inp.demux(stream) if p.dts is not None):
+            if i >= n:
+                break
+            packet.stream = ostream
+            out.mux(packet)
+
+
+@pytest.mark.realdata
+@pytest.mark.torch
+def test_dlc_shuffle_in_place_matches_deeplabcut(dlc_shuffle_project, tmp_path, monkeypatch):
+    """A DeepLabCut user's call, unchanged: DeepLabCut's scorer and files, keypoints within
+    1e-3 px of DeepLabCut's own analyze_videos, a _meta.pickle, DeepLabCut's lookup finds it."""
+    import pandas as pd
+
+    monkeypatch.setenv("POSED_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = str(dlc_shuffle_project / "config.yaml")
+    dest = tmp_path / "out"
+    scorer = compat.analyze_videos(cfg, [str(dlc_shuffle_project / "videos")], videotype=".mp4",
+                                   shuffle=1, save_as_csv=True, destfolder=str(dest),
+                                   batchsize=4, progress=False)
+    assert scorer == SCORER
+    h5 = find_analyzed_data(dest, "m3v1mp4", scorer)
+    assert h5.with_suffix(".csv").is_file()
+    got = pd.read_hdf(h5, "df_with_missing")
+    ref = pd.read_hdf(DLC_H5, "df_with_missing").iloc[: len(got) - 1]  # last packet: cut edge
+    assert got.columns.equals(ref.columns) and len(got) == 12
+    diff = np.abs(got.iloc[: len(ref)].to_numpy() - ref.to_numpy())
+    assert diff[:, 0::3].max() < 1e-3 and diff[:, 1::3].max() < 1e-3
+    assert diff[:, 2::3].max() < 1e-3
+    meta = pickle.loads(h5.with_name(h5.stem + "_meta.pickle").read_bytes())["data"]
+    assert meta["Scorer"] == SCORER and meta["nframes"] == 12
+    assert meta["frame_dimensions"] == (640, 480) and meta["cropping"] is False
+    assert meta["pytorch-config"]["net_type"] == "resnet_50"
+
+    # The same shuffle by posed's CLI and as a daemon's model (config check loads it).
+    from posed.cli import main
+
+    folder = dlc_shuffle_project / "dlc-models-pytorch" / "iteration-0" / \
+        "openfieldOct30-trainset95shuffle1" / "train"
+    config = tmp_path / "serve.yaml"
+    config.write_text(f"model:\n  bundle: {folder}\n  device: cpu\ncameras:\n  - id: c\n"
+                      f"    source: {dlc_shuffle_project / 'videos' / 'm3v1mp4.mp4'}\n"
+                      "publisher:\n  endpoint: tcp://127.0.0.1:5599\nmetrics:\n  port: 0\n")
+    assert main(["config", "check", str(config)]) == 0
+    out2 = tmp_path / "cli"
+    assert main(["analyze", str(dlc_shuffle_project), str(dlc_shuffle_project / "videos"),
+                 "--dest", str(out2), "-q"]) == 0
+    again = pd.read_hdf(out2 / h5.name, "df_with_missing")
+    assert np.allclose(again.to_numpy(), got.to_numpy(), atol=1e-4, equal_nan=True)
