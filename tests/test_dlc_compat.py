@@ -347,3 +347,70 @@ def test_dlc_shuffle_in_place_matches_deeplabcut(dlc_shuffle_project, tmp_path, 
                  "--dest", str(out2), "-q"]) == 0
     again = pd.read_hdf(out2 / h5.name, "df_with_missing")
     assert np.allclose(again.to_numpy(), got.to_numpy(), atol=1e-4, equal_nan=True)
+
+
+# ----------------------------------------------------------------------------- DeepLabCut's shuffle
+
+FIXTURE = Path(__file__).parent / "data" / "deeplabcut" / "shuffle_fixture"
+FX_SCORER = "DLC_Resnet50_synthJan1shuffle1_snapshot_best-2"
+
+
+@pytest.fixture
+def dlc_fixture(tmp_path, monkeypatch) -> Path:
+    """A writable copy of the shuffle DeepLabCut 3.0.2 trained (tests/data/deeplabcut/
+    shuffle_fixture, README there): its split, snapshot, analysis, evaluation and export."""
+    pytest.importorskip("torch")
+    import shutil
+
+    monkeypatch.setenv("POSED_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "synth"
+    shutil.copytree(FIXTURE, root)
+    return root
+
+
+@pytest.mark.torch
+def test_deeplabcuts_split_scorer_keypoints_and_evaluation(dlc_fixture, tmp_path, capsys):
+    """DeepLabCut's own shuffle, unchanged: its split (as DeepLabCut's loader read it), its
+    scorer, its analyze_videos keypoints, its evaluation errors."""
+    import pandas as pd
+
+    check = json.loads((dlc_fixture / "check.json").read_text())["split"]
+    split = load_split(load_project(dlc_fixture), 1)
+    names = check["all_images"]
+    assert sorted(split.train) == sorted(names[i] for i in check["train_indices"])
+    assert sorted(split.test) == sorted(names[i] for i in check["test_indices"])
+
+    cfg = dlc_fixture / "config.yaml"
+    scorer = compat.analyze_videos(cfg, [dlc_fixture / "videos" / "synth1.mp4"],
+                                   destfolder=tmp_path / "out", progress=False)
+    assert scorer == FX_SCORER
+    got = pd.read_hdf(tmp_path / "out" / f"synth1{scorer}.h5", "df_with_missing")
+    ref = pd.read_hdf(dlc_fixture / "videos" / f"synth1{scorer}.h5", "df_with_missing")
+    assert got.columns.equals(ref.columns) and got.index.equals(ref.index)
+    assert np.abs(got.to_numpy() - ref.to_numpy()).max() < 1e-3
+
+    compat.evaluate_network(str(cfg), Shuffles=[1])
+    printed = capsys.readouterr().out
+    dlc = pd.read_csv(dlc_fixture / "evaluation-results-pytorch" / "iteration-0" /
+                      "synthJan1-trainset80shuffle1" / f"{FX_SCORER}-results.csv")
+    overall = [float(line.split()[1]) for line in printed.splitlines()
+               if line.split()[:1] == ["all"]]  # the train and the test row of the table
+    # DeepLabCut rounds to 2 decimals; its rmse is posed's mean pixel error.
+    assert overall == pytest.approx([dlc["train rmse"][0], dlc["test rmse"][0]], abs=0.006)
+
+
+@pytest.mark.torch
+def test_export_model_is_what_deeplabcut_exported(dlc_fixture):
+    torch = pytest.importorskip("torch")
+    compat.export_model(str(dlc_fixture / "config.yaml"), shuffle=1)
+    ours = dlc_fixture / "exported-models-pytorch" / "DLC_synth_resnet_50_iteration-0_shuffle-1" \
+        / "DLC_synth_resnet_50_iteration-0_shuffle-1_snapshot-best-2.pt"
+    theirs = next((dlc_fixture / "exported-models-pytorch").glob("DLC_synth_NetType*/*.pt"))
+    a = torch.load(ours, map_location="cpu", weights_only=True)
+    b = torch.load(theirs, map_location="cpu", weights_only=True)
+    assert set(a) == set(b) == {"config", "pose"}
+    assert a["pose"].keys() == b["pose"].keys()
+    assert all(torch.equal(a["pose"][k], b["pose"][k]) for k in a["pose"])
+    assert a["config"]["model"] == b["config"]["model"]
+    assert a["config"]["method"] == "bu" and a["config"]["metadata"]["bodyparts"] == \
+        b["config"]["metadata"]["bodyparts"]

@@ -1,0 +1,72 @@
+"""Run DeepLabCut's own downstream tools on a folder posed's compat layer wrote.
+
+Run with a DeepLabCut 3.0.2 environment's python (it pins numpy<2, so it cannot share posed's):
+
+    dlcenv/bin/python benchmarks/dlc_reference/downstream.py PROJECT/config.yaml VIDEO DESTFOLDER \
+        [--out benchmarks/results/dlc_downstream.json]
+
+PROJECT holds the DeepLabCut shuffle posed analysed with (``dlc-models-pytorch/...``; its
+config's ``project_path`` must be PROJECT, as DeepLabCut requires). The script calls, in order,
+``filterpredictions``, ``plot_trajectories``, ``analyzeskeleton`` and ``create_labeled_video``
+on DESTFOLDER, records for each whether it ran and what it wrote, and exits 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config", type=Path)
+    ap.add_argument("video", type=Path)
+    ap.add_argument("dest", type=Path)
+    ap.add_argument("--shuffle", type=int, default=1)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    import deeplabcut
+
+    video, dest, cfg = str(args.video), str(args.dest), str(args.config)
+    steps = {
+        "filterpredictions": lambda: deeplabcut.filterpredictions(
+            cfg, [video], shuffle=args.shuffle, destfolder=dest, save_as_csv=True),
+        "plot_trajectories": lambda: deeplabcut.plot_trajectories(
+            cfg, [video], shuffle=args.shuffle, destfolder=dest),
+        "analyzeskeleton": lambda: deeplabcut.analyzeskeleton(
+            cfg, [video], shuffle=args.shuffle, destfolder=dest, save_as_csv=True),
+        "create_labeled_video": lambda: deeplabcut.create_labeled_video(
+            cfg, [video], shuffle=args.shuffle, destfolder=dest),
+    }
+    results = {}
+    for name, step in steps.items():
+        before = set(Path(dest).rglob("*"))
+        t0 = time.perf_counter()
+        try:
+            returned = step()
+            ok, error = True, None
+        except Exception as exc:  # record and go on: every tool is reported
+            ok, error, returned = False, f"{type(exc).__name__}: {exc}", None
+            traceback.print_exc()
+        written = sorted(str(p.relative_to(dest)) for p in set(Path(dest).rglob("*")) - before)
+        results[name] = {"ok": ok, "error": error, "seconds": round(time.perf_counter() - t0, 2),
+                         "written": written, "returned": repr(returned)[:200]}
+        print(f"{name}: {'ok' if ok else 'FAILED'} {error or ''} wrote {written}")
+    record = {"deeplabcut": deeplabcut.__version__, "python": platform.python_version(),
+              "machine": platform.machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                   time.gmtime()),
+              "config": cfg, "video": video, "dest": dest, "steps": results}
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+    return 0 if all(r["ok"] for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
