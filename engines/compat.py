@@ -224,17 +224,38 @@ def train_network(config: "str | Path", shuffle: int = 1, trainingsetindex: int 
            detector_epochs=(detector_epochs, None, "no detector"),
            detector_save_epochs=(detector_save_epochs, None, "no detector"),
            pytorch_cfg_updates=(pytorch_cfg_updates, None, "pass posed's training settings"))
-    from posed.engines.dlc.datasets import shuffle_settings
+    no_effect(fn, gputouse=(gputouse, None, "posed trains on the CPU"),
+              device=(device, None, "posed trains on the CPU"))
+    _train(_project(config), shuffle, trainingsetindex, _engine(engine), epochs, batch_size,
+           save_epochs)
 
-    project = _project(config)
+
+def _train(project: Any, shuffle: int, trainingsetindex: int, engine: Any, epochs: Any,
+           batch_size: Any, save_epochs: Any) -> None:
+    """posed's training of a shuffle; a shuffle in DeepLabCut's layout whose model posed
+    trains (DeepLabCut's resnet_50) gets posed's snapshots in DeepLabCut's format too."""
+    from posed.engines.dlc.datasets import shuffle_settings
+    from posed.engines.dlc.layout import find_shuffle
+    from posed.engines.dlc.roundtrip import posed_net, publish
+
     _single_fraction(project, trainingsetindex)
     settings = shuffle_settings(project, shuffle)
-    overrides = {k: v for k, v in (("net", settings.get("net_type")), ("epochs", epochs),
+    found = find_shuffle(project, shuffle, engine=Engine.PYTORCH)
+    net = posed_net(found) if found is not None else None
+    if found is not None:
+        if net is None:
+            raise CapabilityError(f"train_network: {found.pose_cfg}: posed does not train this "
+                                  "DeepLabCut model (it trains resnet_50 in DeepLabCut's layout)")
+        if found.snapshots():
+            raise CapabilityError(f"train_network: {found.train_dir} already has snapshots; "
+                                  "posed trains a new shuffle (create_training_dataset)")
+    overrides = {k: v for k, v in (("net", net or settings.get("net_type")), ("epochs", epochs),
                                    ("batch_size", batch_size), ("save_every", save_epochs))
                  if v is not None}
-    overrides.update(_device(fn, gputouse, device))
-    api.train_network(project, shuffle, _engine(engine) or settings.get("engine"), overrides,
-                      progress=True)
+    folder = api.train_network(project, shuffle, engine or settings.get("engine"), overrides,
+                               progress=True)
+    if found is not None:
+        publish(found, folder)
 
 
 def _single_fraction(project: Any, trainingsetindex: int) -> None:

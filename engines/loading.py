@@ -97,11 +97,21 @@ def _dlc_shuffle(project: Any, shuffle: int, layout: str | None, engine: Any,
                              f"(dlc-models-pytorch/ or dlc-models/ with a train/ config)")
     if layout is None and found is not None:
         own = get_train_folder(project, shuffle, resolve_engine(engine, project))
-        if list_snapshots(own):
+        if list_snapshots(own) and not _published(own, found.train_dir):
             raise ConfigError(f"{project.root}: shuffle {shuffle} is trained both by posed "
                               f"({own}) and by DeepLabCut ({found.train_dir}); choose one "
                               "with layout (--layout posed|deeplabcut)")
     return found
+
+
+def _published(own: Path, dlc_train: Path) -> bool:
+    """Whether posed's training folder is the one published as this DeepLabCut shuffle (the
+    same model in both layouts: DeepLabCut's is served)."""
+    try:
+        target = load_bundle(own, verify=False).source.get("published_to")
+    except ModelLoadError:
+        return False
+    return target is not None and Path(target).resolve() == dlc_train.resolve()
 
 
 def _dlc_snapshot(found: Any, epoch: int | str | None, index: Any) -> Any:

@@ -13,6 +13,8 @@ names under ``tools`` (exporters, importers and the ReID model live outside the 
   training snapshot as a posed bundle (what serves a shuffle folder in place);
 - ``export_dlc_live(pose_cfg, snapshot, out, *, wipepaths) -> Path``: a DeepLabCut shuffle's
   snapshot as the ``.pt`` DeepLabCut-Live loads;
+- ``publish_dlc_snapshot(weights, out, epoch) -> Path``: a posed snapshot of a DeepLabCut
+  architecture as DeepLabCut's ``snapshot-NNN.pt``;
 - ``train_reid(dataset, out, **options) -> Path`` and ``load_reid(folder)``: the
   re-identification model of multi-animal tracking.
 
@@ -132,6 +134,7 @@ register_engine(Engine.PYTORCH, BackendSpec(
            "import_dlc": "posed.exporters.dlc:import_dlc_pytorch",
            "import_dlc_snapshot": "posed.exporters.dlc:import_dlc_snapshot",
            "export_dlc_live": "posed.exporters.dlc:export_dlc_live",
+           "publish_dlc_snapshot": "posed.exporters.dlc:publish_dlc_snapshot",
            "train_reid": "posed.engines.pytorch.reid:train_reid",
            "load_reid": "posed.engines.pytorch.reid:ReIDModel"}))
 register_engine(Engine.TENSORFLOW, BackendSpec(

@@ -414,3 +414,63 @@ def test_export_model_is_what_deeplabcut_exported(dlc_fixture):
     assert a["config"]["model"] == b["config"]["model"]
     assert a["config"]["method"] == "bu" and a["config"]["metadata"]["bodyparts"] == \
         b["config"]["metadata"]["bodyparts"]
+
+
+# ----------------------------------------------------------------------------- the round trip
+
+@pytest.mark.torch
+def test_round_trip_writes_deeplabcuts_layout_and_format(tmp_path, monkeypatch):
+    """A shuffle posed trains through DeepLabCut's calls is written as DeepLabCut 3 writes
+    one (checked here without DeepLabCut; benchmarks/results/dlc_roundtrip.json has DeepLabCut
+    3.0.2 and DeepLabCut-Live running on it), and posed serves the published copy."""
+    torch = pytest.importorskip("torch")
+    import pickletools
+
+    import pandas as pd
+    from scipy.io import loadmat
+
+    from posed.engines.synth import generate_project
+
+    monkeypatch.setenv("POSED_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "rt"
+    generate_project(root, frames=12, size=(64, 64), seed=5, video_frames=6)
+    cfg = str(root / "config.yaml")
+    [(frac, shuffle, (train, test))] = compat.create_training_dataset(cfg, Shuffles=[1],
+                                                                      net_type="resnet_50")
+    project = load_project(root)
+    data = root / "training-datasets" / "iteration-0" / f"UnaugmentedDataSet_{project.name}"
+    pp = int(frac * 100)
+    mat = loadmat(str(data / f"{project.task}_{project.scorer}{pp}shuffle1.mat"))["dataset"]
+    first = mat[0, 0]
+    assert first["image"].dtype.kind == "U" and first["image"].shape == (1, 3)
+    assert first["joints"].dtype == object and first["joints"][0, 0].shape[1] == 3
+    doc = (data / f"Documentation_data-{project.task}_{pp}shuffle1.pickle").read_bytes()
+    assert not [op for op, _, _ in pickletools.genops(doc) if "GLOBAL" in op.name]
+    records, doc_train, doc_test, doc_frac = pickle.loads(doc)  # posed's own file
+    assert (sorted(doc_train), sorted(doc_test), doc_frac) == (sorted(train), sorted(test), frac)
+    assert "shuffle1" in (data / "metadata.yaml").read_text()
+
+    compat.train_network(cfg, shuffle=1, epochs=1, batch_size=4)
+    found = layout.find_shuffle(project, 1)
+    snap = torch.load(found.train_dir / "snapshot-001.pt", map_location="cpu", weights_only=True)
+    assert set(snap) == {"model", "metadata"}
+    assert all(k.startswith(("backbone.model.", "heads.bodypart.heatmap_head.deconv_layers.0.",
+                             "heads.bodypart.locref_head.deconv_layers.0.")) for k in snap["model"])
+    assert sum(v.numel() for v in snap["model"].values()) == 23_729_228  # DeepLabCut's resnet_50
+    assert (found.train_dir / "learning_stats.csv").read_text().startswith("step,")
+
+    from posed.engines import api
+
+    video = root / "videos"
+    dest = tmp_path / "out"
+    scorer = compat.analyze_videos(cfg, [video], destfolder=dest, progress=False)
+    assert scorer == f"DLC_Resnet50_{project.name}shuffle1_snapshot_1"  # no layout question
+    published = pickle.loads(next(dest.glob("*_meta.pickle")).read_bytes())["data"]
+    assert published["pytorch-config"]["model"]["backbone"]["model_name"] == "resnet50_gn"
+    own = api.analyze_videos(root, [video], layout="posed", dest=tmp_path / "own", progress=False)
+    a = pd.read_hdf(next(dest.glob("*.h5"))).to_numpy()
+    b = pd.read_hdf(own.outputs[0]).to_numpy()
+    assert np.abs(a - b).max() < 1e-4  # the same model in both layouts
+    compat.export_model(cfg, shuffle=1)
+    exported = next((root / "exported-models-pytorch").rglob("*.pt"))
+    assert torch.load(exported, map_location="cpu", weights_only=True).keys() == {"config", "pose"}

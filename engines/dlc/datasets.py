@@ -53,10 +53,31 @@ def create_shuffles(project: Project, num_shuffles: int = 1, shuffles: Any = Non
         else:
             split = create_split(project, shuffle)
         _save_settings(project, shuffle, net_type, engine)
+        _deeplabcut_layout(project, split, net_type, engine)
         result.append((split.train_fraction, shuffle,
                        ([position[i] for i in split.train if i in position],
                         [position[i] for i in split.test if i in position])))
     return result
+
+
+def _deeplabcut_layout(project: Project, split: Split, net_type: str | None,
+                       engine: Engine | None) -> None:
+    """DeepLabCut's dataset files and model configs for a new shuffle whose net posed trains in
+    DeepLabCut's architecture (never over a shuffle DeepLabCut made)."""
+    from posed.engines.dlc.layout import find_shuffle
+    from posed.engines.dlc.pose_config import DLC_NETS
+    from posed.engines.dlc.roundtrip import write_dataset
+    from posed.engines.dlc.split import dlc_split_path
+
+    net = net_type or project.default_net_type or "resnet_50"
+    eng = engine or Engine.parse(project.engine or "pytorch")
+    if (project.multianimal or eng is not Engine.PYTORCH or net not in DLC_NETS
+            or find_shuffle(project, split.shuffle) is not None
+            or dlc_split_path(project, split.shuffle, project.training_fraction[0]).exists()):
+        return
+    # DeepLabCut's own defaults for the settings only DeepLabCut's trainer reads.
+    write_dataset(project, split, net, locref_std=7.2801, epochs=200, save_epochs=25,
+                  batch_size=8, lr=5e-4)
 
 
 def shuffle_settings(project: Project, shuffle: int) -> dict[str, Any]:

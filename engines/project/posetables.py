@@ -266,7 +266,7 @@ def write_pose_table(df: pd.DataFrame, h5_path: str | Path, csv: bool = False) -
                 else:
                     # An index name would add a fourth header row that DeepLabCut's readers
                     # (header=[0, 1, 2]) would take for data.
-                    df.rename_axis(index=None).to_csv(tmp)
+                    df.rename_axis(index=[None] * df.index.nlevels).to_csv(tmp)
         except (OSError, RuntimeError) as exc:
             # RuntimeError covers tables.HDF5ExtError (e.g. disk full inside HDF5).
             raise _write_error(target, exc) from exc

@@ -154,6 +154,10 @@ def _dlc_split(project: Project, shuffle: int) -> Split | None:
     if project.multianimal or not dlc_split_path(project, shuffle,
                                                  project.training_fraction[0]).is_file():
         return None
+    own = split_path(project, shuffle)
+    if own.is_file() and (yaml.safe_load(own.read_text(encoding="utf-8")) or {}).get(
+            "written_to_deeplabcut") is True:
+        return None  # DeepLabCut's files were written from posed's split: posed's is the source
     found = read_dlc_split(project, shuffle, list(load_labels(project, check_images=False).images))
     if found is None:
         return None
@@ -161,8 +165,12 @@ def _dlc_split(project: Project, shuffle: int) -> Split | None:
                  train=tuple(found[0]), test=tuple(found[1]))
 
 
-def save_split(project: Project, split: Split) -> Path:
-    """Write ``split`` to :func:`split_path` atomically (replacing any saved one)."""
+def save_split(project: Project, split: Split, written_to_deeplabcut: bool = False) -> Path:
+    """Write ``split`` to :func:`split_path` atomically (replacing any saved one).
+
+    ``written_to_deeplabcut``: posed also wrote DeepLabCut's files of this split (which leave
+    out images without labels), so posed's file stays the split.
+    """
     overlap = set(split.train) & set(split.test)
     if overlap:
         raise DataError(f"image '{sorted(overlap)[0]}' is in both train and test")
@@ -174,6 +182,8 @@ def save_split(project: Project, split: Split) -> Path:
         "train": list(split.train),
         "test": list(split.test),
     }
+    if written_to_deeplabcut:
+        doc["written_to_deeplabcut"] = True
     header = (
         f"# Train/test split of {project.name}, shuffle {split.shuffle}; written by posed.\n"
         "# Image paths are relative to the project folder.\n"

@@ -25,7 +25,7 @@ from posed.engines.project import Project
 from posed.engines.project.folders import get_model_folder
 from posed.engines.pytorch import multianimal
 from posed.engines.pytorch.accel import OpenMPHandoff, load_torchscript, select_device
-from posed.engines.pytorch.model import TIMM_NAMES, PoseNet, load_for_inference
+from posed.engines.pytorch.model import NET_HEADS, TIMM_NAMES, PoseNet, load_for_inference
 from posed.engines.pytorch.training import ENGINE, pose_loss, prepare_training, run_training
 from posed.engines.training import SampleMaker, TrainConfig, bundle_source, load_training_data
 from posed.errors import ConfigError, InferenceError, ModelLoadError
@@ -46,7 +46,7 @@ def build_model(bundle: ModelBundle) -> PoseNet:
         return PoseNet(arch["net"], len(bundle.bodyparts), int(arch.get("output_stride", 16)),
                        pretrained=False, mean=tuple(bundle.mean), std=tuple(bundle.std),
                        timm_model=arch.get("timm_model"), score=arch.get("score", "sigmoid"),
-                       head=arch.get("head", "deconv3x3s2"))
+                       head=arch.get("head") or NET_HEADS.get(arch["net"], "deconv3x3s2"))
     except KeyError as exc:
         raise ModelLoadError(f"{bundle.path}: architecture lacks '{exc.args[0]}'") from None
 
@@ -62,7 +62,7 @@ def random_bundle(net: str, folder: Path, keypoints: int = 4, output_stride: int
     bundle = ModelBundle(engine=ENGINE, format="safetensors",
                          bodyparts=[f"part{i}" for i in range(keypoints)],
                          architecture={"net": net, "output_stride": output_stride,
-                                       "timm_model": TIMM_NAMES[net]},
+                                       "timm_model": TIMM_NAMES[net], "head": model.head},
                          stride=output_stride / 2, locref_stdev=7.2801,
                          source={"scorer": f"random_{net}"})
     bundle.save(folder, ["w.safetensors"])
@@ -165,7 +165,7 @@ def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
 def _bundle_for(project: Project, shuffle: int, cfg: TrainConfig, model: PoseNet, epoch: int) -> ModelBundle:
     return ModelBundle(
         engine=ENGINE, format="safetensors", bodyparts=list(project.bodyparts),
-        architecture={"net": cfg.net, "output_stride": cfg.output_stride, "head": "deconv3x3s2",
+        architecture={"net": cfg.net, "output_stride": cfg.output_stride, "head": model.head,
                       "timm_model": TIMM_NAMES[cfg.net], "score": model.score},
         stride=float(model.stride), locref_stdev=cfg.target.locref_stdev,
         source=bundle_source(project, shuffle, cfg, epoch),

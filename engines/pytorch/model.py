@@ -29,7 +29,13 @@ TIMM_NAMES = {
     "mobilenet_v2_1.0": "mobilenetv2_100",
     "mobilenet_v2_0.35": "mobilenetv2_035",
     "efficientnet_b0": "efficientnet_b0",
+    # DeepLabCut 3's resnet_50: a GroupNorm ResNet-50 with DeepLabCut's unpadded heads (posed's
+    # resnet_50 is the BatchNorm one). Trained by posed, it is written in DeepLabCut's layout.
+    "dlc_resnet_50": "resnet50_gn",
 }
+
+# posed net name -> head, where it is not posed's own ``deconv3x3s2``.
+NET_HEADS = {"dlc_resnet_50": "deconv3x3s2_nopad"}
 
 
 def build_backbone(net: str, output_stride: int, pretrained: bool | str = False,
@@ -121,8 +127,9 @@ class PoseNet(nn.Module):
                  mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
                  std: tuple[float, float, float] = (0.229, 0.224, 0.225),
                  timm_model: str | None = None, score: str = "sigmoid",
-                 head: str = "deconv3x3s2") -> None:
+                 head: str | None = None) -> None:
         super().__init__()
+        head = NET_HEADS.get(net, "deconv3x3s2") if head is None else head
         if score not in SCORES:
             raise ConfigError(f"score '{score}' is not one of {', '.join(SCORES)}")
         if head not in HEADS:

@@ -71,7 +71,7 @@ def bundle_for(project: Project, shuffle: int, cfg: TrainConfig, model: BottomUp
                epoch: int) -> ModelBundle:
     """The bundle describing a bottom-up snapshot; ``architecture`` records the
     multi-animal layout (see the module notes)."""
-    arch = {"net": cfg.net, "output_stride": cfg.output_stride, "head": "deconv3x3s2",
+    arch = {"net": cfg.net, "output_stride": cfg.output_stride, "head": model.head,
             "timm_model": TIMM_NAMES[cfg.net], "score": model.score,
             "individuals": list(project.individuals),
             "multianimalbodyparts": list(project.multianimalbodyparts),

@@ -16,7 +16,8 @@ from posed.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-NETS = ("resnet_50", "resnet_18", "mobilenet_v2_1.0", "mobilenet_v2_0.35", "efficientnet_b0")
+NETS = ("resnet_50", "resnet_18", "mobilenet_v2_1.0", "mobilenet_v2_0.35", "efficientnet_b0",
+        "dlc_resnet_50")
 SCHEDULES = ("cosine", "step", "constant")
 
 

@@ -89,7 +89,8 @@ def add_train(sub: Any) -> None:
         p.add_argument("project", help="project folder or its config.yaml")
         add_model_args(p)
         p.add_argument("--net", help="backbone: resnet_50, resnet_18, mobilenet_v2_1.0, "
-                       "mobilenet_v2_0.35, efficientnet_b0 (default: project default_net_type)")
+                       "mobilenet_v2_0.35, efficientnet_b0, dlc_resnet_50 (DeepLabCut 3's "
+                       "GroupNorm ResNet-50) (default: project default_net_type)")
         p.add_argument("--epochs", type=positive, help="training epochs (default 50)")
         p.add_argument("--batch-size", type=positive,
                        help="batch size (default: project batch_size)")
