@@ -75,7 +75,8 @@ def evaluate_network(project: "Project | str | Path", shuffle: int = 1,
 
     A DeepLabCut shuffle (``layout``, ``dlc``: :func:`~posed.engines.loading.resolve_bundle`)
     is evaluated on DeepLabCut's split, with results under DeepLabCut's
-    ``evaluation-results-pytorch/`` folder of the shuffle.
+    ``evaluation-results-pytorch/`` folder of the shuffle, DeepLabCut's own result files
+    included (:mod:`posed.engines.dlc.evaluation`).
     """
     from posed.engines.offline.evaluate import evaluate
     from posed.engines.project import load_project
@@ -87,7 +88,13 @@ def evaluate_network(project: "Project | str | Path", shuffle: int = 1,
     folder = _evaluation_folder(project, shuffle, bundle, engine)
     runner = load_model(bundle, engine, **(runner_options or {}))
     with runner:
-        return evaluate(project, shuffle, runner, folder, **options)
+        result = evaluate(project, shuffle, runner, folder, **options)
+    if bundle.source.get("layout") == "deeplabcut" and not project.multianimal \
+            and options.get("write", True):
+        from posed.engines.dlc.evaluation import write_results
+
+        write_results(project, shuffle, bundle, result, folder)
+    return result
 
 
 def _evaluation_folder(project: "Project", shuffle: int, bundle: "ModelBundle", engine: Any) -> Path:

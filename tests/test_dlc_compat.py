@@ -389,10 +389,19 @@ def test_deeplabcuts_split_scorer_keypoints_and_evaluation(dlc_fixture, tmp_path
     assert got.columns.equals(ref.columns) and got.index.equals(ref.index)
     assert np.abs(got.to_numpy() - ref.to_numpy()).max() < 1e-3
 
+    results = (dlc_fixture / "evaluation-results-pytorch" / "iteration-0" /
+               "synthJan1-trainset80shuffle1" / f"{FX_SCORER}-results.csv")
+    dlc = pd.read_csv(results)  # DeepLabCut's; posed writes its own in its place
+    dlc_h5 = pd.read_hdf(results.with_name(f"{FX_SCORER}.h5"))
     compat.evaluate_network(str(cfg), Shuffles=[1])
     printed = capsys.readouterr().out
-    dlc = pd.read_csv(dlc_fixture / "evaluation-results-pytorch" / "iteration-0" /
-                      "synthJan1-trainset80shuffle1" / f"{FX_SCORER}-results.csv")
+    ours = pd.read_csv(results)
+    assert list(ours.columns) == list(dlc.columns)
+    keep = [c for c in dlc.columns if "mAP" not in c and "mAR" not in c]  # posed leaves AP empty
+    pd.testing.assert_frame_equal(ours[keep], dlc[keep], atol=0.006)
+    ours_h5 = pd.read_hdf(results.with_name(f"{FX_SCORER}.h5"))
+    assert ours_h5.columns.equals(dlc_h5.columns) and ours_h5.index.equals(dlc_h5.index)
+    assert np.nanmax(np.abs(ours_h5.to_numpy() - dlc_h5.to_numpy())) < 1e-3
     overall = [float(line.split()[1]) for line in printed.splitlines()
                if line.split()[:1] == ["all"]]  # the train and the test row of the table
     # DeepLabCut rounds to 2 decimals; its rmse is posed's mean pixel error.
