@@ -39,8 +39,6 @@ __all__ = [
 _TF_ONLY = "a TensorFlow setting; posed's PyTorch and ONNX engines have no such switch"
 _ORDER = "the order videos are processed in changes no output"
 _MULTI = "multi-animal DeepLabCut models are not supported yet (see the README's table)"
-_MAPS = ("posed's runners return decoded poses; their score maps are not exposed yet "
-         "(visualize_scoremaps/locrefs/paf draw maps you have)")
 _ANALYZE_OPTIONS = ("device", "snapshot_index", "detector_snapshot_index", "snapshot", "layout",
                     "workers", "cluster", "progress", "allow_truncated", "tracking",
                     "runner_options")
@@ -377,7 +375,8 @@ def analyze_images(config: "str | Path", images: Any, frame_type: str | None = N
                    pcutoff: float | None = None, bbox_pcutoff: float | None = None,
                    plot_skeleton: bool = False, **torch_kwargs: Any) -> dict[str, Any]:
     """Poses for images (files or folders, ``frame_type`` their extension); one table per
-    folder. Returns ``{image path: (K, 3) array of x, y, likelihood}``."""
+    folder. Returns DeepLabCut's ``{image path: {"bodyparts": (1, K, 3) array of x, y,
+    likelihood}}`` (one individual)."""
     from posed.engines.offline.analyze import IMAGE_SUFFIXES, expand_inputs
 
     fn = "analyze_images"
@@ -397,7 +396,13 @@ def analyze_images(config: "str | Path", images: Any, frame_type: str | None = N
                                 dest=destfolder, csv=save_as_csv,
                                 progress=options.get("progress", True))
     _check(report)
-    return _image_poses(report.outputs)
+    poses = _image_poses(report.outputs)
+    if bundle.source.get("layout") == "deeplabcut" and poses:
+        from posed.engines.dlc.meta import write_image_predictions
+
+        folder = Path(destfolder) if destfolder is not None else Path(next(iter(poses))).parent
+        write_image_predictions(bundle, poses, folder, csv=save_as_csv)
+    return poses
 
 
 def _image_poses(tables: list[Path]) -> dict[str, Any]:
@@ -406,8 +411,8 @@ def _image_poses(tables: list[Path]) -> dict[str, Any]:
     poses: dict[str, Any] = {}
     for h5 in tables:
         df = read_pose_table(h5)
-        values = df.to_numpy(dtype="float32").reshape(len(df), -1, 3)
-        poses.update(zip((str(i) for i in df.index), values))
+        values = df.to_numpy(dtype="float32").reshape(len(df), 1, -1, 3)
+        poses.update((str(i), {"bodyparts": v}) for i, v in zip(df.index, values))
     return poses
 
 
@@ -445,9 +450,13 @@ def convert_detections2tracklets(config: "str | Path", videos: Sequence, video_e
 def extract_maps(config: "str | Path", shuffle: int = 0, trainingsetindex: int = 0,
                  gputouse: Any = None, device: str | None = None, rescale: bool = False,
                  Indices: Any = None, modelprefix: str = "", engine: Any = None) -> dict:
-    """DeepLabCut's score-map extraction: refused, posed's runners return decoded poses
-    (their score maps are not exposed yet)."""
-    raise CapabilityError(f"extract_maps: {_MAPS}")
+    """Score maps and location refinement of the labelled images (PyTorch engine), in
+    DeepLabCut's structure (:func:`posed.engines.dlc.maps.extract_maps`)."""
+    from posed.engines.dlc.maps import extract_maps as _extract
+
+    refuse("extract_maps", rescale=(rescale, False, "maps are at the labelled size"))
+    return _extract(_project(config), shuffle, trainingsetindex, Indices, modelprefix,
+                    _engine(engine), _device("extract_maps", gputouse, device))
 
 
 def extract_save_all_maps(config: "str | Path", shuffle: int = 1, trainingsetindex: int = 0,
@@ -457,8 +466,23 @@ def extract_save_all_maps(config: "str | Path", shuffle: int = 1, trainingsetind
                           modelprefix: str = "", dest_folder: Any = None,
                           snapshot_index: Any = None, detector_snapshot_index: Any = None,
                           engine: Any = None, **kwargs: Any) -> None:
-    """Refused as :func:`extract_maps`."""
-    raise CapabilityError(f"extract_save_all_maps: {_MAPS}")
+    """:func:`extract_maps`, saved as PNGs (score maps and location refinement over each
+    image) in the shuffle's ``evaluation-results-pytorch/.../maps/`` or ``dest_folder``."""
+    from posed.engines.dlc.maps import extract_maps as _extract
+    from posed.engines.dlc.maps import save_all_maps
+
+    fn = "extract_save_all_maps"
+    comparison_bodyparts = renamed(fn, kwargs, "comparisonbodyparts", "comparison_bodyparts",
+                                   comparison_bodyparts, "all")
+    params.take_options(fn, kwargs, ())
+    no_effect(fn, extract_paf=(extract_paf, True, "heatmap models have no PAF maps"),
+              all_paf_in_one=(all_paf_in_one, True, "heatmap models have no PAF maps"))
+    refuse(fn, rescale=(rescale, False, "maps are at the labelled size"),
+           detector_snapshot_index=(detector_snapshot_index, None, "no detector"))
+    project = _project(config)
+    maps = _extract(project, shuffle, trainingsetindex, Indices, modelprefix, _engine(engine),
+                    _device(fn, gputouse, device), snapshot_index)
+    save_all_maps(maps, project, shuffle, comparison_bodyparts, dest_folder)
 
 
 def export_model(cfg_path: "str | Path", shuffle: int = 1, trainingsetindex: int = 0,

@@ -18,16 +18,13 @@ from posed.daemon.config import parse_config
 from posed.daemon.metrics import Metrics
 from posed.daemon.notify import Notifier
 from posed.daemon.service import Service
+from ports import free_port  # noqa: E402
 
 pytest.importorskip("torch")
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _config(tmp_path, cameras, **sections):

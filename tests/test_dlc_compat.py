@@ -483,3 +483,49 @@ def test_round_trip_writes_deeplabcuts_layout_and_format(tmp_path, monkeypatch):
     compat.export_model(cfg, shuffle=1)
     exported = next((root / "exported-models-pytorch").rglob("*.pt"))
     assert torch.load(exported, map_location="cpu", weights_only=True).keys() == {"config", "pose"}
+
+
+@pytest.mark.torch
+def test_analyze_images_returns_and_writes_deeplabcuts(dlc_fixture, tmp_path):
+    import pandas as pd
+
+    images = dlc_fixture / "labeled-data" / "synth1"
+    out = compat.analyze_images(str(dlc_fixture / "config.yaml"), str(images), frame_type=".png",
+                                destfolder=str(tmp_path), save_as_csv=True, progress=False)
+    assert len(out) == 20 and all(v["bodyparts"].shape == (1, 4, 3) for v in out.values())
+    table = pd.read_hdf(tmp_path / f"image_predictions_{FX_SCORER}.h5", "predictions")
+    assert table.columns.names == ["scorer", "individuals", "bodyparts", "coords"]
+    assert list(table.index) == list(out)
+    first = next(iter(out))
+    assert np.allclose(table.loc[first].to_numpy(), out[first]["bodyparts"].reshape(-1))
+
+
+@pytest.mark.torch
+def test_extract_maps_in_deeplabcuts_structure(dlc_fixture, tmp_path):
+    """The maps decode to the keypoints analysis gives: argmax cell + its refinement."""
+    maps = compat.extract_maps(str(dlc_fixture / "config.yaml"), shuffle=1, Indices=[0, 3])
+    [(frac, per_snapshot)] = maps.items()
+    assert frac == 0.8 and list(per_snapshot) == ["snapshot-best-002"]
+    entry = per_snapshot["snapshot-best-002"]
+    assert sorted(entry) == [0, 3]
+    image, scmap, locref, paf, peaks, names, graph, stem, is_train = entry[3]
+    assert image.shape == (64, 64, 3) and 0 <= image.min() and image.max() <= 1
+    assert len(scmap) == 4 and len(locref) == 8 and paf == [] and peaks is None
+    assert names == ["snout", "leftear", "rightear", "tailbase"] and stem == "img0003"
+    assert is_train is False  # image 3 is one of DeepLabCut's test images (check.json)
+    heat = np.stack(scmap)
+    k, h, w = heat.shape
+    iy, ix = np.unravel_index(heat.reshape(k, -1).argmax(axis=1), (h, w))
+    rows = compat.analyze_images(str(dlc_fixture / "config.yaml"),
+                                 str(dlc_fixture / "labeled-data" / "synth1" / "img0003.png"),
+                                 destfolder=str(tmp_path), progress=False)
+    pose = next(iter(rows.values()))["bodyparts"][0]
+    stride, std = 8.0, 7.2801  # DeepLabCut shows locref x stride; decoding scales by its std
+    for j in range(k):
+        x = (ix[j] + 0.5) * stride + locref[2 * j][iy[j], ix[j]] / stride * std
+        y = (iy[j] + 0.5) * stride + locref[2 * j + 1][iy[j], ix[j]] / stride * std
+        assert (x, y) == pytest.approx((pose[j, 0], pose[j, 1]), abs=1e-3)
+    compat.extract_save_all_maps(str(dlc_fixture / "config.yaml"), shuffle=1, Indices=[0],
+                                 dest_folder=str(tmp_path / "maps"))
+    assert sorted(p.name.split("_")[1] for p in (tmp_path / "maps").glob("*.png")) == \
+        ["locref", "scmap"]

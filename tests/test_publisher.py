@@ -28,15 +28,12 @@ from posed.daemon.listening import listen
 from posed.daemon.publisher import BASE_SCHEMA, Publisher, encode_pose
 from posed.daemon.types import Pose
 from posed.errors import ProtocolError, PublishError
+from ports import free_port  # noqa: E402
 
 BODYPARTS = ("snout", "leftear", "tailbase")
 META_S = 0.05  # fast meta so subscribers know quickly that they are connected
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from posed.engines.bundle import ModelBundle
 from posed.engines.io import atomic_path
 from posed.errors import ModelLoadError
 
-__all__ = ["is_dlc_model", "video_metadata", "write_meta_pickle"]
+__all__ = ["is_dlc_model", "video_metadata", "write_image_predictions", "write_meta_pickle"]
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -92,3 +92,28 @@ def _project_iteration(bundle: ModelBundle) -> int:
     folder = Path(str(bundle.source.get("shuffle_folder", "")))
     name = folder.parent.name  # iteration-<i>
     return int(name.split("-", 1)[1]) if name.startswith("iteration-") else 0
+
+
+def write_image_predictions(bundle: ModelBundle, poses: dict[str, Any], folder: Path, *,
+                            csv: bool = False) -> Path:
+    """DeepLabCut 3's ``analyze_images`` table: ``image_predictions_<scorer>.h5`` (key
+    ``predictions``; columns ``scorer/individuals/bodyparts/coords``, rows the image paths)."""
+    import numpy as np
+    import pandas as pd
+
+    individuals = list((_shuffle_config(bundle).get("metadata") or {}).get("individuals")
+                       or ["individual_1"])[:1]
+    columns = pd.MultiIndex.from_tuples(
+        [(bundle.scorer, individuals[0], bp, c) for bp in bundle.bodyparts
+         for c in ("x", "y", "likelihood")],
+        names=["scorer", "individuals", "bodyparts", "coords"])
+    rows = np.stack([np.asarray(p["bodyparts"]).reshape(-1) for p in poses.values()])
+    df = pd.DataFrame(rows, index=list(poses), columns=columns)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"image_predictions_{bundle.scorer}.h5"
+    with atomic_path(path) as tmp:
+        df.to_hdf(tmp, key="predictions", mode="w")
+    if csv:
+        with atomic_path(path.with_suffix(".csv")) as tmp:
+            df.to_csv(tmp)
+    return path

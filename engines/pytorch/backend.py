@@ -117,6 +117,17 @@ class TorchRunner(OpenMPHandoff, PoseRunner):
         return cls(bundle, model, select_device(device), precision=precision,
                    channels_last=channels_last, cuda_graphs=cuda_graphs)
 
+    def maps(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's maps for uint8 N×H×W×3 frames: scores N×K×h×w (as the model scores
+        them: sigmoid or raw) and location refinement N×2K×h×w, float32."""
+        frames = self._check_frames(frames)
+        dtype = next(self.model.parameters()).dtype
+        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).to(dtype)
+        with torch.inference_mode():
+            heat, locref = self.model(x)
+            scores = self.model.probabilities(heat)
+        return scores.float().cpu().numpy(), locref.float().cpu().numpy()
+
     def _forward(self, frames: np.ndarray) -> np.ndarray:
         try:
             return self.fast(frames)
