@@ -124,6 +124,9 @@ def analyze_videos(source: "str | Path", videos: Sequence["str | Path"],
     if workers > 1 or cluster is not None:
         from posed.engines.offline.scale import analyze_distributed
 
+        if options.get("crop") is not None:
+            raise CapabilityError("cropping is not supported with workers or a cluster yet")
+
         return analyze_distributed(getattr(source, "path", None) or source, videos, engine.value if isinstance(engine, Engine)
                                    else engine, shuffle=shuffle, snapshot=snapshot,
                                    runner_options=runner_options, workers=workers,

@@ -116,9 +116,11 @@ class ModelBundle:
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     """A YAML file that must hold a mapping; anything else is a one-line :class:`ModelLoadError`."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ModelLoadError(f"{path}: invalid YAML ({reason(exc)})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{path}: cannot read ({reason(exc)})") from None
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path}: expected a mapping")
     return data

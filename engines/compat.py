@@ -335,6 +335,10 @@ def analyze_videos(config: "str | Path", videos: Sequence, video_extensions: Any
                    overwrite: bool = False, **torch_kwargs: Any) -> str:
     """Analyse videos into DeepLabCut's files; returns the scorer, as DeepLabCut does.
 
+    ``cropping`` ``[x1, x2, y1, y2]`` (else the project's ``cropping: true`` with ``x1`` ...
+    ``y2``, as DeepLabCut reads its config) analyses that part of each frame; keypoints are in
+    the cropped frame's pixels and the crop is recorded in ``_meta.pickle``, as DeepLabCut.
+
     A video that fails (or is truncated, unless ``allow_truncated=True``) raises
     :class:`~posed.errors.DataError` after the others are written.
     """
@@ -347,8 +351,7 @@ def analyze_videos(config: "str | Path", videos: Sequence, video_extensions: Any
               allow_growth=(allow_growth, False, _TF_ONLY),
               use_shelve=(use_shelve, False, "posed keeps no per-frame pickle"),
               robust_nframes=(robust_nframes, False, "posed always counts decoded frames"))
-    refuse(fn, cropping=(cropping, None, "analyse the whole frame, or crop the video first"),
-           dynamic=(bool(tuple(dynamic)[0]), False, "dynamic cropping is not available yet"),
+    refuse(fn, dynamic=(bool(tuple(dynamic)[0]), False, "dynamic cropping is not available yet"),
            use_openvino=(bool(use_openvino), False, "the OpenVINO engine is not available yet"),
            n_tracks=(n_tracks, None, _MULTI), animal_names=(animal_names, None, _MULTI),
            calibrate=(calibrate, False, _MULTI), identity_only=(identity_only, False, _MULTI),
@@ -359,10 +362,13 @@ def analyze_videos(config: "str | Path", videos: Sequence, video_extensions: Any
     runner = {**(options.pop("runner_options", None) or {}),
               **_device(fn, gputouse, options.pop("device", None))}
     bundle = _bundle(config, shuffle, engine, trainingsetindex, modelprefix, options)
+    project = _project(config)
+    if cropping is None and project.raw.get("cropping"):  # DeepLabCut's config crop
+        cropping = [project.raw.get(k) for k in ("x1", "x2", "y1", "y2")]
     report = api.analyze_videos(bundle, _videos(videos, video_extensions), _engine(engine),
                                 runner_options=runner, dest=destfolder, csv=save_as_csv,
-                                batch_size=batch_size or _project(config).batch_size,
-                                overwrite=overwrite, **options)
+                                batch_size=batch_size or project.batch_size,
+                                overwrite=overwrite, crop=cropping, **options)
     _check(report)
     return bundle.scorer
 

@@ -20,7 +20,7 @@ import pytest
 from posed.engines import compat
 from posed.engines.dlc import layout
 from posed.engines.project import load_labels, load_project, load_split
-from posed.errors import CapabilityError, ConfigError, ModelLoadError
+from posed.errors import CapabilityError, ConfigError, ModelLoadError, PosedError
 
 REFERENCE = Path(__file__).parent / "data" / "deeplabcut" / "compat_signatures_3.0.2.json"
 
@@ -529,3 +529,40 @@ def test_extract_maps_in_deeplabcuts_structure(dlc_fixture, tmp_path):
                                  dest_folder=str(tmp_path / "maps"))
     assert sorted(p.name.split("_")[1] for p in (tmp_path / "maps").glob("*.png")) == \
         ["locref", "scmap"]
+
+
+@pytest.mark.torch
+def test_cropping_as_deeplabcut(dlc_fixture, tmp_path):
+    """cropping analyses that part of each frame (keypoints in the crop's pixels, recorded in
+    _meta.pickle); the project's cropping: true does the same; a crop outside the frame is
+    one line."""
+    import pandas as pd
+    import yaml
+
+    from posed.engines import api
+
+    cfg = dlc_fixture / "config.yaml"
+    video = dlc_fixture / "videos" / "synth1.mp4"
+    compat.analyze_videos(cfg, [video], destfolder=tmp_path / "a", cropping=[8, 56, 4, 60],
+                          progress=False)
+    h5 = tmp_path / "a" / f"synth1{FX_SCORER}.h5"
+    meta = pickle.loads(h5.with_name(h5.stem + "_meta.pickle").read_bytes())["data"]
+    assert meta["cropping"] is True and meta["cropping_parameters"] == [8, 56, 4, 60]
+    assert meta["frame_dimensions"] == (64, 64)
+    got = pd.read_hdf(h5).to_numpy()
+    # The same model on the cropped frames, by hand.
+    from posed.engines.video import VideoReader
+
+    with VideoReader(video) as reader:
+        frames = np.stack([f for _, f in reader])[:, 4:60, 8:56].copy()
+    with api.load_model(dlc_fixture) as runner:
+        want = runner.predict(frames).reshape(len(frames), -1)
+    assert np.abs(got - want).max() < 1e-4
+    raw = yaml.safe_load(cfg.read_text())
+    raw.update(cropping=True, x1=8, x2=56, y1=4, y2=60)
+    cfg.write_text(yaml.safe_dump(raw))
+    compat.analyze_videos(cfg, [video], destfolder=tmp_path / "b", progress=False)
+    assert np.abs(pd.read_hdf(tmp_path / "b" / h5.name).to_numpy() - got).max() < 1e-6
+    with pytest.raises(PosedError, match="leaves nothing"):
+        compat.analyze_videos(cfg, [video], destfolder=tmp_path / "c", cropping=[70, 90, 0, 10],
+                              progress=False)

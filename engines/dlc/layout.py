@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from posed.engines.project.config import Project, is_int
 from posed.engines.project.posetables import camel_net
 from posed.engines.registry import Engine
@@ -70,14 +68,9 @@ class DlcShuffle:
 
     def model_config(self) -> dict[str, Any]:
         """The shuffle's model config, read as plain YAML."""
-        try:
-            data = yaml.safe_load(self.pose_cfg.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ModelLoadError(f"{self.pose_cfg}: cannot read ({first})") from None
-        if not isinstance(data, dict):
-            raise ModelLoadError(f"{self.pose_cfg}: not a mapping")
-        return data
+        from posed.engines.bundle import read_yaml_mapping
+
+        return read_yaml_mapping(self.pose_cfg)
 
     def snapshots(self) -> list[DlcSnapshot]:
         return list_snapshots(self.train_dir)

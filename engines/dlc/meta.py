@@ -13,11 +13,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from posed.engines.bundle import ModelBundle
 from posed.engines.io import atomic_path
-from posed.errors import ModelLoadError
 
 __all__ = ["is_dlc_model", "video_metadata", "write_image_predictions", "write_meta_pickle"]
 
@@ -31,8 +28,10 @@ def is_dlc_model(bundle: ModelBundle) -> bool:
 
 
 def video_metadata(bundle: ModelBundle, *, start: float, stop: float, fps: float,
-                   batch_size: int, width: int, height: int, nframes: int) -> dict[str, Any]:
-    """DeepLabCut 3's ``_meta.pickle`` content for one analysed video (no cropping)."""
+                   batch_size: int, width: int, height: int, nframes: int,
+                   crop: list[int] | None = None) -> dict[str, Any]:
+    """DeepLabCut 3's ``_meta.pickle`` content for one analysed video (``crop``: the
+    ``[x1, x2, y1, y2]`` analysed, else the whole frame)."""
     config = _shuffle_config(bundle)
     meta = config.get("metadata") or {}
     return {"data": {
@@ -47,8 +46,8 @@ def video_metadata(bundle: ModelBundle, *, start: float, stop: float, fps: float
         "nframes": int(nframes),
         "iteration (active-learning)": int(_project_iteration(bundle)),
         "training set fraction": float(bundle.source.get("train_fraction", 0.0)),
-        "cropping": False,
-        "cropping_parameters": [0, int(width), 0, int(height)],
+        "cropping": crop is not None,
+        "cropping_parameters": list(crop) if crop else [0, int(width), 0, int(height)],
         "individuals": list(meta.get("individuals") or []),
         "bodyparts": list(meta.get("bodyparts") or bundle.bodyparts),
         "unique_bodyparts": list(meta.get("unique_bodyparts") or []),
@@ -77,15 +76,10 @@ def _check_plain(value: Any, where: str) -> None:
 
 def _shuffle_config(bundle: ModelBundle) -> dict[str, Any]:
     """The shuffle's ``pytorch_config.yaml`` as plain data (YAML's safe types only)."""
-    folder = bundle.source.get("shuffle_folder")
-    path = Path(str(folder)) / "train" / "pytorch_config.yaml"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ModelLoadError(f"{path}: cannot read ({type(exc).__name__})") from None
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path}: not a mapping")
-    return data
+    from posed.engines.bundle import read_yaml_mapping
+
+    return read_yaml_mapping(Path(str(bundle.source.get("shuffle_folder"))) / "train"
+                             / "pytorch_config.yaml")
 
 
 def _project_iteration(bundle: ModelBundle) -> int:

@@ -187,19 +187,26 @@ def _skipped(video: Path, h5: Path, meta: dict) -> tuple[Path, None, str | None]
 
 def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, csv: bool = False,
                   batch_size: int = 8, progress: bool = True, overwrite: bool = True,
-                  bar_factory: BarFactory | None = None,
-                  tracking: dict | None = None) -> tuple[Path, int | None, str | None]:
+                  bar_factory: BarFactory | None = None, tracking: dict | None = None,
+                  crop: Sequence[int] | None = None) -> tuple[Path, int | None, str | None]:
     """Analyse one video; returns (h5 path, frames, truncation warning), frames None when
     skipped (the warning then comes from the earlier run's metadata).
 
     Without ``overwrite``, a video whose outputs exist with the same :func:`run_signature` is
     skipped. The metadata file is written last, so an interrupted run leaves outputs that a
     rerun recognises as incomplete and redoes. ``bar_factory`` replaces the terminal progress
-    bar (worker processes report progress to the process that draws the bars).
+    bar (worker processes report progress to the process that draws the bars). ``crop``
+    ``(x1, x2, y1, y2)`` analyses that part of every frame, as DeepLabCut's ``cropping``:
+    keypoints are in the cropped frame's pixels, and the crop is recorded in the metadata.
 
     Raises:
         VideoError: the video cannot be opened.
+        ConfigError: a crop outside the frame or empty.
     """
+    if crop is not None and getattr(runner, "multianimal", False):
+        from posed.errors import CapabilityError
+
+        raise CapabilityError(f"{video}: cropping is not supported for multi-animal models")
     if getattr(runner, "multianimal", False):
         return analyze_multianimal_video(runner, video, dest=dest, csv=csv, batch_size=batch_size,
                                          progress=progress, overwrite=overwrite,
@@ -208,14 +215,25 @@ def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, 
     folder.mkdir(parents=True, exist_ok=True)
     h5 = folder / f"{output_stem(video, runner.bundle.scorer)}.h5"
     signature = run_signature(runner, video, csv)
+    if crop is not None:
+        signature["crop"] = [int(c) for c in crop]
     done = None if overwrite else _already_done(h5, signature, csv)
     if done is not None:
         return _skipped(video, h5, done)
     started = time.time()
     t0 = time.perf_counter()
     chunks: list[np.ndarray] = []
-    read = for_each_batch(video, lambda frames: chunks.append(runner.predict(frames)),
-                          batch_size=batch_size, progress=progress, bar_factory=bar_factory)
+    box: list[int] = []
+
+    def predict(frames: np.ndarray) -> None:
+        if crop is not None:
+            if not box:
+                box.extend(crop_box(crop, frames.shape[2], frames.shape[1], video))
+            frames = frames[:, box[2]:box[3], box[0]:box[1]]
+        chunks.append(runner.predict(frames))
+
+    read = for_each_batch(video, predict, batch_size=batch_size, progress=progress,
+                          bar_factory=bar_factory)
     poses = np.concatenate(chunks)
     elapsed = time.perf_counter() - t0
     df = poses_to_frame(read.spread(poses), runner.bundle.bodyparts, runner.bundle.scorer)
@@ -225,18 +243,21 @@ def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, 
         runner, video=str(video), fps=info.fps, nframes=read.rows,
         frame_dimensions=[info.height, info.width], batch_size=batch_size,
         **read.meta(), start=started, run_duration_s=round(elapsed, 3), signature=signature,
-        frames_per_second=round(len(poses) / elapsed, 2) if elapsed > 0 else None))
+        frames_per_second=round(len(poses) / elapsed, 2) if elapsed > 0 else None,
+        cropping=box or None))
     if is_dlc_model(runner.bundle):
         write_meta_pickle(h5.with_name(h5.stem + "_meta.pickle"), video_metadata(
             runner.bundle, start=started, stop=time.time(), fps=info.fps or 0.0,
-            batch_size=batch_size, width=info.width, height=info.height, nframes=read.rows))
+            batch_size=batch_size, width=info.width, height=info.height, nframes=read.rows,
+            crop=box or None))
     return h5, len(poses), read.report(video)
 
 
 def analyze_videos(runner: PoseRunner, videos: Iterable[str | Path], *, dest: str | Path | None = None,
                    csv: bool = False, batch_size: int = 8, progress: bool = True,
                    overwrite: bool = False, tracking: dict | None = None,
-                   allow_truncated: bool = False) -> AnalysisReport:
+                   allow_truncated: bool = False,
+                   crop: Sequence[int] | None = None) -> AnalysisReport:
     """Analyse videos, folders of videos or globs; a failing video is reported and skipped.
 
     Resumable: a video whose complete output exists for the same model and settings is
@@ -252,7 +273,8 @@ def analyze_videos(runner: PoseRunner, videos: Iterable[str | Path], *, dest: st
     overall = OverallBar(len(found), progress and len(found) > 1)
     for video in found:
         outcome = analyze_one(runner, video, dest=dest_dir, csv=csv, batch_size=batch_size,
-                              progress=progress, overwrite=overwrite, tracking=tracking)
+                              progress=progress, overwrite=overwrite, tracking=tracking,
+                              crop=crop)
         report.add(outcome)
         overall.done(outcome)
     overall.close()
@@ -262,7 +284,8 @@ def analyze_videos(runner: PoseRunner, videos: Iterable[str | Path], *, dest: st
 
 def analyze_one(runner: PoseRunner, video: Path, *, dest: Path | None = None, csv: bool = False,
                 batch_size: int = 8, progress: bool = True, overwrite: bool = False,
-                bar_factory: BarFactory | None = None, tracking: dict | None = None) -> VideoOutcome:
+                bar_factory: BarFactory | None = None, tracking: dict | None = None,
+                crop: Sequence[int] | None = None) -> VideoOutcome:
     """Analyse one video of a batch: a :class:`PosedError` becomes a failed outcome, so one
     broken video never stops the others. Used in-process and by every worker of
     :mod:`posed.engines.offline.scale`."""
@@ -272,10 +295,27 @@ def analyze_one(runner: PoseRunner, video: Path, *, dest: Path | None = None, cs
         h5, n, truncated = analyze_video(runner, video, dest=dest, csv=csv,
                                          batch_size=batch_size, progress=progress,
                                          overwrite=overwrite, bar_factory=bar_factory,
-                                         tracking=tracking)
+                                         tracking=tracking, crop=crop)
     except PosedError as exc:
         return VideoOutcome(video, error=str(exc))
     return VideoOutcome(video, h5=h5, frames=n, truncated=truncated)
+
+
+def crop_box(crop: Sequence[int], width: int, height: int, where: Any) -> list[int]:
+    """DeepLabCut's crop ``[x1, x2, y1, y2]`` within a ``width``×``height`` frame (ends past
+    the frame are clamped to it, as DeepLabCut does)."""
+    from posed.errors import ConfigError
+
+    try:
+        x1, x2, y1, y2 = (int(c) for c in crop)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: cropping must be four integers x1, x2, y1, y2, got "
+                          f"{crop!r}") from None
+    x2, y2 = min(x2, width), min(y2, height)
+    if not (0 <= x1 < x2 and 0 <= y1 < y2):
+        raise ConfigError(f"{where}: cropping {list(crop)} leaves nothing of the {width}x{height} "
+                          "frame (x1 < x2 and y1 < y2 inside it)")
+    return [x1, x2, y1, y2]
 
 
 def predict_image_files(runner: PoseRunner, images: Sequence[Path], *, batch_size: int = 8,
