@@ -137,11 +137,18 @@ def main() -> int:
         # (Dynamic INT8 is not timed: onnxruntime's ConvInteger path ran 4x slower than FP32
         # on this model and moved keypoints by hundreds of pixels.)
         calibration = video_frames(32, start=CALIBRATION_START)
+        onnx = api.export_model(bundle, "onnx", tmp / "onnx")
         runtimes = [("posed pytorch-eager fp32", bundle, {"device": "cpu"}),
                     ("posed torchscript fp32", api.export_model(bundle, "torchscript", tmp / "ts"),
                      {"device": "cpu"}),
-                    ("posed onnx-fp32", api.export_model(bundle, "onnx", tmp / "onnx"),
-                     {"provider": "cpu"})]
+                    ("posed onnx-fp32", onnx, {"provider": "cpu"})]
+        if api.engine_available("openvino"):
+            from posed.engines.registry import get_backend
+
+            runtimes.append(("posed openvino fp32", onnx, {"engine": "openvino"}))
+            if "BF16" in get_backend("openvino").cpu_capabilities():
+                runtimes.append(("posed openvino bf16", onnx, {"engine": "openvino",
+                                                               "precision": "bf16"}))
         try:
             runtimes.append(("posed onnx-int8 (static)", api.export_model(
                 bundle, "onnx", tmp / "int8", precision="int8", calibration=calibration,

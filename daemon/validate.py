@@ -70,10 +70,21 @@ def runner_options(m: Any, bundle: Any) -> tuple[Any, dict[str, Any]]:
     engine = api.Engine.parse(m.engine or bundle.engine)
     options: dict[str, Any] = {"threads": m.threads} if m.threads else {}
     fast_path = engine is api.Engine.PYTORCH and bundle.format == "safetensors"
+    if engine is api.Engine.OPENVINO:
+        if m.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"key 'model.precision': '{m.precision}' is not one the openvino "
+                              "engine runs (auto, fp32, bf16)")
+        if m.device not in ("auto", "cpu"):
+            raise ConfigError(f"key 'model.device': the openvino engine runs on the cpu, not "
+                              f"'{m.device}'")
+        options["precision"] = m.precision
+        _check_format(engine, bundle)
+        return engine, options
     if m.precision != "auto" and not fast_path:
         hint = " (export the ONNX bundle with --fp16 or --int8 instead)" if engine is api.Engine.ONNX else ""
         raise ConfigError(f"key 'model.precision': '{m.precision}' needs a pytorch safetensors "
                           f"bundle; {bundle.path} is {engine.value}/{bundle.format}{hint}")
+    _check_format(engine, bundle)
     if engine is api.Engine.ONNX:
         options["provider"] = m.provider
         if m.device != "auto":
@@ -84,6 +95,14 @@ def runner_options(m: Any, bundle: Any) -> tuple[Any, dict[str, Any]]:
     else:
         options["device"] = m.device
     return engine, options
+
+
+def _check_format(engine: Any, bundle: Any) -> None:
+    """ONNX Runtime and OpenVINO run ONNX bundles only (what their runners would refuse)."""
+    if engine.value in ("onnx", "openvino") and bundle.format != "onnx":
+        raise ConfigError(f"key 'model.engine': the {engine.value} engine runs onnx bundles; "
+                          f"{bundle.path} is {bundle.format} (export one: posed export "
+                          "--format onnx)")
 
 
 def _refuse(cfg: DaemonConfig, key: str, exc: Exception) -> ConfigError:

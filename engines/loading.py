@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 __all__ = ["MULTIANIMAL_ENGINES", "load_model", "load_served_model", "resolve_bundle"]
 
-MULTIANIMAL_ENGINES = (Engine.PYTORCH, Engine.ONNX)
-"""Engines with a multi-animal runner (PyTorch trains and exports the models; ONNX runs them)."""
+MULTIANIMAL_ENGINES = (Engine.PYTORCH, Engine.ONNX, Engine.OPENVINO)
+"""Engines with a multi-animal runner (PyTorch trains and exports the models; ONNX Runtime and
+OpenVINO run the exports)."""
 
 
 def resolve_bundle(source: "str | Path | ModelBundle", engine: "str | Engine | None" = None, *,

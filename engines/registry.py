@@ -42,6 +42,7 @@ class Engine(str, enum.Enum):
     PYTORCH = "pytorch"
     TENSORFLOW = "tensorflow"
     ONNX = "onnx"
+    OPENVINO = "openvino"
     TF = "tensorflow"  # noqa: PIE796 DeepLabCut's name for the TensorFlow engine (an alias: TF is TENSORFLOW)
 
     @property
@@ -83,6 +84,8 @@ _ALIASES: dict[str, Engine] = {
     "tf": Engine.TENSORFLOW,
     "onnx": Engine.ONNX,
     "onnxruntime": Engine.ONNX,
+    "openvino": Engine.OPENVINO,
+    "ov": Engine.OPENVINO,
 }
 # DeepLabCut's folder and file names per engine (its Engine members carry the same three).
 _DLC_NAMES = {
@@ -144,6 +147,8 @@ register_engine(Engine.TENSORFLOW, BackendSpec(
 register_engine(Engine.ONNX, BackendSpec(
     "posed.engines.onnx.backend", "onnxruntime", "gpu",
     hint="pip install onnxruntime (CPU) or 'posed[gpu]' (CUDA/TensorRT), never both"))
+register_engine(Engine.OPENVINO, BackendSpec(
+    "posed.engines.openvino.backend", "openvino", "openvino"))
 
 
 def list_engines() -> list[str]:

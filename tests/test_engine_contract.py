@@ -153,17 +153,25 @@ def test_unknown_training_setting_is_a_clear_error(engine, project_copy):
 
 # ----------------------------------------------------------------------------- inference
 
-@pytest.fixture(params=["pytorch", "tensorflow", "onnx"])
-def runner_source(request, tmp_path_factory) -> tuple[str, Path]:
-    """(engine, model) for every engine that runs models: the trained shuffles and the ONNX
-    export of the PyTorch one."""
-    if request.param != "onnx":
-        _needs(request.param)
-        return request.param, request.getfixturevalue(FIXTURE[request.param])
+@pytest.fixture(scope="module")
+def onnx_export(request, tmp_path_factory) -> Path:
+    """The ONNX export of the trained PyTorch shuffle (what the ONNX and OpenVINO engines run)."""
     _needs("pytorch")
     pytest.importorskip("onnx")
     out = tmp_path_factory.mktemp("contract-onnx") / "onnx"
-    return "onnx", api.export_model(request.getfixturevalue("trained_project"), "onnx", out)
+    return api.export_model(request.getfixturevalue("trained_project"), "onnx", out)
+
+
+@pytest.fixture(params=["pytorch", "tensorflow", "onnx", "openvino"])
+def runner_source(request) -> tuple[str, Path]:
+    """(engine, model) for every engine that runs models: the trained shuffles and the ONNX
+    export of the PyTorch one (for ONNX Runtime and OpenVINO)."""
+    if request.param in ("onnx", "openvino"):
+        if request.param == "openvino":
+            pytest.importorskip("openvino")
+        return request.param, request.getfixturevalue("onnx_export")
+    _needs(request.param)
+    return request.param, request.getfixturevalue(FIXTURE[request.param])
 
 
 @pytest.mark.slow
@@ -171,7 +179,7 @@ def test_runner_contract(runner_source):
     """uint8 N×H×W×3 RGB in, N×K×3 float32 (x, y, likelihood in [0, 1]) out, batch-independent,
     one frame accepted as a batch of one, wrong input refused in one line."""
     engine, source = runner_source
-    options = {} if engine == "onnx" else {"device": "cpu"}
+    options = {} if engine in ("onnx", "openvino") else {"device": "cpu"}
     with api.load_model(source, engine, **options) as runner:
         assert runner.engine == engine
         frames = np.random.default_rng(0).integers(0, 255, (3, 96, 112, 3), dtype=np.uint8)
@@ -185,6 +193,35 @@ def test_runner_contract(runner_source):
             runner.predict(frames.astype(np.float32))
         with pytest.raises(InferenceError, match="N×H×W×3"):
             runner.predict(frames[..., :2])
+
+
+@pytest.mark.slow
+def test_openvino_runs_the_onnx_export_as_onnxruntime(onnx_export, trained_project):
+    """Same keypoints as ONNX Runtime on the same export (fp32), on frames with the animal;
+    bf16 only where the CPU has it natively, refused in one line otherwise."""
+    pytest.importorskip("openvino")
+    from posed.engines.openvino.backend import cpu_capabilities
+    from posed.engines.video import VideoReader
+
+    video = trained_project / "videos" / "synth1.mp4"
+    with VideoReader(video) as reader:
+        frames = np.stack([f for _, f in reader][:8])
+    with api.load_model(onnx_export, "onnx", provider="cpu") as ort_runner:
+        ref = ort_runner.predict(frames)
+    with api.load_model(onnx_export, "openvino") as ov_runner:
+        assert ov_runner.precision == "f32"
+        got = ov_runner.predict(frames)
+    assert np.abs(got[..., :2] - ref[..., :2]).max() < 1e-2
+    assert np.abs(got[..., 2] - ref[..., 2]).max() < 1e-3
+    if "BF16" in cpu_capabilities():
+        with api.load_model(onnx_export, "openvino", precision="bf16") as bf16:
+            assert bf16.predict(frames).shape == ref.shape
+    else:
+        with pytest.raises(ConfigError, match="no native bf16"):
+            api.load_model(onnx_export, "openvino", precision="bf16")
+    with pytest.raises(ModelLoadError, match="runs onnx bundles"):
+        api.load_model(api.get_train_folder(load_project(trained_project), 1, "pytorch"),
+                       "openvino")
 
 
 @pytest.mark.slow

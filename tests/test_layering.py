@@ -20,8 +20,9 @@ LAYERS = {"posed": "posed", "posed.daemon": "daemon", "posed.engines": "engines"
           "posed.exporters": "exporters"}  # as setup.py maps them
 
 FRAMEWORKS = frozenset({"torch", "torchvision", "timm", "tensorflow", "keras", "tf2onnx", "onnx",
-                        "onnxruntime", "onnxconverter_common"})
-BACKENDS = ("posed.engines.pytorch", "posed.engines.tensorflow", "posed.engines.onnx")
+                        "onnxruntime", "onnxconverter_common", "openvino"})
+BACKENDS = ("posed.engines.pytorch", "posed.engines.tensorflow", "posed.engines.onnx",
+            "posed.engines.openvino")
 FRAMEWORK = "<framework>"
 BACKEND = "<backend>"
 

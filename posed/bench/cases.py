@@ -27,7 +27,10 @@ def _runtimes(model: Path, tmp: Path) -> list[tuple[str, Path, dict[str, Any]]]:
 
     rows: list[tuple[str, Path, dict[str, Any]]] = [("pytorch-eager", model, {"device": "cpu"})]
     rows.append(("torchscript", api.export_model(model, "torchscript", tmp / "ts"), {"device": "cpu"}))
-    rows.append(("onnx-fp32", api.export_model(model, "onnx", tmp / "onnx"), {"provider": "cpu"}))
+    onnx = api.export_model(model, "onnx", tmp / "onnx")
+    rows.append(("onnx-fp32", onnx, {"provider": "cpu"}))
+    if api.engine_available("openvino"):
+        rows.append(("openvino-fp32", onnx, {"engine": "openvino"}))
     try:
         # Dynamic INT8 needs no calibration set, so it works for any bundle; static INT8
         # (calibrated on the project) is timed by benchmarks/bench_runtimes.py.
@@ -53,7 +56,8 @@ def _models(opts: BenchOptions, tmp: Path) -> list[tuple[str, Path]]:
 
 
 def case_engine(opts: BenchOptions) -> dict[str, Any]:
-    """Every CPU runtime (eager, TorchScript, ONNX FP32/INT8) per model and batch, same frames."""
+    """Every CPU runtime (eager, TorchScript, ONNX Runtime FP32/INT8, OpenVINO FP32) per model
+    and batch, same frames."""
     from posed.engines import api
 
     images = frames(opts.size, 32)

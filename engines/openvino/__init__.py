@@ -1,0 +1,1 @@
+"""The OpenVINO backend (the only place OpenVINO is imported)."""
