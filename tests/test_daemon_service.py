@@ -18,7 +18,7 @@ from posed.daemon.config import parse_config
 from posed.daemon.metrics import Metrics
 from posed.daemon.notify import Notifier
 from posed.daemon.service import Service
-from ports import free_port  # noqa: E402
+from faults.ports import free_port  # noqa: E402
 
 pytest.importorskip("torch")
 

@@ -28,7 +28,7 @@ from posed.daemon.listening import listen
 from posed.daemon.publisher import BASE_SCHEMA, Publisher, encode_pose
 from posed.daemon.types import Pose
 from posed.errors import ProtocolError, PublishError
-from ports import free_port  # noqa: E402
+from faults.ports import free_port  # noqa: E402
 
 BODYPARTS = ("snout", "leftear", "tailbase")
 META_S = 0.05  # fast meta so subscribers know quickly that they are connected

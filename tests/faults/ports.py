@@ -1,5 +1,6 @@
-"""Free TCP ports for tests that start servers (importable from every test: tests/ holds the
-root conftest, so pytest puts it on sys.path)."""
+"""Free TCP ports for tests that start servers: ``from ports import free_port`` beside
+faultkit (also in the subprocesses that import faultkit), ``from faults.ports import
+free_port`` from tests/."""
 
 from __future__ import annotations
 
