@@ -50,8 +50,8 @@ from posed.engines.project.posetables import camel_net as _camel_net, scorer_nam
 from posed.engines.io import atomic_path
 from posed.errors import ExportError, ModelLoadError, reason
 
-__all__ = ["export_dlc_live", "import_dlc_pytorch", "import_dlc_snapshot", "read_dlc_export",
-           "read_dlc_snapshot"]
+__all__ = ["export_dlc_live", "import_dlc_pytorch", "import_dlc_snapshot", "publish_dlc_snapshot",
+           "read_dlc_export", "read_dlc_snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +134,10 @@ def read_dlc_snapshot(pose_cfg: str | Path, snapshot: str | Path) -> tuple[dict,
     A snapshot is ``{"model": state_dict, "metadata": ..., ["optimizer": ...]}``; only
     ``model`` is used.
     """
-    import yaml
+    from posed.engines.bundle import read_yaml_mapping
 
     pose_cfg, snapshot = Path(pose_cfg), Path(snapshot)
-    try:
-        config = yaml.safe_load(pose_cfg.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelLoadError(f"{pose_cfg}: cannot read ({first})") from None
-    if not isinstance(config, Mapping):
-        raise ModelLoadError(f"{pose_cfg}: not a mapping")
+    config = read_yaml_mapping(pose_cfg)
     data = _load_plain(snapshot)
     model = data.get("model") if isinstance(data, Mapping) else None
     if not isinstance(model, Mapping) or not all(
@@ -478,4 +472,28 @@ def export_dlc_live(pose_cfg: str | Path, snapshot: str | Path, out: str | Path,
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         torch.save({"config": config, "pose": pose}, tmp)
+    return out
+
+
+def publish_dlc_snapshot(weights: str | Path, out: str | Path, epoch: int) -> Path:
+    """A posed snapshot of a DeepLabCut-architecture net (``dlc_resnet_50``) as DeepLabCut's
+    ``snapshot-NNN.pt``: ``{"model": state dict with DeepLabCut's keys, "metadata":
+    {"epoch": N}}``, the inverse of the key mapping the import uses."""
+    from safetensors.torch import load_file
+
+    heads = {"heatmap.": f"{_HEAD_PREFIX}heatmap_head.deconv_layers.0.",
+             "locref.": f"{_HEAD_PREFIX}locref_head.deconv_layers.0."}
+    state = {}
+    for key, tensor in load_file(str(weights)).items():
+        if key.startswith("backbone."):
+            state[_BACKBONE_PREFIX + key[len("backbone."):]] = tensor
+        elif key[: key.index(".") + 1] in heads:
+            prefix = key[: key.index(".") + 1]
+            state[heads[prefix] + key[len(prefix):]] = tensor
+        else:
+            raise ExportError(f"{weights}: tensor '{key}' has no DeepLabCut counterpart")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        torch.save({"model": state, "metadata": {"epoch": int(epoch)}}, tmp)
     return out
