@@ -50,6 +50,23 @@ class ModelConfig(_Strict):
     warmup: Bool = Field(True, description="run dummy batches before reporting ready")
 
 
+class DynamicConfig(_Strict):
+    """Dynamic cropping, DeepLabCut-Live's ``dynamic``: infer on the box around the last
+    frame's confident body parts, the whole frame when there are none."""
+
+    enabled: Bool = True
+    pcutoff: Float = Field(0.5, ge=0, le=1, description="likelihood a body part needs to count")
+    margin: Int = Field(10, ge=0, le=MAX_SIDE, description="pixels added around the found parts")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _triple(cls, value: Any) -> Any:
+        # DeepLabCut-Live's form, (enabled, pcutoff, margin), as a YAML list.
+        if isinstance(value, (list, tuple)) and len(value) == 3:
+            return dict(zip(("enabled", "pcutoff", "margin"), value))
+        return value
+
+
 class CameraConfig(_Strict):
     """One video source."""
 
@@ -72,6 +89,9 @@ class CameraConfig(_Strict):
         None, description="x, y, width, height of the region passed to the model")
     resize: tuple[Side, Side] | None = Field(
         None, description="width, height the (cropped) frame is resized to before inference")
+    dynamic: DynamicConfig | None = Field(
+        None, description="dynamic cropping: {enabled, pcutoff, margin} or [enabled, pcutoff, "
+        "margin]; single-animal models")
 
     @model_validator(mode="after")
     def _crop_inside_frame(self) -> "CameraConfig":

@@ -3,8 +3,9 @@
 One thread collects frames round-robin across the cameras' queues into batches of up to
 ``max_batch``, waiting at most ``max_delay_ms`` after the first frame for more, so one
 camera keeps batch-1 latency and many cameras fill batches. Frames are cropped/resized per
-camera, grouped by size, run through the engine's common runner, and keypoints are mapped
-back to full-frame pixels. A failing batch is logged and counted and the thread goes on.
+camera (with dynamic cropping, :mod:`posed.engines.dynamic`, on a window around the pose
+of the camera's latest inferred frame), grouped by size, run through the engine's common
+runner, and keypoints are mapped back to full-frame pixels. A failing batch is logged and counted and the thread goes on.
 
 With a multi-animal runner (:class:`~posed.engines.base.MultiAnimalRunner`) the stage
 assembles every frame's animals and runs one
@@ -28,6 +29,7 @@ from posed.daemon.queues import FrameQueue, FrameSignal
 from posed.daemon.stage import StageThread
 from posed.daemon.types import Animals, Frame, Pose
 from posed.engines.base import PoseRunner
+from posed.engines.dynamic import DynamicCropper, DynamicSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +47,31 @@ class Preprocess:
 
     crop: tuple[int, int, int, int] | None = None
     resize: tuple[int, int] | None = None
+    dynamic: DynamicSettings | None = None
 
-    def apply(self, image: np.ndarray) -> tuple[np.ndarray, float, float, float, float]:
-        """Transformed image and the (offset_x, offset_y, scale_x, scale_y) to map back."""
-        ox = oy = 0.0
-        if self.crop is not None:
-            x, y, w, h = self.crop
+    def region(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(x, y, width, height) inferred when no dynamic window applies."""
+        return self.crop if self.crop is not None else (0, 0, width, height)
+
+    def apply(self, image: np.ndarray, window: tuple[int, int, int, int] | None = None
+              ) -> tuple[np.ndarray, tuple[float, float, float, float], tuple[int, int, int, int]]:
+        """The model's input, the (offset_x, offset_y, scale_x, scale_y) that maps its pixels
+        back to the frame's, and the (x, y, width, height) of the frame it shows.
+
+        ``window`` (a dynamic crop inside :meth:`region`) replaces the region; with ``resize``
+        it is scaled by the factor that takes the whole region to ``resize``.
+        """
+        rx, ry, rw, rh = self.region(image.shape[1], image.shape[0])
+        x, y, w, h = window if window is not None else (rx, ry, rw, rh)
+        if (x, y, w, h) != (0, 0, image.shape[1], image.shape[0]):
             image = image[y:y + h, x:x + w]
-            ox, oy = float(x), float(y)
         sx = sy = 1.0
-        if self.resize is not None and (image.shape[1], image.shape[0]) != tuple(self.resize):
-            rw, rh = self.resize
-            sx, sy = image.shape[1] / rw, image.shape[0] / rh
-            image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA)
-        return np.ascontiguousarray(image), ox, oy, sx, sy
+        if self.resize is not None and (rw, rh) != tuple(self.resize):
+            tw = max(1, round(w * self.resize[0] / rw))
+            th = max(1, round(h * self.resize[1] / rh))
+            sx, sy = w / tw, h / th
+            image = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(image), (float(x), float(y), sx, sy), (x, y, w, h)
 
     def check(self, width: int, height: int) -> str | None:
         """Why this crop/resize cannot apply to ``width``×``height`` frames, or None if it can.
@@ -141,6 +154,7 @@ class InferenceStage(StageThread):
         self._next = 0
         self.multianimal = bool(getattr(runner, "multianimal", False))
         self._trackers: dict[str, Any] = {}  # camera -> OnlineTracker (multi-animal models)
+        self._croppers: dict[str, DynamicCropper] = {}  # camera -> dynamic cropping state
 
     def pending(self) -> int:
         """Frames queued across all cameras."""
@@ -211,9 +225,13 @@ class InferenceStage(StageThread):
             height, width = frame.image.shape[:2]
             if self._sizes.get(frame.camera) == (width, height):
                 return True
-            why = self.preprocess.get(frame.camera, Preprocess()).check(width, height)
+            pre = self.preprocess.get(frame.camera, Preprocess())
+            why = pre.check(width, height)
             if why is None:
                 self._sizes[frame.camera] = (width, height)
+                if pre.dynamic is not None and not self.multianimal:  # a new size: start over
+                    self._croppers[frame.camera] = DynamicCropper(pre.dynamic,
+                                                                  pre.region(width, height))
                 return True
             self.rejected[frame.camera] = why
             log.error("camera %s: %s; camera stopped", frame.camera, why)
@@ -225,20 +243,25 @@ class InferenceStage(StageThread):
 
     def infer(self, frames: list[Frame]) -> None:
         """Run one batch; every frame yields a pose or is counted as dropped."""
-        groups: dict[tuple[int, ...], list[tuple[Frame, np.ndarray, tuple[float, ...]]]] = {}
+        groups: dict[tuple[int, ...], list[tuple[Frame, np.ndarray, tuple, tuple]]] = {}
         for frame in frames:
             try:
                 if not self._accept(frame):
                     continue
-                image, *mapping = self.preprocess.get(frame.camera, Preprocess()).apply(frame.image)
+                cropper = self._croppers.get(frame.camera)
+                window = cropper.window() if cropper is not None else None
+                image, mapping, region = self.preprocess.get(frame.camera, Preprocess()).apply(
+                    frame.image, window)
             except Exception as exc:  # a malformed frame must not take the batch down
                 self._fail([frame], exc)
                 continue
-            groups.setdefault(image.shape, []).append((frame, image, tuple(mapping)))
+            full = region == (0, 0, frame.image.shape[1], frame.image.shape[0])
+            groups.setdefault(image.shape, []).append((frame, image, mapping,
+                                                       None if full else region))
         for items in groups.values():
             t0 = time.perf_counter()
             try:
-                batch = np.stack([img for _, img, _ in items])
+                batch = np.stack([img for _, img, _, _ in items])
                 if self.multianimal:
                     found = self.runner.predict_animals(batch)
                     poses = np.concatenate([found.animals[:, 0], found.unique], axis=1)
@@ -248,7 +271,7 @@ class InferenceStage(StageThread):
                     raise ValueError(f"the model returned {len(poses)} poses for "
                                      f"{len(items)} frames")
             except Exception as exc:  # any engine error: count it, keep serving
-                self._fail([f for f, _, _ in items], exc)
+                self._fail([f for f, _, _, _ in items], exc)
                 continue
             elapsed = time.perf_counter() - t0
             infer_ns = time.time_ns()
@@ -256,8 +279,10 @@ class InferenceStage(StageThread):
             if self.metrics is not None:
                 self.metrics.inference_seconds.observe(elapsed)
                 self.metrics.batch_size.observe(len(items))
-            for n, ((frame, _, (ox, oy, sx, sy)), kp) in enumerate(zip(items, poses)):
+            for n, ((frame, _, (ox, oy, sx, sy), region), kp) in enumerate(zip(items, poses)):
                 kp = _to_frame(kp, ox, oy, sx, sy)
+                if frame.camera in self._croppers:
+                    self._croppers[frame.camera].update(kp)
                 animals = None
                 if self.multianimal:
                     animals = self._identify(frame.camera,
@@ -270,7 +295,7 @@ class InferenceStage(StageThread):
                 self.emit(Pose(camera=frame.camera, seq=frame.seq, index=frame.index, pts=frame.pts,
                                capture_ns=frame.capture_ns, capture_mono=frame.capture_mono,
                                infer_ns=infer_ns, keypoints=kp, batch_size=len(items),
-                               animals=animals))
+                               animals=animals, crop=region))
 
     def _identify(self, camera: str, found: np.ndarray) -> Animals:
         """Identities for one frame's assembled animals (A×K×3, full-frame pixels).
@@ -294,6 +319,9 @@ class InferenceStage(StageThread):
 
     def _fail(self, frames: list[Frame], exc: BaseException) -> None:
         self.failed += len(frames)
+        for f in frames:  # the next frame of a failed camera is inferred whole
+            if f.camera in self._croppers:
+                self._croppers[f.camera].reset()
         log.error("inference failed for %d frame(s) (%s): %s", len(frames),
                   ", ".join(sorted({f.camera for f in frames})), exc)
         if self.metrics is not None:

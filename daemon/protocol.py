@@ -100,6 +100,8 @@ def encode_pose(pose: Pose, bodyparts: Sequence[str], publish_ns: int | None = N
         # float32 -> Python float (double) is exact, so subscribers get the model's values.
         "keypoints": kp.reshape(-1).tolist(),
         "batch_size": int(pose.batch_size),
+        # Whether the model saw a crop (fixed or dynamic) and which: nil for the whole frame.
+        "crop": None if pose.crop is None else [int(v) for v in pose.crop],
     }
     if pose.extra:
         msg["extra"] = pose.extra
@@ -140,6 +142,8 @@ class PoseMessage:
         keypoints: Read-only float32 K×3 array (x, y, likelihood); NaN = not found.
         batch_size: Size of the inference batch the frame was in.
         extra: Values added by the daemon's processors.
+        crop: (x, y, width, height) of the frame the model saw (a fixed or dynamic crop); None
+            when it saw the whole frame (or the daemon did not say).
         individuals: Multi-animal streams (schema 2): the I identity names.
         animal_bodyparts: Multi-animal streams: the K' body parts of each individual.
         animals: Multi-animal streams: read-only float32 I×K'×3 keypoints by identity
@@ -159,6 +163,7 @@ class PoseMessage:
     keypoints: np.ndarray
     batch_size: int = 1
     extra: dict = field(default_factory=dict)
+    crop: tuple[int, int, int, int] | None = None
     individuals: tuple[str, ...] = ()
     animal_bodyparts: tuple[str, ...] = ()
     animals: np.ndarray | None = None
@@ -291,6 +296,17 @@ def _optional(obj: dict, what: str) -> tuple[float | None, int, dict]:
     return None if pts is None else float(pts), batch_size, extra
 
 
+def _crop(obj: dict, what: str) -> tuple[int, int, int, int] | None:
+    """``crop``: four non-negative integers (x, y, width, height), or nil/absent."""
+    crop = obj.get("crop")
+    if crop is None:
+        return None
+    if not (isinstance(crop, (list, tuple)) and len(crop) == 4
+            and all(_is_int(v) and v >= 0 for v in crop)):
+        raise ProtocolError(f"{what}: field 'crop' must be nil or 4 integers x, y, width, height")
+    return tuple(int(v) for v in crop)  # type: ignore[return-value]
+
+
 def _animals(obj: dict, what: str) -> tuple[tuple[str, ...], tuple[str, ...], np.ndarray | None]:
     """Schema 2's identified animals: (individuals, animal body parts, I×K'×3), or empty."""
     if "animals" not in obj:
@@ -307,8 +323,8 @@ def _animals(obj: dict, what: str) -> tuple[tuple[str, ...], tuple[str, ...], np
 def decode_message(frames: Sequence[bytes], receive_ns: int | None = None) -> PoseMessage:
     """Decode and validate one pose message.
 
-    Unknown fields are ignored (later schemas may add some); ``pts``, ``batch_size`` and
-    ``extra`` are optional.
+    Unknown fields are ignored (later schemas may add some); ``pts``, ``batch_size``,
+    ``extra`` and ``crop`` are optional.
 
     Args:
         frames: The message frames: topic ``b"pose.<camera>"`` and the msgpack map.
@@ -335,7 +351,7 @@ def decode_message(frames: Sequence[bytes], receive_ns: int | None = None) -> Po
         camera=obj["camera"], seq=obj["seq"], frame=obj["frame"], pts=pts,
         capture_ns=obj["capture_ns"], infer_ns=obj["infer_ns"], publish_ns=obj["publish_ns"],
         receive_ns=int(receive_ns), bodyparts=bodyparts, keypoints=keypoints,
-        batch_size=batch_size, extra=extra, individuals=individuals,
+        batch_size=batch_size, extra=extra, crop=_crop(obj, what), individuals=individuals,
         animal_bodyparts=animal_bodyparts, animals=animals,
     )
 

@@ -31,6 +31,7 @@ from posed.daemon.queues import FrameQueue, FrameSignal
 from posed.daemon.stage import StageThread
 from posed.daemon.types import Pose
 from posed.daemon.validate import Startup, camera_spec, check_startup, runner_options
+from posed.engines.dynamic import DynamicSettings
 
 __all__ = ["Service", "runner_options", "serve"]
 
@@ -213,7 +214,9 @@ class Service(Lifecycle):
             spec = camera_spec(cam)
             q = make_queue(spec, signal, self.metrics)
             self._queues.append(q)
-            self._preprocess[cam.id] = Preprocess(cam.crop, cam.resize)
+            dyn = cam.dynamic
+            settings = DynamicSettings(dyn.pcutoff, dyn.margin) if dyn and dyn.enabled else None
+            self._preprocess[cam.id] = Preprocess(cam.crop, cam.resize, settings)
             # Each camera its own stop event, so that one can be stopped for good alone.
             self.cameras.append(Camera(spec, q, threading.Event(), metrics=self.metrics))
         return signal

@@ -69,6 +69,8 @@ class Pose(Stamp):
         extra: Values added by processors (e.g. a closed-loop hook's output), published as is.
         animals: Multi-animal models only: every individual's keypoints with its identity
             (``keypoints`` then holds identity 0's parts and the unique parts).
+        crop: (x, y, width, height) of the frame the model saw (a fixed or dynamic crop);
+            None when it saw the whole frame.
     """
 
     infer_ns: int
@@ -76,3 +78,4 @@ class Pose(Stamp):
     batch_size: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
     animals: Animals | None = None
+    crop: tuple[int, int, int, int] | None = None

@@ -152,6 +152,10 @@ def check_startup(cfg: DaemonConfig) -> Startup:
         bundle = load_served_model(cfg.model.bundle)
     except PosedError as exc:
         raise _refuse(cfg, "key 'model.bundle'", exc) from None
+    dynamic = [i for i, c in enumerate(cfg.cameras) if c.dynamic is not None and c.dynamic.enabled]
+    if dynamic and "individuals" in bundle.architecture:
+        raise _refuse(cfg, f"key 'cameras[{dynamic[0]}].dynamic'", ConfigError(
+            "dynamic cropping follows one animal; the model is multi-animal"))
     try:
         engine, options = runner_options(cfg.model, bundle)
     except PosedError as exc:

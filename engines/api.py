@@ -214,7 +214,8 @@ def create_tracking_dataset(source: "str | Path", videos: Sequence["str | Path"]
 def _track_videos(runner: Any, videos: Sequence["str | Path"], tracker: str, batch_size: int,
                   progress: bool) -> list[tuple[Path, list, Any]]:
     """Per video: (path, the animals found in each frame, the stitched tracklets)."""
-    from posed.engines.offline.analyze import VIDEO_SUFFIXES, assemble_video, expand_inputs
+    from posed.engines.offline.analyze import VIDEO_SUFFIXES, expand_inputs
+    from posed.engines.offline.multianimal import assemble_video
     from posed.engines.tracking import make_tracklets, stitch_tracklets
     from posed.errors import DataError
 

@@ -338,6 +338,7 @@ def analyze_videos(config: "str | Path", videos: Sequence, video_extensions: Any
     ``cropping`` ``[x1, x2, y1, y2]`` (else the project's ``cropping: true`` with ``x1`` ...
     ``y2``, as DeepLabCut reads its config) analyses that part of each frame; keypoints are in
     the cropped frame's pixels and the crop is recorded in ``_meta.pickle``, as DeepLabCut.
+    ``dynamic`` ``(True, pcutoff, margin)`` is dynamic cropping (:mod:`posed.engines.dynamic`).
 
     A video that fails (or is truncated, unless ``allow_truncated=True``) raises
     :class:`~posed.errors.DataError` after the others are written.
@@ -351,8 +352,8 @@ def analyze_videos(config: "str | Path", videos: Sequence, video_extensions: Any
               allow_growth=(allow_growth, False, _TF_ONLY),
               use_shelve=(use_shelve, False, "posed keeps no per-frame pickle"),
               robust_nframes=(robust_nframes, False, "posed always counts decoded frames"))
-    refuse(fn, dynamic=(bool(tuple(dynamic)[0]), False, "dynamic cropping is not available yet"),
-           use_openvino=(bool(use_openvino), False, "the OpenVINO engine is not available yet"),
+    refuse(fn, use_openvino=(bool(use_openvino), False, "posed's OpenVINO engine runs ONNX exports "
+                             "(posed export --format onnx, then engine 'openvino')"),
            n_tracks=(n_tracks, None, _MULTI), animal_names=(animal_names, None, _MULTI),
            calibrate=(calibrate, False, _MULTI), identity_only=(identity_only, False, _MULTI),
            detector_snapshot_index=(options.pop("detector_snapshot_index", None), None,
@@ -368,7 +369,7 @@ def analyze_videos(config: "str | Path", videos: Sequence, video_extensions: Any
     report = api.analyze_videos(bundle, _videos(videos, video_extensions), _engine(engine),
                                 runner_options=runner, dest=destfolder, csv=save_as_csv,
                                 batch_size=batch_size or project.batch_size,
-                                overwrite=overwrite, crop=cropping, **options)
+                                overwrite=overwrite, crop=cropping, dynamic=dynamic, **options)
     _check(report)
     return bundle.scorer
 

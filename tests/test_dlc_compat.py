@@ -70,8 +70,8 @@ def test_renamed_parameter_both_names_and_conflict(project_copy, caplog):
 
 def test_refused_parameter_is_one_line(project_copy):
     with pytest.raises(CapabilityError) as err:
-        compat.analyze_videos(project_copy / "config.yaml", [], dynamic=(True, 0.5, 10))
-    assert "dynamic=True" in str(err.value) and "\n" not in str(err.value)
+        compat.analyze_videos(project_copy / "config.yaml", [], n_tracks=2)
+    assert "n_tracks=2" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(CapabilityError, match="detector_type"):
         compat.create_training_dataset(project_copy / "config.yaml", detector_type="ssdlite")
 

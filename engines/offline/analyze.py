@@ -21,9 +21,11 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-import posed
 from posed.engines.base import PoseRunner
+from posed.engines.dynamic import (ALIGN, DynamicCropper, DynamicSettings,
+                                   predict_dynamic)
 from posed.engines.dlc.meta import is_dlc_model, video_metadata, write_meta_pickle
+from posed.engines.offline.outputs import already_done, output_metadata, run_signature, skipped
 from posed.engines.project.posetables import output_stem, poses_to_frame, write_metadata, write_pose_table
 from posed.errors import DataError, PosedError
 from posed.engines.offline.reading import (BarFactory, VideoRead, for_each_batch,  # noqa: F401
@@ -136,59 +138,11 @@ def expand_inputs(paths: Iterable[str | Path], suffixes: Sequence[str]) -> list[
     return [p for p in out if not (p in seen or seen.add(p))]
 
 
-def _metadata(runner: PoseRunner, **extra: object) -> dict:
-    bundle = runner.bundle
-    return {
-        "posed_version": posed.__version__,
-        "engine": runner.engine,
-        "scorer": bundle.scorer,
-        "bodyparts": list(bundle.bodyparts),
-        "model": {"path": str(bundle.path) if bundle.path else None,
-                  "weights": bundle.weights, "architecture": bundle.architecture},
-        **extra,
-    }
-
-
-def run_signature(runner: PoseRunner, video: Path, csv: bool) -> dict:
-    """What an output depends on: model weights, engine, the video file and the settings.
-
-    A rerun skips a video whose metadata holds the same signature; the video is identified by
-    size and modification time (hashing hours of video on every run would cost more than
-    analysing a short one).
-    """
-    stat = video.stat()
-    return {"weights": [w.get("sha256") for w in runner.bundle.weights], "engine": runner.engine,
-            "format": runner.bundle.format, "video_size": stat.st_size,
-            "video_mtime_ns": stat.st_mtime_ns, "csv": csv}
-
-
-def _already_done(h5: Path, signature: dict, csv: bool) -> dict | None:
-    """The metadata of a complete earlier output with this signature, else None."""
-    import json
-
-    meta = h5.with_name(h5.stem + "_meta.json")
-    if not (h5.is_file() and meta.is_file()) or (csv and not h5.with_suffix(".csv").is_file()):
-        return None
-    try:
-        data = json.loads(meta.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("signature") == signature else None
-
-
-def _skipped(video: Path, h5: Path, meta: dict) -> tuple[Path, None, str | None]:
-    """A video whose output exists: (h5, None, the truncation warning its run recorded)."""
-    log.info("%s: output exists for this model and settings; skipped", video)
-    message = truncation_warning(video, meta.get("truncated"))
-    if message:
-        log.warning("%s", message)
-    return h5, None, message
-
-
 def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, csv: bool = False,
                   batch_size: int = 8, progress: bool = True, overwrite: bool = True,
                   bar_factory: BarFactory | None = None, tracking: dict | None = None,
-                  crop: Sequence[int] | None = None) -> tuple[Path, int | None, str | None]:
+                  crop: Sequence[int] | None = None,
+                  dynamic: DynamicSettings | None = None) -> tuple[Path, int | None, str | None]:
     """Analyse one video; returns (h5 path, frames, truncation warning), frames None when
     skipped (the warning then comes from the earlier run's metadata).
 
@@ -198,16 +152,20 @@ def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, 
     bar (worker processes report progress to the process that draws the bars). ``crop``
     ``(x1, x2, y1, y2)`` analyses that part of every frame, as DeepLabCut's ``cropping``:
     keypoints are in the cropped frame's pixels, and the crop is recorded in the metadata.
+    ``dynamic`` infers each frame on a window around the previous frame's confident parts
+    (:mod:`posed.engines.dynamic`), one frame at a time; how many were cropped is recorded.
 
     Raises:
         VideoError: the video cannot be opened.
         ConfigError: a crop outside the frame or empty.
     """
-    if crop is not None and getattr(runner, "multianimal", False):
+    if (crop is not None or dynamic is not None) and getattr(runner, "multianimal", False):
         from posed.errors import CapabilityError
 
         raise CapabilityError(f"{video}: cropping is not supported for multi-animal models")
     if getattr(runner, "multianimal", False):
+        from posed.engines.offline.multianimal import analyze_multianimal_video
+
         return analyze_multianimal_video(runner, video, dest=dest, csv=csv, batch_size=batch_size,
                                          progress=progress, overwrite=overwrite,
                                          bar_factory=bar_factory, tracking=tracking)
@@ -217,20 +175,28 @@ def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, 
     signature = run_signature(runner, video, csv)
     if crop is not None:
         signature["crop"] = [int(c) for c in crop]
-    done = None if overwrite else _already_done(h5, signature, csv)
+    if dynamic is not None:
+        signature["dynamic"] = [dynamic.pcutoff, dynamic.margin, ALIGN]
+    done = None if overwrite else already_done(h5, signature, csv)
     if done is not None:
-        return _skipped(video, h5, done)
+        return skipped(video, h5, done)
     started = time.time()
     t0 = time.perf_counter()
     chunks: list[np.ndarray] = []
     box: list[int] = []
+    cropper: list[DynamicCropper] = []
 
     def predict(frames: np.ndarray) -> None:
         if crop is not None:
             if not box:
                 box.extend(crop_box(crop, frames.shape[2], frames.shape[1], video))
             frames = frames[:, box[2]:box[3], box[0]:box[1]]
-        chunks.append(runner.predict(frames))
+        if dynamic is None:
+            chunks.append(runner.predict(frames))
+            return
+        if not cropper:
+            cropper.append(DynamicCropper(dynamic, (0, 0, frames.shape[2], frames.shape[1])))
+        chunks.append(predict_dynamic(runner, frames, cropper[0]))
 
     read = for_each_batch(video, predict, batch_size=batch_size, progress=progress,
                           bar_factory=bar_factory)
@@ -239,12 +205,14 @@ def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, 
     df = poses_to_frame(read.spread(poses), runner.bundle.bodyparts, runner.bundle.scorer)
     write_pose_table(df, h5, csv=csv)
     info = read.info
-    write_metadata(h5.with_name(h5.stem + "_meta.json"), _metadata(
+    write_metadata(h5.with_name(h5.stem + "_meta.json"), output_metadata(
         runner, video=str(video), fps=info.fps, nframes=read.rows,
         frame_dimensions=[info.height, info.width], batch_size=batch_size,
         **read.meta(), start=started, run_duration_s=round(elapsed, 3), signature=signature,
         frames_per_second=round(len(poses) / elapsed, 2) if elapsed > 0 else None,
-        cropping=box or None))
+        cropping=box or None, dynamic=None if dynamic is None else {
+            "pcutoff": dynamic.pcutoff, "margin": dynamic.margin, "align": ALIGN,
+            "cropped_frames": cropper[0].cropped if cropper else 0}))
     if is_dlc_model(runner.bundle):
         write_meta_pickle(h5.with_name(h5.stem + "_meta.pickle"), video_metadata(
             runner.bundle, start=started, stop=time.time(), fps=info.fps or 0.0,
@@ -256,16 +224,18 @@ def analyze_video(runner: PoseRunner, video: Path, *, dest: Path | None = None, 
 def analyze_videos(runner: PoseRunner, videos: Iterable[str | Path], *, dest: str | Path | None = None,
                    csv: bool = False, batch_size: int = 8, progress: bool = True,
                    overwrite: bool = False, tracking: dict | None = None,
-                   allow_truncated: bool = False,
-                   crop: Sequence[int] | None = None) -> AnalysisReport:
+                   allow_truncated: bool = False, crop: Sequence[int] | None = None,
+                   dynamic: Any = None) -> AnalysisReport:
     """Analyse videos, folders of videos or globs; a failing video is reported and skipped.
 
     Resumable: a video whose complete output exists for the same model and settings is
     skipped unless ``overwrite``. ``tracking`` holds the identity settings of multi-animal
-    models (:data:`TRACKING_DEFAULTS`, :func:`analyze_multianimal_video`). A video shorter
+    models (:mod:`posed.engines.offline.multianimal`). A video shorter
     than its header promises is analysed and listed in ``report.truncated``; unless
-    ``allow_truncated``, the report is then not :attr:`~AnalysisReport.ok`.
+    ``allow_truncated``, the report is then not :attr:`~AnalysisReport.ok`. ``dynamic`` is
+    DeepLabCut-Live's ``(enabled, pcutoff, margin)`` (:class:`~posed.engines.dynamic.DynamicSettings`).
     """
+    dynamic = DynamicSettings.parse(dynamic)
     report = AnalysisReport(allow_truncated=allow_truncated)
     t0 = time.perf_counter()
     dest_dir = Path(dest) if dest is not None else None
@@ -274,7 +244,7 @@ def analyze_videos(runner: PoseRunner, videos: Iterable[str | Path], *, dest: st
     for video in found:
         outcome = analyze_one(runner, video, dest=dest_dir, csv=csv, batch_size=batch_size,
                               progress=progress, overwrite=overwrite, tracking=tracking,
-                              crop=crop)
+                              crop=crop, dynamic=dynamic)
         report.add(outcome)
         overall.done(outcome)
     overall.close()
@@ -285,7 +255,7 @@ def analyze_videos(runner: PoseRunner, videos: Iterable[str | Path], *, dest: st
 def analyze_one(runner: PoseRunner, video: Path, *, dest: Path | None = None, csv: bool = False,
                 batch_size: int = 8, progress: bool = True, overwrite: bool = False,
                 bar_factory: BarFactory | None = None, tracking: dict | None = None,
-                crop: Sequence[int] | None = None) -> VideoOutcome:
+                crop: Sequence[int] | None = None, dynamic: Any = None) -> VideoOutcome:
     """Analyse one video of a batch: a :class:`PosedError` becomes a failed outcome, so one
     broken video never stops the others. Used in-process and by every worker of
     :mod:`posed.engines.offline.scale`."""
@@ -295,7 +265,8 @@ def analyze_one(runner: PoseRunner, video: Path, *, dest: Path | None = None, cs
         h5, n, truncated = analyze_video(runner, video, dest=dest, csv=csv,
                                          batch_size=batch_size, progress=progress,
                                          overwrite=overwrite, bar_factory=bar_factory,
-                                         tracking=tracking, crop=crop)
+                                         tracking=tracking, crop=crop,
+                                         dynamic=DynamicSettings.parse(dynamic))
     except PosedError as exc:
         return VideoOutcome(video, error=str(exc))
     return VideoOutcome(video, h5=h5, frames=n, truncated=truncated)
@@ -381,222 +352,8 @@ def analyze_images(runner: PoseRunner, paths: Iterable[str | Path], *, dest: str
                             index=[str(p) for p in done])
         write_pose_table(df, h5, csv=csv)
         write_metadata(h5.with_name(h5.stem + "_meta.json"),
-                       _metadata(runner, images=len(done), folder=str(folder)))
+                       output_metadata(runner, images=len(done), folder=str(folder)))
         report.outputs.append(h5)
         report.frames += len(done)
     report.seconds = time.perf_counter() - t0
     return report
-
-
-# ----------------------------------------------------------------------------- multi-animal
-
-TRACKING_DEFAULTS: dict[str, Any] = {"identities": "stitch", "tracker": "ellipse", "reid": "auto"}
-"""Identity settings of multi-animal analysis.
-
-- ``identities``: ``stitch`` (frame-to-frame tracklets, then stitched into exactly
-  ``len(individuals)`` identities over the whole video) or ``online`` (the daemon's live
-  :class:`~posed.engines.tracking.OnlineTracker`, frame by frame: the identities a live stream
-  of the same file carries).
-- ``tracker``: ``ellipse`` or ``box`` (:mod:`posed.engines.tracking`).
-- ``reid``: a ReID model folder whose appearance features help stitching, ``auto`` (the
-  bundle's ``reid/`` folder when it has one) or None.
-"""
-
-
-def tracking_settings(tracking: dict | None) -> dict[str, Any]:
-    """:data:`TRACKING_DEFAULTS` updated with ``tracking``; a bad key or value is a
-    :class:`ConfigError`."""
-    from posed.errors import ConfigError
-
-    settings = {**TRACKING_DEFAULTS, **dict(tracking or {})}
-    unknown = sorted(set(settings) - set(TRACKING_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"tracking setting '{unknown[0]}' is not known "
-                          f"(known: {', '.join(TRACKING_DEFAULTS)})")
-    if settings["identities"] not in ("stitch", "online"):
-        raise ConfigError(f"tracking identities '{settings['identities']}' is not stitch or online")
-    if settings["tracker"] not in ("ellipse", "box"):
-        raise ConfigError(f"tracking tracker '{settings['tracker']}' is not ellipse or box")
-    return settings
-
-
-def _reid_model(runner: PoseRunner, reid: Any) -> Any:
-    """The ReID model ``reid`` names (``auto``: the bundle's ``reid/`` folder, if any)."""
-    if reid is None or reid is False:
-        return None
-    if reid == "auto":
-        folder = runner.bundle.path / "reid" if runner.bundle.path is not None else None
-        if folder is None or not (folder / "reid.yaml").is_file():
-            return None
-        reid = folder
-    from posed.engines.registry import Engine, capability
-
-    return capability(Engine.PYTORCH, "load_reid")(reid)
-
-
-def assemble_video(runner: Any, video: Path, *, batch_size: int = 8, progress: bool = True,
-                   bar_factory: BarFactory | None = None,
-                   crops: tuple[int, int] | None = None) -> tuple[Any, Any, VideoRead,
-                                                                  list[np.ndarray]]:
-    """Every animal in every frame of a video, by a multi-animal runner.
-
-    Args:
-        crops: ``(window, size)`` to also cut a crop of each found animal
-            (:func:`posed.engines.tracking.animal_crops`).
-
-    Returns:
-        (:class:`~posed.engines.base.AnimalPoses` of all frames (row i is frame i; a frame
-        that failed to decode has no animals), video info, what reading lost
-        (:class:`VideoRead`), per frame the A×size×size×3 crops of its found animals (empty
-        without ``crops`` or for a failed frame)).
-
-    Raises:
-        VideoError: the video cannot be opened. DataError: no frame could be decoded.
-    """
-    from posed.engines.base import AnimalPoses
-    from posed.engines.tracking import animal_crops
-
-    chunks = []
-    cut: list[np.ndarray] = []
-
-    def assemble(frames: np.ndarray) -> None:
-        found = runner.predict_animals(frames)
-        chunks.append(found)
-        if crops is not None:
-            cut.extend(animal_crops(frames[i], found.found(i), *crops) for i in range(len(found)))
-
-    read = for_each_batch(video, assemble, batch_size=batch_size, progress=progress,
-                          bar_factory=bar_factory)
-    animals = AnimalPoses(read.spread(np.concatenate([c.animals for c in chunks])),
-                          read.spread(np.concatenate([c.scores for c in chunks]), fill=0.0),
-                          read.spread(np.concatenate([c.unique for c in chunks])))
-    if cut:
-        empty = np.zeros((0, *cut[0].shape[1:]), cut[0].dtype)
-        placed = [empty] * read.rows
-        for i, crop in zip(read.indices, cut):
-            placed[i] = crop
-        cut = placed
-    return animals, read.info, read, cut
-
-
-def _detection_slot(animals: np.ndarray, pose: np.ndarray) -> int:
-    """Index of ``pose`` among a frame's found animals (trackers keep copies)."""
-    for a, candidate in enumerate(animals):
-        if np.array_equal(candidate, pose, equal_nan=True):
-            return a
-    raise ValueError("tracklet pose not found among the frame's animals")
-
-
-def track_identities(animals: Any, n_individuals: int, *, identities: str = "stitch",
-                     tracker: str = "ellipse", crops: list[np.ndarray] | None = None,
-                     reid: Any = None) -> tuple[np.ndarray, list[Any], dict[int, int]]:
-    """Identities for the animals of a video.
-
-    Args:
-        animals: :class:`~posed.engines.base.AnimalPoses` of every frame.
-        n_individuals: Number of identities.
-        identities: ``stitch`` or ``online`` (see :data:`TRACKING_DEFAULTS`).
-        tracker: ``ellipse`` or ``box``.
-        crops: Per frame the crops of its found animals (for ``reid``).
-        reid: A :class:`~posed.engines.pytorch.multianimal.ReIDModel`: stitching then
-            compares the tracklets' mean appearance embeddings.
-
-    Returns:
-        (N×I×K×3 poses by identity, the frame-to-frame tracklets, tracklet index ->
-        identity).
-    """
-    from posed.engines.tracking import OnlineTracker, make_tracklets, stitch_tracklets
-
-    n = len(animals)
-    k = animals.animals.shape[2]
-    per_frame = [animals.found(f) for f in range(n)]
-    if identities == "online":
-        live = OnlineTracker(n_individuals, tracker)
-        poses = np.full((n, n_individuals, k, 3), np.nan, dtype=np.float32)
-        poses[..., 2] = 0.0
-        for f, found in enumerate(per_frame):
-            for ident, pose in live.update(found):
-                poses[f, ident] = pose
-        tracklets = live.tracker.tracklets()
-        # A live track may change identity; each tracklet is filed under its most frequent one.
-        owner: dict[int, int] = {}
-        for m, t in enumerate(tracklets):
-            votes = [i for f, pose in zip(t.frames, t.poses)
-                     for i in range(n_individuals)
-                     if np.array_equal(poses[f, i], pose, equal_nan=True)]
-            if votes:
-                owner[m] = max(set(votes), key=lambda v: (votes.count(v), -v))
-        return poses, tracklets, owner
-    tracklets = make_tracklets(per_frame, tracker)
-    features = None
-    if reid is not None and crops is not None and tracklets:
-        features = []
-        for t in tracklets:
-            # Up to 20 detections spread over the tracklet are enough for its mean look.
-            picks = np.linspace(0, len(t) - 1, min(len(t), 20)).round().astype(int)
-            batch = np.stack([
-                crops[t.frames[i]][_detection_slot(per_frame[t.frames[i]], t.poses[i])]
-                for i in picks])
-            mean = reid.embed(batch).mean(axis=0)
-            features.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
-    stitched = stitch_tracklets(tracklets, n_individuals, features=features)
-    owner = {m: ident for ident, members in enumerate(stitched.tracks) for m in members}
-    return stitched.poses(n, k), stitched.tracklets, owner
-
-
-def analyze_multianimal_video(runner: Any, video: Path, *, dest: Path | None = None,
-                              csv: bool = False, batch_size: int = 8, progress: bool = True,
-                              overwrite: bool = True, bar_factory: BarFactory | None = None,
-                              tracking: dict | None = None) -> tuple[Path, int | None, str | None]:
-    """Analyse one video with a bottom-up multi-animal runner.
-
-    Animals are assembled per frame, tracked and given exactly ``len(individuals)``
-    identities (:func:`track_identities`). Writes ``<stem><scorer>.h5`` (+ ``.csv``): the
-    DeepLabCut multi-animal table (``scorer/individuals/bodyparts/coords``, unique parts
-    under ``single``), ``<stem><scorer>_tracklets.h5`` (key ``tracklets``,
-    :func:`posed.engines.tracking.tracklets_table`; PyTables, no pickle) and the metadata
-    file last. Resumable like :func:`analyze_video`.
-    """
-    from posed.engines.project.posetables import multianimal_poses_to_frame
-    from posed.engines.io import atomic_path, cleanup_stale_temps
-
-    settings = tracking_settings(tracking)
-    reid = _reid_model(runner, settings["reid"]) if settings["identities"] == "stitch" else None
-    folder = dest if dest is not None else video.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    h5 = folder / f"{output_stem(video, runner.bundle.scorer)}.h5"
-    signature = {**run_signature(runner, video, csv),
-                 "tracking": {**settings, "reid": str(reid.folder) if reid is not None else None}}
-    done = None if overwrite else _already_done(h5, signature, csv)
-    if done is not None:
-        return _skipped(video, h5, done)
-    started = time.time()
-    t0 = time.perf_counter()
-    crops = (reid.window, reid.crop_size) if reid is not None else None
-    animals, info, read, cut = assemble_video(
-        runner, video, batch_size=batch_size, progress=progress, bar_factory=bar_factory,
-        crops=crops)
-    poses, tracklets, owner = track_identities(
-        animals, len(runner.individuals), identities=settings["identities"],
-        tracker=settings["tracker"], crops=cut, reid=reid)
-    elapsed = time.perf_counter() - t0
-    unique = animals.unique if runner.unique_bodyparts else None
-    df = multianimal_poses_to_frame(poses, runner.individuals, runner.animal_bodyparts,
-                                    runner.bundle.scorer, unique=unique,
-                                    uniquebodyparts=runner.unique_bodyparts)
-    write_pose_table(df, h5, csv=csv)
-    from posed.engines.tracking import tracklets_table
-
-    table = tracklets_table(tracklets, owner, runner.animal_bodyparts)
-    target = h5.with_name(h5.stem + "_tracklets.h5")
-    cleanup_stale_temps(target.parent, target.name)
-    with atomic_path(target) as tmp:
-        table.to_hdf(tmp, key="tracklets", format="table", mode="w")
-    write_metadata(h5.with_name(h5.stem + "_meta.json"), _metadata(
-        runner, video=str(video), fps=info.fps, nframes=int(len(poses)),
-        frame_dimensions=[info.height, info.width], batch_size=batch_size,
-        **read.meta(), start=started, run_duration_s=round(elapsed, 3),
-        signature=signature, individuals=list(runner.individuals),
-        tracklets=len(tracklets), tracking=signature["tracking"],
-        frames_per_second=round(len(read.indices) / elapsed, 2) if elapsed > 0 else None))
-    return h5, len(read.indices), read.report(video)

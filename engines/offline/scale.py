@@ -22,6 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from posed.engines.dynamic import DynamicSettings
 from posed.engines.offline.analyze import (VIDEO_SUFFIXES, AnalysisReport, BarFactory, OverallBar,
                                    VideoOutcome, analyze_one, expand_inputs)
 from posed.errors import ConfigError, PosedError
@@ -51,6 +52,7 @@ class AnalysisJob:
     batch_size: int = 8
     overwrite: bool = False
     tracking: dict | None = None  # identity settings of multi-animal models
+    dynamic: tuple[float, int] | None = None  # dynamic cropping's (pcutoff, margin)
 
 
 # ----------------------------------------------------------------------------- the task
@@ -117,7 +119,8 @@ def analyze_task(job: AnalysisJob, video: str, events: Any = None) -> VideoOutco
         factory = lambda total, desc: _QueueBar(events, video, total, desc)  # noqa: E731
     return analyze_one(runner, Path(video), dest=Path(job.dest) if job.dest else None,
                        csv=job.csv, batch_size=job.batch_size, progress=factory is not None,
-                       overwrite=job.overwrite, bar_factory=factory, tracking=job.tracking)
+                       overwrite=job.overwrite, bar_factory=factory, tracking=job.tracking,
+                       dynamic=None if job.dynamic is None else (True, *job.dynamic))
 
 
 # ----------------------------------------------------------------------------- process pool
@@ -343,7 +346,7 @@ def analyze_distributed(source: "str | Path", videos: Sequence["str | Path"],
                         task_gpus: float | None = None, dest: "str | Path | None" = None,
                         csv: bool = False, batch_size: int = 8, progress: bool = True,
                         overwrite: bool = False, tracking: dict | None = None,
-                        allow_truncated: bool = False) -> AnalysisReport:
+                        allow_truncated: bool = False, dynamic: Any = None) -> AnalysisReport:
     """Analyse videos, folders or globs with ``workers`` local processes or on a Ray ``cluster``.
 
     Outputs equal those of :func:`posed.engines.offline.analyze.analyze_videos` and resuming works
@@ -357,6 +360,7 @@ def analyze_distributed(source: "str | Path", videos: Sequence["str | Path"],
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if cluster is not None:
         _import_ray()  # before any work: a missing extra is one clear line
+    settings = DynamicSettings.parse(dynamic)
     found = [Path(v).absolute() for v in expand_inputs(videos, VIDEO_SUFFIXES)]
     options = dict(runner_options or {})
     # Workers may run elsewhere (another cwd, another node): hand them absolute paths.
@@ -367,7 +371,8 @@ def analyze_distributed(source: "str | Path", videos: Sequence["str | Path"],
         get_backend(eng)  # raises with the install hint
     job = AnalysisJob(bundle=bundle, engine=eng, runner_options=tuple(sorted(options.items())),
                       dest=str(Path(dest).absolute()) if dest is not None else None, csv=csv,
-                      batch_size=batch_size, overwrite=overwrite, tracking=tracking)
+                      batch_size=batch_size, overwrite=overwrite, tracking=tracking,
+                      dynamic=None if settings is None else (settings.pcutoff, settings.margin))
     if not found:
         return AnalysisReport(allow_truncated=allow_truncated)
     if cluster is None:

@@ -191,6 +191,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     failed. Row i is frame i: frames that fail to decode are NaN rows (likelihood 0), counted
     in a warning and in _meta.json. A video shorter than its header promises is analysed,
     warned about and recorded, and makes the exit status 1 unless --allow-truncated.
+    --dynamic infers each frame on a window around the previous frame's confident body parts,
+    as DeepLabCut-Live's dynamic cropping (single-animal models).
     """
 
     from posed.engines import api
@@ -201,8 +203,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                 csv=args.csv,
                                    batch_size=args.batch_size, progress=not args.quiet,
                                    overwrite=args.overwrite, runner_options={"device": args.device},
-                                   allow_truncated=args.allow_truncated, **scale)
+                                   allow_truncated=args.allow_truncated,
+                                   dynamic=_dynamic(args.dynamic), **scale)
     return _report(report, "videos")
+
+
+def _dynamic(text: str | None) -> tuple[bool, float, float] | None:
+    """``--dynamic PCUTOFF,MARGIN`` as DeepLabCut's (enabled, pcutoff, margin)."""
+    if text is None:
+        return None
+    try:
+        pcutoff, margin = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--dynamic: expected PCUTOFF,MARGIN (e.g. 0.5,20), got '{text}'") from None
+    return True, pcutoff, margin
 
 
 def cmd_analyze_images(args: argparse.Namespace) -> int:
@@ -231,6 +245,10 @@ def add_analyze(sub: Any) -> None:
         p.add_argument("--allow-truncated", action="store_true",
                        help="exit 0 even when a video holds fewer frames than its header "
                        "promises (it is analysed and warned about either way)")
+        p.add_argument("--dynamic", nargs="?", const="0.5,10", metavar="PCUTOFF,MARGIN",
+                       help="dynamic cropping: infer each frame on the box around the previous "
+                       "frame's body parts with likelihood >= PCUTOFF, grown by MARGIN pixels; "
+                       "the whole frame when none (default 0.5,10, as DeepLabCut-Live)")
         p.add_argument("--workers", type=positive, default=1,
                        help="analyse this many videos at once in worker processes, each "
                        "with cores/N inference threads (1: in this process)")
