@@ -18,7 +18,7 @@ from posed.engines.project.folders import (get_model_folder, get_snapshot, get_t
 from posed.engines.registry import (DEFAULT_ENGINE, BackendSpec, Engine, capability,
                                     engine_available, get_backend, list_engines,
                                     register_engine, resolve_engine)
-from posed.errors import CapabilityError
+from posed.errors import CapabilityError, ConfigError
 
 if TYPE_CHECKING:
     from posed.engines.bundle import ModelBundle
@@ -276,21 +276,50 @@ def import_dlc(source: "str | Path", out: "str | Path", *, overwrite: bool = Fal
 
 def export_model(source: "str | Path | ModelBundle", fmt: str, out: "str | Path",
                  engine: "str | Engine | None" = None, *, shuffle: int = 1,
-                 snapshot: int | str | None = None, **options: Any) -> Path:
+                 snapshot: int | str | None = None, calibration_from: str | Path | None = None,
+                 calibration_frames: int | None = None, **options: Any) -> Path:
     """Export a trained model (bundle, bundle folder or project shuffle) to ``fmt`` in ``out``.
 
     The engine that produced the model exports it. From a project, the parity check runs on
     the shuffle's test images and INT8 calibration uses (up to 32 of) its training images.
+    ``calibration_from`` (a video or a folder of images; static INT8 only) calibrates on up
+    to ``calibration_frames`` (default 32) evenly spaced frames of it instead, for any source;
+    without a project the parity check then runs on other frames of it, held out of
+    calibration. Where the calibration frames came from is recorded in ``export.calibration``.
     """
+    from posed.engines.calibration import CALIBRATION_FRAMES, CHECK_FRAMES, read_calibration
+
+    int8 = options.get("precision") == "int8"
+    if (calibration_from is not None or calibration_frames is not None) and not int8:
+        raise ConfigError("--calibration/--calibration-frames apply to static INT8 "
+                          "(--format onnx --int8), not to "
+                          f"{options.get('precision') or 'fp32'} exports")
+    if calibration_frames is not None and calibration_frames < 1:
+        raise ConfigError(f"--calibration-frames must be at least 1, not {calibration_frames}")
+    limit = calibration_frames or CALIBRATION_FRAMES
     bundle = resolve_bundle(source, engine, shuffle=shuffle, snapshot=snapshot)
+    size = options.get("fixed_size")
+    project = None
     if not hasattr(source, "bodyparts") and not _is_bundle_path(source):
         from posed.engines.project import load_project
 
         project = load_project(source)
-        size = options.get("fixed_size")
+    # Read before the model is loaded: a bad calibration path is reported at once.
+    if calibration_from is not None:
+        calib = read_calibration(calibration_from, limit=limit, size=size,
+                                 holdout=0 if project is not None else CHECK_FRAMES)
+        options.setdefault("calibration", calib.frames)
+        options.setdefault("calibration_info", calib.info)
+        if project is None and calib.check is not None:
+            options.setdefault("check_frames", calib.check)
+    if project is not None:
         options.setdefault("check_frames", _project_frames(project, shuffle, "test", 8, size))
-        if options.get("precision") == "int8":
-            options.setdefault("calibration", _project_frames(project, shuffle, "train", 32, size))
+        if int8 and "calibration" not in options:
+            frames = _project_frames(project, shuffle, "train", limit, size)
+            options["calibration"] = frames
+            options.setdefault("calibration_info", {
+                "kind": "project training images", "path": str(project.root),
+                "shuffle": shuffle, "frames": len(frames)})
     eng = Engine.parse(bundle.engine)
     return capability(eng, "export")(bundle, fmt, Path(out), **options)
 

@@ -214,6 +214,15 @@ def quantize_static_onnx(src: Path, dst: Path, calibration: np.ndarray) -> None:
                     calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=heads + first)
 
 
+def calibration_record(calibration: np.ndarray | None,
+                       info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What ``export.calibration`` in posed.yaml says about the static INT8 calibration frames."""
+    if calibration is None:
+        return None
+    return dict(info) if info else {"kind": "frames given to the exporter",
+                                    "frames": len(calibration)}
+
+
 def finish_onnx(fp32_path: Path, final: Path, precision: str, calibration: np.ndarray | None,
                 simplify: bool) -> list[str]:
     """Simplify and convert a float32 graph to ``precision`` at ``final``; returns the steps."""

@@ -35,8 +35,8 @@ from posed.engines.tensorflow import import_tensorflow
 from posed.errors import ConfigError, ExportError
 from posed.exporters.common import DEFAULT_OPSET, PRECISIONS, as_maps
 from posed.exporters.common import check_frames as _check_frames
-from posed.exporters.common import (export_as, finish_onnx, run_onnx, staging_parent, verify,
-                                    write_bundle)
+from posed.exporters.common import (calibration_record, export_as, finish_onnx, run_onnx,
+                                    staging_parent, verify, write_bundle)
 
 tf = import_tensorflow()
 import keras  # noqa: E402  (after TensorFlow's environment is set up)
@@ -126,7 +126,8 @@ def export_savedmodel(bundle: ModelBundle, out: str | Path, *, check_frames: np.
 def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OPSET,
                 fixed_size: tuple[int, int] | None = None, precision: str = "fp32",
                 calibration: np.ndarray | None = None, simplify: bool = True,
-                check_frames: np.ndarray | None = None, overwrite: bool = False) -> Path:
+                check_frames: np.ndarray | None = None, overwrite: bool = False,
+                calibration_info: dict[str, Any] | None = None) -> Path:
     """Export to ONNX (``model.onnx``, engine ``onnx``) in a new bundle folder ``out``.
 
     Options are those of :func:`posed.exporters.torch.export_onnx`: ``fixed_size``
@@ -137,8 +138,8 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
     if precision not in PRECISIONS:
         raise ConfigError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
     if precision == "int8" and calibration is None:
-        raise ConfigError("int8 export needs calibration frames (export from a project, "
-                          "or use int8-dynamic)")
+        raise ConfigError("int8 export needs calibration frames (export from a project, pass "
+                          "--calibration VIDEO_OR_FOLDER, or use --int8 dynamic)")
     try:
         import onnx
         import tf2onnx
@@ -177,6 +178,8 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
         dynamic = ["batch"] + ([] if fixed_size else ["height", "width"])
         export = {"tool": steps, "opset": opset, "precision": precision, "input": "uint8 NHWC RGB",
                   "outputs": OUTPUT_LAYOUT, "dynamic_axes": {"frames": dynamic}, "parity": parity}
+        if precision == "int8":
+            export["calibration"] = calibration_record(calibration, calibration_info)
         return write_bundle(bundle, staging, out, ["model.onnx"], engine="onnx", fmt="onnx",
                             input_size=list(fixed_size) if fixed_size else None, export=export,
                             overwrite=overwrite)

@@ -24,8 +24,9 @@ from torch import nn
 
 from posed.engines.bundle import ModelBundle
 from posed.errors import ConfigError, ExportError
-from posed.exporters.common import (DEFAULT_OPSET, PRECISIONS, TOLERANCE, as_maps, export_as,
-                                    finish_onnx, run_onnx, staging_parent, verify, write_bundle)
+from posed.exporters.common import (DEFAULT_OPSET, PRECISIONS, TOLERANCE, as_maps,
+                                    calibration_record, export_as, finish_onnx, run_onnx,
+                                    staging_parent, verify, write_bundle)
 from posed.exporters.common import check_frames as _check_frames
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,8 @@ def export_torchscript(bundle: ModelBundle, out: str | Path, *, check_frames: np
 def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OPSET,
                 fixed_size: tuple[int, int] | None = None, precision: str = "fp32",
                 calibration: np.ndarray | None = None, simplify: bool = True,
-                check_frames: np.ndarray | None = None, overwrite: bool = False) -> Path:
+                check_frames: np.ndarray | None = None, overwrite: bool = False,
+                calibration_info: dict[str, Any] | None = None) -> Path:
     """Export to ONNX (``model.onnx``) in a new bundle folder ``out``.
 
     Args:
@@ -131,7 +133,8 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
     if precision not in PRECISIONS:
         raise ConfigError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
     if precision == "int8" and calibration is None:
-        raise ConfigError("int8 export needs calibration frames (export from a project, or use int8-dynamic)")
+        raise ConfigError("int8 export needs calibration frames (export from a project, pass "
+                          "--calibration VIDEO_OR_FOLDER, or use --int8 dynamic)")
     wrapper = _native(bundle)
     size = fixed_size or (96, 128)
     frames = _check_frames(check_frames, size)
@@ -170,6 +173,8 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
         export = {"tool": steps, "opset": opset, "precision": precision, "input": "uint8 NHWC RGB",
                   "dynamic_axes": {name: [axes[i] for i in sorted(axes)] for name, axes in dynamic.items()},
                   "parity": parity}
+        if precision == "int8":
+            export["calibration"] = calibration_record(calibration, calibration_info)
         return write_bundle(bundle, staging, out, ["model.onnx"], engine="onnx", fmt="onnx",
                             input_size=list(fixed_size) if fixed_size else None, export=export,
                             overwrite=overwrite)

@@ -8,6 +8,8 @@ it.
 Precision: ``fp32`` unless asked. OpenVINO would pick bf16 by itself on CPUs with AMX or
 AVX512-BF16, which moves keypoints; posed asks for f32 explicitly and runs bf16 only when
 ``precision: bf16`` is given and the CPU reports BF16 among its optimisation capabilities.
+A static INT8 (QDQ) bundle runs its quantised convolutions in u8/i8 whatever that hint (the
+hint governs only the layers left in float); :func:`convolution_precisions` shows it.
 """
 
 from __future__ import annotations
@@ -66,7 +68,26 @@ def compile_bundle(bundle: ModelBundle, precision: str = "auto", threads: int | 
                              f"({str(exc).strip().splitlines()[0][:200]})") from None
     log.info("openvino engine: CPU, %s (threads: %s)", hint,
              compiled.get_property("INFERENCE_NUM_THREADS"))
+    if str(bundle.export.get("precision", "")).startswith("int8"):
+        log.info("openvino engine: convolutions by runtime precision %s",
+                 convolution_precisions(compiled))
     return compiled, hint
+
+
+def convolution_precisions(compiled: Any) -> dict[str, int]:
+    """How many convolutions of a compiled model OpenVINO runs in each precision.
+
+    Read from the runtime (execution) graph, i.e. what the CPU plugin really executes after
+    its low-precision transformations: a static INT8 (QDQ) bundle shows ``u8``/``i8``
+    convolutions there, an fp32 one only ``f32``.
+    """
+    counts: dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if str(info["layerType"].astype(str)) == "Convolution":
+            precision = str(info["runtimePrecision"].astype(str)).lower()
+            counts[precision] = counts.get(precision, 0) + 1
+    return counts
 
 
 class _Compiled:

@@ -23,6 +23,12 @@ def _export_options(args: argparse.Namespace) -> dict[str, Any]:
             options["fixed_size"] = (args.fixed_size[1], args.fixed_size[0])
     elif args.fp16 or args.int8 or args.fixed_size:
         raise ConfigError(f"--fp16/--int8/--fixed-size apply to --format onnx, not {args.format}")
+    if args.calibration is not None or args.calibration_frames is not None:
+        if args.format != "onnx" or args.int8 != "static":
+            raise ConfigError("--calibration/--calibration-frames apply to static INT8 "
+                              "(--format onnx --int8)")
+        options.update(calibration_from=args.calibration,
+                       calibration_frames=args.calibration_frames)
     return options
 
 
@@ -32,7 +38,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     Export a project's trained shuffle (or a bundle) into a new model bundle folder. Exported
     graphs take uint8 N×H×W×3 RGB frames. Every export is checked against the native model (on
     the shuffle's test images when exporting from a project) and refused beyond tolerance; the
-    measured difference is recorded in the bundle's posed.yaml.
+    measured difference is recorded in the bundle's posed.yaml. Static INT8 is calibrated on the
+    project's training images, or on --calibration (a video or a folder of images) for any
+    source; without a project the check then runs on other frames of it than those calibrated on.
     """
 
     from posed.engines import api
@@ -67,7 +75,13 @@ def add_export(sub: Any) -> None:
         prec.add_argument("--fp16", action="store_true", help="half precision (for GPUs)")
         prec.add_argument("--int8", nargs="?", const="static", choices=("static", "dynamic"),
                           help="INT8 quantisation for CPUs: static (calibrated on the project's "
-                          "training images; the default) or dynamic")
+                          "training images or on --calibration; the default) or dynamic")
+        p.add_argument("--calibration", type=Path, metavar="VIDEO_OR_FOLDER",
+                       help="static INT8: calibrate on evenly spaced frames of this video (or "
+                       "images of this folder, .png/.jpg) instead of the project's training "
+                       "images; needed to export static INT8 from a bundle")
+        p.add_argument("--calibration-frames", type=int, metavar="N",
+                       help="static INT8: at most N calibration frames (default 32)")
         p.add_argument("--no-simplify", action="store_true", help="skip graph simplification")
         add_overwrite(p)
 
