@@ -105,6 +105,8 @@ class Publisher:
         published: Poses handed to ZeroMQ.
         dropped: Poses not sent, all reasons; ``dropped_by_reason`` splits them.
         errors: Poses that could not be encoded (bad shape, un-encodable ``extra``).
+        unflushed: True when the shutdown budget ended with messages still queued in ZeroMQ
+            for a subscriber (ZeroMQ discards them uncounted; a warning says so).
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class Publisher:
         self.published = 0
         self.dropped = 0
         self.errors = 0
+        self.unflushed = False
         self.dropped_by_reason: dict[str, int] = {r: 0 for r in _DROP_REASONS}
         self._queue: collections.deque[Pose] = collections.deque()
         self._cond = threading.Condition()
@@ -301,17 +304,30 @@ class Publisher:
                 return
             finally:
                 self._bound.set()
+            linger = 0
             try:
                 self._loop(sock)
             finally:
                 # Poses zmq accepted may still sit in its pipes: give them what is left of the
                 # flush budget (at least LAST_SEND_S) to reach the subscribers' sockets;
                 # linger 0 would drop them silently after they were counted as published.
-                sock.close(linger=self._linger_ms())
+                linger = self._linger_ms()
+                sock.close(linger=linger)
                 if auth is not None:
                     auth.stop()
         finally:
-            ctx.term()
+            t0 = time.monotonic()
+            ctx.term()  # returns as soon as the pipes are empty, or when the linger ends
+            self._warn_if_unflushed(linger, time.monotonic() - t0)
+
+    def _warn_if_unflushed(self, linger_ms: int, waited_s: float) -> None:
+        # ZeroMQ cannot say how many messages it discards at the end of the linger, but a
+        # term() that used the whole linger means some were still queued for a subscriber.
+        if linger_ms > 0 and waited_s >= 0.9 * linger_ms / 1000:
+            self.unflushed = True
+            log.warning("%s: the shutdown budget ended with poses still queued in ZeroMQ for "
+                        "a slow subscriber; the last poses published may not have reached it "
+                        "(its seq gap is not in the drop counters)", self.endpoint)
 
     def _linger_ms(self) -> int:
         if not self._stopping:

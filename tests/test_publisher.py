@@ -105,7 +105,7 @@ def test_poses_arrive_in_order_with_exact_fields(endpoint):
         assert m.keypoints.dtype == np.float32 and m.keypoints.shape == (3, 3)
         np.testing.assert_array_equal(m.keypoints, p.keypoints)  # NaN == NaN here
         assert m.extra == ({"zone": 0, "v": 0.5} if p.seq == 3 else {})
-    assert pub.published == 50 and pub.dropped == 0
+    assert pub.published == 50 and pub.dropped == 0 and not pub.unflushed
     assert metrics.value("posed_frames_published_total", camera="cam0") == 50
     assert metrics.value("posed_end_to_end_seconds_count", camera="cam0") == 50
     assert metrics.value("posed_end_to_end_seconds_sum", camera="cam0") >= 50 * 0.005
@@ -201,6 +201,22 @@ def test_publish_with_stalled_subscriber_counts_drops_in_nodrop_mode(endpoint):
         assert metrics.value("posed_frames_dropped_total", camera="cam0",
                              reason=reason) == by[reason]
     assert metrics.value("posed_frames_published_total", camera="cam0") == pub.published
+
+
+def test_poses_left_in_zeromq_at_the_end_of_the_budget_are_reported(endpoint, caplog):
+    pub = Publisher(endpoint, BODYPARTS, hwm=5000, queue_size=4096, meta_interval_s=META_S)
+    pub.start()
+    try:
+        with Subscriber(endpoint, rcvhwm=10) as sub:
+            connected(sub)  # after this the subscriber never reads again
+            for i in range(2_000):  # 100 MB: far more than the kernel's socket buffers hold
+                pub.publish(make_pose(i, extra={"pad": "x" * 50_000}))
+            with caplog.at_level("WARNING", logger="posed.daemon.publisher"):
+                pub.stop(timeout=0.3)
+    finally:
+        pub.stop()
+    assert pub.unflushed
+    assert "may not have reached it" in caplog.text
 
 
 def test_publish_after_stop_is_counted(endpoint):
