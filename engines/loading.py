@@ -45,13 +45,14 @@ def resolve_bundle(source: "str | Path | ModelBundle", engine: "str | Engine | N
     from posed.engines.project import load_project
 
     found = shuffle_from_folder(source)  # a DeepLabCut shuffle folder named directly
+    project = None
     if found is None:
-        found = _dlc_shuffle(load_project(source), shuffle, layout, engine, **dlc)
+        project = load_project(source)
+        found = _dlc_shuffle(project, shuffle, layout, engine, **dlc)
     if found is not None:
         from posed.engines.dlc.shuffle import shuffle_bundle
 
         return shuffle_bundle(found, _dlc_snapshot(found, snapshot, dlc.get("snapshot_index")))
-    project = load_project(source)
     eng = resolve_engine(engine, project)
     snap = get_snapshot(project, shuffle, eng, snapshot)
     return _with_snapshot(load_bundle(snap.parent, verify=False), snap.stem.split("-")[1])
