@@ -286,13 +286,16 @@ def export_model(source: "str | Path | ModelBundle", fmt: str, out: "str | Path"
     to ``calibration_frames`` (default 32) evenly spaced frames of it instead, for any source;
     without a project the parity check then runs on other frames of it, held out of
     calibration. Where the calibration frames came from is recorded in ``export.calibration``.
+    ``freeze_norm=True`` (PyTorch models with GroupNorm) fixes the normalisation statistics,
+    measured on the same calibration frames (:mod:`posed.engines.pytorch.normfreeze`).
     """
     from posed.engines.calibration import CALIBRATION_FRAMES, CHECK_FRAMES, read_calibration
 
     int8 = options.get("precision") == "int8"
-    if (calibration_from is not None or calibration_frames is not None) and not int8:
+    calibrated = int8 or bool(options.get("freeze_norm"))
+    if (calibration_from is not None or calibration_frames is not None) and not calibrated:
         raise ConfigError("--calibration/--calibration-frames apply to static INT8 "
-                          "(--format onnx --int8), not to "
+                          "(--format onnx --int8) and --freeze-norm, not to "
                           f"{options.get('precision') or 'fp32'} exports")
     if calibration_frames is not None and calibration_frames < 1:
         raise ConfigError(f"--calibration-frames must be at least 1, not {calibration_frames}")
@@ -314,13 +317,17 @@ def export_model(source: "str | Path | ModelBundle", fmt: str, out: "str | Path"
             options.setdefault("check_frames", calib.check)
     if project is not None:
         options.setdefault("check_frames", _project_frames(project, shuffle, "test", 8, size))
-        if int8 and "calibration" not in options:
+        if calibrated and "calibration" not in options:
             frames = _project_frames(project, shuffle, "train", limit, size)
             options["calibration"] = frames
             options.setdefault("calibration_info", {
                 "kind": "project training images", "path": str(project.root),
                 "shuffle": shuffle, "frames": len(frames)})
     eng = Engine.parse(bundle.engine)
+    if options.get("freeze_norm") and eng is not Engine.PYTORCH:
+        raise ConfigError(f"--freeze-norm applies to PyTorch models (this one is {eng.value})")
+    if not options.get("freeze_norm"):
+        options.pop("freeze_norm", None)
     return capability(eng, "export")(bundle, fmt, Path(out), **options)
 
 

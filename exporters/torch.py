@@ -64,20 +64,39 @@ def _native(bundle: ModelBundle) -> FramesToPoseMaps:
     return FramesToPoseMaps(model.eval()).eval()
 
 
+def _freeze(wrapper: FramesToPoseMaps, freeze_norm: bool,
+            calibration: np.ndarray | None) -> dict[str, Any] | None:
+    """With ``freeze_norm``, make the wrapped model's GroupNorm statistics fixed, measured on
+    ``calibration`` (:mod:`posed.engines.pytorch.normfreeze`); what was done, else None."""
+    if not freeze_norm:
+        return None
+    if calibration is None:
+        raise ConfigError("--freeze-norm needs frames of the camera to measure the statistics "
+                          "on (export from a project, or pass --calibration VIDEO_OR_FOLDER)")
+    from posed.engines.pytorch.normfreeze import freeze_group_norm
+
+    return freeze_group_norm(wrapper.model, calibration, wrapper)
+
+
 def _output_names(bundle: ModelBundle) -> list[str]:
     """The graph's outputs: the PAFs follow scores and locref in multi-animal bundles."""
     return ["scores", "locref"] + (["paf"] if "individuals" in bundle.architecture else [])
 
 
 def export_torchscript(bundle: ModelBundle, out: str | Path, *, check_frames: np.ndarray | None = None,
-                       overwrite: bool = False) -> Path:
+                       overwrite: bool = False, freeze_norm: bool = False,
+                       calibration: np.ndarray | None = None,
+                       calibration_info: dict[str, Any] | None = None) -> Path:
     """Trace the model to TorchScript (``model.pt``) in a new bundle folder ``out``.
 
     The trace is checked on a second input size, since a trace that baked a size in would
-    silently mis-predict on other frames.
+    silently mis-predict on other frames. ``freeze_norm`` fixes GroupNorm statistics measured
+    on ``calibration`` frames first (see :func:`export_onnx`).
     """
     out = Path(out)
-    wrapper = _native(bundle)
+    native = _native(bundle)
+    wrapper = _native(bundle) if freeze_norm else native
+    frozen = _freeze(wrapper, freeze_norm, calibration)
     frames = _check_frames(check_frames, (96, 128))
     with tempfile.TemporaryDirectory(dir=staging_parent(out)) as tmp:
         staging = Path(tmp) / "bundle"
@@ -95,11 +114,15 @@ def export_torchscript(bundle: ModelBundle, out: str | Path, *, check_frames: np
         parity = {}
         with torch.inference_mode():
             for name, batch in (("same_size", frames), ("other_size", other)):
-                ref = as_maps(wrapper(torch.from_numpy(batch)))
+                ref = as_maps(native(torch.from_numpy(batch)))
                 got = as_maps(loaded(torch.from_numpy(batch)))
-                parity[name] = verify("fp32", ref, got, bundle, out)
+                parity[name] = verify("fp32", ref, got, bundle, out, approximate=bool(frozen))
         export = {"tool": f"torch.jit.trace (torch {torch.__version__})", "precision": "fp32",
                   "input": "uint8 NHWC RGB", "parity": parity}
+        if frozen:
+            export["freeze_norm"] = {**frozen,
+                                     "calibration": calibration_record(calibration,
+                                                                       calibration_info)}
         return write_bundle(bundle, staging, out, ["model.pt"], engine="pytorch",
                             fmt="torchscript", input_size=None, export=export,
                             overwrite=overwrite)
@@ -109,7 +132,8 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
                 fixed_size: tuple[int, int] | None = None, precision: str = "fp32",
                 calibration: np.ndarray | None = None, simplify: bool = True,
                 check_frames: np.ndarray | None = None, overwrite: bool = False,
-                calibration_info: dict[str, Any] | None = None) -> Path:
+                calibration_info: dict[str, Any] | None = None,
+                freeze_norm: bool = False) -> Path:
     """Export to ONNX (``model.onnx``) in a new bundle folder ``out``.
 
     Args:
@@ -121,11 +145,16 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
         precision: ``fp32``; ``fp16`` (GPU: weights and activations in half precision, uint8
             input and float32 outputs kept); ``int8`` (static quantisation for CPU, needs
             ``calibration``) or ``int8-dynamic`` (weights only, no calibration).
-        calibration: uint8 N×H×W×3 frames from the project for static INT8 calibration.
+        calibration: uint8 N×H×W×3 frames for static INT8 calibration (the project's
+            training images, or ``--calibration`` frames).
+        calibration_info: Where those frames came from, recorded as ``export.calibration``.
         simplify: Fold constants and remove redundant nodes (onnxruntime basic optimisation,
             saved as a portable graph).
         check_frames: Frames for the parity check (default: deterministic noise).
         overwrite: Replace ``out`` if it exists.
+        freeze_norm: Replace GroupNorm by BatchNorm holding the statistics measured on the
+            ``calibration`` frames (:mod:`posed.engines.pytorch.normfreeze`): a local, cheaper
+            network, judged against the original by the median distance of visible keypoints.
     """
     import onnx
 
@@ -142,6 +171,7 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
         raise ExportError(f"check frames are {frames.shape[1:3]}, the fixed size is {fixed_size}")
     with torch.inference_mode():
         reference = as_maps(wrapper(torch.from_numpy(frames)))
+    frozen = _freeze(wrapper, freeze_norm, calibration)
     outputs = _output_names(bundle)
     dynamic = {"frames": {0: "batch"}, **{name: {0: "batch"} for name in outputs}}
     if fixed_size is None:
@@ -169,12 +199,18 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
         steps += finish_onnx(fp32_path, final, precision, calibration, simplify)
         got = run_onnx(final, frames)
         kind = "fp32" if precision == "fp32" else precision.split("-")[0]
-        parity = verify(kind, reference, got, bundle, out)
+        parity = verify(kind, reference, got, bundle, out, approximate=bool(frozen))
+        if frozen:
+            steps.insert(0, f"GroupNorm statistics frozen on {frozen['frames']} frames")
         export = {"tool": steps, "opset": opset, "precision": precision, "input": "uint8 NHWC RGB",
                   "dynamic_axes": {name: [axes[i] for i in sorted(axes)] for name, axes in dynamic.items()},
                   "parity": parity}
         if precision == "int8":
             export["calibration"] = calibration_record(calibration, calibration_info)
+        if frozen:
+            export["freeze_norm"] = {**frozen,
+                                     "calibration": calibration_record(calibration,
+                                                                       calibration_info)}
         return write_bundle(bundle, staging, out, ["model.onnx"], engine="onnx", fmt="onnx",
                             input_size=list(fixed_size) if fixed_size else None, export=export,
                             overwrite=overwrite)

@@ -116,7 +116,7 @@ def test_calibration_without_static_int8_is_refused(random_model, synth_project,
                str(video), "--out", str(tmp_path / "out"), "-q"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err == "error: --calibration/--calibration-frames apply to static INT8 " \
-                              "(--format onnx --int8)"
+                              "(--format onnx --int8) and --freeze-norm"
 
 
 # ----------------------------------------------------------------------------- INT8 exports

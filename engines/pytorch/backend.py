@@ -51,18 +51,21 @@ def build_model(bundle: ModelBundle) -> PoseNet:
         raise ModelLoadError(f"{bundle.path}: architecture lacks '{exc.args[0]}'") from None
 
 
-def random_bundle(net: str, folder: Path, keypoints: int = 4, output_stride: int = 16) -> ModelBundle:
-    """A randomly initialised bundle of ``net`` (for benchmarks and tests: no download needed)."""
+def random_bundle(net: str, folder: Path, keypoints: int = 4, output_stride: int = 16,
+                  timm_model: str | None = None) -> ModelBundle:
+    """A randomly initialised bundle of ``net`` (for benchmarks and tests: no download needed);
+    ``timm_model`` overrides the backbone (e.g. ``efficientnet_b0_gn``, a GroupNorm one)."""
     from safetensors.torch import save_file
 
-    model = PoseNet(net, keypoints, output_stride)
+    model = PoseNet(net, keypoints, output_stride, timm_model=timm_model)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "w.safetensors") as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     bundle = ModelBundle(engine=ENGINE, format="safetensors",
                          bodyparts=[f"part{i}" for i in range(keypoints)],
                          architecture={"net": net, "output_stride": output_stride,
-                                       "timm_model": TIMM_NAMES[net], "head": model.head},
+                                       "timm_model": timm_model or TIMM_NAMES[net],
+                                       "head": model.head},
                          stride=output_stride / 2, locref_stdev=7.2801,
                          source={"scorer": f"random_{net}"})
     bundle.save(folder, ["w.safetensors"])
