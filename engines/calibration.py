@@ -131,7 +131,8 @@ def read_calibration(path: str | Path, *, limit: int = CALIBRATION_FRAMES,
         frames, calib, check = _video(path, limit, holdout)
         info = {"kind": "video", "path": str(path.resolve()), "frame_indices": calib}
     if not calib or (holdout and not check):
-        raise DataError(f"{path}: too few frames could be read for calibration and a held-out check")
+        raise DataError(f"{path}: too few frames could be read for calibration and a "
+                        "held-out check")
     calibration = np.stack(resize_frames([frames[i] for i in calib], size))
     held = np.stack(resize_frames([frames[i] for i in check], size)) if check else None
     info.update(frames=len(calib), held_out_for_parity=len(check))

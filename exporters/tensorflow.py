@@ -132,7 +132,8 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
 
     Options are those of :func:`posed.exporters.torch.export_onnx`: ``fixed_size``
     ``(height, width)`` or dynamic height and width, ``precision`` ``fp32``/``fp16``/``int8``
-    (static, needs ``calibration`` frames)/``int8-dynamic``, ``simplify``, ``check_frames``.
+    (static, needs ``calibration`` frames)/``int8-dynamic``, ``simplify``, ``check_frames``,
+    ``calibration_info``.
     """
     out = Path(out)
     if precision not in PRECISIONS:
