@@ -11,6 +11,13 @@ by DeepLabCut 3.0.2) on the same 640×480 frames of the openfield video:
   PyTorch eager fp32 (posed's default CPU path for this bundle), TorchScript, ONNX Runtime
   FP32 and static INT8 (calibrated on 32 other frames of the video), each with its keypoint
   distance to the FP32 poses.
+* ``--dynamic PCUTOFF,MARGIN`` (repeatable): every runtime again with dynamic cropping, posed's
+  (:mod:`posed.engines.dynamic`) and DeepLabCut-Live's ``dynamic=(True, PCUTOFF, MARGIN)``,
+  over the same consecutive frames (a warm-up pass, then timed passes): latency per frame,
+  the share of frames inferred on a crop, and the keypoint distance to the same runtime's
+  full-frame poses.
+* For every runtime, in a fresh process: the time from loading the model to the first pose
+  (also counted from the process start, imports included) and the peak RSS.
 * ``posed analyze`` frames/s on the first 300 frames of the video, against DeepLabCut's own
   ``analyze_videos`` time for the same 300 frames recorded in the model folder's README.
 
@@ -49,24 +56,70 @@ DLC_ANALYZE_S, DLC_ANALYZE_FRAMES = 397.0, 300
 CALIBRATION_START = 600  # INT8 calibration frames: away from the timed ones at the start
 
 # Runs inside the DeepLabCut-Live environment: frames come as an .npy file, timings go to stdout.
+# DeepLabCut-Live wants BGR frames (it converts them to RGB itself). argv[3], when given, is
+# its dynamic triple as JSON; the frames then run twice in order (a warm-up pass, then timed).
 PEER_SCRIPT = r"""
-import json, sys, time
+import time
+t_proc = time.perf_counter()
+import json, sys
 import numpy as np
 from dlclive import DLCLive
-frames = np.load(sys.argv[2])
-live = DLCLive(sys.argv[1], model_type="pytorch", device="cpu")
+frames = np.ascontiguousarray(np.load(sys.argv[2])[..., ::-1])
+dynamic = tuple(json.loads(sys.argv[3])) if len(sys.argv) > 3 else (False, 0.5, 10)
+t_load = time.perf_counter()
+live = DLCLive(sys.argv[1], model_type="pytorch", device="cpu", dynamic=dynamic)
 live.init_inference(frames[0])
+first = time.perf_counter()
 live.get_pose(frames[1])
-lat, poses = [], []
+if dynamic[0]:
+    for f in frames:
+        live.get_pose(f)
+lat, poses, cropped = [], [], 0
 for f in frames:
     t0 = time.perf_counter()
-    poses.append(live.get_pose(f))
+    poses.append(np.array(live.get_pose(f)))
     lat.append((time.perf_counter() - t0) * 1000)
+    cropped += live.dynamic_cropping is not None
 import dlclive, torch
-print(json.dumps({"latency_ms": lat, "poses": np.asarray(poses).tolist(),
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"latency_ms": lat, "poses": np.asarray(poses).tolist(), "cropped": cropped,
+                  "first_pose_s": round(first - t_load, 3),
+                  "first_pose_s_with_imports": round(first - t_proc, 3),
+                  "peak_rss_mb": round(hwm / 1024, 1),
                   "dlclive": getattr(dlclive, "__version__", "1.1.0"), "torch": torch.__version__,
                   "threads": torch.get_num_threads()}))
 """
+
+
+# A fresh process per posed runtime: the time from loading the model to its first pose, and
+# the peak RSS after a few more frames (VmHWM: this process image only).
+FIRST_POSE_SCRIPT = r"""
+import time
+t_proc = time.perf_counter()
+import json, sys
+import numpy as np
+from posed.engines import api
+frames = np.load(sys.argv[2])
+t0 = time.perf_counter()
+runner = api.load_model(sys.argv[1], **json.loads(sys.argv[3]))
+runner.predict(frames[:1])
+first = time.perf_counter()
+for f in frames[1:6]:
+    runner.predict(f[None])
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"first_pose_s": round(first - t0, 3),
+                  "first_pose_s_with_imports": round(first - t_proc, 3),
+                  "peak_rss_mb": round(hwm / 1024, 1)}))
+"""
+
+
+def first_pose(path: Path, options: dict, frames: Path) -> dict:
+    """First-pose time and peak RSS of one posed runtime, in a fresh process."""
+    proc = subprocess.run([sys.executable, "-c", FIRST_POSE_SCRIPT, str(path), str(frames),
+                           json.dumps(options)], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        return {"first_pose_error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _agreement(poses: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -80,6 +133,32 @@ def _agreement(poses: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     return {"max_px_vs_posed_fp32": round(parity["max_px"], 4),
             "median_px_seen": round(float(np.nanmedian(dist)), 4) if seen.any() else None,
             "max_px_seen": round(parity["max_px_confident"], 4) if seen.any() else None}
+
+
+def dynamic_row(runner, frames: np.ndarray, settings, full: np.ndarray, seconds: float) -> dict:
+    """posed's dynamic cropping over the frames in order: one warm-up pass (every crop shape
+    seen once), then timed passes for about ``seconds``; each frame's latency includes placing
+    the window and mapping the keypoints back."""
+    from posed.engines.dynamic import DynamicCropper, predict_dynamic
+
+    region = (0, 0, frames.shape[2], frames.shape[1])
+    predict_dynamic(runner, frames, DynamicCropper(settings, region))
+    lat: list[float] = []
+    cropped = passes = 0
+    t_end = time.perf_counter() + seconds
+    while passes == 0 or time.perf_counter() < t_end:
+        cropper = DynamicCropper(settings, region)
+        poses = []
+        for frame in frames:
+            t0 = time.perf_counter()
+            poses.append(predict_dynamic(runner, frame[None], cropper)[0])
+            lat.append((time.perf_counter() - t0) * 1000)
+        cropped += cropper.cropped
+        passes += 1
+    poses = np.stack(poses)
+    return {"poses": poses, "calls": len(lat), "frames_per_s": round(1000 * len(lat) / sum(lat), 2),
+            **percentiles(lat), "cropped_share": round(cropped / (passes * len(frames)), 3),
+            "vs_own_full_frame": _agreement(poses, full)}
 
 
 def video_frames(n: int, start: int = 0) -> np.ndarray:
@@ -108,6 +187,33 @@ def first_frames_clip(src: Path, dst: Path, n: int) -> None:
                 break
 
 
+def peer_row(python: Path, frames: Path, reference: np.ndarray, record: dict,
+             dynamic: list | None = None, full: np.ndarray | None = None) -> np.ndarray | None:
+    """Run DeepLabCut-Live in its environment, add its row; returns its poses (None if it
+    failed). With ``dynamic``, the row also has the distance to its own full-frame ``full``."""
+    cmd = [str(python), "-c", PEER_SCRIPT, str(DLC_PT), str(frames)]
+    proc = subprocess.run(cmd + ([json.dumps(dynamic)] if dynamic else []), capture_output=True,
+                          text=True, timeout=3600)
+    tag = f" dynamic {dynamic[1]:g},{dynamic[2]:g}" if dynamic else ""
+    name = "dlclive" + tag
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        record["rows"].append({"runtime": name, "error": tail})
+        return None
+    peer = json.loads(proc.stdout.strip().splitlines()[-1])
+    lat = peer.pop("latency_ms")
+    poses = np.asarray(peer.pop("poses"), dtype=np.float32)
+    cropped = peer.pop("cropped")
+    row = {"runtime": f"dlclive {peer['dlclive']} pytorch{tag}", "dynamic": dynamic,
+           "batch": 1, "calls": len(lat), "frames_per_s": round(1000 * len(lat) / sum(lat), 2),
+           **percentiles(lat), **_agreement(poses, reference), **peer}
+    if dynamic:
+        row["cropped_share"] = round(cropped / len(lat), 3)
+        row["vs_own_full_frame"] = _agreement(poses, full)
+    record["rows"].append(row)
+    return poses
+
+
 def main() -> int:
     from posed.engines.memory import keep_freed_memory
 
@@ -117,8 +223,15 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=30, help="frames timed per runtime")
     ap.add_argument("--seconds", type=float, default=10.0, help="measuring time per posed runtime")
     ap.add_argument("--analyze", action="store_true", help="also time posed analyze on 300 frames")
+    ap.add_argument("--dynamic", metavar="PCUTOFF,MARGIN", action="append", default=[],
+                    help="also time dynamic cropping (posed's and DeepLabCut-Live's); repeatable")
+    ap.add_argument("--only", help="posed runtimes to time: names containing this text")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "peer.json")
     args = ap.parse_args()
+    from posed.engines.dynamic import DynamicSettings
+
+    dynamics = [DynamicSettings.parse((True, *(float(v) for v in d.split(","))))
+                for d in args.dynamic]
     if not DLC_PT.is_file() or not VIDEO.is_file():
         print(f"error: {DLC_PT} or {VIDEO} is missing (see ../shared)", file=sys.stderr)
         return 2
@@ -127,6 +240,7 @@ def main() -> int:
                     "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "machine": machine_info(), "model": DLC_PT.name, "video": VIDEO.name,
                     "size": [int(frames.shape[2]), int(frames.shape[1])], "frames": len(frames),
+                    "dynamic": [[True, d.pcutoff, d.margin] for d in dynamics],
                     "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -137,51 +251,72 @@ def main() -> int:
         # (Dynamic INT8 is not timed: onnxruntime's ConvInteger path ran 4x slower than FP32
         # on this model and moved keypoints by hundreds of pixels.)
         calibration = video_frames(32, start=CALIBRATION_START)
-        onnx = api.export_model(bundle, "onnx", tmp / "onnx")
-        runtimes = [("posed pytorch-eager fp32", bundle, {"device": "cpu"}),
-                    ("posed torchscript fp32", api.export_model(bundle, "torchscript", tmp / "ts"),
+        exports: dict[str, Path] = {}
+
+        def export(key: str, fmt: str, **kw) -> Path:  # each export once, when first needed
+            if key not in exports:
+                exports[key] = api.export_model(bundle, fmt, tmp / key, **kw)
+            return exports[key]
+
+        int8 = {"precision": "int8", "calibration": calibration, "check_frames": frames[:8]}
+        # GroupNorm statistics frozen on the same 32 frames (posed export --freeze-norm).
+        frozen = {"freeze_norm": True, "calibration": calibration, "check_frames": frames[:8]}
+        runtimes = [("posed pytorch-eager fp32", lambda: bundle, {"device": "cpu"}),
+                    ("posed torchscript fp32", lambda: export("ts", "torchscript"),
                      {"device": "cpu"}),
-                    ("posed onnx-fp32", onnx, {"provider": "cpu"})]
+                    ("posed onnx-fp32", lambda: export("onnx", "onnx"), {"provider": "cpu"}),
+                    ("posed onnx-int8 (static)", lambda: export("int8", "onnx", **int8),
+                     {"provider": "cpu"}),
+                    ("posed onnx-fp32 frozen-norm", lambda: export("fz", "onnx", **frozen),
+                     {"provider": "cpu"}),
+                    ("posed onnx-int8 frozen-norm", lambda: export(
+                        "fz8", "onnx", **{**int8, **frozen}), {"provider": "cpu"})]
         if api.engine_available("openvino"):
             from posed.engines.registry import get_backend
 
-            runtimes.append(("posed openvino fp32", onnx, {"engine": "openvino"}))
+            runtimes.append(("posed openvino fp32", lambda: export("onnx", "onnx"),
+                             {"engine": "openvino"}))
+            runtimes.append(("posed openvino fp32 frozen-norm",
+                             lambda: export("fz", "onnx", **frozen), {"engine": "openvino"}))
             if "BF16" in get_backend("openvino").cpu_capabilities():
-                runtimes.append(("posed openvino bf16", onnx, {"engine": "openvino",
-                                                               "precision": "bf16"}))
-        try:
-            runtimes.append(("posed onnx-int8 (static)", api.export_model(
-                bundle, "onnx", tmp / "int8", precision="int8", calibration=calibration,
-                check_frames=frames[:8]), {"provider": "cpu"}))
-        except Exception as exc:  # e.g. the export's parity check refuses it: report that
-            record["rows"].append({"runtime": "posed onnx-int8 (static)",
-                                   "error": str(exc).splitlines()[0]})
+                runtimes.append(("posed openvino bf16", lambda: export("onnx", "onnx"),
+                                 {"engine": "openvino", "precision": "bf16"}))
+                runtimes.append(("posed openvino bf16 frozen-norm",
+                                 lambda: export("fz", "onnx", **frozen),
+                                 {"engine": "openvino", "precision": "bf16"}))
+            runtimes.append(("posed openvino int8 (static)",
+                             lambda: export("int8", "onnx", **int8), {"engine": "openvino"}))
+            runtimes.append(("posed openvino int8 frozen-norm", lambda: export(
+                "fz8", "onnx", **{**int8, **frozen}), {"engine": "openvino"}))
         reference = None
-        for name, path, options in runtimes:
+        np.save(tmp / "frames.npy", frames)
+        for name, make, options in runtimes:
+            if args.only and args.only not in name and reference is not None:
+                continue
+            try:
+                path = make()
+            except Exception as exc:  # e.g. the export's parity check refuses it: report that
+                record["rows"].append({"runtime": name, "error": str(exc).splitlines()[0]})
+                continue
+            startup = first_pose(path, options, tmp / "frames.npy")
             runner = api.load_model(path, **options)
-            row = {"runtime": name, **measure(runner, frames, 1, args.seconds)}
+            row = {"runtime": name, **measure(runner, frames, 1, args.seconds), **startup}
             poses = runner.predict(frames)
             if reference is None:
                 reference = poses
             row.update(_agreement(poses, reference))
             record["rows"].append(row)
+            for d in dynamics:
+                dyn = dynamic_row(runner, frames, d, poses, args.seconds)
+                vs_fp32 = _agreement(dyn.pop("poses"), reference)
+                record["rows"].append({"runtime": f"{name} dynamic {d.pcutoff:g},{d.margin:g}",
+                                       "dynamic": [True, d.pcutoff, d.margin], **dyn, **vs_fp32})
             runner.close()
         if args.peer_python:
-            np.save(tmp / "frames.npy", frames)
-            proc = subprocess.run([str(args.peer_python), "-c", PEER_SCRIPT, str(DLC_PT),
-                                   str(tmp / "frames.npy")], capture_output=True, text=True,
-                                  timeout=3600)
-            if proc.returncode != 0:
-                tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                record["rows"].append({"runtime": "dlclive", "error": tail})
-            else:
-                peer = json.loads(proc.stdout.strip().splitlines()[-1])
-                lat = peer.pop("latency_ms")
-                poses = np.asarray(peer.pop("poses"), dtype=np.float32)
-                record["rows"].append({
-                    "runtime": f"dlclive {peer['dlclive']} pytorch", "batch": 1, "calls": len(lat),
-                    "frames_per_s": round(1000 * len(lat) / sum(lat), 2), **percentiles(lat),
-                    **_agreement(poses, reference), **peer})
+            full = peer_row(args.peer_python, tmp / "frames.npy", reference, record)
+            for d in dynamics if full is not None else []:
+                peer_row(args.peer_python, tmp / "frames.npy", reference, record,
+                         [True, d.pcutoff, d.margin], full)
         if args.analyze:
             clip = tmp / VIDEO.name
             first_frames_clip(VIDEO, clip, DLC_ANALYZE_FRAMES)
@@ -196,22 +331,30 @@ def main() -> int:
                                  "ratio": round(report.frames / seconds / dlc_fps, 2),
                                  "dlc_source": "MODEL_DIR/README.md: DeepLabCut 3.0.2 "
                                                "analyze_videos, 300 frames in 397 s"}
-    peer_rows = [r for r in record["rows"] if r["runtime"].startswith("dlclive") and "error" not in r]
-    if peer_rows:
-        base = peer_rows[0]["p50_ms"]
-        for r in record["rows"]:
-            if "p50_ms" in r:
-                r["speedup_vs_dlclive_p50"] = round(base / r["p50_ms"], 2)
+    # DeepLabCut-Live's rows by their dynamic setting (None: full frame).
+    peer_rows = {str(r.get("dynamic")): r for r in record["rows"]
+                 if r["runtime"].startswith("dlclive") and "error" not in r}
+    for r in record["rows"]:
+        if "p50_ms" in r and "None" in peer_rows:
+            r["speedup_vs_dlclive_p50"] = round(peer_rows["None"]["p50_ms"] / r["p50_ms"], 2)
+        same = peer_rows.get(str(r.get("dynamic"))) if r.get("dynamic") else None
+        if "p50_ms" in r and same is not None:
+            r["speedup_vs_dlclive_dynamic_p50"] = round(same["p50_ms"] / r["p50_ms"], 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
-    print("| runtime | frames/s | p50 ms | p99 ms | vs DLC-Live | px vs posed fp32: max | "
-          "median seen | max seen |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| runtime | frames/s | p50 ms | p99 ms | vs DLC-Live | vs DLC-Live dynamic | "
+          "cropped | px vs posed fp32: max | median seen | max seen | px vs own full frame: "
+          "median seen | max seen | first pose s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in record["rows"]:
+        own = r.get("vs_own_full_frame", {})
         print(f"| {r['runtime']} | {r.get('frames_per_s', r.get('error'))} | {r.get('p50_ms')} | "
               f"{r.get('p99_ms')} | {r.get('speedup_vs_dlclive_p50', '–')} | "
+              f"{r.get('speedup_vs_dlclive_dynamic_p50', '–')} | {r.get('cropped_share', '–')} | "
               f"{r.get('max_px_vs_posed_fp32', '–')} | {r.get('median_px_seen', '–')} | "
-              f"{r.get('max_px_seen', '–')} |")
+              f"{r.get('max_px_seen', '–')} | {own.get('median_px_seen', '–')} | "
+              f"{own.get('max_px_seen', '–')} | {r.get('first_pose_s', '–')} | "
+              f"{r.get('peak_rss_mb', '–')} |")
     if "analyze" in record:
         a = record["analyze"]
         print(f"analyze: posed {a['posed_frames_per_s']} frames/s vs DeepLabCut "

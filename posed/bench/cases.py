@@ -129,7 +129,10 @@ def case_resources(opts: BenchOptions) -> dict[str, Any]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = api.export_model(model, "onnx", Path(tmp) / "onnx")
-        for engine, path in (("pytorch", model), ("onnx", onnx_path)):
+        engines = [("pytorch", model), ("onnx", onnx_path)]
+        if api.engine_available("openvino"):
+            engines.append(("openvino", onnx_path))
+        for engine, path in engines:
             proc = subprocess.run([sys.executable, "-c", _RESOURCE_SCRIPT, str(path), engine,
                                    str(demo_clip())], capture_output=True, text=True, timeout=120)
             if proc.returncode != 0:
