@@ -296,6 +296,7 @@ class Publisher:
 
     def _run(self, keys: tuple[bytes, bytes] | None) -> None:
         ctx = zmq.Context()
+        linger = 0
         try:
             try:
                 sock, auth = self._open(ctx, keys)
@@ -304,7 +305,6 @@ class Publisher:
                 return
             finally:
                 self._bound.set()
-            linger = 0
             try:
                 self._loop(sock)
             finally:

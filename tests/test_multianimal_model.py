@@ -182,7 +182,7 @@ def test_single_animal_messages_keep_schema_1():
     msg = msgpack.unpackb(encode_pose(_pose(), ["a", "b"], publish_ns=5))
     assert msg["schema"] == 1
     assert set(msg) == {"schema", "camera", "seq", "frame", "pts", "capture_ns", "infer_ns",
-                        "publish_ns", "bodyparts", "keypoints", "batch_size"}
+                        "publish_ns", "bodyparts", "keypoints", "batch_size", "crop"}
 
 
 def test_multianimal_messages_carry_identities():
