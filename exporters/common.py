@@ -228,6 +228,15 @@ def quantize_static_onnx(src: Path, dst: Path, calibration: np.ndarray) -> None:
                     calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=heads + first)
 
 
+def check_precision(precision: str, calibration: np.ndarray | None) -> None:
+    """Refuse an unknown ONNX precision, and static INT8 without calibration frames."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and calibration is None:
+        raise ConfigError("int8 export needs calibration frames (export from a project, pass "
+                          "--calibration VIDEO_OR_FOLDER, or use --int8 dynamic)")
+
+
 def calibration_record(calibration: np.ndarray | None,
                        info: dict[str, Any] | None) -> dict[str, Any] | None:
     """What ``export.calibration`` in posed.yaml says about the static INT8 calibration frames."""

@@ -33,10 +33,10 @@ import numpy as np
 from posed.engines.bundle import ModelBundle
 from posed.engines.tensorflow import import_tensorflow
 from posed.errors import ConfigError, ExportError
-from posed.exporters.common import DEFAULT_OPSET, PRECISIONS, as_maps
+from posed.exporters.common import DEFAULT_OPSET, as_maps
 from posed.exporters.common import check_frames as _check_frames
-from posed.exporters.common import (calibration_record, export_as, finish_onnx, run_onnx,
-                                    staging_parent, verify, write_bundle)
+from posed.exporters.common import (calibration_record, check_precision, export_as, finish_onnx,
+                                    run_onnx, staging_parent, verify, write_bundle)
 
 tf = import_tensorflow()
 import keras  # noqa: E402  (after TensorFlow's environment is set up)
@@ -136,11 +136,7 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
     ``calibration_info``.
     """
     out = Path(out)
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
-    if precision == "int8" and calibration is None:
-        raise ConfigError("int8 export needs calibration frames (export from a project, pass "
-                          "--calibration VIDEO_OR_FOLDER, or use --int8 dynamic)")
+    check_precision(precision, calibration)
     try:
         import onnx
         import tf2onnx

@@ -24,8 +24,8 @@ from torch import nn
 
 from posed.engines.bundle import ModelBundle
 from posed.errors import ConfigError, ExportError
-from posed.exporters.common import (DEFAULT_OPSET, PRECISIONS, TOLERANCE, as_maps,
-                                    calibration_record, export_as, finish_onnx, run_onnx,
+from posed.exporters.common import (DEFAULT_OPSET, TOLERANCE, as_maps, calibration_record,
+                                    check_precision, export_as, finish_onnx, run_onnx,
                                     staging_parent, verify, write_bundle)
 from posed.exporters.common import check_frames as _check_frames
 
@@ -159,11 +159,7 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
     import onnx
 
     out = Path(out)
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
-    if precision == "int8" and calibration is None:
-        raise ConfigError("int8 export needs calibration frames (export from a project, pass "
-                          "--calibration VIDEO_OR_FOLDER, or use --int8 dynamic)")
+    check_precision(precision, calibration)
     wrapper = _native(bundle)
     size = fixed_size or (96, 128)
     frames = _check_frames(check_frames, size)
