@@ -365,7 +365,9 @@ def test_capture_fps_is_smoothed_once_per_second(clip: Path) -> None:
     cam = Camera(CameraSpec("f", str(clip)), make_queue(CameraSpec("f", str(clip)),
                                                         FrameSignal()), threading.Event(),
                  metrics=metrics)
-    t0 = cam._fps_start
+    # A round start: with monotonic()'s value (hours of uptime), t0 + 30/30 - t0 can round to
+    # just under 1 s, and the first window would not close.
+    cam._fps_start = t0 = 1000.0
     for k in range(1, 31):  # 30 frames over 1 s -> first window: 30 fps
         cam._tick_fps(t0 + k / 30, 1)
     assert cam.fps == pytest.approx(30, rel=0.05)
