@@ -51,6 +51,8 @@ class Project:
         individuals: Config ``individuals`` (multi-animal projects; empty otherwise).
         multianimalbodyparts: Config ``multianimalbodyparts`` (multi-animal projects).
         uniquebodyparts: Config ``uniquebodyparts`` (multi-animal projects; may be empty).
+        flip_pairs: Config ``flip_pairs``: the [left, right] body parts a horizontal flip
+            swaps; None when absent (training then infers them from the names).
     """
 
     root: Path
@@ -71,6 +73,7 @@ class Project:
     individuals: tuple[str, ...] = ()
     multianimalbodyparts: tuple[str, ...] = ()
     uniquebodyparts: tuple[str, ...] = ()
+    flip_pairs: tuple[tuple[str, str], ...] | None = None
 
     @property
     def name(self) -> str:
@@ -264,6 +267,50 @@ def _parse_skeleton(
     return tuple(pairs)
 
 
+def _parse_flip_pairs(
+    cfg: dict, groups: tuple[tuple[str, ...], ...], path: Path
+) -> tuple[tuple[str, str], ...] | None:
+    """``flip_pairs``: distinct [left, right] parts, each in one pair, both in one group (a
+    multi-animal part cannot swap with a unique one: they are labelled on different rows)."""
+    value = cfg.get("flip_pairs")
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ConfigError(
+            f"{path}: 'flip_pairs' must be a list of [left, right] body part pairs, got "
+            f"{type_name(value)} {value!r}"
+        )
+    known = [name for group in groups for name in group]
+    seen: set[str] = set()
+    pairs = []
+    for item in value:
+        if (
+            not isinstance(item, list | tuple)
+            or len(item) != 2
+            or not all(isinstance(name, str) for name in item)
+            or item[0] == item[1]
+        ):
+            raise ConfigError(
+                f"{path}: 'flip_pairs' entries must be [left, right] pairs of two body parts, "
+                f"got {item!r}"
+            )
+        for name in item:
+            if name not in known:
+                raise ConfigError(
+                    f"{path}: 'flip_pairs' names unknown body part '{name}' "
+                    f"(body parts: {', '.join(known)})"
+                )
+            if name in seen:
+                raise ConfigError(f"{path}: 'flip_pairs' lists '{name}' in two pairs")
+            seen.add(name)
+        if not any(item[0] in group and item[1] in group for group in groups):
+            raise ConfigError(
+                f"{path}: 'flip_pairs' pairs multi-animal and unique body parts {item!r}"
+            )
+        pairs.append((item[0], item[1]))
+    return tuple(pairs)
+
+
 def load_project(path: str | Path) -> Project:
     """Reads and checks a DeepLabCut project config.
 
@@ -277,7 +324,8 @@ def load_project(path: str | Path) -> Project:
         ConfigError: The config is missing, is not valid YAML, lacks a required key
             (``Task``, ``scorer``, ``date``, ``bodyparts``; for multi-animal projects
             ``individuals`` and ``multianimalbodyparts`` instead of ``bodyparts``), has a
-            value of the wrong type, or lists a body part both as multi-animal and unique.
+            value of the wrong type, lists a body part both as multi-animal and unique, or
+            has a ``flip_pairs`` entry that is not a pair of its body parts.
     """
     path = Path(path).expanduser()
     config_path = path / "config.yaml" if path.is_dir() else path
@@ -314,9 +362,11 @@ def load_project(path: str | Path) -> Project:
         individuals, multi, unique = _parse_multianimal(cfg, config_path)
         bodyparts = multi + unique
         listed_in = "multianimalbodyparts + uniquebodyparts"
+        groups = (multi, unique)
     else:
         bodyparts = _parse_bodyparts(cfg, config_path)
         listed_in = "bodyparts"
+        groups = (bodyparts,)
     return Project(
         root=config_path.parent,
         config_path=config_path,
@@ -336,4 +386,5 @@ def load_project(path: str | Path) -> Project:
         individuals=individuals,
         multianimalbodyparts=multi,
         uniquebodyparts=unique,
+        flip_pairs=_parse_flip_pairs(cfg, groups, config_path),
     )

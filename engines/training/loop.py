@@ -11,7 +11,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import yaml
-from posed.engines.training.settings import TrainConfig, make_train_config, read_train_config_file
+from posed.engines.training.settings import (TrainConfig, make_train_config, project_flip_pairs,
+                                             read_train_config_file)
 
 from posed.errors import ConfigError
 
@@ -31,7 +32,8 @@ def snapshot_name(epoch: int) -> str:
 
 def resolve_train_config(project: Any, shuffle: int, overrides: "Mapping[str, Any] | TrainConfig | None",
                          engine: str, resume: bool = False) -> TrainConfig:
-    """Defaults ← project config ← shuffle's ``train_config.yaml`` ← overrides.
+    """Defaults ← project config (``batch_size``, ``default_net_type``, flip pairs) ← shuffle's
+    ``train_config.yaml`` ← overrides.
 
     The user's settings file is ``<model folder>/train_config.yaml``; when resuming, the
     settings the interrupted run resolved (``train/train_config.yaml``) are used instead.
@@ -44,7 +46,8 @@ def resolve_train_config(project: Any, shuffle: int, overrides: "Mapping[str, An
     cfg_file = folder / "train_config.yaml"
     if resume and (folder / "train" / "train_config.yaml").is_file():
         cfg_file = folder / "train" / "train_config.yaml"
-    base: dict[str, Any] = {"batch_size": project.batch_size}
+    base: dict[str, Any] = {"batch_size": project.batch_size,
+                            "augment": {"flip_pairs": project_flip_pairs(project)}}
     if project.default_net_type:
         base["net"] = project.default_net_type
     return make_train_config([

@@ -7,7 +7,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 from posed.engines.decoding import TargetSpec
@@ -26,13 +26,21 @@ class AugmentConfig:
     """Random augmentation applied to each training sample.
 
     Attributes:
-        rotation: Maximum absolute rotation, degrees.
+        rotation: Maximum absolute rotation, degrees (0..180; 180 = the full circle, for
+            top-down views where the animal faces any way).
         scale: (min, max) zoom factor.
         shift: Maximum crop-centre shift as a fraction of the crop size.
         blur_prob: Probability of a Gaussian blur.
         noise: Standard deviation of additive Gaussian noise (0..1 scale); 0 disables it.
         brightness: Maximum brightness change (fraction of full range).
         contrast: Maximum relative contrast change.
+        flip_prob: Probability of a horizontal flip; the parts of each ``flip_pairs`` pair
+            swap labels, every other part keeps its own.
+        flip_pairs: Index pairs of the body parts a flip swaps (columns of the keypoints);
+            training sets them from the project (see :func:`project_flip_pairs`).
+        occlude_prob: Probability of a rectangle of random grey or noise over the image;
+            the parts under it keep their labels.
+        motion_blur_prob: Probability of a linear motion blur of random angle and length.
     """
 
     rotation: float = 25.0
@@ -42,6 +50,28 @@ class AugmentConfig:
     noise: float = 0.02
     brightness: float = 0.15
     contrast: float = 0.2
+    flip_prob: float = 0.0
+    flip_pairs: tuple[tuple[int, int], ...] = ()
+    occlude_prob: float = 0.0
+    motion_blur_prob: float = 0.0
+
+    def __post_init__(self) -> None:
+        def bad(key: str, why: str) -> ValueError:
+            return ValueError(f"key 'augment.{key}': {why}, got {getattr(self, key)!r}")
+
+        for key in ("blur_prob", "flip_prob", "occlude_prob", "motion_blur_prob"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise bad(key, "a probability must be between 0 and 1")
+        for key in ("shift", "noise", "brightness", "contrast"):
+            if getattr(self, key) < 0:
+                raise bad(key, "must not be negative")
+        if not 0.0 <= self.rotation <= 180.0:
+            raise bad("rotation", "must be between 0 and 180 degrees (180 = any angle)")
+        if not 0.0 < self.scale[0] <= self.scale[1]:
+            raise bad("scale", "must be [min, max] with 0 < min <= max")
+        flat = [i for pair in self.flip_pairs for i in pair]
+        if any(i < 0 for i in flat) or len(set(flat)) != len(flat):
+            raise bad("flip_pairs", "each body part index (>= 0) may appear in one pair only")
 
 
 @dataclass(frozen=True)
@@ -56,7 +86,8 @@ class TrainConfig:
         batch_size: Images per optimisation step.
         lr: Peak learning rate (AdamW).
         weight_decay: AdamW weight decay.
-        schedule: ``cosine`` (warm-up then cosine decay), ``step`` (÷10 at 60% and 85%) or ``constant``.
+        schedule: ``cosine`` (warm-up then cosine decay), ``step`` (÷10 at 60% and 85%) or
+            ``constant``.
         warmup_epochs: Linear warm-up length for the cosine schedule.
         save_every: Write a snapshot every this many epochs (and always at the end).
         crop: Training crop (width, height) in pixels; ``None`` trains on whole images.
@@ -88,9 +119,14 @@ class TrainConfig:
         """Plain YAML-friendly dict."""
         data = dataclasses.asdict(self)
         data["augment"]["scale"] = list(self.augment.scale)
+        data["augment"]["flip_pairs"] = [list(p) for p in self.augment.flip_pairs]
         if self.crop is not None:
             data["crop"] = list(self.crop)
         return data
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
@@ -107,9 +143,15 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         ok = isinstance(value, (bool, str))
     elif text.startswith("tuple[int, int]"):
         ok = value is None if "None" in text and value is None else (
-            isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value)
+            isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, int) for v in value)
         )
         value = tuple(value) if isinstance(value, (list, tuple)) else value
+    elif text == "tuple[tuple[int, int], ...]":
+        ok = isinstance(value, (list, tuple)) and all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and all(_is_int(i) for i in p)
+            for p in value)
+        value = tuple((p[0], p[1]) for p in value) if ok else value
     elif text == "tuple[float, float]":
         ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
             isinstance(v, (int, float)) for v in value)
@@ -132,7 +174,10 @@ def _build(cls: type, data: Mapping[str, Any], source: str, prefix: str = "") ->
         if key not in fields:
             raise ConfigError(f"{source}: unknown key '{name}' (known: {', '.join(fields)})")
         if key == "augment":
-            kwargs[key] = _build(AugmentConfig, value or {}, source, f"{name}.")
+            try:
+                kwargs[key] = _build(AugmentConfig, value or {}, source, f"{name}.")
+            except ValueError as exc:  # AugmentConfig's checks name the key
+                raise ConfigError(f"{source}: {exc}") from None
         elif key == "target":
             try:
                 kwargs[key] = _build(TargetSpec, value or {}, source, f"{name}.")
@@ -186,6 +231,65 @@ def read_train_config_file(path: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of training settings")
     return data
+
+
+_SEPARATORS = "_-. "
+
+
+def _mirrored_names(name: str) -> set[str]:
+    """Lower-case names of ``name``'s possible left/right partner."""
+    low = name.lower()
+    out = set()
+    for side, other in (("left", "right"), ("right", "left")):
+        if low.startswith(side):
+            out.add(other + low[len(side):])
+        if low.endswith(side):
+            out.add(low[:-len(side)] + other)
+    # A lone l/r is a side only at a boundary (l_ear, LEar, LF, ear_R, earL): 'rear' and
+    # 'lip' are not sided.
+    swap = {"l": "r", "r": "l"}
+    if len(name) > 1 and low[0] in swap and (name[1] in _SEPARATORS or name[1].isupper()):
+        out.add(swap[low[0]] + low[1:])
+    if len(name) > 1 and low[-1] in swap and (
+            name[-2] in _SEPARATORS or (name[-1].isupper() and name[-2].islower())):
+        out.add(low[:-1] + swap[low[-1]])
+    out.discard(low)
+    return out
+
+
+def infer_flip_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
+    """Left/right partners among ``names``, told by a left/right word or an l/r letter at
+    either end (``leftear``/``rightear``, ``ear_L``/``ear_R``, ``LeftPaw``/``RightPaw``);
+    case-insensitive. A sided name without a partner is left out (a flip keeps its label)."""
+    by_lower = {}
+    for name in names:
+        by_lower.setdefault(name.lower(), name)
+    pairs: list[tuple[str, str]] = []
+    taken: set[str] = set()
+    for name in names:
+        if name in taken:
+            continue
+        partners = [by_lower[m] for m in sorted(_mirrored_names(name)) if m in by_lower]
+        # Both must read as sided: 'LEar' and 'rear' are not partners.
+        partners = [m for m in partners if m not in taken and m != name
+                    and name.lower() in _mirrored_names(m)]
+        if partners:
+            pairs.append((name, partners[0]))
+            taken.update((name, partners[0]))
+    return pairs
+
+
+def project_flip_pairs(project: Any) -> list[list[int]]:
+    """Index pairs (into ``project.bodyparts``) a flip swaps: the config's ``flip_pairs``, else
+    those inferred from the names; multi-animal and unique parts are paired among their own."""
+    parts = list(project.bodyparts)
+    pairs = getattr(project, "flip_pairs", None)
+    if pairs is None:
+        multi = getattr(project, "multianimalbodyparts", ()) if getattr(
+            project, "multianimal", False) else parts
+        unique = [p for p in parts if p not in multi]
+        pairs = infer_flip_pairs(multi) + infer_flip_pairs(unique)
+    return [[parts.index(a), parts.index(b)] for a, b in pairs]
 
 
 def lr_at(cfg: TrainConfig, progress_epochs: float) -> float:
