@@ -10,6 +10,8 @@ import numpy as np
 from posed.engines.decoding import make_targets
 from posed.engines.training.settings import TrainConfig
 
+from posed.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 class SampleMaker:
@@ -31,7 +33,8 @@ class SampleMaker:
     """
 
     def __init__(self, images: list[np.ndarray], keypoints: list[np.ndarray], cfg: TrainConfig,
-                 grid_fn: Any, stride: float, target_fn: Any = None, crop_centre: Any = None) -> None:
+                 grid_fn: Any, stride: float, target_fn: Any = None,
+                 crop_centre: Any = None) -> None:
         self.images = images
         self.keypoints = [np.asarray(k, dtype=np.float64) for k in keypoints]
         self.cfg = cfg
@@ -40,6 +43,14 @@ class SampleMaker:
         self.target_fn = make_targets if target_fn is None else target_fn
         self.crop_centre = crop_centre
         self._grids: dict[tuple[int, int], tuple[int, int]] = {}
+        # A flip relabels each paired part as its partner; unpaired parts keep their label.
+        parts = self.keypoints[0].shape[-2] if self.keypoints else 0
+        self._flip_order = np.arange(parts)
+        for a, b in cfg.augment.flip_pairs:
+            if max(a, b) >= parts:
+                raise ConfigError(f"key 'augment.flip_pairs': pair {[a, b]} names a body part "
+                                  f"beyond the {parts} labelled")
+            self._flip_order[[a, b]] = b, a
 
     def __len__(self) -> int:
         return len(self.images)
@@ -51,7 +62,8 @@ class SampleMaker:
         h, w = self.images[index].shape[:2]
         return w, h
 
-    def sample(self, index: int, rng: np.random.Generator, augment: bool = True) -> dict[str, np.ndarray]:
+    def sample(self, index: int, rng: np.random.Generator,
+               augment: bool = True) -> dict[str, np.ndarray]:
         """One sample: ``image`` uint8 H×W×3 plus the target arrays of :func:`make_targets`."""
         image = self.images[index]
         shape = self.keypoints[index].shape
@@ -60,7 +72,8 @@ class SampleMaker:
         centre = None
         if self.crop_centre is not None and self.cfg.crop is not None:
             centre = self.crop_centre(self.keypoints[index], rng)
-        matrix = self._affine(image.shape[:2], kpts, (out_w, out_h), rng, augment, centre)
+        matrix, flipped = self._affine(image.shape[:2], kpts, (out_w, out_h), rng, augment,
+                                       centre)
         # Replicate the edge: reflecting would mirror body parts into the sample without
         # labels (teaching that a visible part is background); a constant fill adds hard
         # edges never seen at inference (measured worse on the synthetic project).
@@ -71,19 +84,23 @@ class SampleMaker:
         inside = (moved[:, 0] >= 0) & (moved[:, 0] <= out_w - 1) & (moved[:, 1] >= 0) & (
             moved[:, 1] <= out_h - 1)
         moved[~inside] = np.nan  # parts pushed out of the crop become "missing"
+        moved = moved.reshape(shape)
+        if flipped:
+            moved = moved[..., self._flip_order, :]
         if augment:
             warped = self._photometric(warped, rng)
         key = (out_h, out_w)
         if key not in self._grids:
             self._grids[key] = tuple(self.grid_fn(out_h, out_w))
-        targets = self.target_fn(moved.reshape(shape), self._grids[key], self.stride,
+        targets = self.target_fn(moved, self._grids[key], self.stride,
                                  self.cfg.target)
         targets["image"] = warped
         return targets
 
     def _affine(self, hw: tuple[int, int], kpts: np.ndarray, out: tuple[int, int],
                 rng: np.random.Generator, augment: bool,
-                centre: tuple[float, float] | None = None) -> np.ndarray:
+                centre: tuple[float, float] | None = None) -> tuple[np.ndarray, bool]:
+        """Input-to-sample matrix, and whether it mirrors left and right."""
         h, w = hw
         out_w, out_h = out
         aug = self.cfg.augment
@@ -95,20 +112,28 @@ class SampleMaker:
             cx, cy = kpts[visible].mean(axis=0)
         else:
             cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-        angle, scale = 0.0, 1.0
+        angle, scale, flipped = 0.0, 1.0, False
         if augment:
             angle = float(rng.uniform(-aug.rotation, aug.rotation))
             scale = float(rng.uniform(*aug.scale))
             cx += float(rng.uniform(-aug.shift, aug.shift)) * out_w
             cy += float(rng.uniform(-aug.shift, aug.shift)) * out_h
+            # Drawn only when enabled, so settings without flips keep their sample stream.
+            flipped = bool(aug.flip_prob) and rng.random() < aug.flip_prob
         matrix = cv2.getRotationMatrix2D((float(cx), float(cy)), angle, scale)
         matrix[0, 2] += (out_w - 1) / 2.0 - cx
         matrix[1, 2] += (out_h - 1) / 2.0 - cy
-        return matrix
+        if flipped:  # mirror the sample about its vertical centre line
+            matrix[0] = -matrix[0]
+            matrix[0, 2] += out_w - 1
+        return matrix, flipped
 
     def _photometric(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         aug = self.cfg.augment
         img = image.astype(np.float32)
+        # New effects draw from the RNG only when enabled: older settings keep their samples.
+        if aug.occlude_prob and rng.random() < aug.occlude_prob:
+            img = _occlude(img, rng)
         if aug.contrast or aug.brightness:
             c = 1.0 + float(rng.uniform(-aug.contrast, aug.contrast))
             b = float(rng.uniform(-aug.brightness, aug.brightness)) * 255.0
@@ -116,6 +141,43 @@ class SampleMaker:
         if aug.blur_prob and rng.random() < aug.blur_prob:
             sigma = float(rng.uniform(0.5, 1.5))
             img = cv2.GaussianBlur(img, (0, 0), sigma)
+        if aug.motion_blur_prob and rng.random() < aug.motion_blur_prob:
+            img = cv2.filter2D(img, -1, _motion_kernel(img.shape[:2], rng),
+                               borderType=cv2.BORDER_REPLICATE)
         if aug.noise:
             img = img + rng.normal(0.0, aug.noise * 255.0, img.shape).astype(np.float32)
         return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _occlude(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``img`` with a random rectangle (10-40% of each side) of flat grey or noise.
+
+    The parts under it keep their labels: a labeller marks an occluded part where it must be,
+    and the net learns to infer it from the rest of the animal rather than from its own
+    pixels (cables, bars, bedding and other animals hide parts in real recordings).
+    """
+    h, w = img.shape[:2]
+    ph = max(1, int(h * rng.uniform(0.1, 0.4)))
+    pw = max(1, int(w * rng.uniform(0.1, 0.4)))
+    y0 = int(rng.integers(0, h - ph + 1))
+    x0 = int(rng.integers(0, w - pw + 1))
+    out = img.copy()
+    if rng.random() < 0.5:
+        out[y0:y0 + ph, x0:x0 + pw] = rng.uniform(0.0, 255.0)
+    else:
+        out[y0:y0 + ph, x0:x0 + pw] = rng.uniform(0.0, 255.0, (ph, pw, img.shape[2]))
+    return out
+
+
+def _motion_kernel(hw: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A normalised line kernel through the centre: random angle, length 3 px to 5% of the
+    shorter side."""
+    half = int(rng.integers(1, max(1, min(hw) // 40) + 1))
+    size = 2 * half + 1
+    line = np.zeros((size, size), np.float32)
+    line[half, :] = 1.0
+    turn = cv2.getRotationMatrix2D((float(half), float(half)), float(rng.uniform(0, 180)), 1.0)
+    kernel = cv2.warpAffine(line, turn, (size, size), flags=cv2.INTER_LINEAR)
+    # Point-symmetric, so the blur smears each part along the line without moving it.
+    kernel = kernel + kernel[::-1, ::-1]
+    return kernel / kernel.sum()
