@@ -18,6 +18,7 @@ import numpy as np
 
 from posed.engines.bundle import ModelBundle
 from posed.engines.decoding import decode
+from posed.engines.parity import CONFIDENT, compare_poses  # noqa: F401 (exporters' API)
 from posed.errors import ConfigError, ExportError, ExportMismatchError
 
 DEFAULT_OPSET = 17
@@ -33,7 +34,6 @@ TOLERANCE = {"fp32": (0.1, 1e-3), "fp16": (2.0, 2e-2), "int8": (8.0, 0.15)}
 # A borderline keypoint can flip to another peak, so the largest distance is recorded only.
 APPROXIMATE = (0.5, 0.15)
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
-CONFIDENT = 0.5  # native likelihood above which a keypoint counts as seen
 
 # (scores N×K×h×w, locref N×2K×h×w), then PAFs N×2E×h×w for bottom-up multi-animal models
 Maps = tuple[np.ndarray, ...]
@@ -66,21 +66,6 @@ def as_maps(outputs: Sequence[Any]) -> Maps:
     return tuple(np.asarray(a, np.float32) for a in arrays)
 
 
-def compare_poses(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
-    """Keypoint distance (px) and likelihood difference between two N×K×3 arrays.
-
-    ``max_px_confident`` only counts keypoints the reference sees (likelihood ≥ 0.5): where
-    a body part is not visible the score map is flat and its argmax may jump anywhere.
-    """
-    dist = np.linalg.norm(reference[..., :2] - other[..., :2], axis=-1)
-    seen = reference[..., 2] >= CONFIDENT
-    return {"max_px": float(np.nanmax(dist)), "mean_px": float(np.nanmean(dist)),
-            "max_px_confident": float(np.nanmax(dist[seen])) if seen.any() else 0.0,
-            "median_px_confident": float(np.nanmedian(dist[seen])) if seen.any() else 0.0,
-            "confident_keypoints": int(seen.sum()),
-            "max_likelihood": float(np.nanmax(np.abs(reference[..., 2] - other[..., 2])))}
-
-
 def verify(kind: str, reference: Maps, exported: Maps, bundle: ModelBundle, out: Path,
            approximate: bool = False) -> dict[str, float]:
     """Measure how far an export is from the native model and refuse it beyond tolerance.
@@ -91,7 +76,8 @@ def verify(kind: str, reference: Maps, exported: Maps, bundle: ModelBundle, out:
     fields of multi-animal models (unit-vector components, on the scale of a likelihood) are
     held to the likelihood tolerance as their mean absolute difference on the limb cells (where
     the native field is stronger than 0.1), since assembly integrates them along each limb.
-    An ``approximate`` export (frozen normalisation) is judged by :data:`APPROXIMATE`.
+    An ``approximate`` export (frozen normalisation, or a ``precision: auto`` candidate) is
+    judged by :data:`APPROXIMATE`.
     """
     if len(reference) != len(exported):
         raise ExportMismatchError(f"{out}: the export has {len(exported)} outputs, the native "
@@ -105,7 +91,7 @@ def verify(kind: str, reference: Maps, exported: Maps, bundle: ModelBundle, out:
     parity.update(tolerance_px=max_px, tolerance_likelihood=max_p)
     if approximate:
         parity["criterion"] = "median_px_confident"
-        kind = f"{kind} (frozen normalisation)"
+        kind = f"{kind} (approximate)"
     paf_bad = False
     if len(reference) > 2:
         diff = np.abs(reference[2] - exported[2])

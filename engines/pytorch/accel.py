@@ -19,11 +19,11 @@ import logging
 import threading
 import warnings
 from collections import OrderedDict
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from posed.engines.cpu import cpu_flags
 from posed.errors import CapabilityError, ConfigError, ModelLoadError, reason
 
 if TYPE_CHECKING:
@@ -76,18 +76,6 @@ def load_torchscript(bundle: "ModelBundle", device: str = "auto",
 
 
 # ----------------------------------------------------------------------------- capability
-
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
-    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo is absent)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags") and ":" in line:
-            return set(line.split(":", 1)[1].split())
-    return set()
-
 
 def cpu_bf16_support(flags: set[str] | None = None) -> str | None:
     """The native bf16 instruction set of this CPU (``amx_bf16``/``avx512_bf16``) or None.

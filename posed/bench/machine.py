@@ -8,16 +8,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-
-def _cpu_field(prefix: str) -> str | None:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith(prefix):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
+from posed.engines.cpu import cpu_model, simd_flags
 
 
 def _memory_gib() -> float | None:
@@ -35,15 +26,12 @@ def machine_info() -> dict[str, Any]:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    flags = (_cpu_field("flags") or "").split()
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:
         affinity = os.cpu_count()
     return {
-        "cpu": _cpu_field("model name") or platform.processor() or "unknown",
-        "cpu_flags": sorted(f for f in set(flags)
-                            if f.startswith(("avx512", "amx")) or f == "avx2"),
+        "cpu": cpu_model(), "cpu_flags": simd_flags(),
         "cores": os.cpu_count(), "usable_cores": affinity, "memory_gib": _memory_gib(),
         "os": platform.platform(), "python": sys.version.split()[0], "versions": versions,
     }

@@ -1,0 +1,43 @@
+"""What this CPU is: its model name and the instruction sets that decide which kernels run.
+
+Read from ``/proc/cpuinfo`` (Linux); elsewhere the answers are empty, never guessed. Used to
+record where a measurement was made (benchmarks, ``precision: auto``) and to notice when a
+choice measured on one CPU is used on another.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+__all__ = ["SIMD_PREFIXES", "cpu_flags", "cpu_model", "simd_flags"]
+
+CPUINFO = "/proc/cpuinfo"
+# The flags that change which convolution/GEMM kernels runtimes pick (and so their speed).
+SIMD_PREFIXES = ("avx2", "avx512", "amx", "avx_vnni")
+
+
+def _field(name: str, cpuinfo: str | Path) -> str | None:
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name) and ":" in line:
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def cpu_flags(cpuinfo: str | Path = CPUINFO) -> set[str]:
+    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo is absent)."""
+    return set((_field("flags", cpuinfo) or "").split())
+
+
+def simd_flags(cpuinfo: str | Path = CPUINFO) -> list[str]:
+    """The sorted vector/matrix instruction-set flags (AVX2, AVX-512*, AMX*, AVX-VNNI)."""
+    return sorted(f for f in cpu_flags(cpuinfo) if f.startswith(SIMD_PREFIXES))
+
+
+def cpu_model(cpuinfo: str | Path = CPUINFO) -> str:
+    """The CPU's model name, else the platform's processor string, else ``unknown``."""
+    return _field("model name", cpuinfo) or platform.processor() or "unknown"
