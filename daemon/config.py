@@ -14,6 +14,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, Strict, ValidationError,
                       field_validator, model_validator)
 
+from posed.engines.dynamic import MAX_MARGIN
 from posed.errors import ConfigError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -43,7 +44,8 @@ class ModelConfig(_Strict):
     provider: str = Field("auto", description="onnx: auto, tensorrt, cuda, cpu")
     threads: Int | None = Field(None, ge=1, le=1024, description="intra-op threads")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="pytorch: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16")
+        "auto", description="pytorch: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16; "
+        "openvino: auto (the bundle's precision-auto choice, else fp32), fp32, bf16")
     channels_last: Bool | None = Field(
         None, description="pytorch: NHWC convolutions (default: on for CUDA, off for CPU)")
     cuda_graphs: Bool = Field(True, description="pytorch on CUDA: replay a graph per input shape")
@@ -56,7 +58,8 @@ class DynamicConfig(_Strict):
 
     enabled: Bool = True
     pcutoff: Float = Field(0.5, ge=0, le=1, description="likelihood a body part needs to count")
-    margin: Int = Field(10, ge=0, le=MAX_SIDE, description="pixels added around the found parts")
+    margin: Int = Field(10, ge=0, le=MAX_MARGIN,
+                        description="pixels added around the found parts")
 
     @model_validator(mode="before")
     @classmethod

@@ -66,8 +66,12 @@ def runner_options(m: Any, bundle: Any) -> tuple[Any, dict[str, Any]]:
         ConfigError: an option that the bundle's engine/format cannot honour.
     """
     from posed.engines import api
+    from posed.engines.autoprecision import auto_runtime
 
-    engine = api.Engine.parse(m.engine or bundle.engine)
+    # Without an engine or a device named, a bundle exported with precision auto runs where
+    # that measurement chose (OpenVINO's precision included).
+    chosen, auto = auto_runtime(bundle, m.engine, {"device": m.device})
+    engine = api.Engine.parse(chosen or bundle.engine)
     options: dict[str, Any] = {"threads": m.threads} if m.threads else {}
     fast_path = engine is api.Engine.PYTORCH and bundle.format == "safetensors"
     if engine is api.Engine.OPENVINO:
@@ -77,7 +81,8 @@ def runner_options(m: Any, bundle: Any) -> tuple[Any, dict[str, Any]]:
         if m.device not in ("auto", "cpu"):
             raise ConfigError(f"key 'model.device': the openvino engine runs on the cpu, not "
                               f"'{m.device}'")
-        options["precision"] = m.precision
+        options["precision"] = auto.get("precision", "fp32") if m.precision == "auto" \
+            else m.precision
         _check_format(engine, bundle)
         return engine, options
     if m.precision != "auto" and not fast_path:

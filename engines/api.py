@@ -288,26 +288,57 @@ def export_model(source: "str | Path | ModelBundle", fmt: str, out: "str | Path"
     calibration. Where the calibration frames came from is recorded in ``export.calibration``.
     ``freeze_norm=True`` (PyTorch models with GroupNorm) fixes the normalisation statistics,
     measured on the same calibration frames (:mod:`posed.engines.pytorch.normfreeze`).
+    ``precision="auto"`` (ONNX) measures every variant under every runtime on this CPU and
+    keeps the fastest within 0.5 px median (:mod:`posed.engines.autoprecision`); it needs
+    frames of the camera: a project's images or ``calibration_from``.
     """
-    from posed.engines.calibration import CALIBRATION_FRAMES, CHECK_FRAMES, read_calibration
-
-    int8 = options.get("precision") == "int8"
-    calibrated = int8 or bool(options.get("freeze_norm"))
+    auto = options.get("precision") == "auto"
+    if auto and (fmt != "onnx" or options.get("freeze_norm")):
+        raise ConfigError("precision auto exports to --format onnx and tries frozen "
+                          "normalisation itself (drop --freeze-norm)" if fmt == "onnx" else
+                          f"precision auto exports to --format onnx, not {fmt}")
+    calibrated = auto or options.get("precision") == "int8" or bool(options.get("freeze_norm"))
     if (calibration_from is not None or calibration_frames is not None) and not calibrated:
         raise ConfigError("--calibration/--calibration-frames apply to static INT8 "
-                          "(--format onnx --int8) and --freeze-norm, not to "
+                          "(--format onnx --int8), --freeze-norm and --precision auto, not to "
                           f"{options.get('precision') or 'fp32'} exports")
     if calibration_frames is not None and calibration_frames < 1:
         raise ConfigError(f"--calibration-frames must be at least 1, not {calibration_frames}")
-    limit = calibration_frames or CALIBRATION_FRAMES
     bundle = resolve_bundle(source, engine, shuffle=shuffle, snapshot=snapshot)
+    options = _export_frames(source, shuffle, calibration_from, calibration_frames, calibrated,
+                             options)
+    eng = Engine.parse(bundle.engine)
+    if auto:
+        from posed.engines.autoprecision import export_auto
+
+        if "check_frames" not in options:
+            raise ConfigError("precision auto measures on frames of the camera: export from a "
+                              "project, or pass --calibration VIDEO_OR_FOLDER")
+        options.pop("precision")
+        return export_auto(bundle, Path(out), **options)
+    if options.get("freeze_norm") and eng is not Engine.PYTORCH:
+        raise ConfigError(f"--freeze-norm applies to PyTorch models (this one is {eng.value})")
+    if not options.get("freeze_norm"):
+        options.pop("freeze_norm", None)
+    return capability(eng, "export")(bundle, fmt, Path(out), **options)
+
+
+def _export_frames(source: Any, shuffle: int, calibration_from: "str | Path | None",
+                   calibration_frames: int | None, calibrated: bool,
+                   options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the frames an export needs: ``check_frames`` (the project's test
+    images, else frames of ``calibration_from`` held out of calibration) and, when
+    ``calibrated``, ``calibration`` frames with ``calibration_info``."""
+    from posed.engines.calibration import CALIBRATION_FRAMES, CHECK_FRAMES, read_calibration
+
+    options = dict(options)
+    limit = calibration_frames or CALIBRATION_FRAMES
     size = options.get("fixed_size")
     project = None
     if not hasattr(source, "bodyparts") and not _is_bundle_path(source):
         from posed.engines.project import load_project
 
         project = load_project(source)
-    # Read before the model is loaded: a bad calibration path is reported at once.
     if calibration_from is not None:
         calib = read_calibration(calibration_from, limit=limit, size=size,
                                  holdout=0 if project is not None else CHECK_FRAMES)
@@ -323,12 +354,7 @@ def export_model(source: "str | Path | ModelBundle", fmt: str, out: "str | Path"
             options.setdefault("calibration_info", {
                 "kind": "project training images", "path": str(project.root),
                 "shuffle": shuffle, "frames": len(frames)})
-    eng = Engine.parse(bundle.engine)
-    if options.get("freeze_norm") and eng is not Engine.PYTORCH:
-        raise ConfigError(f"--freeze-norm applies to PyTorch models (this one is {eng.value})")
-    if not options.get("freeze_norm"):
-        options.pop("freeze_norm", None)
-    return capability(eng, "export")(bundle, fmt, Path(out), **options)
+    return options
 
 
 def _is_bundle_path(source: Any) -> bool:

@@ -135,12 +135,16 @@ def load_model(source: "str | Path | ModelBundle", engine: "str | Engine | None"
                **options: Any) -> "PoseRunner":
     """Load a runner from a bundle directory, a bundle object or a project (+ shuffle/snapshot).
 
-    The engine comes from ``engine``, else from the bundle itself. ``options`` go to the
-    engine's runner (``device``, ``threads``, ``provider``, ...); ``layout`` and ``dlc``
-    choose a project's shuffle as :func:`resolve_bundle` says.
+    The engine comes from ``engine``, else from the bundle's ``precision: auto`` choice
+    (:func:`~posed.engines.autoprecision.auto_runtime`), else from the bundle itself.
+    ``options`` go to the engine's runner (``device``, ``threads``, ``provider``, ...);
+    ``layout`` and ``dlc`` choose a project's shuffle as :func:`resolve_bundle` says.
     """
+    from posed.engines.autoprecision import auto_runtime
+
     bundle = resolve_bundle(source, engine, shuffle=shuffle, snapshot=snapshot, layout=layout,
                             **(dlc or {}))
+    engine, options = auto_runtime(bundle, engine, options)
     eng = Engine.parse(engine) if engine is not None else Engine.parse(bundle.engine)
     if "individuals" in bundle.architecture and eng not in MULTIANIMAL_ENGINES:
         # Bottom-up multi-animal bundles return a MultiAnimalRunner (engines/base.py); the

@@ -127,13 +127,13 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
                 fixed_size: tuple[int, int] | None = None, precision: str = "fp32",
                 calibration: np.ndarray | None = None, simplify: bool = True,
                 check_frames: np.ndarray | None = None, overwrite: bool = False,
-                calibration_info: dict[str, Any] | None = None) -> Path:
+                calibration_info: dict[str, Any] | None = None, approximate: bool = False) -> Path:
     """Export to ONNX (``model.onnx``, engine ``onnx``) in a new bundle folder ``out``.
 
     Options are those of :func:`posed.exporters.torch.export_onnx`: ``fixed_size``
     ``(height, width)`` or dynamic height and width, ``precision`` ``fp32``/``fp16``/``int8``
     (static, needs ``calibration`` frames)/``int8-dynamic``, ``simplify``, ``check_frames``,
-    ``calibration_info``.
+    ``calibration_info``, ``approximate``.
     """
     out = Path(out)
     check_precision(precision, calibration)
@@ -169,8 +169,8 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
                  f"TensorFlow {tf.__version__})"]
         steps += finish_onnx(fp32_path, final, precision, calibration, simplify)
         kind = "fp32" if precision == "fp32" else precision.split("-")[0]
-        checks = [verify(kind, as_maps(module.maps(batch)), run_onnx(final, batch), bundle, out)
-                  for batch in sizes]
+        checks = [verify(kind, as_maps(module.maps(batch)), run_onnx(final, batch), bundle, out,
+                         approximate=approximate) for batch in sizes]
         parity = {**checks[0], "checked_sizes": [list(b.shape[1:3]) for b in sizes]}
         dynamic = ["batch"] + ([] if fixed_size else ["height", "width"])
         export = {"tool": steps, "opset": opset, "precision": precision, "input": "uint8 NHWC RGB",

@@ -133,7 +133,7 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
                 calibration: np.ndarray | None = None, simplify: bool = True,
                 check_frames: np.ndarray | None = None, overwrite: bool = False,
                 calibration_info: dict[str, Any] | None = None,
-                freeze_norm: bool = False) -> Path:
+                freeze_norm: bool = False, approximate: bool = False) -> Path:
     """Export to ONNX (``model.onnx``) in a new bundle folder ``out``.
 
     Args:
@@ -155,6 +155,9 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
         freeze_norm: Replace GroupNorm by BatchNorm holding the statistics measured on the
             ``calibration`` frames (:mod:`posed.engines.pytorch.normfreeze`): a local, cheaper
             network, judged against the original by the median distance of visible keypoints.
+        approximate: Judge any precision by that median criterion
+            (:data:`~posed.exporters.common.APPROXIMATE`), as ``precision: auto`` judges its
+            candidates.
     """
     import onnx
 
@@ -195,7 +198,7 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
         steps += finish_onnx(fp32_path, final, precision, calibration, simplify)
         got = run_onnx(final, frames)
         kind = "fp32" if precision == "fp32" else precision.split("-")[0]
-        parity = verify(kind, reference, got, bundle, out, approximate=bool(frozen))
+        parity = verify(kind, reference, got, bundle, out, approximate=bool(frozen) or approximate)
         if frozen:
             steps.insert(0, f"GroupNorm statistics frozen on {frozen['frames']} frames")
         export = {"tool": steps, "opset": opset, "precision": precision, "input": "uint8 NHWC RGB",

@@ -116,7 +116,8 @@ def test_calibration_without_static_int8_is_refused(random_model, synth_project,
                str(video), "--out", str(tmp_path / "out"), "-q"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err == "error: --calibration/--calibration-frames apply to static INT8 " \
-                              "(--format onnx --int8) and --freeze-norm"
+        "(--format onnx --int8), --freeze-norm and --precision auto, not to " \
+        f"{({'--fp16': 'fp16', '--int8': 'int8-dynamic'}.get(precision[0]) if precision else 'fp32')} exports"
 
 
 # ----------------------------------------------------------------------------- INT8 exports
