@@ -100,6 +100,9 @@ def _to_frame(kp: np.ndarray, ox: float, oy: float, sx: float, sy: float) -> np.
     return kp
 
 
+IDENTITY = Preprocess()  # cameras without crop, resize or dynamic cropping
+
+
 class InferenceStage(StageThread):
     """The thread that batches frames and runs the model.
 
@@ -225,7 +228,7 @@ class InferenceStage(StageThread):
             height, width = frame.image.shape[:2]
             if self._sizes.get(frame.camera) == (width, height):
                 return True
-            pre = self.preprocess.get(frame.camera, Preprocess())
+            pre = self.preprocess.get(frame.camera, IDENTITY)
             why = pre.check(width, height)
             if why is None:
                 self._sizes[frame.camera] = (width, height)
@@ -250,7 +253,7 @@ class InferenceStage(StageThread):
                     continue
                 cropper = self._croppers.get(frame.camera)
                 window = cropper.window() if cropper is not None else None
-                image, mapping, region = self.preprocess.get(frame.camera, Preprocess()).apply(
+                image, mapping, region = self.preprocess.get(frame.camera, IDENTITY).apply(
                     frame.image, window)
             except Exception as exc:  # a malformed frame must not take the batch down
                 self._fail([frame], exc)

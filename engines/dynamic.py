@@ -27,6 +27,7 @@ import numpy as np
 from posed.errors import ConfigError
 
 ALIGN = 32  # pixels; the largest backbone stride of the supported families
+MAX_MARGIN = 16384  # pixels; the daemon's largest frame side: more is a typo
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,8 @@ class DynamicSettings:
                 or not 0.0 <= float(pcutoff) <= 1.0:
             raise ConfigError(f"{what}: pcutoff must be a number in 0..1, got {pcutoff!r}")
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) \
-                or not math.isfinite(margin) or not 0 <= margin <= 16384:
-            raise ConfigError(f"{what}: margin must be pixels in 0..16384, got {margin!r}")
+                or not math.isfinite(margin) or not 0 <= margin <= MAX_MARGIN:
+            raise ConfigError(f"{what}: margin must be pixels in 0..{MAX_MARGIN}, got {margin!r}")
         return cls(float(pcutoff), int(round(margin))) if enabled else None
 
 
