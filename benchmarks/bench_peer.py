@@ -18,6 +18,11 @@ by DeepLabCut 3.0.2) on the same 640×480 frames of the openfield video:
   full-frame poses.
 * For every runtime, in a fresh process: the time from loading the model to the first pose
   (also counted from the process start, imports included) and the peak RSS.
+* ``posed export --precision auto``: the runtime and precision it chose on this machine, loaded
+  as a user would (its whole table under ``auto``).
+* The model's GFLOP per frame and this machine's GEMM peaks (fp32 in PyTorch, u8×s8 in ONNX
+  Runtime), measured in the same run: each full-frame row's achieved GFLOP/s and its share of
+  the fp32 peak.
 * ``posed analyze`` frames/s on the first 300 frames of the video, against DeepLabCut's own
   ``analyze_videos`` time for the same 300 frames recorded in the model folder's README.
 
@@ -40,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _compute import gemm_peak, model_gflop  # noqa: E402
 from _machine import machine_info  # noqa: E402
 
 from posed.bench import measure, percentiles  # noqa: E402
@@ -247,6 +253,9 @@ def main() -> int:
         from posed.exporters.dlc import import_dlc_pytorch
 
         bundle = import_dlc_pytorch(DLC_PT, tmp / "bundle")
+        # How close to the hardware: the model's arithmetic and this machine's GEMM peaks.
+        record["compute"] = {"model_gflop_per_frame": round(model_gflop(
+            Path(bundle), frames.shape[1], frames.shape[2]), 2), **gemm_peak()}
         # Static INT8 is calibrated on other frames of the same video than the timed ones.
         # (Dynamic INT8 is not timed: onnxruntime's ConvInteger path ran 4x slower than FP32
         # on this model and moved keypoints by hundreds of pixels.)
@@ -270,7 +279,11 @@ def main() -> int:
                     ("posed onnx-fp32 frozen-norm", lambda: export("fz", "onnx", **frozen),
                      {"provider": "cpu"}),
                     ("posed onnx-int8 frozen-norm", lambda: export(
-                        "fz8", "onnx", **{**int8, **frozen}), {"provider": "cpu"})]
+                        "fz8", "onnx", **{**int8, **frozen}), {"provider": "cpu"}),
+                    # posed export --precision auto: its own choice, loaded as a user would.
+                    ("posed precision auto", lambda: export(
+                        "auto", "onnx", precision="auto", calibration=calibration,
+                        check_frames=frames[:8]), {})]
         if api.engine_available("openvino"):
             from posed.engines.registry import get_backend
 
@@ -312,6 +325,10 @@ def main() -> int:
                 record["rows"].append({"runtime": f"{name} dynamic {d.pcutoff:g},{d.margin:g}",
                                        "dynamic": [True, d.pcutoff, d.margin], **dyn, **vs_fp32})
             runner.close()
+        if "auto" in exports:
+            from posed.engines.bundle import load_bundle
+
+            record["auto"] = load_bundle(exports["auto"]).export["auto"]
         if args.peer_python:
             full = peer_row(args.peer_python, tmp / "frames.npy", reference, record)
             for d in dynamics if full is not None else []:
@@ -331,6 +348,11 @@ def main() -> int:
                                  "ratio": round(report.frames / seconds / dlc_fps, 2),
                                  "dlc_source": "MODEL_DIR/README.md: DeepLabCut 3.0.2 "
                                                "analyze_videos, 300 frames in 397 s"}
+    gflop, peak = record["compute"]["model_gflop_per_frame"], record["compute"]["fp32_gflops"]
+    for r in record["rows"]:
+        if "p50_ms" in r and not r.get("dynamic"):
+            r["achieved_gflops"] = round(gflop / (r["p50_ms"] / 1000), 1)
+            r["share_of_fp32_gemm_peak"] = round(r["achieved_gflops"] / peak, 3)
     # DeepLabCut-Live's rows by their dynamic setting (None: full frame).
     peer_rows = {str(r.get("dynamic")): r for r in record["rows"]
                  if r["runtime"].startswith("dlclive") and "error" not in r}
