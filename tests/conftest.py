@@ -139,7 +139,8 @@ def openfield_trained(tmp_path_factory) -> Path:
         for p in proj.rglob("*"):
             p.chmod(p.stat().st_mode | 0o200)
         assert main(["train", str(proj), "--net", "mobilenet_v2_0.35", "--epochs", "1",
-                     "--crop", "160x160", "--batch-size", "16", "-q"]) == 0
+                     "--crop", "160x160", "--batch-size", "16", "--recipe", "finetune",
+                     "-q"]) == 0
 
     return build_once(tmp_path_factory, "openfield", build) / openfield.name
 

@@ -43,7 +43,8 @@ def test_reaching_trains_with_mixed_image_sizes_and_missing_labels(tmp_path):
         p.chmod(p.stat().st_mode | 0o200)
     project = load_project(proj)
     folder = api.train_network(project, 1, "torch", {"net": "mobilenet_v2_0.35", "epochs": 1,
-                                                        "crop": [128, 128], "batch_size": 16},
+                                                        "crop": [128, 128], "batch_size": 16,
+                                                        "recipe": "finetune"},
                                   progress=False)
     result = api.evaluate_network(project, 1)
     assert result.table.loc[("train", "Tongue"), "n"] < result.table.loc[("train", "Hand"), "n"]

@@ -81,6 +81,42 @@ def test_settings_layers_and_errors():
         make_train_config([("x", {"epochs": 0})])
 
 
+def test_recipe_follows_the_weights_and_every_setting_overrides_it(project_copy, caplog):
+    """Random init gets the scratch recipe (rate, stride, a fixed number of steps turned
+    into epochs); pretrained weights the fine-tuning defaults; the user's settings win."""
+    import logging
+    import math
+
+    from posed.engines.project import create_split, load_project
+    from posed.engines.training import resolve_train_config
+    from posed.engines.training.settings import SCRATCH, SCRATCH_STEPS, recipe_settings
+
+    name, settings, why = recipe_settings(TrainConfig(batch_size=8), 64)
+    assert (name, why) == ("scratch", "no pretrained weights")
+    assert settings == {**SCRATCH, "epochs": math.ceil(SCRATCH_STEPS / 8), "recipe": "scratch"}
+    assert recipe_settings(TrainConfig(), 10_000)[1]["epochs"] == 30  # at least 30 epochs
+    assert recipe_settings(TrainConfig(pretrained=True), 64)[:2] == ("finetune",
+                                                                   {"recipe": "finetune"})
+    assert recipe_settings(TrainConfig(recipe="finetune"), 64)[2] == "asked for"
+    assert "output_stride" not in recipe_settings(TrainConfig(net="dlc_resnet_50"), 64)[1]
+    with pytest.raises(ConfigError, match="recipe 'fast' is not one of auto, scratch, finetune"):
+        make_train_config([("x", {"recipe": "fast"})])
+
+    project = load_project(project_copy)
+    split = create_split(project, 1)
+    steps = math.ceil(len(split.train) / project.batch_size)
+    with caplog.at_level(logging.INFO, "posed.engines.training.loop"):
+        cfg = resolve_train_config(project, 1, None, "pytorch")
+    assert (cfg.recipe, cfg.lr, cfg.output_stride) == ("scratch", 3e-3, 8)
+    assert cfg.epochs == min(300, max(30, math.ceil(SCRATCH_STEPS / steps)))
+    lines = [r.message for r in caplog.records if r.message.startswith("training recipe:")]
+    assert len(lines) == 1 and "scratch (no pretrained weights)" in lines[0]
+    mine = resolve_train_config(project, 1, {"lr": 5e-4, "epochs": 3}, "pytorch")
+    assert (mine.lr, mine.epochs, mine.output_stride) == (5e-4, 3, 8)
+    fine = resolve_train_config(project, 1, {"pretrained": "w.safetensors"}, "pytorch")
+    assert (fine.recipe, fine.lr, fine.output_stride, fine.epochs) == ("finetune", 1e-3, 16, 50)
+
+
 def test_local_pretrained_backbone_weights_are_loaded(tmp_path):
     torch = pytest.importorskip("torch")
     import timm

@@ -12,9 +12,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import yaml
 from posed.engines.training.settings import (TrainConfig, make_train_config, project_flip_pairs,
-                                             read_train_config_file)
+                                             read_train_config_file, recipe_settings)
 
-from posed.errors import ConfigError
+from posed.errors import ConfigError, PosedError
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,28 @@ def resolve_train_config(project: Any, shuffle: int, overrides: "Mapping[str, An
                             "augment": {"flip_pairs": project_flip_pairs(project)}}
     if project.default_net_type:
         base["net"] = project.default_net_type
-    return make_train_config([
-        (str(project.config_path), base),
-        (str(cfg_file), read_train_config_file(cfg_file)),
-        ("command line", overrides or {}),
-    ])
+    layers = [(str(project.config_path), base),
+              (str(cfg_file), read_train_config_file(cfg_file)),
+              ("command line", overrides or {})]
+    first = make_train_config(layers)
+    # The recipe sits below every layer, so whatever the project or the user set wins.
+    name, recipe, why = recipe_settings(first, _train_images(project, shuffle))
+    cfg = make_train_config([(f"recipe '{name}'", recipe), *layers])
+    if not resume:
+        log.info("training recipe: %s (%s): lr %g, output stride %d, %d epochs, batch %d; "
+                 "any of them can be set (--lr, --output-stride, --epochs, recipe:)", name,
+                 why, cfg.lr, cfg.output_stride, cfg.epochs, cfg.batch_size)
+    return cfg
+
+
+def _train_images(project: Any, shuffle: int) -> int:
+    """How many images the shuffle trains on (0 when it has no split yet)."""
+    from posed.engines.project import load_split
+
+    try:
+        return len(load_split(project, shuffle).train)
+    except (PosedError, OSError):
+        return 0
 
 
 def write_resolved_config(path: Path, cfg: TrainConfig) -> None:

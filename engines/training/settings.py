@@ -19,6 +19,17 @@ log = logging.getLogger(__name__)
 NETS = ("resnet_50", "resnet_18", "mobilenet_v2_1.0", "mobilenet_v2_0.35", "efficientnet_b0",
         "dlc_resnet_50")
 SCHEDULES = ("cosine", "step", "constant")
+RECIPES = ("auto", "scratch", "finetune")
+# From random init a network needs a higher rate, finer score maps and a fixed amount of
+# optimisation whatever the project size. Measured on synthetic projects (tests/conftest.py
+# FAST_TRAIN and benchmarks/results/recipe.json): 600 steps at 3e-3 with output stride 8 reach
+# 2-3 px where the fine-tuning defaults (1e-3, stride 16, 50 epochs) stay near 19 px.
+SCRATCH = {"lr": 3e-3, "output_stride": 8}
+SCRATCH_STEPS = 600
+SCRATCH_EPOCHS = (30, 300)  # the bounds on the epochs those steps become
+# DeepLabCut's own architectures keep DeepLabCut's stride: it is part of the snapshot format
+# that posed publishes for DeepLabCut to read (engines/dlc/roundtrip.py).
+FIXED_STRIDE_NETS = ("dlc_resnet_50",)
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,9 @@ class TrainConfig:
         num_workers: Data-loading worker processes (0 = in the training process).
         augment: Augmentation settings.
         target: Heatmap / locref target settings.
+        recipe: ``auto`` (``scratch`` without pretrained weights, else ``finetune``),
+            ``scratch`` or ``finetune``: the defaults below the project's and the user's
+            settings (:func:`recipe_settings`); the resolved config names the one used.
     """
 
     net: str = "resnet_50"
@@ -114,6 +128,7 @@ class TrainConfig:
     num_workers: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     target: TargetSpec = field(default_factory=TargetSpec)
+    recipe: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-friendly dict."""
@@ -212,6 +227,8 @@ def make_train_config(layers: list[tuple[str, Mapping[str, Any] | None]]) -> Tra
         raise ConfigError(f"net '{merged.net}' is not known (known: {', '.join(NETS)})")
     if merged.output_stride not in (8, 16, 32):
         raise ConfigError(f"output_stride {merged.output_stride} must be 8, 16 or 32")
+    if merged.recipe not in RECIPES:
+        raise ConfigError(f"recipe '{merged.recipe}' is not one of {', '.join(RECIPES)}")
     if merged.schedule not in SCHEDULES:
         raise ConfigError(f"schedule '{merged.schedule}' is not one of {', '.join(SCHEDULES)}")
     for name in ("epochs", "batch_size", "save_every"):
@@ -304,3 +321,27 @@ def lr_at(cfg: TrainConfig, progress_epochs: float) -> float:
     span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
     t = min((progress_epochs - cfg.warmup_epochs) / span, 1.0)
     return cfg.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+
+def recipe_settings(cfg: TrainConfig, train_images: int) -> tuple[str, dict[str, Any], str]:
+    """The recipe for ``cfg`` (its ``recipe``, or chosen by ``auto``), its settings and why.
+
+    ``scratch`` (random init): :data:`SCRATCH` and enough epochs for :data:`SCRATCH_STEPS`
+    optimisation steps over ``train_images``, within :data:`SCRATCH_EPOCHS`. ``finetune``
+    (pretrained weights): the plain defaults of :class:`TrainConfig`.
+    """
+    name = cfg.recipe
+    if name == "auto":
+        name = "finetune" if cfg.pretrained else "scratch"
+        why = "pretrained weights given" if cfg.pretrained else "no pretrained weights"
+    else:
+        why = "asked for"
+    if name == "finetune":
+        return name, {"recipe": name}, why
+    steps = max(1, math.ceil(max(1, train_images) / cfg.batch_size))
+    lo, hi = SCRATCH_EPOCHS
+    epochs = min(hi, max(lo, math.ceil(SCRATCH_STEPS / steps)))
+    settings = {**SCRATCH, "epochs": epochs, "recipe": name}
+    if cfg.net in FIXED_STRIDE_NETS:
+        del settings["output_stride"]
+    return name, settings, why

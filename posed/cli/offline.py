@@ -61,7 +61,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     Train a model on a DeepLabCut project. Creates the train/test split of the shuffle if
     missing, writes snapshots and learning_stats.csv to
     posed-models-<engine>/iteration-N/<task><date>-trainsetPPshuffleK/train/, which is itself a
-    model bundle. Settings: defaults < <model folder>/train_config.yaml < these options.
+    model bundle. Settings: defaults < the recipe < project config.yaml <
+    <model folder>/train_config.yaml < these options. The recipe (auto: scratch without
+    pretrained weights, finetune with them) is logged in one line.
     """
 
     from posed.engines import api
@@ -72,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "net": args.net, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "output_stride": args.output_stride, "save_every": args.save_every, "seed": args.seed,
         "crop": list(args.crop) if args.crop else None, "num_workers": args.workers,
-        "pretrained": args.pretrained,
+        "pretrained": args.pretrained, "recipe": args.recipe,
     }
     if args.pretrained in ("true", "imagenet"):
         overrides["pretrained"] = True
@@ -91,12 +93,17 @@ def add_train(sub: Any) -> None:
         p.add_argument("--net", help="backbone: resnet_50, resnet_18, mobilenet_v2_1.0, "
                        "mobilenet_v2_0.35, efficientnet_b0, dlc_resnet_50 (DeepLabCut 3's "
                        "GroupNorm ResNet-50) (default: project default_net_type)")
-        p.add_argument("--epochs", type=positive, help="training epochs (default 50)")
+        p.add_argument("--epochs", type=positive, help="training epochs (default: the "
+                       "recipe's: 600 steps from scratch, within 30..300; 50 to fine-tune)")
         p.add_argument("--batch-size", type=positive,
                        help="batch size (default: project batch_size)")
-        p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+        p.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3 from "
+                       "scratch, 1e-3 to fine-tune)")
         p.add_argument("--output-stride", type=int, choices=(8, 16, 32),
-                       help="backbone stride (default 16)")
+                       help="backbone stride (default: 8 from scratch, 16 to fine-tune)")
+        p.add_argument("--recipe", choices=("auto", "scratch", "finetune"),
+                       help="default settings: scratch (random init), finetune (pretrained "
+                       "weights) or auto, which picks by --pretrained (default auto)")
         p.add_argument("--crop", type=size,
                        help="train on random WIDTHxHEIGHT crops around the animal")
         p.add_argument("--save-every", type=positive,
