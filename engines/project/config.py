@@ -160,16 +160,16 @@ def _parse_bodyparts(cfg: dict, path: Path) -> tuple[str, ...]:
     return _name_list(value, "bodyparts", path)
 
 
-def _parse_multianimal_flag(cfg: dict, path: Path) -> bool:
-    value = cfg.get("multianimalproject")
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise ConfigError(
-            f"{path}: 'multianimalproject' must be true or false, got {type_name(value)} "
-            f"{value!r}"
-        )
+def _optional(cfg: dict, key: str, kind: type, want: str, path: Path) -> Any:
+    """``cfg[key]`` when present (None otherwise), refused in one line unless a ``kind``."""
+    value = cfg.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise ConfigError(f"{path}: '{key}' must be {want}, got {type_name(value)} {value!r}")
     return value
+
+
+def _parse_multianimal_flag(cfg: dict, path: Path) -> bool:
+    return bool(_optional(cfg, "multianimalproject", bool, "true or false", path))
 
 
 def _parse_multianimal(
@@ -272,14 +272,9 @@ def _parse_flip_pairs(
 ) -> tuple[tuple[str, str], ...] | None:
     """``flip_pairs``: distinct [left, right] parts, each in one pair, both in one group (a
     multi-animal part cannot swap with a unique one: they are labelled on different rows)."""
-    value = cfg.get("flip_pairs")
+    value = _optional(cfg, "flip_pairs", list, "a list of [left, right] body part pairs", path)
     if value is None:
         return None
-    if not isinstance(value, list):
-        raise ConfigError(
-            f"{path}: 'flip_pairs' must be a list of [left, right] body part pairs, got "
-            f"{type_name(value)} {value!r}"
-        )
     known = [name for group in groups for name in group]
     seen: set[str] = set()
     pairs = []
