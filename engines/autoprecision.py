@@ -249,11 +249,18 @@ def _load_runners(exports: dict[str, Path], candidates: list[Candidate]) -> list
     return runners
 
 
+NO_BF16 = "this CPU has no native bf16 (amx_bf16 or avx512_bf16)"
+
+
+def _native_bf16() -> bool:
+    return bool(set(NATIVE_BF16) & cpu_flags())
+
+
 def _runtime_missing(engine: str, precision: str) -> str:
     if not engine_available(Engine.parse(engine)):
         return f"{engine} is not installed (pip install 'posed[{engine}]')"
-    if precision == "bf16" and not set(NATIVE_BF16) & cpu_flags():
-        return "this CPU has no native bf16 (amx_bf16 or avx512_bf16)"
+    if precision == "bf16" and not _native_bf16():
+        return NO_BF16
     return ""
 
 
@@ -299,15 +306,14 @@ def auto_runtime(bundle: ModelBundle, engine: Any = None,
                     "--precision auto here to measure for it", bundle.path, chosen["engine"],
                     where.get("cpu"), cpu_model())
     if chosen["engine"] == "openvino":
-        missing = _runtime_missing("openvino", chosen["precision"])
-        if missing.startswith("openvino"):
-            log.warning("%s: precision auto chose openvino, but %s; running onnx", bundle.path,
-                        missing)
+        if not engine_available(Engine.OPENVINO):
+            log.warning("%s: precision auto chose openvino, but openvino is not installed "
+                        "(pip install 'posed[openvino]'); running onnx", bundle.path)
             return "onnx", options
         precision = chosen["precision"]
-        if missing:
+        if precision == "bf16" and not _native_bf16():
             log.warning("%s: precision auto chose bf16, but %s; running fp32", bundle.path,
-                        missing)
+                        NO_BF16)
             precision = "fp32"
         if options.get("precision", "auto") == "auto":
             options["precision"] = precision
