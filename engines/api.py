@@ -75,7 +75,8 @@ def evaluate_network(project: "Project | str | Path", shuffle: int = 1,
 
     A DeepLabCut shuffle (``layout``, ``dlc``: :func:`~posed.engines.loading.resolve_bundle`)
     is evaluated on DeepLabCut's split, with results under DeepLabCut's
-    ``evaluation-results-pytorch/`` folder of the shuffle, DeepLabCut's own result files
+    ``evaluation-results-pytorch/`` (TensorFlow: ``evaluation-results/``) folder of the
+    shuffle, DeepLabCut's own result files
     included (:mod:`posed.engines.dlc.evaluation`).
     """
     from posed.engines.offline.evaluate import evaluate
@@ -102,8 +103,9 @@ def _evaluation_folder(project: "Project", shuffle: int, bundle: "ModelBundle", 
     if bundle.source.get("layout") != "deeplabcut":
         return get_model_folder(project, shuffle, resolve_engine(engine, project))
     shuffle_folder = Path(bundle.source["shuffle_folder"])
-    models = shuffle_folder.parent.parent  # <prefix>/dlc-models-pytorch
-    return models.parent / Engine.PYTORCH.results_folder_name / shuffle_folder.parent.name \
+    models = shuffle_folder.parent.parent  # <prefix>/dlc-models-pytorch (or dlc-models)
+    dlc_engine = Engine.parse(bundle.source.get("dlc_engine", "pytorch"))
+    return models.parent / dlc_engine.results_folder_name / shuffle_folder.parent.name \
         / shuffle_folder.name
 
 

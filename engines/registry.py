@@ -143,7 +143,8 @@ register_engine(Engine.PYTORCH, BackendSpec(
 register_engine(Engine.TENSORFLOW, BackendSpec(
     "posed.engines.tensorflow.backend", "tensorflow", "tensorflow",
     tools={"export": "posed.exporters.tensorflow:export",
-           "import_dlc": "posed.exporters.dlc2:import_dlc_tensorflow"}))
+           "import_dlc": "posed.exporters.dlc2:import_dlc_tensorflow",
+           "import_dlc_snapshot": "posed.exporters.dlc2:import_dlc_tf_snapshot"}))
 register_engine(Engine.ONNX, BackendSpec(
     "posed.engines.onnx.backend", "onnxruntime", "gpu",
     hint="pip install onnxruntime (CPU) or 'posed[gpu]' (CUDA/TensorRT), never both"))

@@ -4,32 +4,38 @@
 ``snapshot-N.pb``; :func:`import_dlc_tensorflow` checks the graph's tensors (the accepted
 layouts are described in :mod:`posed.engines.tensorflow.dlc2`, which runs the bundle) and
 writes a bundle of format ``frozen-graph`` for the TensorFlow engine.
+:func:`import_dlc_tf_snapshot` does the same for a TensorFlow shuffle's training checkpoint,
+frozen first into the graph DeepLabCut would export.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from posed.engines.bundle import ModelBundle, read_yaml_mapping
+from posed.engines.dlc.layout import TF_DEFAULTS
+from posed.engines.io import atomic_path
 from posed.engines.tensorflow.dlc2 import (ENGINE, FORMAT, INPUT, LOCREF, POSE, SCOREMAP,
                                            read_graph)
 from posed.errors import ExportError, ModelLoadError
 
-__all__ = ["find_graph", "graph_layout", "import_dlc_tensorflow", "read_pose_cfg"]
+__all__ = ["find_graph", "graph_layout", "import_dlc_tensorflow", "import_dlc_tf_snapshot",
+           "read_pose_cfg"]
 
 log = logging.getLogger(__name__)
 
 
-def read_pose_cfg(folder: Path) -> dict[str, Any]:
-    """``pose_cfg.yaml`` of an export folder, with the keys posed needs checked."""
-    path = folder / "pose_cfg.yaml"
+def read_pose_cfg(folder: Path, name: str = "pose_cfg.yaml",
+                  defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``pose_cfg.yaml`` of an export (or a shuffle's) folder, merged over ``defaults``, with
+    the keys posed needs checked."""
+    path = folder / name
     if not path.is_file():
-        raise ModelLoadError(f"{folder}: no pose_cfg.yaml (not a DeepLabCut 2.x export)")
-    cfg = read_yaml_mapping(path)
+        raise ModelLoadError(f"{folder}: no {name} (not a DeepLabCut 2.x export)")
+    cfg = {**(defaults or {}), **read_yaml_mapping(path)}
     names = cfg.get("all_joints_names")
     if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
         raise ModelLoadError(f"{path}: key 'all_joints_names' is not a list of body-part names")
@@ -105,8 +111,41 @@ def import_dlc_tensorflow(folder: str | Path, out: str | Path, *, overwrite: boo
         raise ExportError(f"{out}: already exists and is not empty (pass overwrite to replace it)")
     cfg = read_pose_cfg(folder)
     graph = find_graph(folder)
+    source = {"imported_from": "deeplabcut-2-tensorflow", "folder": str(folder),
+              "graph": graph.name, "scorer": _scorer(cfg, graph)}
+    return _write_bundle(cfg, graph.read_bytes(), graph.name, read_graph(graph), graph, out,
+                         source)
+
+
+def import_dlc_tf_snapshot(pose_cfg: str | Path, snapshot: str | Path, out: str | Path, *,
+                           source: Mapping[str, Any]) -> Path:
+    """A DeepLabCut TensorFlow shuffle's training snapshot (checkpoint prefix
+    ``train/snapshot-N``) as a posed bundle in ``out``: the model such a shuffle folder serves
+    in place. The checkpoint is frozen into DeepLabCut's export graph
+    (:func:`posed.engines.tensorflow.checkpoint.freeze_snapshot`), then checked and written as
+    :func:`import_dlc_tensorflow` does; ``source`` is the provenance the caller knows.
+    """
+    from posed.engines.tensorflow.checkpoint import freeze_snapshot
+
+    pose_cfg, snapshot = Path(pose_cfg), Path(snapshot)
+    # DeepLabCut infers with the shuffle's test/pose_cfg.yaml (train/'s when it lacks one).
+    test_cfg = pose_cfg.parent.parent / "test" / "pose_cfg.yaml"
+    if test_cfg.is_file():
+        pose_cfg = test_cfg
+    cfg = read_pose_cfg(pose_cfg.parent, pose_cfg.name, TF_DEFAULTS)
+    graph_def = freeze_snapshot(cfg, pose_cfg, snapshot)
+    name = f"{snapshot.name}.pb"
+    provenance = {"imported_from": "deeplabcut-2-tensorflow-snapshot", "file": snapshot.name,
+                  "graph": name, "dlc_net_type": str(cfg.get("net_type")), **source}
+    return _write_bundle(cfg, graph_def.SerializeToString(), name, graph_def, snapshot,
+                         Path(out), provenance)
+
+
+def _write_bundle(cfg: dict[str, Any], graph_bytes: bytes, name: str, graph_def: Any,
+                  path: Path, out: Path, source: dict[str, Any]) -> Path:
+    """Check the graph's tensors, then write it and ``posed.yaml`` into ``out``."""
     refine = bool(cfg.get("location_refinement", True))
-    layout, outputs = graph_layout(read_graph(graph), graph, refine)
+    layout, outputs = graph_layout(graph_def, path, refine)
     mean_pixel = [float(v) for v in cfg.get("mean_pixel", [123.68, 116.779, 103.939])]
     bundle = ModelBundle(
         engine=ENGINE, format=FORMAT, bodyparts=list(cfg["all_joints_names"]),
@@ -114,12 +153,11 @@ def import_dlc_tensorflow(folder: str | Path, out: str | Path, *, overwrite: boo
                       "outputs": outputs, "layout": layout, "location_refinement": refine},
         stride=float(cfg["stride"]), locref_stdev=float(cfg.get("locref_stdev", 7.2801)),
         # The graph computes ``x - mean_pixel`` on 0..255: mean/255 and std 1/255 on 0..1.
-        mean=tuple(m / 255.0 for m in mean_pixel), std=(1 / 255.0,) * 3,
-        source={"imported_from": "deeplabcut-2-tensorflow", "folder": str(folder),
-                "graph": graph.name, "scorer": _scorer(cfg, graph)},
+        mean=tuple(m / 255.0 for m in mean_pixel), std=(1 / 255.0,) * 3, source=source,
     )
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(graph, out / graph.name)
-    bundle.save(out, [graph.name])
-    log.info("imported %s -> %s (%s layout)", graph, out, layout)
+    with atomic_path(out / name) as tmp:
+        tmp.write_bytes(graph_bytes)
+    bundle.save(out, [name])
+    log.info("imported %s -> %s (%s layout)", path, out, layout)
     return out

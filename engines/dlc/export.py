@@ -36,7 +36,11 @@ def export_dlc_live(project: Project, shuffle: int, trainingsetindex: int = 0,
     if iteration is not None and iteration != project.iteration:
         project = _at_iteration(project, iteration)
     found = find_shuffle(project, shuffle, trainingsetindex, modelprefix, engine)
-    if found is None or found.engine is not Engine.PYTORCH:
+    if found is not None and found.engine is Engine.TENSORFLOW:
+        raise CapabilityError(
+            f"{found.train_dir}: a TensorFlow shuffle; posed exports DeepLabCut-Live models of "
+            "PyTorch shuffles only (export this one with DeepLabCut's own export_model)")
+    if found is None:
         raise CapabilityError(
             f"{project.root}: shuffle {shuffle} has no DeepLabCut PyTorch model folder; "
             "DeepLabCut-Live exports are made from DeepLabCut 3 shuffles (for posed's own "

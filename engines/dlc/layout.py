@@ -8,6 +8,9 @@ three digits); DeepLabCut sorts them by epoch with the best one last, and ``snap
 (config.yaml, or an argument) is an index into that list: ``-1`` the last, ``"best"`` the best,
 ``"all"`` every one (the last for naming a scorer). The scorer of a PyTorch shuffle is
 ``DLC_<CamelNet>_<Task><date>shuffle<K>_snapshot_<uid>``, ``uid`` the epoch or ``best-<epoch>``.
+TensorFlow snapshots are checkpoints ``snapshot-<iterations>.index`` (+ ``.data-*``), sorted by
+iterations, and their scorer is ``DLC_<net>_<Task><date>shuffle<K>_<iterations>``, ``net`` the
+net type without underscores (``resnet50``).
 """
 
 from __future__ import annotations
@@ -22,20 +25,33 @@ from posed.engines.project.posetables import camel_net
 from posed.engines.registry import Engine
 from posed.errors import ConfigError, ModelLoadError
 
-__all__ = ["DlcShuffle", "DlcSnapshot", "find_shuffle", "list_snapshots", "model_folder",
+__all__ = ["TF_DEFAULTS", "DlcShuffle", "DlcSnapshot", "find_shuffle", "list_snapshots", "model_folder",
            "select_snapshot", "shuffle_from_folder", "snapshot_index_setting", "train_fraction"]
 
+# DeepLabCut's TensorFlow defaults for the keys posed reads (its default_config.py): a
+# TensorFlow shuffle's pose_cfg.yaml is read merged over them, as DeepLabCut's load_config does.
+TF_DEFAULTS = {"stride": 8.0, "mean_pixel": [123.68, 116.779, 103.939],
+               "location_refinement": False, "locref_stdev": 7.2801}
 _SNAPSHOT_RE = re.compile(r"^snapshot(?P<best>-best)?-(?P<epoch>\d+)\.pt$")
+_TF_SNAPSHOT_RE = re.compile(r"^snapshot-(?P<epoch>\d+)\.index$")
 _FOLDER_RE = re.compile(r"^(?P<name>.+)-trainset(?P<pp>\d+)shuffle(?P<shuffle>\d+)$")
 
 
 @dataclass(frozen=True)
 class DlcSnapshot:
-    """One PyTorch snapshot file of a DeepLabCut shuffle."""
+    """One snapshot of a DeepLabCut shuffle: a PyTorch ``.pt`` file, or a TensorFlow
+    checkpoint (``path`` is its prefix ``train/snapshot-N``, ``epoch`` its iterations)."""
 
     path: Path
     epoch: int
     best: bool
+
+    def files(self) -> list[Path]:
+        """The files that hold it (a checkpoint's ``.index`` and ``.data-*``)."""
+        if self.path.suffix == ".pt":
+            return [self.path]
+        folder, name = self.path.parent, self.path.name
+        return [folder / f"{name}.index", *sorted(folder.glob(f"{name}.data-*"))]
 
     @property
     def uid(self) -> str:
@@ -73,7 +89,7 @@ class DlcShuffle:
         return read_yaml_mapping(self.pose_cfg)
 
     def snapshots(self) -> list[DlcSnapshot]:
-        return list_snapshots(self.train_dir)
+        return list_snapshots(self.train_dir, self.engine)
 
     def snapshot(self, index: int | str | None = None) -> DlcSnapshot:
         """The snapshot ``index`` selects (None: the project's ``snapshotindex``)."""
@@ -86,9 +102,24 @@ class DlcShuffle:
         net_type = str(self.model_config().get("net_type") or "")
         if not camel_net(net_type):
             raise ModelLoadError(f"{self.pose_cfg}: no 'net_type'")
+        if self.engine is Engine.TENSORFLOW:
+            return (f"DLC_{tf_net_name(net_type, self.pose_cfg)}_{self.project.name}"
+                    f"shuffle{self.shuffle}_{snapshot.epoch}")
         # DeepLabCut capitalises each part (str.capitalize lower-cases the rest).
         name = "".join(p.capitalize() for p in net_type.split("_"))
         return f"DLC_{name}_{self.project.name}shuffle{self.shuffle}_snapshot_{snapshot.uid}"
+
+
+def tf_net_name(net_type: str, where: Path) -> str:
+    """DeepLabCut's short name of a TensorFlow net in scorers (``resnet50``, ``mobnet_35``,
+    ``effnet_b0``)."""
+    if "resnet" in net_type:
+        return net_type.replace("_", "")
+    if "mobilenet" in net_type:
+        return f"mobnet_{int(float(net_type.split('_')[-1]) * 100)}"
+    if "efficientnet" in net_type and "-" in net_type:
+        return f"effnet_{net_type.split('-')[1]}"
+    raise ModelLoadError(f"{where}: net_type {net_type!r} has no DeepLabCut scorer name")
 
 
 def train_fraction(project: Project, trainingsetindex: int = 0) -> float:
@@ -158,13 +189,16 @@ def shuffle_from_folder(path: str | Path) -> DlcShuffle | None:
     return DlcShuffle(project, int(found["shuffle"]), fractions[0], engine, folder)
 
 
-def list_snapshots(train_dir: Path) -> list[DlcSnapshot]:
-    """PyTorch snapshots in DeepLabCut's order: by epoch, the best one last."""
+def list_snapshots(train_dir: Path, engine: Engine = Engine.PYTORCH) -> list[DlcSnapshot]:
+    """Snapshots in DeepLabCut's order: by epoch (iterations), the best one last."""
     found = []
+    pattern = _TF_SNAPSHOT_RE if engine is Engine.TENSORFLOW else _SNAPSHOT_RE
     if train_dir.is_dir():
         for path in train_dir.iterdir():
-            m = _SNAPSHOT_RE.match(path.name)
-            if m:
+            m = pattern.match(path.name)
+            if m and engine is Engine.TENSORFLOW:
+                found.append(DlcSnapshot(path.with_suffix(""), int(m["epoch"]), False))
+            elif m:
                 found.append(DlcSnapshot(path, int(m["epoch"]), m["best"] is not None))
     return sorted(found, key=lambda s: (s.best, s.epoch))
 
@@ -173,7 +207,8 @@ def select_snapshot(snapshots: list[DlcSnapshot], index: int | str,
                     where: Path) -> DlcSnapshot:
     """DeepLabCut's ``snapshotindex`` rule; ``"all"`` names the last (as for scorers)."""
     if not snapshots:
-        raise ModelLoadError(f"{where}: no snapshots (snapshot-*.pt)")
+        raise ModelLoadError(f"{where}: no snapshots (snapshot-*.pt, or snapshot-*.index for "
+                             "TensorFlow)")
     key = index.lower() if isinstance(index, str) else index
     if key == "all":
         return snapshots[-1]

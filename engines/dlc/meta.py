@@ -30,28 +30,37 @@ def is_dlc_model(bundle: ModelBundle) -> bool:
 def video_metadata(bundle: ModelBundle, *, start: float, stop: float, fps: float,
                    batch_size: int, width: int, height: int, nframes: int,
                    crop: list[int] | None = None) -> dict[str, Any]:
-    """DeepLabCut 3's ``_meta.pickle`` content for one analysed video (``crop``: the
-    ``[x1, x2, y1, y2]`` analysed, else the whole frame)."""
+    """DeepLabCut's ``_meta.pickle`` content for one analysed video (``crop``: the
+    ``[x1, x2, y1, y2]`` analysed, else the whole frame), as DeepLabCut's engine of the
+    shuffle writes it: PyTorch keeps the ``pytorch-config``, frame dimensions as (width,
+    height) and the individuals and body parts; TensorFlow the ``DLC-model-config file`` and
+    (height, width)."""
+    tensorflow = bundle.source.get("dlc_engine") == "tensorflow"
     config = _shuffle_config(bundle)
-    meta = config.get("metadata") or {}
-    return {"data": {
+    if tensorflow:
+        config = {**config, "batch_size": int(batch_size),
+                  "init_weights": str(bundle.source.get("snapshot_path", ""))}
+    data = {
         "start": float(start),
         "stop": float(stop),
         "run_duration": float(stop - start),
         "Scorer": bundle.scorer,
-        "pytorch-config": config,
+        "DLC-model-config file" if tensorflow else "pytorch-config": config,
         "fps": float(fps),
         "batch_size": int(batch_size),
-        "frame_dimensions": (int(width), int(height)),  # DeepLabCut 3: (width, height)
+        "frame_dimensions": (int(height), int(width)) if tensorflow else (int(width), int(height)),
         "nframes": int(nframes),
         "iteration (active-learning)": int(_project_iteration(bundle)),
         "training set fraction": float(bundle.source.get("train_fraction", 0.0)),
         "cropping": crop is not None,
         "cropping_parameters": list(crop) if crop else [0, int(width), 0, int(height)],
-        "individuals": list(meta.get("individuals") or []),
-        "bodyparts": list(meta.get("bodyparts") or bundle.bodyparts),
-        "unique_bodyparts": list(meta.get("unique_bodyparts") or []),
-    }}
+    }
+    if not tensorflow:
+        meta = config.get("metadata") or {}
+        data.update({"individuals": list(meta.get("individuals") or []),
+                     "bodyparts": list(meta.get("bodyparts") or bundle.bodyparts),
+                     "unique_bodyparts": list(meta.get("unique_bodyparts") or [])})
+    return {"data": data}
 
 
 def write_meta_pickle(path: Path, data: dict[str, Any]) -> None:
@@ -75,11 +84,19 @@ def _check_plain(value: Any, where: str) -> None:
 
 
 def _shuffle_config(bundle: ModelBundle) -> dict[str, Any]:
-    """The shuffle's ``pytorch_config.yaml`` as plain data (YAML's safe types only)."""
+    """The shuffle's model config as plain data (YAML's safe types only): PyTorch's
+    ``train/pytorch_config.yaml``; TensorFlow's ``test/pose_cfg.yaml`` over DeepLabCut's
+    defaults, as its analysis loads it."""
     from posed.engines.bundle import read_yaml_mapping
 
-    return read_yaml_mapping(Path(str(bundle.source.get("shuffle_folder"))) / "train"
-                             / "pytorch_config.yaml")
+    folder = Path(str(bundle.source.get("shuffle_folder")))
+    if bundle.source.get("dlc_engine") == "tensorflow":
+        from posed.engines.dlc.layout import TF_DEFAULTS
+
+        test = folder / "test" / "pose_cfg.yaml"
+        return {**TF_DEFAULTS, **read_yaml_mapping(test if test.is_file()
+                                                   else folder / "train" / "pose_cfg.yaml")}
+    return read_yaml_mapping(folder / "train" / "pytorch_config.yaml")
 
 
 def _project_iteration(bundle: ModelBundle) -> int:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from posed.engines.bundle import ModelBundle, is_bundle, load_bundle, sha256_file
 from posed.engines.dlc.layout import DlcShuffle, DlcSnapshot
-from posed.engines.registry import Engine, capability
-from posed.errors import CapabilityError
+from posed.engines.registry import capability
+from posed.errors import ModelLoadError
 
 __all__ = ["cache_dir", "shuffle_bundle"]
 
@@ -37,21 +37,23 @@ def shuffle_bundle(shuffle: DlcShuffle, snapshot: DlcSnapshot) -> ModelBundle:
     Its scorer is DeepLabCut's (:meth:`DlcShuffle.scorer`), so outputs carry DeepLabCut's
     names; ``source`` records the project, shuffle, snapshot and layout.
 
+    A PyTorch shuffle runs on the PyTorch engine; a TensorFlow one (a ResNet checkpoint,
+    frozen into DeepLabCut's export graph) on the TensorFlow engine.
+
     Raises:
-        CapabilityError: a TensorFlow shuffle (not served in place yet).
         ModelLoadError: the snapshot or config is unreadable, or a model posed does not run.
     """
-    if shuffle.engine is not Engine.PYTORCH:
-        raise CapabilityError(
-            f"{shuffle.train_dir}: TensorFlow shuffles are not served in place yet; export it "
-            "with DeepLabCut (deeplabcut.export_model) and run `posed import-dlc` on the export")
     digest = hashlib.sha256(shuffle.pose_cfg.read_bytes())
-    digest.update(sha256_file(snapshot.path).encode())
+    for path in snapshot.files():
+        if not path.is_file():
+            raise ModelLoadError(f"{path}: missing (snapshot {snapshot.path.name} is incomplete)")
+        digest.update(sha256_file(path).encode())
     folder = cache_dir() / "dlc-shuffles" / digest.hexdigest()[:32]
     if not is_bundle(folder):
         source = {"layout": "deeplabcut", "project": str(shuffle.project.root),
                   "shuffle": shuffle.shuffle, "train_fraction": shuffle.train_fraction,
                   "snapshot": snapshot.uid, "shuffle_folder": str(shuffle.folder),
+                  "dlc_engine": shuffle.engine.value, "snapshot_path": str(snapshot.path),
                   "scorer": shuffle.scorer(snapshot), "pcutoff": shuffle.project.pcutoff}
         _convert(shuffle, snapshot, folder, source)
     return load_bundle(folder)
@@ -63,8 +65,8 @@ def _convert(shuffle: DlcShuffle, snapshot: DlcSnapshot, folder: Path, source: d
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        capability(Engine.PYTORCH, "import_dlc_snapshot")(shuffle.pose_cfg, snapshot.path, tmp,
-                                                          source=source)
+        capability(shuffle.engine, "import_dlc_snapshot")(shuffle.pose_cfg, snapshot.path, tmp,
+                                                           source=source)
         try:
             os.rename(tmp, folder)
         except OSError:
