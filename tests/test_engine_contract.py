@@ -90,11 +90,16 @@ def test_training_writes_snapshots_stats_and_a_bundle(engine, trained):
         api.get_snapshot(project, 1, engine, every + 1)
 
 
-def test_resume_reproduces_an_uninterrupted_run(engine, project_copy, tmp_path, monkeypatch):
+def test_resume_reproduces_an_uninterrupted_run(engine, tmp_path, monkeypatch):
     """A run killed right after a snapshot and resumed ends with the same weights."""
+    from posed.engines.synth import generate_project
+
     backend = api.get_backend(engine)
-    settings = {"net": "mobilenet_v2_0.35", "epochs": 2, "save_every": 1, "batch_size": 16,
+    settings = {"net": "mobilenet_v2_0.35", "epochs": 2, "save_every": 1, "batch_size": 8,
                 "crop": [64, 64]}
+    # A small project: three runs of two epochs each, and TensorFlow traces every run.
+    project_copy = tmp_path / "proj"
+    generate_project(project_copy, frames=40, size=(96, 96), seed=4, video_frames=2)
     other = tmp_path / "other"
     shutil.copytree(project_copy, other)
     straight = api.train_network(load_project(other), 1, engine, dict(settings), progress=False)
