@@ -1,12 +1,17 @@
 """Evaluation of a trained model on its project's train and test images.
 
-Reported per body part and overall, for the train and the test set:
+Reported per body part and overall (``all``), for the train and the test set, in this
+column order:
 
 - ``error_px``: mean Euclidean distance between prediction and label, in pixels;
-- ``error_px_pcutoff``: the same over predictions whose likelihood ≥ pcutoff;
+- ``median_px``: the median of the same distances (one bad image does not move it);
+- ``error_px_pcutoff``: the mean over predictions whose likelihood ≥ pcutoff;
 - ``pck``: fraction of labelled parts predicted within ``pck_px`` pixels;
+- ``pck@T``: the same within T pixels, one column per threshold of ``pck_thresholds``
+  (default :data:`PCK_THRESHOLDS`: ``pck@2``, ``pck@5``, ``pck@10``), in increasing order;
 - ``above_pcutoff``: fraction of labelled parts predicted with likelihood ≥ pcutoff;
-- ``n``: labelled parts counted.
+- ``found`` (multi-animal only): fraction of labelled parts predicted;
+- ``n``: labelled parts counted (parts without a label are left out of every column).
 
 Results go to ``<model folder>/evaluation/snapshot-NNN/`` as ``errors.csv`` plus the
 predictions as a DeepLabCut-shaped table (row index = image path).
@@ -20,7 +25,7 @@ scale (see :func:`keypoint_similarity`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,10 @@ from posed.engines.io import atomic_path
 from posed.engines.project import Project, load_labels, load_split
 from posed.engines.tracking.geometry import BIG_COST, mean_distances
 
+PCK_THRESHOLDS: tuple[float, ...] = (2.0, 5.0, 10.0)
+"""Default PCK thresholds in pixels, each reported as a ``pck@T`` column. Pixels rather than
+a fraction of the animal's size: a project config carries no size to scale by."""
+
 
 @dataclass
 class Evaluation:
@@ -44,23 +53,41 @@ class Evaluation:
     folder: Path
     pcutoff: float
     pck_px: float
+    pck_thresholds: tuple[float, ...] = PCK_THRESHOLDS
 
     def format(self) -> str:
         """The summary as a fixed-width text table."""
         return self.table.to_string(float_format=lambda v: f"{v:8.3f}")
 
 
+def pck_thresholds_of(values: Sequence[float]) -> tuple[float, ...]:
+    """``values`` as sorted, distinct positive floats (the order of the ``pck@T`` columns)."""
+    out = tuple(sorted({float(v) for v in values}))
+    if any(not np.isfinite(v) or v <= 0 for v in out):
+        raise ValueError(f"PCK thresholds must be positive pixel distances, got {list(values)}")
+    return out
+
+
+def pck_column(threshold: float) -> str:
+    """The column name of the PCK at ``threshold`` pixels: ``pck@5``, ``pck@2.5``."""
+    # Every digit kept: a rounded name could give two thresholds the same column.
+    return f"pck@{np.format_float_positional(threshold, trim='-')}"
+
+
 def summarise(pred: np.ndarray, truth: np.ndarray, bodyparts: list[str], pcutoff: float,
-              pck_px: float) -> pd.DataFrame:
+              pck_px: float, pck_thresholds: Sequence[float] = PCK_THRESHOLDS) -> pd.DataFrame:
     """Per body part and overall metrics for predictions N×K×3 against labels N×K×2."""
-    return _metrics(pred, truth, bodyparts, pcutoff, pck_px, matched=False)
+    return _metrics(pred, truth, bodyparts, pcutoff, pck_px, matched=False,
+                    pck_thresholds=pck_thresholds)
 
 
 def _metrics(pred: np.ndarray, truth: np.ndarray, bodyparts: list[str], pcutoff: float,
-             pck_px: float, matched: bool) -> pd.DataFrame:
+             pck_px: float, matched: bool,
+             pck_thresholds: Sequence[float] = PCK_THRESHOLDS) -> pd.DataFrame:
     """The table of :func:`summarise`; with ``matched`` (predictions of matched animals, NaN
-    where a part was not predicted) errors leave unpredicted parts out, ``pck`` counts them
+    where a part was not predicted) errors leave unpredicted parts out, the PCKs count them
     as failures and a ``found`` column gives the fraction of labelled parts predicted."""
+    thresholds = pck_thresholds_of(pck_thresholds)
     dist = np.linalg.norm(pred[..., :2] - truth, axis=-1)  # N×K, NaN where unlabelled
     labelled = np.isfinite(truth).all(axis=-1)
     confident = pred[..., 2] >= pcutoff
@@ -72,10 +99,13 @@ def _metrics(pred: np.ndarray, truth: np.ndarray, bodyparts: list[str], pcutoff:
         dl = d[lab]
         seen = dl[np.isfinite(dl)] if matched else dl
         dc = d[lab & conf & np.isfinite(d)] if matched else d[lab & conf]
+        reach = np.nan_to_num(dl, nan=np.inf)  # a part not predicted is within no threshold
         row = {
             "error_px": float(seen.mean()) if seen.size else np.nan,
+            "median_px": float(np.median(seen)) if seen.size else np.nan,
             "error_px_pcutoff": float(dc.mean()) if dc.size else np.nan,
-            "pck": float((np.nan_to_num(dl, nan=np.inf) <= pck_px).mean()) if n else np.nan,
+            "pck": float((reach <= pck_px).mean()) if n else np.nan,
+            **{pck_column(t): float((reach <= t).mean()) if n else np.nan for t in thresholds},
             "above_pcutoff": float(conf[lab].mean()) if n else np.nan,
         }
         if matched:
@@ -114,11 +144,13 @@ def _write_results(folder: Path, table: pd.DataFrame, pcutoff: float, pck_px: fl
 
 def evaluate(project: Project, shuffle: int, runner: PoseRunner, model_folder: Path, *,
              pcutoff: float | None = None, pck_px: float = 5.0, write: bool = True,
-             plots: bool = False, sigma: float | None = None) -> Evaluation:
+             plots: bool = False, sigma: float | None = None,
+             pck_thresholds: Sequence[float] = PCK_THRESHOLDS) -> Evaluation:
     """Evaluate ``runner`` on the shuffle's train and test images and write the results.
 
-    ``plots`` also writes error-per-bodypart.png and predicted-vs-labelled test images
-    (see :func:`posed.engines.offline.plotting.plot_evaluation`). Multi-animal projects go to
+    ``pck_thresholds``: pixel distances of the ``pck@T`` columns. ``plots`` also writes
+    error-per-bodypart.png and predicted-vs-labelled test images (see
+    :func:`posed.engines.offline.plotting.plot_evaluation`). Multi-animal projects go to
     :func:`evaluate_multianimal` (``sigma``: κ of its keypoint similarity).
     """
     if getattr(project, "multianimal", False):
@@ -128,12 +160,14 @@ def evaluate(project: Project, shuffle: int, runner: PoseRunner, model_folder: P
             raise CapabilityError("evaluation plots are not available for multi-animal projects")
         return evaluate_multianimal(project, shuffle, runner, model_folder, pcutoff=pcutoff,
                                     pck_px=pck_px, write=write,
-                                    sigma=OKS_SIGMA if sigma is None else sigma)
+                                    sigma=OKS_SIGMA if sigma is None else sigma,
+                                    pck_thresholds=pck_thresholds)
     if plots:
         from posed.engines.offline.plotting import require_matplotlib
 
         require_matplotlib()  # before the work, not after it
     pcutoff = project.pcutoff if pcutoff is None else pcutoff
+    thresholds = pck_thresholds_of(pck_thresholds)  # a bad value fails before predicting
     split = load_split(project, shuffle)
     labels = load_labels(project)
     index = {img: i for i, img in enumerate(labels.images)}
@@ -143,7 +177,8 @@ def evaluate(project: Project, shuffle: int, runner: PoseRunner, model_folder: P
     for set_name, images in _labelled_sets(split, index):
         _, pred = predict_image_files(runner, [project.root / img for img in images])
         truth = labels.keypoints[[index[i] for i in images]]
-        parts[set_name] = summarise(pred, truth, list(project.bodyparts), pcutoff, pck_px)
+        parts[set_name] = summarise(pred, truth, list(project.bodyparts), pcutoff, pck_px,
+                                    thresholds)
         shown = (images, pred, truth)  # the test set when there is one (it comes last)
         all_images += images
         all_pred.append(pred)
@@ -157,7 +192,8 @@ def evaluate(project: Project, shuffle: int, runner: PoseRunner, model_folder: P
             from posed.engines.offline.plotting import plot_evaluation
 
             plot_evaluation(folder, table, project.root, *shown, list(project.bodyparts), pcutoff)
-    return Evaluation(table=table, folder=folder, pcutoff=pcutoff, pck_px=pck_px)
+    return Evaluation(table=table, folder=folder, pcutoff=pcutoff, pck_px=pck_px,
+                      pck_thresholds=thresholds)
 
 
 # ----------------------------------------------------------------------------- multi-animal
@@ -283,14 +319,16 @@ def average_precision(images: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
 
 
 def summarise_matched(pred: list[np.ndarray], truth: np.ndarray, bodyparts: list[str],
-                      pcutoff: float, pck_px: float) -> pd.DataFrame:
+                      pcutoff: float, pck_px: float,
+                      pck_thresholds: Sequence[float] = PCK_THRESHOLDS) -> pd.DataFrame:
     """:func:`summarise` for several animals per image.
 
     Each labelled animal is compared with the predicted animal it is matched to
     (:func:`match_animals`). A labelled part without a matched prediction (no animal
-    matched, or the matched animal lacks that part) has no distance: ``error_px`` averages
-    the parts that were predicted, ``found`` is the fraction of labelled parts predicted, and
-    ``pck`` and ``above_pcutoff`` count unpredicted parts as failures.
+    matched, or the matched animal lacks that part) has no distance: ``error_px`` and
+    ``median_px`` cover the parts that were predicted, ``found`` is the fraction of labelled
+    parts predicted, and ``pck``, ``pck@T`` and ``above_pcutoff`` count unpredicted parts as
+    failures.
 
     Args:
         pred: Per image, the A×K×3 predicted animals.
@@ -303,7 +341,7 @@ def summarise_matched(pred: list[np.ndarray], truth: np.ndarray, bodyparts: list
         for gi, a in match_animals(animals, truth[i]):
             paired[i, gi] = animals[a]
     return _metrics(paired.reshape(n * g, k, 3), truth.reshape(n * g, k, 2), bodyparts, pcutoff,
-                    pck_px, matched=True)
+                    pck_px, matched=True, pck_thresholds=pck_thresholds)
 
 
 @dataclass
@@ -323,7 +361,9 @@ class MultiAnimalEvaluation(Evaluation):
 
 def evaluate_multianimal(project: Project, shuffle: int, runner: Any, model_folder: Path, *,
                          pcutoff: float | None = None, pck_px: float = 5.0, write: bool = True,
-                         sigma: float = OKS_SIGMA) -> MultiAnimalEvaluation:
+                         sigma: float = OKS_SIGMA,
+                         pck_thresholds: Sequence[float] = PCK_THRESHOLDS
+                         ) -> MultiAnimalEvaluation:
     """Evaluate a bottom-up model on the shuffle's train and test images.
 
     Writes ``errors.csv`` (per body part as single-animal, after matching predicted animals
@@ -335,6 +375,7 @@ def evaluate_multianimal(project: Project, shuffle: int, runner: Any, model_fold
     from posed.engines.project import load_image, load_multianimal_labels
 
     pcutoff = project.pcutoff if pcutoff is None else pcutoff
+    thresholds = pck_thresholds_of(pck_thresholds)
     split = load_split(project, shuffle)
     labels = load_multianimal_labels(project)
     index = {img: i for i, img in enumerate(labels.images)}
@@ -352,7 +393,8 @@ def evaluate_multianimal(project: Project, shuffle: int, runner: Any, model_fold
             found_animals.append(out.animals[0])
             found_unique.append(out.unique[0])
             per_image.append((present, out.scores[0][: len(present)], gt))
-        tables[set_name] = _matched_table(labels, rows, per_image, found_unique, pcutoff, pck_px)
+        tables[set_name] = _matched_table(labels, rows, per_image, found_unique, pcutoff, pck_px,
+                                          thresholds)
         ap_rows[set_name] = {**average_precision(per_image, sigma), "images": len(images)}
         all_images += images
         all_animals += found_animals
@@ -367,17 +409,20 @@ def evaluate_multianimal(project: Project, shuffle: int, runner: Any, model_fold
             unique=np.stack(all_unique) if runner.unique_bodyparts else None,
             uniquebodyparts=runner.unique_bodyparts)
         _write_results(folder, table, pcutoff, pck_px, df, runner.bundle.scorer, {"map.csv": ap})
-    return MultiAnimalEvaluation(table=table, folder=folder, pcutoff=pcutoff, pck_px=pck_px, ap=ap)
+    return MultiAnimalEvaluation(table=table, folder=folder, pcutoff=pcutoff, pck_px=pck_px,
+                                 pck_thresholds=thresholds, ap=ap)
 
 
 def _matched_table(labels: Any, rows: list[int], per_image: list, found_unique: list[np.ndarray],
-                   pcutoff: float, pck_px: float) -> pd.DataFrame:
+                   pcutoff: float, pck_px: float,
+                   pck_thresholds: Sequence[float] = PCK_THRESHOLDS) -> pd.DataFrame:
     """One set's errors table: the multi-animal parts after matching animals, then the unique
     parts compared directly, then ``all`` (of the multi-animal parts)."""
     table = summarise_matched([p for p, _, _ in per_image], labels.keypoints[rows],
-                              list(labels.bodyparts), pcutoff, pck_px)
+                              list(labels.bodyparts), pcutoff, pck_px, pck_thresholds)
     if labels.uniquebodyparts:
         uniq = summarise(np.stack(found_unique), labels.unique[rows],
-                         list(labels.uniquebodyparts), pcutoff, pck_px).drop(index="all")
+                         list(labels.uniquebodyparts), pcutoff, pck_px,
+                         pck_thresholds).drop(index="all")
         table = pd.concat([table.drop(index="all"), uniq, table.loc[["all"]]])
     return table
