@@ -272,8 +272,18 @@ def test_any_settings_keep_labels_on_their_content(rotation, low, high, shift, f
     np.testing.assert_array_equal(occluded["keypoints"], kpts)
 
 
+def test_inversion_flips_every_level_and_keeps_keypoints():
+    points = POINTS[:2]
+    plain = _maker(AugmentConfig(**QUIET), points)
+    inverted = _maker(AugmentConfig(**QUIET, invert_prob=1.0), points)
+    a = plain.sample(0, np.random.default_rng(3))
+    b = inverted.sample(0, np.random.default_rng(3))
+    np.testing.assert_array_equal(a["keypoints"], b["keypoints"])
+    np.testing.assert_array_equal(b["image"].astype(int), 255 - a["image"].astype(int))
+
+
 @pytest.mark.parametrize("key, value", [
-    ("flip_prob", -0.1), ("occlude_prob", 1.5), ("motion_blur_prob", -1.0), ("blur_prob", 2.0),
+    ("invert_prob", 1.5), ("flip_prob", -0.1), ("occlude_prob", 1.5), ("motion_blur_prob", -1.0), ("blur_prob", 2.0),
     ("rotation", 190.0), ("rotation", -5.0), ("noise", -0.1), ("scale", [1.2, 0.9]),
     ("flip_pairs", [[0, 1], [1, 2]]),
 ])

@@ -134,6 +134,8 @@ class SampleMaker:
         # New effects draw from the RNG only when enabled: older settings keep their samples.
         if aug.occlude_prob and rng.random() < aug.occlude_prob:
             img = _occlude(img, rng)
+        if aug.invert_prob and rng.random() < aug.invert_prob:
+            img = 255.0 - img
         if aug.contrast or aug.brightness:
             c = 1.0 + float(rng.uniform(-aug.contrast, aug.contrast))
             b = float(rng.uniform(-aug.brightness, aug.brightness)) * 255.0
