@@ -8,9 +8,15 @@ pixel error and PCK@3/5 px over visible parts; and by the training loop's last m
 the project's own test images. CPU time is the process's user+system time
 spent training (both cores count).
 
-Writes ``benchmarks/results/recipe.json``.
+``--augment`` compares augmentation settings under the ``scratch`` recipe instead (each a
+named preset of :data:`AUGMENT`), scored on unseen projects of several seeds: a synthetic
+project has one floor and one animal colour per seed, so another seed is a change of lighting
+and appearance, which photometric augmentation is meant to cover.
+
+Writes ``benchmarks/results/recipe.json`` (``--augment``: ``augment.json``).
 
     python benchmarks/recipe_check.py --frames 80 --seeds 0
+    python benchmarks/recipe_check.py --augment default photometric --seeds 0 1
 """
 
 from __future__ import annotations
@@ -35,6 +41,19 @@ from posed.engines.project import load_image, load_labels, load_project  # noqa:
 from posed.engines.synth import generate_project  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+UNSEEN_SEEDS = (1, 3, 5)  # 1 and 3: darker floor and animal than seed 0; 5: a lighter animal
+# Augmentation presets (keys of the training config's ``augment``); "default" sets nothing.
+AUGMENT = {
+    "default": {},
+    "photometric": {"brightness": 0.4, "contrast": 0.5, "noise": 0.04},
+    "photometric+rot180": {"brightness": 0.4, "contrast": 0.5, "noise": 0.04, "rotation": 180},
+    "photometric+invert": {"brightness": 0.4, "contrast": 0.5, "noise": 0.04,
+                           "invert_prob": 0.3},
+}
+# Presets trained for twice the scratch recipe's steps (80 frames: 150 epochs, 1200 steps).
+AUGMENT["default-x2"] = {"epochs": 150}
+AUGMENT["photometric-x2"] = {**AUGMENT["photometric"], "epochs": 150}
+AUGMENT["photometric+invert-x2"] = {**AUGMENT["photometric+invert"], "epochs": 150}
 
 
 def cpu_s() -> float:
@@ -70,39 +89,65 @@ def main() -> int:
     ap.add_argument("--frames", type=int, action="append", help="labelled frames (repeatable)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
     ap.add_argument("--recipes", nargs="+", default=["scratch", "finetune"])
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "recipe.json")
+    ap.add_argument("--augment", nargs="+", choices=sorted(AUGMENT),
+                    help="compare these augmentation presets (scratch recipe)")
+    ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    out = args.out or HERE / "results" / ("augment.json" if args.augment else "recipe.json")
     record = {"benchmark": "recipe_check",
               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine_info(), "rows": []}
+    if args.augment:
+        record["augment_presets"] = {k: AUGMENT[k] for k in args.augment}
+        runs = [("scratch", name) for name in args.augment]
+    else:
+        runs = [(recipe, None) for recipe in args.recipes]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        unseen = tmp / "unseen"
-        generate_project(unseen, frames=40, size=(128, 128), seed=1, video_frames=0)
+        unseen = {}
+        for seed in (UNSEEN_SEEDS if args.augment else (1,)):
+            unseen[seed] = tmp / f"unseen{seed}"
+            generate_project(unseen[seed], frames=40, size=(128, 128), seed=seed,
+                             video_frames=0)
         for frames in args.frames or [80]:
-            for recipe in args.recipes:
+            for recipe, preset in runs:
                 for seed in args.seeds:
-                    proj = tmp / f"p{frames}-{recipe}-{seed}"
-                    generate_project(proj, frames=frames, size=(128, 128), seed=0,
-                                     video_frames=0)
-                    c0, t0 = cpu_s(), time.perf_counter()
-                    folder = api.train_network(load_project(proj), 1, None,
-                                               {"recipe": recipe, "seed": seed}, progress=False)
-                    row = {"frames": frames, "recipe": recipe, "seed": seed,
-                           "cpu_min": round((cpu_s() - c0) / 60, 2),
-                           "wall_min": round((time.perf_counter() - t0) / 60, 2)}
-                    resolved = (folder / "train_config.yaml").read_text()
-                    row["settings"] = {k: v for k, v in (
-                        line.split(": ", 1) for line in resolved.splitlines()
-                        if line.split(": ", 1)[0] in ("net", "lr", "output_stride", "epochs",
-                                                      "batch_size"))}
-                    row["own_test_px"] = own_test_error(folder)
-                    row["unseen"] = unseen_error(folder, unseen)
+                    row = train_and_score(tmp, frames, recipe, preset, seed, unseen)
                     record["rows"].append(row)
                     print(json.dumps(row), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
     return 0
+
+
+def train_and_score(tmp: Path, frames: int, recipe: str, preset: str | None, seed: int,
+                    unseen: dict[int, Path]) -> dict:
+    """Train one model on a seed-0 project and score it on its own and the unseen frames."""
+    proj = tmp / f"p{frames}-{recipe}-{preset}-{seed}"
+    generate_project(proj, frames=frames, size=(128, 128), seed=0, video_frames=0)
+    settings = {"recipe": recipe, "seed": seed}
+    if preset:
+        preset_settings = dict(AUGMENT[preset])
+        if "epochs" in preset_settings:
+            settings["epochs"] = preset_settings.pop("epochs")
+        settings["augment"] = preset_settings
+    c0, t0 = cpu_s(), time.perf_counter()
+    folder = api.train_network(load_project(proj), 1, None, settings, progress=False)
+    row = {"frames": frames, "recipe": recipe, "seed": seed,
+           "cpu_min": round((cpu_s() - c0) / 60, 2),
+           "wall_min": round((time.perf_counter() - t0) / 60, 2)}
+    if preset:
+        row["augment"] = preset
+    resolved = (folder / "train_config.yaml").read_text()
+    row["settings"] = {k: v for k, v in (
+        line.split(": ", 1) for line in resolved.splitlines()
+        if line.split(": ", 1)[0] in ("net", "lr", "output_stride", "epochs", "batch_size"))}
+    row["own_test_px"] = own_test_error(folder)
+    if len(unseen) == 1:
+        row["unseen"] = unseen_error(folder, next(iter(unseen.values())))
+    else:
+        row["unseen"] = {str(s): unseen_error(folder, p) for s, p in unseen.items()}
+    return row
 
 
 if __name__ == "__main__":

@@ -109,12 +109,17 @@ def test_recipe_follows_the_weights_and_every_setting_overrides_it(project_copy,
         cfg = resolve_train_config(project, 1, None, "pytorch")
     assert (cfg.recipe, cfg.lr, cfg.output_stride) == ("scratch", 3e-3, 8)
     assert cfg.epochs == min(300, max(30, math.ceil(SCRATCH_STEPS / steps)))
+    aug = cfg.augment  # the recipe's photometric strength, the other effects as defaulted
+    assert (aug.brightness, aug.contrast, aug.noise, aug.rotation) == (0.4, 0.5, 0.04, 25.0)
     lines = [r.message for r in caplog.records if r.message.startswith("training recipe:")]
     assert len(lines) == 1 and "scratch (no pretrained weights)" in lines[0]
-    mine = resolve_train_config(project, 1, {"lr": 5e-4, "epochs": 3}, "pytorch")
+    mine = resolve_train_config(project, 1, {"lr": 5e-4, "epochs": 3,
+                                             "augment": {"brightness": 0.1}}, "pytorch")
     assert (mine.lr, mine.epochs, mine.output_stride) == (5e-4, 3, 8)
+    assert (mine.augment.brightness, mine.augment.contrast) == (0.1, 0.5)  # key by key
     fine = resolve_train_config(project, 1, {"pretrained": "w.safetensors"}, "pytorch")
     assert (fine.recipe, fine.lr, fine.output_stride, fine.epochs) == ("finetune", 1e-3, 16, 50)
+    assert (fine.augment.brightness, fine.augment.contrast) == (0.15, 0.2)
 
 
 def test_local_pretrained_backbone_weights_are_loaded(tmp_path):
