@@ -61,8 +61,13 @@ def test_analyze_reports_broken_videos_and_goes_on(trained_project, tmp_path, ca
 
 
 def test_evaluate_and_analyze_images_from_the_cli(trained_project, tmp_path, capsys):
-    code, out, _ = run(capsys, "evaluate", str(trained_project), "-q")
+    code, out, _ = run(capsys, "evaluate", str(trained_project), "--pck-thresholds", "7", "3",
+                       "-q")
     assert code == 0 and "error_px" in out and "test" in out
+    header = out.splitlines()[1].split()
+    assert {"median_px", "pck@3", "pck@7"} <= set(header) and "pck@10" not in header
+    code, _, err = run(capsys, "evaluate", str(trained_project), "--pck-thresholds", "-1", "-q")
+    assert code != 0 and "-1" in err and "\n" not in err.strip()
     folder = trained_project / "labeled-data" / "synth1"
     code, out, _ = run(capsys, "analyze-images", str(trained_project), str(folder),
                        "--dest", str(tmp_path), "--snapshot", "20", "-q")

@@ -122,18 +122,24 @@ def add_train(sub: Any) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """pixel error, PCK and likelihood statistics on train and test images
 
-    Evaluate a trained shuffle on its train and test images: mean pixel error per body part
-    (all, and above pcutoff), PCK and the fraction above pcutoff. Writes
+    Evaluate a trained shuffle on its train and test images: mean and median pixel error per
+    body part (all, and above pcutoff), PCK at --pck and at --pck-thresholds, and the
+    fraction above pcutoff. Writes
     evaluation/snapshot-NNN/errors.csv and predictions.
     """
 
     from posed.engines import api
+    from posed.engines.offline.evaluate import pck_thresholds_of
     from posed.engines.project import load_project
 
+    try:
+        pck_thresholds_of(args.pck_thresholds)
+    except ValueError as exc:
+        raise ConfigError(f"--pck-thresholds: {exc}") from None
     project = load_project(args.project)
     result = api.evaluate_network(project, args.shuffle, args.engine, snapshot=args.snapshot,
                                   layout=args.layout, pcutoff=args.pcutoff, pck_px=args.pck,
-                                  plots=args.plots)
+                                  pck_thresholds=args.pck_thresholds, plots=args.plots)
     print(f"evaluation of {project.name} shuffle {args.shuffle} "
           f"(pcutoff {result.pcutoff}, PCK within {result.pck_px} px)")
     print(result.format())
@@ -147,6 +153,8 @@ def add_evaluate(sub: Any) -> None:
         add_model_args(p)
         p.add_argument("--pcutoff", type=float, help="likelihood cutoff (default: project pcutoff)")
         p.add_argument("--pck", type=float, default=5.0, help="PCK distance threshold in pixels")
+        p.add_argument("--pck-thresholds", type=float, nargs="+", default=[2.0, 5.0, 10.0],
+                       metavar="PX", help="thresholds of the pck@PX columns (default 2 5 10)")
         p.add_argument("--plots", action="store_true", help="also write error-per-bodypart.png "
                        "and test-images/ (labels and predictions drawn on each test image); "
                        "needs the 'plots' extra")
