@@ -107,7 +107,8 @@ def run_training(project: Project, shuffle: int, cfg: TrainConfig, folder: Path,
                  existing: list[Path], resume: bool, progress: bool, model: torch.nn.Module,
                  maker: SampleMaker, step: Any, *, test_error: Any,
                  bundle_for: Callable[[int], ModelBundle],
-                 extra_losses: tuple[str, ...] = ()) -> Path:
+                 extra_losses: tuple[str, ...] = (),
+                 before_epoch: Callable[[int], None] | None = None) -> Path:
     """The training loop every PyTorch model shares (around
     :func:`posed.engines.backend_common.run_epochs`).
 
@@ -118,6 +119,7 @@ def run_training(project: Project, shuffle: int, cfg: TrainConfig, folder: Path,
         test_error: () -> mean test error in pixels, run at each snapshot.
         bundle_for: epoch -> the bundle describing that epoch's snapshot.
         extra_losses: Names of the extra losses (extra ``learning_stats.csv`` columns).
+        before_epoch: Called with the epoch (from 0) before it runs (pseudo-labelling).
 
     Returns:
         The training folder.
@@ -137,6 +139,9 @@ def run_training(project: Project, shuffle: int, cfg: TrainConfig, folder: Path,
     def train_epoch(epoch: int) -> tuple[np.ndarray, float]:
         # Sample order and augmentation depend only on (seed, epoch), so a resumed run
         # sees exactly the batches an uninterrupted run would have seen.
+        if before_epoch is not None:
+            before_epoch(epoch)
+            model.train()
         dataset.epoch = epoch
         loader.generator.manual_seed(cfg.seed * 100_003 + epoch)
         totals, lr = np.zeros(3 + len(extra_losses)), cfg.lr

@@ -153,6 +153,7 @@ class TrainingData:
     keypoints: list[np.ndarray]
     test_images: list[np.ndarray]
     test_keypoints: list[np.ndarray]
+    labelled: tuple[str, ...] = ()  # every labelled image of the project (train and test)
 
 
 def split_rows(project: Any, shuffle: int, labelled: Sequence[str],
@@ -198,7 +199,7 @@ def load_training_data(project: Any, shuffle: int, cfg: TrainConfig, where: Path
     images = [load_image(project.root, labels.images[i]) for i in train]
     return TrainingData(common_crop(cfg, images), images, [labels.keypoints[i] for i in train],
                         [load_image(project.root, labels.images[i]) for i in test],
-                        [labels.keypoints[i] for i in test])
+                        [labels.keypoints[i] for i in test], tuple(labels.images))
 
 
 def bundle_source(project: Any, shuffle: int, cfg: TrainConfig, epoch: int) -> dict[str, Any]:
