@@ -62,7 +62,7 @@ def train_network(project: "Project", shuffle: int = 1, engine: "str | Engine | 
     if overwrite:
         folder = get_train_folder(project, shuffle, eng)
         for old in [*list_snapshots(folder), folder / "posed.yaml", folder / "resume-state.safetensors",
-                    folder / "learning_stats.csv"]:
+                    folder / "learning_stats.csv", folder / "pseudo-labels.csv"]:
             old.unlink(missing_ok=True)
     return fn(project, shuffle, config, progress=progress, resume=resume)
 

@@ -28,6 +28,7 @@ from posed.engines.pytorch.accel import OpenMPHandoff, load_torchscript, select_
 from posed.engines.pytorch.model import NET_HEADS, TIMM_NAMES, PoseNet, load_for_inference
 from posed.engines.pytorch.training import ENGINE, pose_loss, prepare_training, run_training
 from posed.engines.training import SampleMaker, TrainConfig, bundle_source, load_training_data
+from posed.engines.training.pseudo import pseudo_labels_for
 from posed.errors import ConfigError, InferenceError, ModelLoadError
 
 __all__ = ["ENGINE", "PoseNet", "TorchRunner", "TorchScriptRunner", "build_model", "load_runner",
@@ -186,17 +187,27 @@ def _bundle_for(project: Project, shuffle: int, cfg: TrainConfig, model: PoseNet
     )
 
 
+def _predict(model: PoseNet, images: list[np.ndarray], locref_stdev: float) -> np.ndarray:
+    """N×K×3 poses of ``model`` on full images (one at a time: sizes may differ); leaves the
+    model in eval mode."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for img in images:
+            heat, loc = model(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
+                              .float())
+            out.append(decode(model.probabilities(heat).numpy(), loc.numpy(), model.stride,
+                              locref_stdev)[0])
+    return np.stack(out) if out else np.zeros((0, 0, 3))
+
+
 def _mean_error(model: PoseNet, images: list[np.ndarray], keypoints: list[np.ndarray],
                 locref_stdev: float) -> float:
     """Mean pixel error of ``model`` on full images (NaN when nothing is labelled)."""
     errs = []
-    model.eval()
-    with torch.inference_mode():
-        for img, kp in zip(images, keypoints):
-            heat, loc = model(torch.from_numpy(img).permute(2, 0, 1)[None].float())
-            pred = decode(model.probabilities(heat).numpy(), loc.numpy(), model.stride, locref_stdev)[0]
-            d = np.linalg.norm(pred[:, :2] - kp, axis=1)
-            errs.extend(d[np.isfinite(d)].tolist())
+    for pred, kp in zip(_predict(model, images, locref_stdev), keypoints):
+        d = np.linalg.norm(pred[:, :2] - kp, axis=1)
+        errs.extend(d[np.isfinite(d)].tolist())
     model.train()
     return float(np.mean(errs)) if errs else float("nan")
 
@@ -217,16 +228,22 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
     model = PoseNet(cfg.net, len(project.bodyparts), cfg.output_stride, pretrained=cfg.pretrained)
     model.train()
     maker = SampleMaker(data.images, data.keypoints, cfg, model.grid_size, model.stride)
+    pseudo = pseudo_labels_for(project, cfg, folder, maker, data.labelled)
 
     def step(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         heat, locref = model(batch["image"])
         return pose_loss(heat, locref, batch, cfg.locref_loss_weight)
 
+    def before_epoch(epoch: int) -> None:
+        pseudo.before_epoch(epoch, lambda ims: _predict(model, ims, cfg.target.locref_stdev))
+
     return run_training(
-        project, shuffle, cfg, folder, existing, resume, progress, model, maker, step,
+        project, shuffle, cfg, folder, existing, resume, progress, model,
+        maker if pseudo is None else pseudo.samples, step,
         test_error=lambda: _mean_error(model, data.test_images, data.test_keypoints,
                                        cfg.target.locref_stdev),
-        bundle_for=lambda epoch: _bundle_for(project, shuffle, cfg, model, epoch))
+        bundle_for=lambda epoch: _bundle_for(project, shuffle, cfg, model, epoch),
+        before_epoch=None if pseudo is None else before_epoch)
 
 
 from posed.engines.pytorch.profile import count_flops, cuda_device, matmul_call  # noqa: E402,F401 (posed bench's capabilities)

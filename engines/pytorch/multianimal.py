@@ -26,6 +26,7 @@ from posed.engines.project.folders import get_model_folder
 from posed.engines.pytorch.accel import OpenMPHandoff, load_torchscript, select_device
 from posed.engines.pytorch.training import ENGINE, pose_loss, prepare_training, run_training
 from posed.engines.pytorch.model import TIMM_NAMES, BottomUpNet, load_for_inference
+from posed.engines.training.pseudo import refuse as refuse_pseudo_labels
 from posed.engines.training import (SampleMaker, TrainConfig, bundle_source,
                                     load_multianimal_training_data, make_multianimal_targets,
                                     random_animal_centre)
@@ -88,6 +89,7 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
           *, progress: bool = True, resume: bool = False) -> Path:
     """Train the bottom-up model of a multi-animal project (see the module notes)."""
     cfg, folder, existing = prepare_training(project, shuffle, overrides, resume)
+    refuse_pseudo_labels(cfg, "multi-animal projects")
     data = load_multianimal_training_data(project, shuffle, cfg,
                                           get_model_folder(project, shuffle, ENGINE))
     cfg = data.cfg

@@ -37,6 +37,7 @@ from posed.engines.tensorflow.devices import select_device, set_threads
 from posed.engines.tensorflow.dlc2 import FrozenGraphRunner
 from posed.engines.training import (SampleMaker, TrainConfig, bundle_source, load_training_data,
                                     lr_at)
+from posed.engines.training.pseudo import pseudo_labels_for
 from posed.errors import ConfigError, InferenceError, ModelLoadError
 
 tf = import_tensorflow()
@@ -237,14 +238,22 @@ def _bundle_for(project: Project, shuffle: int, cfg: TrainConfig, epoch: int) ->
     )
 
 
+def _poses(predict: Any, images: list[np.ndarray], stride: float,
+           locref_stdev: float) -> np.ndarray:
+    """N×K×3 poses on full images (one at a time: sizes may differ)."""
+    out = []
+    for img in images:
+        probs, loc = predict(tf.convert_to_tensor(img[None]))
+        out.append(decode(np.transpose(probs.numpy(), (0, 3, 1, 2)),
+                          np.transpose(loc.numpy(), (0, 3, 1, 2)), stride, locref_stdev)[0])
+    return np.stack(out) if out else np.zeros((0, 0, 3))
+
+
 def _mean_error(predict: Any, images: list[np.ndarray], keypoints: list[np.ndarray],
                 stride: float, locref_stdev: float) -> float:
     """Mean pixel error on full images (NaN when nothing is labelled)."""
     errs = []
-    for img, kp in zip(images, keypoints):
-        probs, loc = predict(tf.convert_to_tensor(img[None]))
-        pred = decode(np.transpose(probs.numpy(), (0, 3, 1, 2)),
-                      np.transpose(loc.numpy(), (0, 3, 1, 2)), stride, locref_stdev)[0]
+    for pred, kp in zip(_poses(predict, images, stride, locref_stdev), keypoints):
         d = np.linalg.norm(pred[:, :2] - kp, axis=1)
         errs.extend(d[np.isfinite(d)].tolist())
     return float(np.mean(errs)) if errs else float("nan")
@@ -286,6 +295,8 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
     stride = cfg.output_stride / 2
     maker = SampleMaker(data.images, data.keypoints, cfg, lambda h, w: grid_size(model, h, w),
                         stride)
+    pseudo = pseudo_labels_for(project, cfg, folder, maker, data.labelled)
+    samples = maker if pseudo is None else pseudo.samples
     optimizer = _make_optimizer(cfg)
     optimizer.build(model.trainable_variables)
     train_step, predict = _compiled(model, optimizer, float(cfg.locref_loss_weight))
@@ -295,7 +306,10 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
 
     def train_epoch(epoch: int) -> tuple[np.ndarray, float]:
         totals, lr = np.zeros(3), cfg.lr
-        for step, batch in enumerate(_dataset(maker, cfg, epoch, drop_last)):
+        if pseudo is not None:
+            pseudo.before_epoch(epoch, lambda ims: _poses(predict, ims, stride,
+                                                          cfg.target.locref_stdev))
+        for step, batch in enumerate(_dataset(samples, cfg, epoch, drop_last)):
             lr = lr_at(cfg, epoch + step / steps_per_epoch)
             optimizer.learning_rate = lr
             loss, hm, lo = train_step(*batch)

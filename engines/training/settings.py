@@ -93,6 +93,54 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class PseudoLabelConfig:
+    """Semi-supervised training on the project's unlabelled video frames
+    (:mod:`posed.engines.training.pseudo`).
+
+    From ``start`` of the epochs on, the model being trained labels ``frames`` frames of the
+    videos; a part counts only where two views of the frame (the frame, and the frame scaled
+    by 7/8) both reach ``pcutoff`` and agree within ``agree_px``. From then on, each sample of
+    an epoch is one of those frames with probability ``mix`` (a frame with less than
+    ``min_parts`` of its parts kept is left out); the steps per epoch do not change.
+
+    Attributes:
+        enabled: Off by default.
+        videos: Video files (relative to the project folder, or absolute); empty = the
+            project's videos (``videos/`` files named like a ``labeled-data`` folder).
+        frames: Unlabelled frames to label, evenly spaced over the videos; labelled frames
+            are left out.
+        start: Fraction of the epochs after which the frames are labelled (0 < start < 1).
+        pcutoff: Likelihood both views must reach for a part to be kept.
+        agree_px: Largest distance, in pixels, between the two views' positions of a part.
+        mix: Probability that a training sample is a pseudo-labelled frame.
+        min_parts: Fraction of the body parts a frame must keep to be used.
+    """
+
+    enabled: bool = False
+    videos: tuple[str, ...] = ()
+    frames: int = 200
+    start: float = 0.5
+    pcutoff: float = 0.8
+    agree_px: float = 4.0
+    mix: float = 0.5
+    min_parts: float = 0.5
+
+    def __post_init__(self) -> None:
+        def bad(key: str, why: str) -> ValueError:
+            return ValueError(f"key 'pseudo_labels.{key}': {why}, got {getattr(self, key)!r}")
+
+        if self.frames < 1:
+            raise bad("frames", "must be at least 1")
+        if not 0.0 < self.start < 1.0:
+            raise bad("start", "must be a fraction of the epochs between 0 and 1 (exclusive)")
+        for key in ("pcutoff", "mix", "min_parts"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise bad(key, "must be between 0 and 1")
+        if self.agree_px <= 0:
+            raise bad("agree_px", "must be positive")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides how a model is trained.
 
@@ -117,6 +165,7 @@ class TrainConfig:
         recipe: ``auto`` (``scratch`` without pretrained weights, else ``finetune``),
             ``scratch`` or ``finetune``: the defaults below the project's and the user's
             settings (:func:`recipe_settings`); the resolved config names the one used.
+        pseudo_labels: Training on confidently self-labelled video frames (off by default).
     """
 
     net: str = "resnet_50"
@@ -136,6 +185,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     target: TargetSpec = field(default_factory=TargetSpec)
     recipe: str = "auto"
+    pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-friendly dict."""
@@ -144,6 +194,7 @@ class TrainConfig:
         data["augment"]["flip_pairs"] = [list(p) for p in self.augment.flip_pairs]
         if self.crop is not None:
             data["crop"] = list(self.crop)
+        data["pseudo_labels"]["videos"] = list(self.pseudo_labels.videos)
         return data
 
 
@@ -163,6 +214,11 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         ok = isinstance(value, str)
     elif text == "bool | str":
         ok = isinstance(value, (bool, str))
+    elif text == "bool":
+        ok = isinstance(value, bool)
+    elif text == "tuple[str, ...]":
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
     elif text.startswith("tuple[int, int]"):
         ok = value is None if "None" in text and value is None else (
             isinstance(value, (list, tuple)) and len(value) == 2
@@ -195,10 +251,11 @@ def _build(cls: type, data: Mapping[str, Any], source: str, prefix: str = "") ->
         name = f"{prefix}{key}"
         if key not in fields:
             raise ConfigError(f"{source}: unknown key '{name}' (known: {', '.join(fields)})")
-        if key == "augment":
+        if key in ("augment", "pseudo_labels"):
+            kind = AugmentConfig if key == "augment" else PseudoLabelConfig
             try:
-                kwargs[key] = _build(AugmentConfig, value or {}, source, f"{name}.")
-            except ValueError as exc:  # AugmentConfig's checks name the key
+                kwargs[key] = _build(kind, value or {}, source, f"{name}.")
+            except ValueError as exc:  # their checks name the key
                 raise ConfigError(f"{source}: {exc}") from None
         elif key == "target":
             try:
@@ -222,7 +279,7 @@ def make_train_config(layers: list[tuple[str, Mapping[str, Any] | None]]) -> Tra
         if not isinstance(layer, Mapping):
             raise ConfigError(f"{where}: expected a mapping of training settings")
         clean = {k: v for k, v in layer.items() if v is not None}
-        for nested in ("augment", "target"):
+        for nested in ("augment", "target", "pseudo_labels"):
             # A layer that sets one augmentation key keeps the others from lower layers.
             if isinstance(clean.get(nested), Mapping):
                 lower = dataclasses.asdict(getattr(merged, nested))

@@ -78,6 +78,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if args.pretrained in ("true", "imagenet"):
         overrides["pretrained"] = True
+    if args.pseudo_labels is not None:
+        pseudo = {"enabled": True, "videos": args.pseudo_labels or None,
+                  "frames": args.pseudo_frames}
+        overrides["pseudo_labels"] = {k: v for k, v in pseudo.items() if v is not None}
     api.create_training_dataset(project, args.shuffle, train_fraction=args.train_fraction)
     folder = api.train_network(project, args.shuffle, args.engine, overrides,
                                   progress=not args.quiet, resume=args.resume,
@@ -94,7 +98,7 @@ def add_train(sub: Any) -> None:
                        "mobilenet_v2_0.35, efficientnet_b0, dlc_resnet_50 (DeepLabCut 3's "
                        "GroupNorm ResNet-50) (default: project default_net_type)")
         p.add_argument("--epochs", type=positive, help="training epochs (default: the "
-                       "recipe's: 600 steps from scratch, within 30..300; 50 to fine-tune)")
+                       "recipe's: 1200 steps from scratch, within 30..300; 50 to fine-tune)")
         p.add_argument("--batch-size", type=positive,
                        help="batch size (default: project batch_size)")
         p.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3 from "
@@ -117,6 +121,11 @@ def add_train(sub: Any) -> None:
         p.add_argument("--resume", action="store_true", help="continue from the newest snapshot")
         p.add_argument("--overwrite", action="store_true",
                        help="delete this shuffle's snapshots first")
+        p.add_argument("--pseudo-labels", nargs="*", metavar="VIDEO",
+                       help="semi-supervised: from half-way, also learn from frames of these "
+                       "videos (default: the project's) that the model labels confidently")
+        p.add_argument("--pseudo-frames", type=positive, metavar="N",
+                       help="unlabelled frames to label (default 200)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
