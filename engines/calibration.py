@@ -62,7 +62,7 @@ def _pick(n: int, limit: int, holdout: int) -> tuple[list[int], list[int]]:
 
 def _video(path: Path, limit: int, holdout: int) -> tuple[dict[int, np.ndarray], list, list]:
     """Frames at evenly spaced indices of a video, one decoding pass up to the last one."""
-    from posed.engines.video import VideoReader, probe_video
+    from posed.engines.video import VideoReader, frames_at, probe_video
 
     count = probe_video(path).nframes
     if count <= 0:  # the header says nothing: count the frames that decode
@@ -72,9 +72,7 @@ def _video(path: Path, limit: int, holdout: int) -> tuple[dict[int, np.ndarray],
         raise DataError(f"{path}: {count} frames; calibration needs at least "
                         f"{2 if holdout else 1}")
     calib, check = _pick(count, limit, holdout)
-    wanted = set(calib + check)
-    with VideoReader(path, stop=max(wanted) + 1) as reader:
-        frames = {i: f for i, f in reader if i in wanted}
+    frames = frames_at(path, calib + check)
     if not frames:
         raise DataError(f"{path}: no frames could be read")
     return frames, [i for i in calib if i in frames], [i for i in check if i in frames]

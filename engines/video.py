@@ -29,7 +29,7 @@ import numpy as np
 
 from posed.errors import VideoError
 
-__all__ = ["FrameIndexer", "VideoInfo", "VideoReader", "prefetch", "probe_video"]
+__all__ = ["FrameIndexer", "VideoInfo", "VideoReader", "frames_at", "prefetch", "probe_video"]
 
 T = TypeVar("T")
 
@@ -487,6 +487,16 @@ class VideoReader:
                 indices, images = [], []
         if images:
             yield np.asarray(indices, dtype=np.int64), np.stack(images)
+
+
+def frames_at(path: str | Path, indices: Iterable[int]) -> dict[int, np.ndarray]:
+    """The frames at ``indices`` (index -> RGB), decoded in one pass from the first wanted to
+    the last; a frame that does not decode is missing from the result."""
+    wanted = set(indices)
+    if not wanted:
+        return {}
+    with VideoReader(path, start=min(wanted), stop=max(wanted) + 1) as reader:
+        return {i: frame for i, frame in reader if i in wanted}
 
 
 class _Raised:

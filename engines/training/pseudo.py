@@ -103,15 +103,14 @@ def pick_frames(lengths: Sequence[tuple[Path, int]], n: int,
 def read_frames(picks: Sequence[tuple[Path, int]]) -> list[tuple[Path, int, np.ndarray]]:
     """Decode the picked frames (one pass per video); a frame that fails to decode is left
     out and counted in the log."""
-    from posed.engines.video import VideoReader
+    from posed.engines.video import frames_at
 
     out = []
-    by_video: dict[Path, set[int]] = {}
+    by_video: dict[Path, list[int]] = {}
     for video, index in picks:
-        by_video.setdefault(video, set()).add(index)
+        by_video.setdefault(video, []).append(index)
     for video, wanted in by_video.items():
-        with VideoReader(video, start=min(wanted), stop=max(wanted) + 1) as reader:
-            out.extend((video, i, rgb) for i, rgb in reader if i in wanted)
+        out.extend((video, i, rgb) for i, rgb in sorted(frames_at(video, wanted).items()))
     if len(out) < len(picks):
         log.warning("pseudo-labels: %d of %d picked frames could not be decoded; left out",
                     len(picks) - len(out), len(picks))
@@ -142,7 +141,7 @@ def label_frames(predict: Predict, images: list[np.ndarray], cfg: PseudoLabelCon
     # Back to the frame's pixels (centres of pixels: x_full + 0.5 = (x_small + 0.5) / s).
     sx = np.array([im.shape[1] / s.shape[1] for im, s in zip(images, small)])[:, None]
     sy = np.array([im.shape[0] / s.shape[0] for im, s in zip(images, small)])[:, None]
-    second = second.astype(np.float64).copy()
+    second = second.astype(np.float64)  # a copy: the views' arrays stay as predicted
     second[..., 0] = (second[..., 0] + 0.5) * sx - 0.5
     second[..., 1] = (second[..., 1] + 0.5) * sy - 0.5
     return consistent_parts(first.astype(np.float64), second, cfg)

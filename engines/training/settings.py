@@ -36,6 +36,11 @@ SCRATCH_EPOCHS = (30, 300)  # the bounds on the epochs those steps become
 FIXED_STRIDE_NETS = ("dlc_resnet_50",)
 
 
+def _key_error(section: str, settings: Any, key: str, why: str) -> ValueError:
+    """The one-line error of a bad ``section.key`` value (``_build`` adds the file)."""
+    return ValueError(f"key '{section}.{key}': {why}, got {getattr(settings, key)!r}")
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     """Random augmentation applied to each training sample.
@@ -75,7 +80,7 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ValueError:
-            return ValueError(f"key 'augment.{key}': {why}, got {getattr(self, key)!r}")
+            return _key_error("augment", self, key, why)
 
         for key in ("blur_prob", "flip_prob", "occlude_prob", "motion_blur_prob", "invert_prob"):
             if not 0.0 <= getattr(self, key) <= 1.0:
@@ -127,7 +132,7 @@ class PseudoLabelConfig:
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ValueError:
-            return ValueError(f"key 'pseudo_labels.{key}': {why}, got {getattr(self, key)!r}")
+            return _key_error("pseudo_labels", self, key, why)
 
         if self.frames < 1:
             raise bad("frames", "must be at least 1")
