@@ -151,12 +151,20 @@ class MultiAnimalRunner(PoseRunner):
         if self.animal_bodyparts + self.unique_bodyparts != self.bodyparts:
             raise InferenceError(f"{bundle.path}: bodyparts must be multianimalbodyparts then "
                                  "uniquebodyparts")
-        settings = {**ASSEMBLY_DEFAULTS, **dict(arch.get("assembly") or {}), **dict(assembly or {})}
-        unknown = sorted(set(settings) - set(ASSEMBLY_DEFAULTS))
+        # DeepLabCut's models assemble as DeepLabCut does (its settings come with the model).
+        self.dlc_predictor = dict(arch.get("dlc_predictor") or {})
+        if self.dlc_predictor:
+            from posed.engines.dlc.assembler import TUNABLE
+
+            defaults, known = self.dlc_predictor, TUNABLE
+        else:
+            defaults, known = ASSEMBLY_DEFAULTS, tuple(ASSEMBLY_DEFAULTS)
+        overrides = {**dict(arch.get("assembly") or {}), **dict(assembly or {})}
+        unknown = sorted(set(overrides) - set(known))
         if unknown:
             raise InferenceError(f"unknown assembly setting '{unknown[0]}' "
-                                 f"(known: {', '.join(ASSEMBLY_DEFAULTS)})")
-        self.assembly = settings
+                                 f"(known: {', '.join(known)})")
+        self.assembly = {**defaults, **overrides}
 
     @abstractmethod
     def _maps(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -178,6 +186,8 @@ class MultiAnimalRunner(PoseRunner):
         if n == 0:
             return AnimalPoses(animals, scores, unique)
         heat, locref, pafs = self._maps(frames)
+        if self.dlc_predictor:
+            return self._dlc_animals(heat, locref, pafs, animals, scores, unique)
         for i in range(n):
             found = assemble_maps(
                 heat[i], pafs[i] if self.skeleton else None, self.skeleton,
@@ -186,6 +196,20 @@ class MultiAnimalRunner(PoseRunner):
             animals[i, : len(found.animals)] = found.animals
             scores[i, : len(found.scores)] = found.scores
             unique[i] = found.unique
+        return AnimalPoses(animals, scores, unique)
+
+    def _dlc_animals(self, heat: np.ndarray, locref: np.ndarray, pafs: np.ndarray,
+                     animals: np.ndarray, scores: np.ndarray, unique: np.ndarray) -> AnimalPoses:
+        from posed.engines.dlc.assembler import predict
+
+        for i in range(len(heat)):
+            found, affinity = predict(heat[i], locref[i], pafs[i], stride=self.bundle.stride,
+                                      settings=self.assembly, n_parts=animals.shape[2],
+                                      slots=animals.shape[1])
+            animals[i] = found
+            scores[i] = affinity
+        # posed's convention: a part an animal lacks has score 0 (DeepLabCut writes NaN).
+        animals[..., 2][np.isnan(animals[..., 2])] = 0.0
         return AnimalPoses(animals, scores, unique)
 
     def _forward(self, frames: np.ndarray) -> np.ndarray:

@@ -202,13 +202,15 @@ def _write_bundle(spec: dict[str, Any], state: dict[str, torch.Tensor], path: Pa
     """Check ``state`` against the architecture strictly, then write the bundle atomically."""
     from safetensors.torch import save_file
 
-    from posed.engines.pytorch.backend import build_model
-
     bundle = ModelBundle(
         engine="pytorch", format="safetensors", bodyparts=spec["bodyparts"],
         architecture=spec["architecture"], stride=spec["stride"],
         locref_stdev=spec["locref_stdev"], mean=spec["mean"], std=spec["std"], source=source,
     )
+    if "individuals" in spec["architecture"]:
+        from posed.engines.pytorch.multianimal import build_model
+    else:
+        from posed.engines.pytorch.backend import build_model
     try:
         model = build_model(bundle)
     except ModelLoadError as exc:
@@ -259,15 +261,6 @@ def _model_spec(config: Mapping, path: Path) -> dict[str, Any]:
     if not (isinstance(bodyparts, list) and bodyparts
             and all(isinstance(b, str) for b in bodyparts)):
         raise ModelLoadError(f"{path}: config key 'metadata.bodyparts' is not a list of names")
-    metadata = config["metadata"]
-    individuals = metadata.get("individuals") or []
-    if len(individuals) > 1:
-        raise _unsupported(path, f"multi-animal models ({len(individuals)} individuals)")
-    if metadata.get("unique_bodyparts"):
-        raise _unsupported(path, "unique body parts")
-    if metadata.get("with_identity"):
-        raise _unsupported(path, "identity heads")
-
     model_cfg = _get(config, "model", path)
     if model_cfg.get("neck"):
         raise _unsupported(path, f"a neck ({model_cfg['neck'].get('type', '?')})")
@@ -288,8 +281,27 @@ def _model_spec(config: Mapping, path: Path) -> dict[str, Any]:
         raise _unsupported(path, f"head '{extra[0]}'")
     head = _get(config, "model.heads.bodypart", path)
     htype = str(head.get("type"))
+    mean, std = _normalisation(config, path)
+    net_type = str(config.get("net_type") or f"dlc_{timm_model}")
+    if htype == "DLCRNetHead":
+        from posed.exporters.dlc_paf import paf_spec
+
+        common = {"bodyparts": list(bodyparts), "output_stride": output_stride, "mean": mean,
+                  "std": std, "net_type": net_type,
+                  "architecture": {"net": _POSED_NETS.get(net_type, net_type),
+                                   "timm_model": timm_model, "output_stride": output_stride}}
+        return paf_spec(config, head, path, common)
     if htype != "HeatmapHead":
         raise _unsupported(path, f"head type '{htype}'")
+    metadata = config["metadata"]
+    individuals = metadata.get("individuals") or []
+    if len(individuals) > 1:
+        raise _unsupported(path, f"multi-animal models with a {htype} "
+                                 f"({len(individuals)} individuals)")
+    if metadata.get("unique_bodyparts"):
+        raise _unsupported(path, "unique body parts")
+    if metadata.get("with_identity"):
+        raise _unsupported(path, "identity heads")
     k = len(bodyparts)
     _check_deconv(_get(config, "model.heads.bodypart.heatmap_config", path), "heatmap", k, path)
     predictor = _get(config, "model.heads.bodypart.predictor", path)
@@ -307,9 +319,6 @@ def _model_spec(config: Mapping, path: Path) -> dict[str, Any]:
         score = "clip"
     else:
         raise _unsupported(path, "unbounded heatmap scores (neither apply_sigmoid nor clip_scores)")
-
-    mean, std = _normalisation(config, path)
-    net_type = str(config.get("net_type") or f"dlc_{timm_model}")
     return {
         "bodyparts": list(bodyparts),
         "architecture": {"net": _POSED_NETS.get(net_type, net_type), "timm_model": timm_model,
@@ -365,6 +374,10 @@ def _normalisation(config: Mapping, path: Path) -> tuple[tuple[float, ...], tupl
 def _map_state_dict(pose: Mapping[str, torch.Tensor], spec: dict[str, Any],
                     path: Path) -> dict[str, torch.Tensor]:
     """DeepLabCut ``PoseModel`` keys -> ``PoseNet`` keys (checked strictly by the caller)."""
+    if spec["architecture"].get("head") == "dlcrnet":
+        from posed.exporters.dlc_paf import map_paf_state
+
+        return map_paf_state(pose, path, _BACKBONE_PREFIX)
     heads = {f"{_HEAD_PREFIX}heatmap_head.deconv_layers.0.": "heatmap."}
     if spec["has_locref_layer"]:
         heads[f"{_HEAD_PREFIX}locref_head.deconv_layers.0."] = "locref."

@@ -25,6 +25,7 @@ from posed.engines.project import Project
 from posed.engines.project.folders import get_model_folder
 from posed.engines.pytorch.accel import OpenMPHandoff, load_torchscript, select_device
 from posed.engines.pytorch.training import ENGINE, pose_loss, prepare_training, run_training
+from posed.engines.pytorch.dlcrnet import DLCRNet
 from posed.engines.pytorch.model import TIMM_NAMES, BottomUpNet, load_for_inference
 from posed.engines.training.pseudo import refuse as refuse_pseudo_labels
 from posed.engines.training import (SampleMaker, TrainConfig, bundle_source,
@@ -138,10 +139,18 @@ def matched_error(runner: MultiAnimalRunner, images: list[np.ndarray],
 
 # ----------------------------------------------------------------------------- inference
 
-def build_model(bundle: ModelBundle) -> BottomUpNet:
-    """Instantiate the bottom-up network a bundle describes (weights not loaded)."""
+def build_model(bundle: ModelBundle) -> BottomUpNet | DLCRNet:
+    """Instantiate the bottom-up network a bundle describes (weights not loaded):
+    DeepLabCut 3's multi-stage head for ``head: dlcrnet``, posed's own otherwise."""
     arch = bundle.architecture
     try:
+        if arch.get("head") == DLCRNet.head:
+            return DLCRNet(arch["net"], len(bundle.bodyparts), arch["paf_edges"],
+                           int(arch.get("output_stride", 16)),
+                           num_stages=int(arch.get("num_stages", 5)),
+                           features_dim=int(arch.get("features_dim", 128)),
+                           mean=tuple(bundle.mean), std=tuple(bundle.std),
+                           timm_model=arch.get("timm_model"), score=arch.get("score", "sigmoid"))
         return BottomUpNet(arch["net"], len(bundle.bodyparts), arch["paf_edges"],
                            int(arch.get("output_stride", 16)), pretrained=False,
                            mean=tuple(bundle.mean), std=tuple(bundle.std),

@@ -1,0 +1,317 @@
+"""DeepLabCut 3's multi-animal bottom-up models: DeepLabCut's predictor and assembler, the
+DLCRNet head, import and exports.
+
+References made by DeepLabCut 3.0.2 itself (``benchmarks/dlc_reference/make_paf_cases.py``):
+``paf_cases.npz`` holds maps rendered from random animals with the animals DeepLabCut's
+``PartAffinityFieldPredictor`` assembles from them, and random candidate sets (many tied
+affinities) with the animals DeepLabCut's ``Assembler`` makes of them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from posed.engines.dlc.assembler import assemble, predict
+from posed.engines.dlc.paf import Candidates, candidates, gaussian_kernel
+from posed.errors import InferenceError, ModelLoadError
+
+DATA = Path(__file__).parent / "data" / "deeplabcut"
+CASES = DATA / "paf_cases.npz"
+XY_TOL_PX = 1e-3
+
+
+@pytest.fixture(scope="module")
+def cases():
+    data = np.load(CASES)
+    return data, json.loads(str(data["settings"]))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1 / (1 + np.exp(-x.astype(np.float64)))).astype(np.float32)
+
+
+def _settings(case: dict) -> dict:
+    return {**case, "pcutoff": 0.1, "min_n_links": 2, "max_overlap": 0.8, "clip_scores": False}
+
+
+def test_predictor_matches_deeplabcut_on_rendered_maps(cases):
+    data, meta = cases
+    assert meta["deeplabcut"] == "3.0.2"
+    animals_seen = 0
+    for i, case in enumerate(meta["cases"]):
+        got, affinity = predict(_sigmoid(data[f"heat_{i}"]), data[f"locref_{i}"],
+                                data[f"paf_{i}"], stride=case["stride"],
+                                settings=_settings(case), n_parts=case["n_parts"],
+                                slots=case["num_animals"])
+        want = data[f"poses_{i}"]
+        found = (want[..., 0] != -1).any(axis=-1)  # DeepLabCut: -1 in empty slots
+        n = int(found.sum())
+        assert np.isfinite(got[..., 0]).any(axis=-1).sum() == n, f"case {i}"
+        assert found[:n].all() and np.isnan(got[n:, :, :2]).all()
+        np.testing.assert_array_equal(np.isnan(got[:n, :, 0]), np.isnan(want[:n, :, 0]))
+        np.testing.assert_allclose(got[:n, :, :2], want[:n, :, :2], atol=XY_TOL_PX,
+                                   err_msg=f"case {i}")
+        np.testing.assert_allclose(got[:n, :, 2], want[:n, :, 2], atol=1e-5)
+        np.testing.assert_allclose(affinity[:n], want[:n, 0, 4], atol=1e-5)
+        animals_seen += n
+    assert animals_seen > len(meta["cases"])  # the cases hold real work
+
+
+def _found(case: dict) -> Candidates:
+    return Candidates(
+        xy=[np.asarray(x, dtype=np.float32).reshape(-1, 2) for x in case["xy"]],
+        confidence=[np.asarray(c, dtype=np.float32) for c in case["confidence"]],
+        costs={int(e): (np.asarray(c["m1"], dtype=np.float32),
+                        np.asarray(c["distance"], dtype=np.float32))
+               for e, c in case["costs"].items()})
+
+
+def test_assembler_matches_deeplabcut_with_ties(cases):
+    _, meta = cases
+    counts = []
+    for i, case in enumerate(meta["assembler_cases"]):
+        animals = assemble(_found(case), n_parts=case["n_parts"], slots=case["num_animals"],
+                           graph=[tuple(e) for e in case["graph"]], keep=case["edges_to_keep"],
+                           min_affinity=case["min_affinity"])
+        want = case["dlc_assemblies"]
+        assert len(animals) == len(want), f"assembler case {i}"
+        for animal, ref in zip(animals, want):
+            ref_data = np.array([[np.nan if v is None else v for v in row] for row in ref["data"]])
+            np.testing.assert_allclose(animal.data, ref_data, atol=1e-6, err_msg=f"case {i}")
+            assert animal.affinity == pytest.approx(ref["affinity"], abs=1e-7)
+        counts.append(len(want))
+    assert max(counts) >= 3 and counts.count(0) < len(counts) / 2
+
+
+def test_assembly_invariants_on_random_maps():
+    """Whatever it finds: at most ``slots`` animals, no candidate in two animals, each
+    animal's parts are candidates of that part, best first by nothing but DeepLabCut's order."""
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        k, h, w, slots = int(rng.integers(2, 5)), 16, 20, int(rng.integers(1, 4))
+        graph = [(a, b) for a in range(k) for b in range(a + 1, k)]
+        scores = _sigmoid(rng.normal(-2, 2, size=(k, h, w)).astype(np.float32))
+        locref = rng.normal(0, 0.2, size=(2 * k, h, w)).astype(np.float32)
+        pafs = rng.normal(0, 0.5, size=(2 * len(graph), h, w)).astype(np.float32)
+        settings = {"graph": graph, "edges_to_keep": list(range(len(graph))),
+                    "locref_stdev": 7.2801, "nms_radius": 3, "sigma": 1.0, "pcutoff": 0.1,
+                    "min_affinity": 0.05, "min_n_links": 2, "max_overlap": 0.8}
+        got, affinity = predict(scores, locref, pafs, stride=8.0, settings=settings,
+                                n_parts=k, slots=slots)
+        assert got.shape == (slots, k, 3)
+        found = candidates(scores, locref, pafs, stride=8.0, graph=graph,
+                           keep=settings["edges_to_keep"], locref_stdev=7.2801, nms_radius=3,
+                           sigma=1.0)
+        used = set()
+        for animal in got[np.isfinite(got[..., 0]).any(axis=-1)]:
+            for part, (x, y, p) in enumerate(animal):
+                if np.isnan(x):
+                    assert p == 0
+                    continue
+                match = np.flatnonzero((found.xy[part] == (x, y)).all(axis=1))
+                assert len(match) == 1 and (part, int(match[0])) not in used
+                used.add((part, int(match[0])))
+                assert found.confidence[part][match[0]] == pytest.approx(p)
+        empty = ~np.isfinite(got[..., 0]).any(axis=-1)
+        assert (affinity[empty] == 0).all() and (affinity >= 0).all()
+
+
+def test_smoothing_kernel_is_deeplabcuts_normalised_gaussian():
+    k = gaussian_kernel(1.0, 5)
+    assert k.shape == (11,) and k.sum() == pytest.approx(1, abs=1e-6)
+    assert k[5] == k.max() and k[4] / k[5] == pytest.approx(np.exp(-0.5), rel=1e-5)
+
+
+def test_no_candidate_means_no_animal():
+    k, h, w = 3, 8, 8
+    flat = np.zeros((k, h, w), np.float32)
+    settings = {"graph": [(0, 1), (1, 2)], "edges_to_keep": [0, 1], "locref_stdev": 7.2801,
+                "nms_radius": 5, "sigma": 1.0, "pcutoff": 0.1, "min_affinity": 0.05,
+                "min_n_links": 2, "max_overlap": 0.8}
+    got, affinity = predict(flat, np.zeros((2 * k, h, w), np.float32),
+                            np.zeros((4, h, w), np.float32), stride=4.0, settings=settings,
+                            n_parts=k, slots=2)
+    assert np.isnan(got).all() and (affinity == 0).all()
+
+
+# ----------------------------------------------------------------------------- the network
+
+
+torch = pytest.importorskip("torch")
+
+BODYPARTS = ["snout", "leftear", "rightear", "tailbase"]
+GRAPH = [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
+
+
+def _dlc_config(**predictor) -> dict:
+    """A DeepLabCut 3 ``pytorch_config`` of a multi-animal ``resnet_50`` shrunk to timm's
+    ``test_resnet`` (96 channels), as DeepLabCut writes it."""
+    k, p = len(BODYPARTS), 2 * len(GRAPH)
+    return {
+        "method": "bu", "net_type": "resnet_50",
+        "metadata": {"project_path": "/x/ma-me-2024-05-06", "bodyparts": BODYPARTS,
+                     "unique_bodyparts": [], "individuals": ["a1", "a2", "a3"],
+                     "with_identity": None},
+        "data": {"colormode": "RGB", "inference": {"normalize_images": True}},
+        "model": {"backbone": {"type": "ResNet", "model_name": "test_resnet",
+                               "output_stride": 16},
+                  "backbone_output_channels": 96,
+                  "heads": {"bodypart": {
+                      "type": "DLCRNetHead", "num_stages": 5, "features_dim": 128,
+                      "predictor": {"type": "PartAffinityFieldPredictor", "num_animals": 3,
+                                    "num_multibodyparts": k, "num_uniquebodyparts": 0,
+                                    "nms_radius": 5, "sigma": 1.0, "locref_stdev": 7.2801,
+                                    "min_affinity": 0.05, "graph": GRAPH,
+                                    "edges_to_keep": list(range(len(GRAPH))),
+                                    "apply_sigmoid": True, "clip_scores": False, **predictor},
+                      "heatmap_config": {"channels": [96, k], "kernel_size": [3], "strides": [2]},
+                      "locref_config": {"channels": [96, 2 * k], "kernel_size": [3],
+                                        "strides": [2]},
+                      "paf_config": {"channels": [96, p], "kernel_size": [3], "strides": [2]}}}},
+    }
+
+
+def _dlc_state(model) -> dict:
+    """posed's DLCRNet tensors under DeepLabCut's ``PoseModel`` names."""
+    outputs = {"heatmap.": "heatmap_head.deconv_layers.0.",
+               "locref.": "locref_head.deconv_layers.0.", "paf.": "paf_head.deconv_layers.0."}
+    state = {}
+    for key, tensor in model.state_dict().items():
+        if key.startswith("backbone."):
+            state["backbone.model." + key[len("backbone."):]] = tensor
+            continue
+        head = next((v + key[len(k):] for k, v in outputs.items() if key.startswith(k)), key)
+        state["heads.bodypart." + head] = tensor
+    return state
+
+
+@pytest.fixture(scope="module")
+def dlc_export(tmp_path_factory):
+    from posed.engines.pytorch.dlcrnet import DLCRNet
+
+    torch.manual_seed(0)
+    model = DLCRNet("resnet_50", len(BODYPARTS), GRAPH, 16, timm_model="test_resnet")
+    with torch.no_grad():
+        for param in model.parameters():  # larger than init so the maps have structure
+            param.add_(torch.randn_like(param) * 0.05)
+    path = tmp_path_factory.mktemp("dlcma") / \
+        "DLC_ma_resnet_50_iteration-0_shuffle-1_snapshot-005.pt"
+    torch.save({"config": _dlc_config(), "pose": _dlc_state(model)}, path)
+    return path, model.eval()
+
+
+def _frames(n: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return rng.integers(0, 256, size=(n, 96, 128, 3), dtype=np.uint8)
+
+
+def test_dlcrnet_grid_is_a_quarter_of_the_backbone_stride():
+    from posed.engines.pytorch.dlcrnet import DLCRNet
+
+    model = DLCRNet("x", 4, GRAPH, 16, timm_model="test_resnet")
+    assert model.stride == 4
+    heat, locref, paf = model(torch.zeros(1, 3, 96, 128))
+    assert heat.shape == (1, 4, 25, 33) and locref.shape == (1, 8, 25, 33)
+    assert paf.shape == (1, 12, 25, 33)
+    flat = DLCRNet("x", 4, GRAPH, 16, timm_model="test_resnet", num_stages=0)
+    assert flat.stride == 8 and flat(torch.zeros(1, 3, 96, 128))[0].shape == (1, 4, 13, 17)
+
+
+def test_import_runs_deeplabcuts_predictor(dlc_export, tmp_path):
+    from posed.engines import api
+    from posed.engines.base import MultiAnimalRunner
+    from posed.exporters.dlc import import_dlc_pytorch
+
+    path, model = dlc_export
+    out = import_dlc_pytorch(path, tmp_path / "bundle")
+    runner = api.load_model(out, device="cpu")
+    assert isinstance(runner, MultiAnimalRunner)
+    assert runner.individuals == ["a1", "a2", "a3"] and runner.bodyparts == BODYPARTS
+    frames = _frames()
+    got = runner.predict_animals(frames)
+    with torch.no_grad():
+        heat, locref, paf = model(torch.from_numpy(frames).permute(0, 3, 1, 2).float())
+    scores = torch.sigmoid(heat).numpy()
+    settings = runner.assembly
+    assert settings["graph"] == GRAPH and settings["pcutoff"] == 0.1
+    n_found = 0
+    for i in range(len(frames)):
+        want, affinity = predict(scores[i], locref[i].numpy(), paf[i].numpy(), stride=4.0,
+                                 settings=settings, n_parts=4, slots=3)
+        want[..., 2][np.isnan(want[..., 2])] = 0
+        np.testing.assert_allclose(got.animals[i], want, atol=1e-3)
+        np.testing.assert_allclose(got.scores[i], affinity, atol=1e-4)
+        n_found += int(np.isfinite(want[..., 0]).any(axis=-1).sum())
+    assert n_found >= 1
+
+
+def test_assembly_overrides_are_deeplabcuts_settings(dlc_export, tmp_path):
+    from posed.engines import api
+    from posed.exporters.dlc import import_dlc_pytorch
+
+    out = import_dlc_pytorch(dlc_export[0], tmp_path / "bundle")
+    runner = api.load_model(out, device="cpu", assembly={"pcutoff": 0.5})
+    assert runner.assembly["pcutoff"] == 0.5
+    with pytest.raises(InferenceError, match="unknown assembly setting 'threshold'"):
+        api.load_model(out, device="cpu", assembly={"threshold": 0.5})
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_exports_find_deeplabcuts_animals(dlc_export, tmp_path, fmt):
+    from posed.engines import api
+    from posed.exporters.dlc import import_dlc_pytorch
+
+    out = import_dlc_pytorch(dlc_export[0], tmp_path / "bundle")
+    exported = api.export_model(out, fmt, tmp_path / fmt)
+    frames = _frames()
+    want = api.load_model(out, device="cpu").predict_animals(frames)
+    got = api.load_model(exported, device="cpu").predict_animals(frames)
+    np.testing.assert_array_equal(np.isnan(got.animals[..., 0]), np.isnan(want.animals[..., 0]))
+    np.testing.assert_allclose(got.animals, want.animals, atol=1e-2)
+
+
+def _change(**predictor):
+    def apply(cfg):
+        cfg["model"]["heads"]["bodypart"]["predictor"].update(predictor)
+    return apply
+
+
+def _unique(cfg):
+    cfg["metadata"]["unique_bodyparts"] = ["corner"]
+
+
+def _identity(cfg):
+    cfg["metadata"]["with_identity"] = True
+
+
+@pytest.mark.parametrize("change, what", [
+    (_change(add_discarded=True), "add_discarded"),
+    (_change(force_fusion=True), "force_fusion"),
+    (_change(nms_radius=4), "nms_radius 4"),
+    (_unique, "unique body parts"),
+    (_identity, "identity heads"),
+])
+def test_refused_predictor_settings_name_themselves(dlc_export, tmp_path, change, what):
+    from posed.exporters.dlc import import_dlc_pytorch
+
+    config = _dlc_config()
+    change(config)
+    path = tmp_path / "m.pt"
+    torch.save({"config": config, "pose": _dlc_state(dlc_export[1])}, path)
+    with pytest.raises(ModelLoadError, match="not supported yet") as err:
+        import_dlc_pytorch(path, tmp_path / "out")
+    assert what in str(err.value) and str(path) in str(err.value)
+
+
+def test_graph_outside_the_parts_is_one_line(dlc_export, tmp_path):
+    from posed.exporters.dlc import import_dlc_pytorch
+
+    config = _dlc_config(graph=[[0, 7]], edges_to_keep=[0])
+    path = tmp_path / "m.pt"
+    torch.save({"config": config, "pose": _dlc_state(dlc_export[1])}, path)
+    with pytest.raises(ModelLoadError, match=r"edge \[0, 7\] outside the 4 body parts"):
+        import_dlc_pytorch(path, tmp_path / "out")
