@@ -57,7 +57,18 @@ class PoseRunner(ABC):
         frames = self._check_frames(frames)
         if frames.shape[0] == 0:
             return np.zeros((0, len(self.bodyparts), 3), dtype=np.float32)
-        return self._forward(frames)
+        frames, offset = self._pad(frames)
+        return _unshift(self._forward(frames), offset)
+
+    def _pad(self, frames: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """Frames padded as the model wants them (``architecture.pad``, see
+        :mod:`posed.engines.padding`) and the offset to take off the keypoints."""
+        spec = self.bundle.architecture.get("pad")
+        if not spec:
+            return frames, (0, 0)
+        from posed.engines.padding import pad_frames
+
+        return pad_frames(frames, spec)
 
     def _check_frames(self, frames: np.ndarray) -> np.ndarray:
         """Validated contiguous uint8 N×H×W×3 frames (a single frame gets a batch axis)."""
@@ -91,6 +102,14 @@ class PoseRunner(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _unshift(points: np.ndarray, offset: tuple[int, int]) -> np.ndarray:
+    """``...×3`` (x, y, score) moved from padded-frame to frame pixels (in place)."""
+    if offset != (0, 0):
+        points[..., 0] -= offset[0]
+        points[..., 1] -= offset[1]
+    return points
 
 
 # ----------------------------------------------------------------------------- multi-animal
@@ -185,9 +204,12 @@ class MultiAnimalRunner(PoseRunner):
         unique[..., 2] = 0.0
         if n == 0:
             return AnimalPoses(animals, scores, unique)
+        frames, offset = self._pad(frames)
         heat, locref, pafs = self._maps(frames)
         if self.dlc_predictor:
-            return self._dlc_animals(heat, locref, pafs, animals, scores, unique)
+            found = self._dlc_animals(heat, locref, pafs, animals, scores, unique)
+            return AnimalPoses(_unshift(found.animals, offset), found.scores,
+                               _unshift(found.unique, offset))
         for i in range(n):
             found = assemble_maps(
                 heat[i], pafs[i] if self.skeleton else None, self.skeleton,
@@ -196,7 +218,7 @@ class MultiAnimalRunner(PoseRunner):
             animals[i, : len(found.animals)] = found.animals
             scores[i, : len(found.scores)] = found.scores
             unique[i] = found.unique
-        return AnimalPoses(animals, scores, unique)
+        return AnimalPoses(_unshift(animals, offset), scores, _unshift(unique, offset))
 
     def _dlc_animals(self, heat: np.ndarray, locref: np.ndarray, pafs: np.ndarray,
                      animals: np.ndarray, scores: np.ndarray, unique: np.ndarray) -> AnimalPoses:

@@ -73,6 +73,8 @@ _PROJECT_RE = re.compile(r"^(?P<rest>.+)-(?P<year>\d{4})-(?P<month>\d{2})-(?P<da
 
 # Inference transforms that only change pixel values in ways posed's normalisation expresses.
 _PIXEL_TRANSFORMS = ("normalize_images", "scale_to_unit_range")
+# Inference transforms posed reproduces in other ways (padding: engines/padding.py).
+_OTHER_TRANSFORMS = ("auto_padding",)
 
 _BACKBONE_PREFIX = "backbone.model."
 _HEAD_PREFIX = "heads.bodypart."
@@ -251,8 +253,6 @@ def _unsupported(path: Path, what: str) -> ModelLoadError:
 
 def _model_spec(config: Mapping, path: Path) -> dict[str, Any]:
     """Check that posed can run the model and collect the bundle's settings."""
-    import timm.models
-
     method = str(_get(config, "method", path)).lower()
     if method != "bu":
         kind = {"td": "top-down", "ctd": "conditional top-down"}.get(method, f"method '{method}'")
@@ -264,16 +264,7 @@ def _model_spec(config: Mapping, path: Path) -> dict[str, Any]:
     model_cfg = _get(config, "model", path)
     if model_cfg.get("neck"):
         raise _unsupported(path, f"a neck ({model_cfg['neck'].get('type', '?')})")
-    backbone = _get(config, "model.backbone", path)
-    btype = str(backbone.get("type"))
-    if btype != "ResNet":
-        raise _unsupported(path, f"backbone type '{btype}'")
-    timm_model = str(_get(config, "model.backbone.model_name", path))
-    if not timm.models.is_model_in_modules(timm_model, ["resnet"]):
-        raise _unsupported(path, f"ResNet backbone model_name '{timm_model}' (not a timm ResNet)")
-    output_stride = int(backbone.get("output_stride", 32))  # DeepLabCut's ResNet default
-    if output_stride not in (8, 16, 32):
-        raise _unsupported(path, f"backbone output_stride {output_stride}")
+    timm_model, output_stride = _backbone(config, path)
 
     heads = _get(config, "model.heads", path)
     extra = sorted(set(heads) - {"bodypart"})
@@ -283,13 +274,16 @@ def _model_spec(config: Mapping, path: Path) -> dict[str, Any]:
     htype = str(head.get("type"))
     mean, std = _normalisation(config, path)
     net_type = str(config.get("net_type") or f"dlc_{timm_model}")
+    arch = {"net": _POSED_NETS.get(net_type, net_type), "timm_model": timm_model,
+            "output_stride": output_stride}
+    pad = _padding(config, path)
+    if pad:
+        arch["pad"] = pad
     if htype == "DLCRNetHead":
         from posed.exporters.dlc_paf import paf_spec
 
         common = {"bodyparts": list(bodyparts), "output_stride": output_stride, "mean": mean,
-                  "std": std, "net_type": net_type,
-                  "architecture": {"net": _POSED_NETS.get(net_type, net_type),
-                                   "timm_model": timm_model, "output_stride": output_stride}}
+                  "std": std, "net_type": net_type, "architecture": arch}
         return paf_spec(config, head, path, common)
     if htype != "HeatmapHead":
         raise _unsupported(path, f"head type '{htype}'")
@@ -321,8 +315,7 @@ def _model_spec(config: Mapping, path: Path) -> dict[str, Any]:
         raise _unsupported(path, "unbounded heatmap scores (neither apply_sigmoid nor clip_scores)")
     return {
         "bodyparts": list(bodyparts),
-        "architecture": {"net": _POSED_NETS.get(net_type, net_type), "timm_model": timm_model,
-                         "output_stride": output_stride, "score": score, "head": HEAD},
+        "architecture": {**arch, "score": score, "head": HEAD},
         "stride": output_stride / 2,
         "locref_stdev": float(predictor.get("locref_std", 7.2801)),
         "location_refinement": location_refinement,
@@ -331,6 +324,46 @@ def _model_spec(config: Mapping, path: Path) -> dict[str, Any]:
         "std": std,
         "net_type": net_type,
     }
+
+
+def _backbone(config: Mapping, path: Path) -> tuple[str, int]:
+    """The timm model and output stride of a ResNet or HRNet backbone posed can build."""
+    import timm.models
+
+    backbone = _get(config, "model.backbone", path)
+    btype = str(backbone.get("type"))
+    timm_model = str(_get(config, "model.backbone.model_name", path))
+    if btype == "HRNet":
+        if not timm.models.is_model_in_modules(timm_model, ["hrnet"]):
+            raise _unsupported(path, f"HRNet backbone model_name '{timm_model}' "
+                                     "(not a timm HRNet)")
+        for flag, what in (("interpolate_branches", "all branches interpolated (DEKR)"),
+                           ("increased_channel_count", "increased_channel_count")):
+            if backbone.get(flag):
+                raise _unsupported(path, f"HRNet with {what}")
+        return timm_model, 4  # the high-resolution branch
+    if btype != "ResNet":
+        raise _unsupported(path, f"backbone type '{btype}'")
+    if not timm.models.is_model_in_modules(timm_model, ["resnet"]):
+        raise _unsupported(path, f"ResNet backbone model_name '{timm_model}' (not a timm ResNet)")
+    output_stride = int(backbone.get("output_stride", 32))  # DeepLabCut's ResNet default
+    if output_stride not in (8, 16, 32):
+        raise _unsupported(path, f"backbone output_stride {output_stride}")
+    return timm_model, output_stride
+
+
+def _padding(config: Mapping, path: Path) -> dict[str, Any] | None:
+    """DeepLabCut's inference ``auto_padding`` as a bundle ``pad`` spec, or None."""
+    from posed.engines.padding import check_pad
+    from posed.errors import ConfigError
+
+    spec = ((config.get("data") or {}).get("inference") or {}).get("auto_padding")
+    if not spec:
+        return None
+    try:
+        return check_pad(dict(spec), "data.inference.auto_padding")
+    except ConfigError as exc:
+        raise _unsupported(path, str(exc)) from None
 
 
 def _check_deconv(cfg: Mapping, name: str, out_channels: int, path: Path) -> None:
@@ -359,7 +392,8 @@ def _normalisation(config: Mapping, path: Path) -> tuple[tuple[float, ...], tupl
     if colormode != "RGB":
         raise _unsupported(path, f"colour mode '{colormode}'")
     inference = _get(config, "data.inference", path) or {}
-    other = [key for key, value in inference.items() if value and key not in _PIXEL_TRANSFORMS]
+    other = [key for key, value in inference.items()
+             if value and key not in _PIXEL_TRANSFORMS + _OTHER_TRANSFORMS]
     if other:
         raise _unsupported(path, f"inference transform '{other[0]}'")
     if inference.get("normalize_images"):

@@ -232,8 +232,13 @@ def _two_deconvs(cfg: dict) -> None:
     hm.update(channels=[2048, 256, 4], kernel_size=[3, 3], strides=[2, 2])
 
 
-def _hrnet(cfg: dict) -> None:
-    cfg["model"]["backbone"] = {"type": "HRNet", "model_name": "hrnet_w32"}
+def _hrnet_dekr(cfg: dict) -> None:
+    cfg["model"]["backbone"] = {"type": "HRNet", "model_name": "hrnet_w32",
+                                "interpolate_branches": True}
+
+
+def _cspnext(cfg: dict) -> None:
+    cfg["model"]["backbone"] = {"type": "CSPNeXt", "model_name": "cspnext_m"}
 
 
 def _identity_head(cfg: dict) -> None:
@@ -252,7 +257,8 @@ def _unique(cfg: dict) -> None:
     (_multi_animal, "multi-animal"),
     (_top_down, "top-down"),
     (_two_deconvs, "2 deconvolution layers"),
-    (_hrnet, "backbone type 'HRNet'"),
+    (_hrnet_dekr, "HRNet with all branches interpolated (DEKR)"),
+    (_cspnext, "backbone type 'CSPNeXt'"),
     (_identity_head, "head 'identity'"),
     (_resize, "inference transform 'resize'"),
     (_unique, "unique body parts"),

@@ -53,9 +53,17 @@ def build_backbone(net: str, output_stride: int, pretrained: bool | str = False,
         if net not in TIMM_NAMES:
             raise ConfigError(f"net '{net}' is not known (known: {', '.join(TIMM_NAMES)})")
         timm_model = TIMM_NAMES[net]
+    if is_hrnet(timm_model):
+        # DeepLabCut's HRNet: the stride-4 high-resolution branch after the last fusion (the
+        # network computes every branch; only the first is returned).
+        if output_stride != 4:
+            raise ConfigError(f"HRNet '{timm_model}' has output stride 4, not {output_stride}")
+        layout = {"out_indices": (1,), "feature_location": ""}
+    else:
+        layout = {"out_indices": (-1,), "output_stride": output_stride}
     try:
         model = timm.create_model(timm_model, pretrained=pretrained is True, features_only=True,
-                                  out_indices=(-1,), output_stride=output_stride)
+                                  **layout)
     except RuntimeError as exc:  # timm: "Unknown model (...)"
         raise ModelLoadError(f"timm model '{timm_model}': {reason(exc)}") from None
     if isinstance(pretrained, str) and pretrained:
@@ -69,6 +77,11 @@ def build_backbone(net: str, output_stride: int, pretrained: bool | str = False,
                 f"{len(unexpected)} unexpected tensors, e.g. {(missing + unexpected)[:2]})")
         log.info("loaded backbone weights from %s", pretrained)
     return model
+
+
+def is_hrnet(timm_model: str) -> bool:
+    """True for timm's HRNet family (``hrnet_w18``, ``hrnet_w32``, ...)."""
+    return timm_model.startswith("hrnet")
 
 
 def load_for_inference(model: nn.Module, path: Path) -> nn.Module:
