@@ -40,7 +40,8 @@ def check_pad(spec: Mapping[str, Any], where: str = "pad") -> dict[str, Any]:
         value = out[key]
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ConfigError(f"{where}.{key}: must be a positive integer, not {value!r}")
-    if out["min_height"] and out["pad_height_divisor"] or out["min_width"] and out["pad_width_divisor"]:
+    if (out["min_height"] and out["pad_height_divisor"]
+            or out["min_width"] and out["pad_width_divisor"]):
         raise ConfigError(f"{where}: set a minimum size or a divisor per axis, not both")
     if out["position"] not in POSITIONS:
         raise ConfigError(f"{where}.position: '{out['position']}' is not one of "
