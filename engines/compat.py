@@ -38,7 +38,8 @@ __all__ = [
 
 _TF_ONLY = "a TensorFlow setting; posed's PyTorch and ONNX engines have no such switch"
 _ORDER = "the order videos are processed in changes no output"
-_MULTI = "multi-animal DeepLabCut models are not supported yet (see the README's table)"
+_MULTI = ("posed tracks multi-animal models with its own tracker into the project's "
+          "individuals (analyze_videos' tracking= option: stitch, online or none)")
 _ANALYZE_OPTIONS = ("device", "snapshot_index", "detector_snapshot_index", "snapshot", "layout",
                     "workers", "cluster", "progress", "allow_truncated", "tracking",
                     "runner_options")
@@ -445,10 +446,10 @@ def convert_detections2tracklets(config: "str | Path", videos: Sequence, video_e
                                  identity_only: bool = False, track_method: str = "",
                                  engine: Any = None, **kwargs: Any) -> None:
     """DeepLabCut's step from detections to tracklets. posed's ``analyze_videos`` assembles
-    and tracks multi-animal models itself, and DeepLabCut's multi-animal models are not
-    supported yet, so this is refused."""
-    raise CapabilityError("convert_detections2tracklets: posed's analyze_videos tracks "
-                          "multi-animal models itself (its tracking= option); " + _MULTI)
+    (DeepLabCut's assembler for DeepLabCut's models) and tracks multi-animal models itself
+    and writes no detection pickles, so this is refused."""
+    raise CapabilityError("convert_detections2tracklets: posed writes no detection pickles; "
+                          + _MULTI)
 
 
 # ----------------------------------------------------------------------------- maps, export

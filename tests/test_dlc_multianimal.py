@@ -315,3 +315,103 @@ def test_graph_outside_the_parts_is_one_line(dlc_export, tmp_path):
     torch.save({"config": config, "pose": _dlc_state(dlc_export[1])}, path)
     with pytest.raises(ModelLoadError, match=r"edge \[0, 7\] outside the 4 body parts"):
         import_dlc_pytorch(path, tmp_path / "out")
+
+
+# ----------------------------------------------------------------------------- DeepLabCut's own
+
+
+MA = DATA / "ma_fixture"
+MA_TRAIN = MA / "dlc-models-pytorch" / "iteration-0" / "synthJan1-trainset80shuffle1" / "train"
+MA_SCORER = "DLC_Resnet50_synthJan1shuffle1_snapshot_best-60"
+
+
+@pytest.fixture(scope="module")
+def ma_reference():
+    data = np.load(MA / "reference_maps.npz")
+    check = json.loads((MA / "check.json").read_text())
+    return data, check
+
+
+@pytest.fixture(scope="module")
+def ma_bundle(tmp_path_factory):
+    """posed's import of DeepLabCut's export of the fixture shuffle (the export is
+    ``{"config": pytorch_config, "pose": the snapshot's model}``, rebuilt from the two)."""
+    import yaml
+
+    from posed.exporters.dlc import import_dlc_pytorch
+
+    tmp = tmp_path_factory.mktemp("ma")
+    config = yaml.safe_load((MA_TRAIN / "pytorch_config.yaml").read_text())
+    snapshot = torch.load(MA_TRAIN / "snapshot-best-060.pt", map_location="cpu",
+                          weights_only=True)
+    path = tmp / "DLC_synth_NetType.RESNET_50_iteration-0_shuffle-1_snapshot-best-60.pt"
+    torch.save({"config": config, "pose": snapshot["model"]}, path)
+    return import_dlc_pytorch(path, tmp / "bundle")
+
+
+def _assert_same_animals(got, want_xy, want_conf, where):
+    """posed's animals (slots × K × 3) against DeepLabCut's (A × K × 2 and A × K)."""
+    n = len(want_xy)
+    found = np.isfinite(got[..., 0]).any(axis=-1)
+    assert found.sum() == n and found[:n].all(), where
+    np.testing.assert_array_equal(np.isnan(got[:n, :, 0]), np.isnan(want_xy[..., 0]))
+    np.testing.assert_allclose(got[:n, :, :2], want_xy, atol=XY_TOL_PX, err_msg=where)
+    np.testing.assert_allclose(got[:n, :, 2], want_conf, atol=1e-5, err_msg=where)
+
+
+def test_deeplabcut_trained_model_maps_and_animals(ma_bundle, ma_reference):
+    """On DeepLabCut's own preprocessed frames: the network's maps equal DeepLabCut's, and the
+    same animals come out, in DeepLabCut's order, with DeepLabCut's scores."""
+    from posed.engines import api
+
+    data, _ = ma_reference
+    runner = api.load_model(ma_bundle, device="cpu")
+    assert runner.bundle.stride == float(data["stride"]) == 4.0
+    frames = data["frames"]
+    heat, locref, paf = runner._maps(frames)
+    np.testing.assert_allclose(heat, 1 / (1 + np.exp(-data["heatmap"].astype(np.float64))),
+                               atol=1e-5)
+    np.testing.assert_allclose(locref, data["locref"], atol=1e-4)
+    np.testing.assert_allclose(paf, data["paf"], atol=1e-4)
+    got = runner.predict_animals(frames)
+    poses = data["poses"]  # frames × slots × parts × (x, y, score, id, affinity); -1: empty
+    for i in range(len(frames)):
+        present = (poses[i, ..., 0] != -1).any(axis=-1)
+        _assert_same_animals(got.animals[i], poses[i][present][..., :2],
+                             poses[i][present][..., 2], f"frame {i}")
+        np.testing.assert_allclose(got.scores[i][: present.sum()], poses[i][present][:, 0, 4],
+                                   atol=1e-5)
+
+
+def test_deeplabcut_analyze_videos_assemblies_in_place(ma_reference, tmp_path, monkeypatch):
+    """The shuffle DeepLabCut trained, analysed in place through DeepLabCut's own call with
+    ``auto_track=False``: every frame's animals are those DeepLabCut's ``analyze_videos``
+    assembled (its ``_assemblies.pickle``, read here from check.json: posed never unpickles
+    DeepLabCut's files), in its order, in DeepLabCut's file names and scorer."""
+    import shutil
+
+    import pandas as pd
+
+    import posed.engines.compat as deeplabcut
+    from posed.engines import api
+
+    monkeypatch.setenv("POSED_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "synth"
+    shutil.copytree(MA, root)
+    _, check = ma_reference
+    assemblies = check["analyze_videos"]["assemblies_pickle"]
+    runner = api.load_model(root, device="cpu")
+    assert runner.bundle.scorer == MA_SCORER and runner.bundle.source["layout"] == "deeplabcut"
+    scorer = deeplabcut.analyze_videos(root / "config.yaml", [root / "videos" / "synth1.mp4"],
+                                       shuffle=1, destfolder=tmp_path / "out", auto_track=False,
+                                       progress=False)
+    assert scorer == MA_SCORER
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"synth1{scorer}{end}" for end in (".h5", "_meta.json", "_meta.pickle")]
+    table = pd.read_hdf(out / f"synth1{scorer}.h5")
+    assert len(table) == len(assemblies) == 12
+    animals = table.to_numpy().reshape(len(table), 3, 4, 3)  # individuals × parts × xyp
+    for i in range(len(table)):
+        want = np.array(assemblies[str(i)], dtype=float)  # A × K × (x, y, likelihood, id)
+        _assert_same_animals(animals[i], want[..., :2], want[..., 2], f"frame {i}")

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from posed.engines.base import PoseRunner
+from posed.engines.dlc.meta import is_dlc_model, video_metadata, write_meta_pickle
 from posed.engines.offline.outputs import already_done, output_metadata, run_signature, skipped
 from posed.engines.offline.reading import BarFactory, VideoRead, for_each_batch  # noqa: F401
 from posed.engines.project.posetables import output_stem, write_metadata, write_pose_table
@@ -25,7 +26,8 @@ TRACKING_DEFAULTS: dict[str, Any] = {"identities": "stitch", "tracker": "ellipse
 - ``identities``: ``stitch`` (frame-to-frame tracklets, then stitched into exactly
   ``len(individuals)`` identities over the whole video) or ``online`` (the daemon's live
   :class:`~posed.engines.tracking.OnlineTracker`, frame by frame: the identities a live stream
-  of the same file carries).
+  of the same file carries) or ``none`` (no tracking: slot j of a frame is the frame's j-th
+  assembled animal, best first; DeepLabCut's ``auto_track=False``).
 - ``tracker``: ``ellipse`` or ``box`` (:mod:`posed.engines.tracking`).
 - ``reid``: a ReID model folder whose appearance features help stitching, ``auto`` (the
   bundle's ``reid/`` folder when it has one) or None.
@@ -42,8 +44,9 @@ def tracking_settings(tracking: dict | None) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"tracking setting '{unknown[0]}' is not known "
                           f"(known: {', '.join(TRACKING_DEFAULTS)})")
-    if settings["identities"] not in ("stitch", "online"):
-        raise ConfigError(f"tracking identities '{settings['identities']}' is not stitch or online")
+    if settings["identities"] not in ("stitch", "online", "none"):
+        raise ConfigError(f"tracking identities '{settings['identities']}' is not stitch, "
+                          "online or none")
     if settings["tracker"] not in ("ellipse", "box"):
         raise ConfigError(f"tracking tracker '{settings['tracker']}' is not ellipse or box")
     return settings
@@ -124,7 +127,7 @@ def track_identities(animals: Any, n_individuals: int, *, identities: str = "sti
     Args:
         animals: :class:`~posed.engines.base.AnimalPoses` of every frame.
         n_individuals: Number of identities.
-        identities: ``stitch`` or ``online`` (see :data:`TRACKING_DEFAULTS`).
+        identities: ``stitch``, ``online`` or ``none`` (see :data:`TRACKING_DEFAULTS`).
         tracker: ``ellipse`` or ``box``.
         crops: Per frame the crops of its found animals (for ``reid``).
         reid: A :class:`~posed.engines.pytorch.multianimal.ReIDModel`: stitching then
@@ -138,6 +141,8 @@ def track_identities(animals: Any, n_individuals: int, *, identities: str = "sti
 
     n = len(animals)
     k = animals.animals.shape[2]
+    if identities == "none":  # the assembler's order, frame by frame
+        return animals.animals[:, :n_individuals].copy(), [], {}
     per_frame = [animals.found(f) for f in range(n)]
     if identities == "online":
         live = OnlineTracker(n_individuals, tracker)
@@ -214,13 +219,14 @@ def analyze_multianimal_video(runner: Any, video: Path, *, dest: Path | None = N
                                     runner.bundle.scorer, unique=unique,
                                     uniquebodyparts=runner.unique_bodyparts)
     write_pose_table(df, h5, csv=csv)
-    from posed.engines.tracking import tracklets_table
+    if settings["identities"] != "none":  # untracked: there are no tracklets to write
+        from posed.engines.tracking import tracklets_table
 
-    table = tracklets_table(tracklets, owner, runner.animal_bodyparts)
-    target = h5.with_name(h5.stem + "_tracklets.h5")
-    cleanup_stale_temps(target.parent, target.name)
-    with atomic_path(target) as tmp:
-        table.to_hdf(tmp, key="tracklets", format="table", mode="w")
+        table = tracklets_table(tracklets, owner, runner.animal_bodyparts)
+        target = h5.with_name(h5.stem + "_tracklets.h5")
+        cleanup_stale_temps(target.parent, target.name)
+        with atomic_path(target) as tmp:
+            table.to_hdf(tmp, key="tracklets", format="table", mode="w")
     write_metadata(h5.with_name(h5.stem + "_meta.json"), output_metadata(
         runner, video=str(video), fps=info.fps, nframes=int(len(poses)),
         frame_dimensions=[info.height, info.width], batch_size=batch_size,
@@ -228,4 +234,8 @@ def analyze_multianimal_video(runner: Any, video: Path, *, dest: Path | None = N
         signature=signature, individuals=list(runner.individuals),
         tracklets=len(tracklets), tracking=signature["tracking"],
         frames_per_second=round(len(read.indices) / elapsed, 2) if elapsed > 0 else None))
+    if is_dlc_model(runner.bundle):
+        write_meta_pickle(h5.with_name(h5.stem + "_meta.pickle"), video_metadata(
+            runner.bundle, start=started, stop=time.time(), fps=info.fps or 0.0,
+            batch_size=batch_size, width=info.width, height=info.height, nframes=len(poses)))
     return h5, len(read.indices), read.report(video)
