@@ -62,6 +62,17 @@ def check_frames(frames: np.ndarray | None, size: tuple[int, int]) -> np.ndarray
     return frames
 
 
+def model_frames(bundle: ModelBundle, frames: np.ndarray | None) -> np.ndarray | None:
+    """Frames as the network receives them: padded where the bundle pads
+    (:mod:`posed.engines.padding`, HRNet models), unchanged otherwise."""
+    spec = bundle.architecture.get("pad")
+    if frames is None or not spec:
+        return frames
+    from posed.engines.padding import pad_frames
+
+    return pad_frames(np.asarray(frames), spec)[0]
+
+
 def as_maps(outputs: Sequence[Any]) -> Maps:
     """(scores, locref[, paf]) as float32 numpy arrays, from any framework's tensors."""
     arrays = [o.numpy() if hasattr(o, "numpy") else np.asarray(o) for o in outputs]

@@ -28,6 +28,7 @@ from posed.exporters.common import (DEFAULT_OPSET, TOLERANCE, as_maps, calibrati
                                     check_precision, export_as, finish_onnx, run_onnx,
                                     staging_parent, verify, write_bundle)
 from posed.exporters.common import check_frames as _check_frames
+from posed.exporters.common import model_frames
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,9 @@ def export_torchscript(bundle: ModelBundle, out: str | Path, *, check_frames: np
     out = Path(out)
     native = _native(bundle)
     wrapper = _native(bundle) if freeze_norm else native
+    calibration = model_frames(bundle, calibration)
     frozen = _freeze(wrapper, freeze_norm, calibration)
-    frames = _check_frames(check_frames, (96, 128))
+    frames = model_frames(bundle, _check_frames(check_frames, (96, 128)))
     with tempfile.TemporaryDirectory(dir=staging_parent(out)) as tmp:
         staging = Path(tmp) / "bundle"
         staging.mkdir()
@@ -110,7 +112,7 @@ def export_torchscript(bundle: ModelBundle, out: str | Path, *, check_frames: np
             traced.save(str(staging / "model.pt"))
             loaded = torch.jit.load(str(staging / "model.pt"), map_location="cpu")
         # A second size: a trace that baked the first size in would mis-predict on others.
-        other = np.ascontiguousarray(np.pad(frames, ((0, 0), (16, 0), (0, 32), (0, 0))))
+        other = np.ascontiguousarray(np.pad(frames, ((0, 0), (32, 0), (0, 32), (0, 0))))
         parity = {}
         with torch.inference_mode():
             for name, batch in (("same_size", frames), ("other_size", other)):
@@ -165,7 +167,13 @@ def export_onnx(bundle: ModelBundle, out: str | Path, *, opset: int = DEFAULT_OP
     check_precision(precision, calibration)
     wrapper = _native(bundle)
     size = fixed_size or (96, 128)
-    frames = _check_frames(check_frames, size)
+    if fixed_size is not None and model_frames(bundle, np.zeros((1, *size, 3), np.uint8)).shape[
+            1:3] != tuple(size):
+        raise ExportError(f"{out}: this model pads frames to multiples of its size divisor "
+                          f"({bundle.architecture['pad']}); choose a fixed size that needs no "
+                          "padding")
+    frames = model_frames(bundle, _check_frames(check_frames, size))
+    calibration = model_frames(bundle, calibration)
     if fixed_size is not None and frames.shape[1:3] != tuple(fixed_size):
         raise ExportError(f"check frames are {frames.shape[1:3]}, the fixed size is {fixed_size}")
     with torch.inference_mode():

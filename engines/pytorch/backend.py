@@ -25,15 +25,16 @@ from posed.engines.project import Project
 from posed.engines.project.folders import get_model_folder
 from posed.engines.pytorch import multianimal
 from posed.engines.pytorch.accel import OpenMPHandoff, load_torchscript, select_device
+from posed.engines.pytorch.dlc_families import DLC_FAMILIES, random_dlc_export
 from posed.engines.pytorch.model import NET_HEADS, TIMM_NAMES, PoseNet, load_for_inference
 from posed.engines.pytorch.training import ENGINE, pose_loss, prepare_training, run_training
 from posed.engines.training import SampleMaker, TrainConfig, bundle_source, load_training_data
 from posed.engines.training.pseudo import pseudo_labels_for
 from posed.errors import ConfigError, InferenceError, ModelLoadError
 
-__all__ = ["ENGINE", "PoseNet", "TorchRunner", "TorchScriptRunner", "build_model", "load_runner",
-           "load_torchscript", "pose_loss", "prepare_training", "random_bundle", "run_training",
-           "select_device", "train"]
+__all__ = ["DLC_FAMILIES", "ENGINE", "PoseNet", "TorchRunner", "TorchScriptRunner", "build_model",
+           "load_runner", "load_torchscript", "pose_loss", "prepare_training", "random_bundle",
+           "random_dlc_export", "run_training", "select_device", "train"]
 
 log = logging.getLogger(__name__)
 

@@ -200,3 +200,33 @@ def case_matmul(opts: BenchOptions) -> dict[str, Any]:
     return {"matmul_n": n, "matmul_gflops": peaks, "model_gflop_per_frame": first["gflop_per_frame"],
             "model_frames_per_s": first["frames_per_s"], "model_gflops": first["gflops"],
             "fraction_of_peak": first["fraction_of_peak"], "models": models}
+
+
+def case_families(opts: BenchOptions) -> dict[str, Any]:
+    """DeepLabCut 3 families posed imports (random weights): eager, TorchScript and ONNX
+    frames/s and latency at batch 1, multi-animal ones with DeepLabCut's assembly."""
+    from posed.engines import api
+    from posed.engines.registry import capability
+
+    images = frames(opts.size, 8)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in capability("pytorch", "DLC_FAMILIES"):
+            work = Path(tmp) / family
+            export = capability("pytorch", "random_dlc_export")(family, work / "export.pt")
+            bundle = api.import_dlc(export, work / "bundle")
+            runtimes = [("pytorch-eager", bundle, {"device": "cpu"}),
+                        ("torchscript", api.export_model(bundle, "torchscript", work / "ts"),
+                         {"device": "cpu"}),
+                        ("onnx-fp32", api.export_model(bundle, "onnx", work / "onnx"),
+                         {"provider": "cpu"})]
+            for name, path, extra in runtimes:
+                runner = api.load_model(path, **extra)
+                try:
+                    rows.append({"family": family, "runtime": name,
+                                 "multianimal": bool(getattr(runner, "multianimal", False)),
+                                 "stride": runner.bundle.stride,
+                                 **measure(runner, images, 1, opts.seconds)})
+                finally:
+                    runner.close()
+    return {"rows": rows}

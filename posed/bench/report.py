@@ -89,8 +89,15 @@ def _matmul(row: Row, res: dict[str, Any]) -> None:
             f"GFLOP/s ({r['gflop_per_frame']} GFLOP/frame); {_fmt(r['fraction_of_peak'])} of peak")
 
 
+def _families(row: Row, res: dict[str, Any]) -> None:
+    for r in res["rows"]:
+        kind = "multi-animal, DeepLabCut's assembly" if r["multianimal"] else "single-animal"
+        row(f"{r['family']} {r['runtime']}", r["frames_per_s"], r,
+            f"frames/s, batch 1, {kind}, stride {_fmt(r['stride'])}")
+
+
 _RENDER: dict[str, Callable[[Row, dict[str, Any]], None]] = {
-    "engine": _engine, "multicam": _multicam, "gpu": _gpu, "decode": _decode,
+    "families": _families, "engine": _engine, "multicam": _multicam, "gpu": _gpu, "decode": _decode,
     "pipeline": _pipeline, "publisher": _publisher, "resources": _resources, "matmul": _matmul,
 }
 

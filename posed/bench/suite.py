@@ -8,7 +8,8 @@ from dataclasses import asdict
 from typing import Any, Callable
 
 from posed.bench.assets import BenchOptions, model_label
-from posed.bench.cases import case_decode, case_engine, case_matmul, case_resources
+from posed.bench.cases import (case_decode, case_engine, case_families, case_matmul,
+                               case_resources)
 from posed.bench.gpu import case_gpu
 from posed.bench.machine import machine_info
 from posed.bench.pipeline import case_multicam, case_pipeline, case_publisher
@@ -23,6 +24,7 @@ CASES: dict[str, Callable[[BenchOptions], dict[str, Any]]] = {
     "matmul": case_matmul,
     "multicam": case_multicam,
     "gpu": case_gpu,
+    "families": case_families,
 }
 
 

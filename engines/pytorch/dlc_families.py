@@ -1,0 +1,135 @@
+"""Randomly initialised DeepLabCut 3 exports of every family posed imports.
+
+For benchmarks and tests where no DeepLabCut-trained file is at hand: the ``.pt`` DeepLabCut's
+``export_model`` would write (``{"config": pytorch_config, "pose": state dict}``, DeepLabCut's
+keys and config layout) for a family, with posed's own modules' random weights. Speed does not
+depend on the weights; parity with DeepLabCut is proved on files DeepLabCut made
+(``benchmarks/dlc_reference/``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from posed.engines.io import atomic_path
+from posed.engines.pytorch.dlcrnet import DLCRNet
+from posed.engines.pytorch.model import PoseNet
+
+__all__ = ["DLC_FAMILIES", "random_dlc_export"]
+
+# family -> (net_type, backbone config, backbone output stride, multi-animal)
+DLC_FAMILIES: dict[str, tuple[str, dict[str, Any], int, bool]] = {
+    "resnet_50": ("resnet_50", {"type": "ResNet", "model_name": "resnet50_gn",
+                                "output_stride": 16}, 16, False),
+    "resnet_50_paf": ("resnet_50", {"type": "ResNet", "model_name": "resnet50_gn",
+                                    "output_stride": 16}, 16, True),
+    "hrnet_w32": ("hrnet_w32", {"type": "HRNet", "model_name": "hrnet_w32"}, 4, False),
+    "hrnet_w32_paf": ("hrnet_w32", {"type": "HRNet", "model_name": "hrnet_w32"}, 4, True),
+}
+_OUTPUTS = {"heatmap.": "heatmap_head.deconv_layers.0.",
+            "locref.": "locref_head.deconv_layers.0.", "paf.": "paf_head.deconv_layers.0."}
+
+
+def _deconv(cin: int, cout: int) -> dict[str, Any]:
+    return {"channels": [cin, cout], "kernel_size": [3], "strides": [2]}
+
+
+def _head(k: int, graph: list[list[int]] | None, cin: int, individuals: int) -> dict[str, Any]:
+    if graph is None:
+        return {"type": "HeatmapHead",
+                "predictor": {"type": "HeatmapPredictor", "apply_sigmoid": False,
+                              "clip_scores": True, "location_refinement": True,
+                              "locref_std": 7.2801},
+                "heatmap_config": _deconv(cin, k), "locref_config": _deconv(cin, 2 * k)}
+    return {"type": "DLCRNetHead", "num_stages": 5, "features_dim": 128,
+            "predictor": {"type": "PartAffinityFieldPredictor", "num_animals": individuals,
+                          "num_multibodyparts": k, "num_uniquebodyparts": 0, "nms_radius": 5,
+                          "sigma": 1.0, "locref_stdev": 7.2801, "min_affinity": 0.05,
+                          "graph": graph, "edges_to_keep": list(range(len(graph))),
+                          "apply_sigmoid": True, "clip_scores": False},
+            "heatmap_config": _deconv(cin, k), "locref_config": _deconv(cin, 2 * k),
+            "paf_config": _deconv(cin, 2 * len(graph))}
+
+
+def _calibrate_batchnorm(model: torch.nn.Module) -> None:
+    """Set batch-norm statistics from random images: a random BatchNorm network (HRNet)
+    otherwise grows its activations layer by layer to ~1e7, where float32 rounding alone
+    moves keypoints and no export parity check can pass."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the calibration batches
+    model.train()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        model(torch.rand(4, 3, 128, 160, generator=generator) * 255)
+    model.eval()
+
+
+def _sparse_scores(model: torch.nn.Module, spread: float = 20.0, cells: int = 8) -> None:
+    """Rescale each part's score layer so that only about ``cells`` cells of a random
+    image reach DeepLabCut's peak threshold (0.01), sharply: a handful of candidates
+    per part, as a trained model finds for a few animals. Random heads otherwise give hundreds,
+    and the assembly's cost, which grows with their square, would be far from a real model's."""
+    generator = torch.Generator().manual_seed(1)
+    heat = model(torch.rand(1, 3, 128, 160, generator=generator) * 255)[0][0].flatten(1)
+    std = heat.std(dim=1).clamp_min(1e-6)
+    gain = spread / std
+    cut = torch.quantile(heat, 1 - cells / heat.shape[1], dim=1)
+    layer = model.heatmap  # ConvTranspose2d: weight (in, out, k, k)
+    layer.weight.mul_(gain.view(1, -1, 1, 1))
+    layer.bias.copy_(gain * (layer.bias - cut) + torch.logit(torch.tensor(0.01)))
+
+
+def random_dlc_export(family: str, path: str | Path, *, bodyparts: int = 12, individuals: int = 3,
+                  seed: int = 0) -> Path:
+    """Write a random-weights DeepLabCut 3 export of ``family`` (a key of :data:`DLC_FAMILIES`)."""
+    net_type, backbone, stride, multi = DLC_FAMILIES[family]
+    names = [f"part{i}" for i in range(bodyparts)]
+    graph = [[a, b] for a in range(bodyparts) for b in range(a + 1, bodyparts)] if multi else None
+    hrnet = backbone["type"] == "HRNet"
+    pad = {"pad_width_divisor": 32, "pad_height_divisor": 32} if hrnet else None
+    torch.manual_seed(seed)
+    if multi:
+        model = DLCRNet(net_type, bodyparts, graph, stride, timm_model=backbone["model_name"])
+    else:
+        model = PoseNet(net_type, bodyparts, stride, timm_model=backbone["model_name"],
+                        score="clip", head="deconv3x3s2_nopad")
+    with torch.no_grad():  # heads that vary over the image: unambiguous maxima for parity checks
+        for name, param in model.named_parameters():
+            if not name.startswith("backbone."):
+                param.normal_(0.0, 0.01)
+        _calibrate_batchnorm(model)
+        if multi:
+            _sparse_scores(model)
+    cin = model.backbone.feature_info.channels()[-1]
+    pose = {}
+    for key, tensor in model.state_dict().items():
+        if key.startswith("backbone."):
+            pose["backbone.model." + key[len("backbone."):]] = tensor
+        else:
+            head = next((v + key[len(k):] for k, v in _OUTPUTS.items() if key.startswith(k)), key)
+            pose["heads.bodypart." + head] = tensor
+    inference: dict[str, Any] = {"normalize_images": True}
+    if pad:
+        inference["auto_padding"] = pad
+    config = {
+        "method": "bu", "net_type": net_type,
+        "metadata": {"project_path": "/data/bench-posed-2026-01-01", "bodyparts": names,
+                     "unique_bodyparts": [],
+                     "individuals": [f"animal{i + 1}" for i in range(individuals if multi else 1)],
+                     "with_identity": None},
+        "data": {"colormode": "RGB", "inference": inference},
+        "model": {"backbone": backbone, "backbone_output_channels": cin,
+                  "heads": {"bodypart": _head(bodyparts, graph, cin, individuals)}},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save({"config": config, "pose": pose}, tmp)
+    return path
