@@ -12,9 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from posed.engines.io import atomic_path
+from posed.engines.padding import pad_frames
 from posed.engines.pytorch.dlcrnet import DLCRNet
 from posed.engines.pytorch.model import PoseNet
 
@@ -71,24 +73,29 @@ def _calibrate_batchnorm(model: torch.nn.Module) -> None:
     model.eval()
 
 
-def _sparse_scores(model: torch.nn.Module, spread: float = 20.0, cells: int = 8) -> None:
-    """Rescale each part's score layer so that only about ``cells`` cells of a random
-    image reach DeepLabCut's peak threshold (0.01), sharply: a handful of candidates
-    per part, as a trained model finds for a few animals. Random heads otherwise give hundreds,
-    and the assembly's cost, which grows with their square, would be far from a real model's."""
-    generator = torch.Generator().manual_seed(1)
-    heat = model(torch.rand(1, 3, 128, 160, generator=generator) * 255)[0][0].flatten(1)
+def _sparse_scores(model: torch.nn.Module, images: torch.Tensor, spread: float = 20.0,
+                   cells: int = 8) -> None:
+    """Rescale each part's score layer so that only about ``cells`` cells of ``images`` reach
+    DeepLabCut's peak threshold (0.01), sharply: a handful of candidates per part, as a
+    trained model finds for a few animals. Random heads otherwise give hundreds to thousands,
+    and the assembly, whose cost grows with their square, would be far from a real model's."""
+    heat = model(images)[0].transpose(0, 1).flatten(1)  # parts × all cells
     std = heat.std(dim=1).clamp_min(1e-6)
     gain = spread / std
-    cut = torch.quantile(heat, 1 - cells / heat.shape[1], dim=1)
+    cut = torch.quantile(heat, 1 - cells * len(images) / heat.shape[1], dim=1)
     layer = model.heatmap  # ConvTranspose2d: weight (in, out, k, k)
     layer.weight.mul_(gain.view(1, -1, 1, 1))
     layer.bias.copy_(gain * (layer.bias - cut) + torch.logit(torch.tensor(0.01)))
 
 
 def random_dlc_export(family: str, path: str | Path, *, bodyparts: int = 12, individuals: int = 3,
-                  seed: int = 0) -> Path:
-    """Write a random-weights DeepLabCut 3 export of ``family`` (a key of :data:`DLC_FAMILIES`)."""
+                      seed: int = 0, frames: np.ndarray | None = None) -> Path:
+    """Write a random-weights DeepLabCut 3 export of ``family`` (a key of :data:`DLC_FAMILIES`).
+
+    For multi-animal families the score layer is set so that ``frames`` (uint8 N×H×W×3, the
+    frames the model will be timed on; default: 2 noise frames of 128×160) give a few
+    candidates per part (see :func:`_sparse_scores`).
+    """
     net_type, backbone, stride, multi = DLC_FAMILIES[family]
     names = [f"part{i}" for i in range(bodyparts)]
     graph = [[a, b] for a in range(bodyparts) for b in range(a + 1, bodyparts)] if multi else None
@@ -106,7 +113,12 @@ def random_dlc_export(family: str, path: str | Path, *, bodyparts: int = 12, ind
                 param.normal_(0.0, 0.01)
         _calibrate_batchnorm(model)
         if multi:
-            _sparse_scores(model)
+            if frames is None:
+                frames = np.random.default_rng(seed).integers(0, 256, (2, 128, 160, 3), np.uint8)
+            if pad:
+                frames = pad_frames(np.asarray(frames), pad)[0]
+            _sparse_scores(model, torch.from_numpy(np.ascontiguousarray(frames)).permute(
+                0, 3, 1, 2).float())
     cin = model.backbone.feature_info.channels()[-1]
     pose = {}
     for key, tensor in model.state_dict().items():

@@ -91,7 +91,8 @@ def _matmul(row: Row, res: dict[str, Any]) -> None:
 
 def _families(row: Row, res: dict[str, Any]) -> None:
     for r in res["rows"]:
-        kind = "multi-animal, DeepLabCut's assembly" if r["multianimal"] else "single-animal"
+        kind = (f"multi-animal, DeepLabCut's assembly ({_fmt(r['animals_per_frame'])} animals "
+                "per frame)" if r["multianimal"] else "single-animal")
         row(f"{r['family']} {r['runtime']}", r["frames_per_s"], r,
             f"frames/s, batch 1, {kind}, stride {_fmt(r['stride'])}")
 
