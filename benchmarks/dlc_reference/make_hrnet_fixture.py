@@ -50,15 +50,11 @@ The projects are built in WORKDIR (deleted first), a fixed neutral path.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import difflib
-import hashlib
 import importlib.util
-import io
 import json
 import logging
-import math
 import os
 import platform
 import shutil
@@ -67,10 +63,10 @@ import sys
 import time
 from pathlib import Path
 
+from fixture_common import PLACEHOLDER, TEXT_SUFFIXES, capture, sha256, tolist
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-PLACEHOLDER = "__PROJECT_PATH__"
-TEXT_SUFFIXES = {".yaml", ".yml", ".csv", ".txt", ".json", ".md"}
 COMMON_SYNTH = ["--frames", "20", "--video-frames", "8", "--size", "100x76", "--seed", "3", "-q"]
 MODELS = {
     "single": {"net_type": "hrnet_w18",
@@ -83,68 +79,6 @@ RUNS = {  # analyze output folder -> padding position written in pytorch_config.
     "analyze_center_padding": "center",
 }
 N_REFERENCE_FRAMES = 2
-
-
-class _Tee(io.TextIOBase):
-    def __init__(self, *streams):
-        self.streams = streams
-
-    def write(self, s):
-        for st in self.streams:
-            st.write(s)
-        return len(s)
-
-    def flush(self):
-        for st in self.streams:
-            st.flush()
-
-
-@contextlib.contextmanager
-def capture():
-    """Capture stdout, stderr and logging records (still echoed) into one buffer."""
-    buf = io.StringIO()
-    handler = logging.StreamHandler(buf)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        with contextlib.redirect_stdout(_Tee(sys.stdout, buf)), \
-                contextlib.redirect_stderr(_Tee(sys.stderr, buf)):
-            yield buf
-    finally:
-        root.removeHandler(handler)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def tolist(x):
-    """numpy/torch values -> plain JSON values (NaN -> None)."""
-    import numpy as np
-
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    if isinstance(x, np.ndarray):
-        return tolist(x.tolist())
-    if isinstance(x, (list, tuple)):
-        return [tolist(v) for v in x]
-    if isinstance(x, dict):
-        return {str(k): tolist(v) for k, v in x.items()}
-    if isinstance(x, (np.floating, float)):
-        x = float(x)
-        return None if math.isnan(x) else x
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.bool_,)):
-        return bool(x)
-    if isinstance(x, Path):
-        return str(x)
-    return x
 
 
 def load_seeded_weights(path: Path):

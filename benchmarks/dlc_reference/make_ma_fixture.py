@@ -53,24 +53,20 @@ path left inside DLC's binary files (pickles, .pt, .h5) is that one.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
-import io
 import json
 import logging
-import math
 import pickle
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from fixture_common import (PLACEHOLDER, capture, files_of, replace_build_path, sha256, tolist,
+                            versions, write_check)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-PLACEHOLDER = "__PROJECT_PATH__"
-TEXT_SUFFIXES = {".yaml", ".yml", ".csv", ".txt", ".json", ".md"}
 SIZE = "160x160"
 SYNTH_ARGS = ["--animals", "3", "--frames", "20", "--video-frames", "12", "--size", SIZE,
               "--seed", "3", "-q"]
@@ -80,70 +76,6 @@ N_REF_FRAMES = 4
 N_LIVE_FRAMES = 3
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class _Tee(io.TextIOBase):
-    """Write to several streams (keep the console output while capturing it)."""
-
-    def __init__(self, *streams):
-        self.streams = streams
-
-    def write(self, s):
-        for st in self.streams:
-            st.write(s)
-        return len(s)
-
-    def flush(self):
-        for st in self.streams:
-            st.flush()
-
-
-@contextlib.contextmanager
-def capture():
-    """Capture stdout, stderr and logging records (still echoed) into one buffer."""
-    buf = io.StringIO()
-    handler = logging.StreamHandler(buf)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        with contextlib.redirect_stdout(_Tee(sys.stdout, buf)), \
-                contextlib.redirect_stderr(_Tee(sys.stderr, buf)):
-            yield buf
-    finally:
-        root.removeHandler(handler)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def tolist(x):
-    """numpy/torch/pandas values -> plain JSON values (NaN -> None)."""
-    import numpy as np
-
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    if isinstance(x, np.ndarray):
-        return tolist(x.tolist())
-    if isinstance(x, (list, tuple)):
-        return [tolist(v) for v in x]
-    if isinstance(x, dict):
-        return {str(k): tolist(v) for k, v in x.items()}
-    if isinstance(x, (np.floating, float)):
-        x = float(x)
-        return None if math.isnan(x) else x
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, (np.bool_,)):
-        return bool(x)
-    if isinstance(x, Path):
-        return str(x)
-    return x
 
 
 def describe(x, depth: int = 0):
@@ -162,10 +94,6 @@ def describe(x, depth: int = 0):
         return {"type": type(x).__name__, "len": len(x),
                 "items": [describe(v, depth + 1) for v in x]}
     return f"{type(x).__name__}: {x!r}"[:200]
-
-
-def files_of(root: Path) -> set[Path]:
-    return {p for p in root.rglob("*") if p.is_file()}
 
 
 def read_video_rgb(video: Path, n: int | None = None):
@@ -632,41 +560,14 @@ def main() -> int:
     shutil.rmtree(out_dir / "exported-models-pytorch")
     shutil.copy2(work / "reference_maps.npz", out_dir / "reference_maps.npz")
     shutil.copy2(work / "reference_preds.json", out_dir / "reference_preds.json")
-    replaced, binary_with_path = [], []
-    needle = str(project).encode()
-    # pickled PosixPaths store the path's parts, not the joined string: look for the work
-    # folder's name too
-    marker = work.name.encode()
-    for p in sorted(files_of(out_dir)):
-        data = p.read_bytes()
-        if needle not in data and marker not in data:
-            continue
-        rel = str(p.relative_to(out_dir))
-        if p.suffix in TEXT_SUFFIXES:
-            data = data.replace(needle, PLACEHOLDER.encode())
-            if marker in data:
-                raise RuntimeError(f"{rel}: build path left after the replacement")
-            p.write_bytes(data)
-            replaced.append(rel)
-        else:
-            binary_with_path.append(rel)
+    replaced, binary_with_path = replace_build_path(out_dir, project, work)
     timings["8_copy"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
-
-    import dlclive as _dl
 
     record_head = {
         "what": "DeepLabCut 3.0.2-trained multi-animal bottom-up (DLCRNetHead + PAF) shuffle "
                 "of a synthetic project made by `posed synth --animals 3`",
-        "versions": {
-            "deeplabcut": deeplabcut.__version__,
-            "deeplabcut_live": getattr(_dl, "__version__", None) or _pkg_version(
-                "deeplabcut-live"),
-            "torch": torch.__version__, "timm": timm.__version__, "numpy": np.__version__,
-            "pandas": pd.__version__, "opencv": cv2.__version__,
-            "python": platform.python_version(), "machine": platform.machine(),
-            "posed": posed_version,
-        },
+        "versions": versions(posed_version),
         "build_path": str(project),
         "placeholder": PLACEHOLDER,
         "placeholder_replaced_in": replaced,
@@ -678,26 +579,11 @@ def main() -> int:
     record = {**record_head, **record}
 
     write_readme(out_dir, record)
-    record["files"] = {str(p.relative_to(out_dir)): {"bytes": p.stat().st_size,
-                                                      "sha256": sha256(p)}
-                       for p in sorted(files_of(out_dir))}
-    record["total_bytes"] = sum(v["bytes"] for v in record["files"].values())
-    (out_dir / "check.json").write_text(json.dumps(tolist(record), indent=1) + "\n")
-    total = sum(p.stat().st_size for p in files_of(out_dir))
-    print(f"fixture: {out_dir} ({total} bytes, {len(files_of(out_dir))} files)")
+    write_check(out_dir, record)
     print(json.dumps(record_head["timings_s"], indent=1))
     print("peaks per frame and part:", record["reference"]["peaks_per_frame_and_part"])
     print("assembled per frame (analyze):", n_assembled)
     return 0
-
-
-def _pkg_version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
 
 
 def write_readme(out_dir: Path, r: dict) -> None:
