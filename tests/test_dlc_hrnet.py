@@ -86,6 +86,17 @@ def test_single_animal_hrnet_w18_keypoints_equal_deeplabcuts(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_hrnet_exports_keep_deeplabcuts_keypoints(tmp_path, fmt):
+    """The exports pad as the native runner does (the graph takes padded frames)."""
+    from posed.engines import api
+
+    exported = api.export_model(_bundle("single", tmp_path), fmt, tmp_path / fmt)
+    got = _analyze(exported, tmp_path, "single")
+    np.testing.assert_allclose(got.to_numpy(), _dlc_table("single").to_numpy(), atol=XY_TOL_PX)
+
+
+@pytest.mark.slow
 def test_multi_animal_hrnet_w32_assemblies_equal_deeplabcuts(tmp_path):
     """Untracked (DeepLabCut's ``auto_track=False, save_as_df=True``): the same animals, in
     DeepLabCut's order, every frame."""

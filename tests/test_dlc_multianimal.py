@@ -383,6 +383,22 @@ def test_deeplabcut_trained_model_maps_and_animals(ma_bundle, ma_reference):
                                    atol=1e-5)
 
 
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_exports_of_the_deeplabcut_model_find_deeplabcuts_animals(ma_bundle, ma_reference,
+                                                                   tmp_path, fmt):
+    from posed.engines import api
+
+    data, _ = ma_reference
+    runner = api.load_model(api.export_model(ma_bundle, fmt, tmp_path / fmt), device="cpu")
+    assert runner.engine == ("onnx" if fmt == "onnx" else "pytorch")
+    got = runner.predict_animals(data["frames"])
+    poses = data["poses"]
+    for i in range(len(poses)):
+        present = (poses[i, ..., 0] != -1).any(axis=-1)
+        _assert_same_animals(got.animals[i], poses[i][present][..., :2],
+                             poses[i][present][..., 2], f"{fmt} frame {i}")
+
+
 def test_deeplabcut_analyze_videos_assemblies_in_place(ma_reference, tmp_path, monkeypatch):
     """The shuffle DeepLabCut trained, analysed in place through DeepLabCut's own call with
     ``auto_track=False``: every frame's animals are those DeepLabCut's ``analyze_videos``
@@ -415,3 +431,31 @@ def test_deeplabcut_analyze_videos_assemblies_in_place(ma_reference, tmp_path, m
     for i in range(len(table)):
         want = np.array(assemblies[str(i)], dtype=float)  # A × K × (x, y, likelihood, id)
         _assert_same_animals(animals[i], want[..., :2], want[..., 2], f"frame {i}")
+
+
+@pytest.mark.slow
+def test_daemon_serves_the_deeplabcut_shuffle_in_place(ma_reference, tmp_path, monkeypatch):
+    """``posed serve`` with ``model.bundle`` naming DeepLabCut's shuffle folder: every frame
+    reaches a real subscriber with the identities offline analysis (the daemon's online
+    tracker) gives, DeepLabCut's animals underneath."""
+    import shutil
+
+    import pandas as pd
+
+    from posed.engines import api
+    from test_daemon_e2e import stream_file
+
+    monkeypatch.setenv("POSED_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "synth"
+    shutil.copytree(MA, root)
+    shuffle = MA_TRAIN.parent.relative_to(MA)
+    video = root / "videos" / "synth1.mp4"
+    messages = stream_file(root / shuffle, video, 12, tmp_path, threads=1)
+    assert [m.seq for m in messages] == list(range(12))
+    assert messages[0].individuals == ("individual1", "individual2", "individual3")
+    streamed = np.stack([m.animals for m in messages])
+    report = api.analyze_videos(root / shuffle, [video], dest=tmp_path / "offline",
+                                progress=False, tracking={"identities": "online"})
+    offline = pd.read_hdf(report.outputs[0]).to_numpy().reshape(streamed.shape)
+    np.testing.assert_allclose(streamed, offline, atol=1e-3, equal_nan=True)
+    assert np.isfinite(streamed[..., 0]).any(axis=2).sum() >= 12  # animals in every frame
