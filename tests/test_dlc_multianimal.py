@@ -177,16 +177,9 @@ def _dlc_config(**predictor) -> dict:
 
 def _dlc_state(model) -> dict:
     """posed's DLCRNet tensors under DeepLabCut's ``PoseModel`` names."""
-    outputs = {"heatmap.": "heatmap_head.deconv_layers.0.",
-               "locref.": "locref_head.deconv_layers.0.", "paf.": "paf_head.deconv_layers.0."}
-    state = {}
-    for key, tensor in model.state_dict().items():
-        if key.startswith("backbone."):
-            state["backbone.model." + key[len("backbone."):]] = tensor
-            continue
-        head = next((v + key[len(k):] for k, v in outputs.items() if key.startswith(k)), key)
-        state["heads.bodypart." + head] = tensor
-    return state
+    from posed.engines.pytorch.dlc_families import dlc_state_dict
+
+    return dlc_state_dict(model)
 
 
 @pytest.fixture(scope="module")

@@ -85,15 +85,14 @@ def test_deeplabcut_hrnet_export_imports_with_its_padding(tmp_path):
     torch = pytest.importorskip("torch")
     from posed.engines import api
     from posed.engines.decoding import decode
+    from posed.engines.pytorch.dlc_families import dlc_state_dict
     from posed.engines.pytorch.model import PoseNet
     from posed.exporters.dlc import import_dlc_pytorch
 
     torch.manual_seed(0)
     net = PoseNet("hrnet", 2, 4, timm_model="hrnet_w18_small", score="clip",
                   head="deconv3x3s2_nopad").eval()
-    pose = {("backbone.model." + k[len("backbone."):]) if k.startswith("backbone.")
-            else f"heads.bodypart.{k.split('.')[0]}_head.deconv_layers.0.{k.split('.', 1)[1]}": v
-            for k, v in net.state_dict().items()}
+    pose = dlc_state_dict(net)
     pad = {"pad_width_divisor": 32, "pad_height_divisor": 32}
     deconv = {"kernel_size": [3], "strides": [2]}
     config = {"method": "bu", "net_type": "hrnet_w18",

@@ -20,7 +20,7 @@ from posed.engines.padding import pad_frames
 from posed.engines.pytorch.dlcrnet import DLCRNet
 from posed.engines.pytorch.model import PoseNet
 
-__all__ = ["DLC_FAMILIES", "random_dlc_export"]
+__all__ = ["DLC_FAMILIES", "dlc_state_dict", "random_dlc_export"]
 
 # family -> (net_type, backbone config, backbone output stride, multi-animal)
 DLC_FAMILIES: dict[str, tuple[str, dict[str, Any], int, bool]] = {
@@ -33,6 +33,19 @@ DLC_FAMILIES: dict[str, tuple[str, dict[str, Any], int, bool]] = {
 }
 _OUTPUTS = {"heatmap.": "heatmap_head.deconv_layers.0.",
             "locref.": "locref_head.deconv_layers.0.", "paf.": "paf_head.deconv_layers.0."}
+
+
+def dlc_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A posed network's tensors (:class:`PoseNet` or :class:`DLCRNet`) under DeepLabCut's
+    ``PoseModel`` names: the inverse of the import's mapping."""
+    pose = {}
+    for key, tensor in model.state_dict().items():
+        if key.startswith("backbone."):
+            pose["backbone.model." + key[len("backbone."):]] = tensor
+        else:
+            head = next((v + key[len(k):] for k, v in _OUTPUTS.items() if key.startswith(k)), key)
+            pose["heads.bodypart." + head] = tensor
+    return pose
 
 
 def _deconv(cin: int, cout: int) -> dict[str, Any]:
@@ -120,13 +133,7 @@ def random_dlc_export(family: str, path: str | Path, *, bodyparts: int = 12, ind
             _sparse_scores(model, torch.from_numpy(np.ascontiguousarray(frames)).permute(
                 0, 3, 1, 2).float())
     cin = model.backbone.feature_info.channels()[-1]
-    pose = {}
-    for key, tensor in model.state_dict().items():
-        if key.startswith("backbone."):
-            pose["backbone.model." + key[len("backbone."):]] = tensor
-        else:
-            head = next((v + key[len(k):] for k, v in _OUTPUTS.items() if key.startswith(k)), key)
-            pose["heads.bodypart." + head] = tensor
+    pose = dlc_state_dict(model)
     inference: dict[str, Any] = {"normalize_images": True}
     if pad:
         inference["auto_padding"] = pad

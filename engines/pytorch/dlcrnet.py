@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from posed.engines.pytorch.model import build_backbone
+from posed.engines.pytorch.model import MapsNet, build_backbone
 
 __all__ = ["DLCRNet"]
 
@@ -35,7 +35,7 @@ def _up2(cin: int, cout: int) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)
 
 
-class DLCRNet(nn.Module):
+class DLCRNet(MapsNet):
     """Backbone + DLCRNetHead; takes float N×3×H×W RGB on the 0..255 scale, as
     :class:`~posed.engines.pytorch.model.PoseNet` does (normalisation inside the network)."""
 
@@ -83,16 +83,3 @@ class DLCRNet(nn.Module):
             paf = paf_layer(stage_in)
             stage_in = torch.cat((heat, paf, features), dim=1)
         return self.heatmap(stage_in), self.locref(self.convt2(feats)), self.paf(stage_in)
-
-    def probabilities(self, heat: torch.Tensor) -> torch.Tensor:
-        """Scores as DeepLabCut's predictor reads them (``apply_sigmoid``, else raw)."""
-        return torch.sigmoid(heat) if self.score == "sigmoid" else heat
-
-    @torch.no_grad()
-    def grid_size(self, height: int, width: int) -> tuple[int, int]:
-        """Output grid (h, w) for an input of ``height``×``width``, found by a dry run."""
-        was_training = self.training
-        self.eval()
-        heat = self.forward(torch.zeros(1, 3, height, width, device=self.mean.device))[0]
-        self.train(was_training)
-        return int(heat.shape[-2]), int(heat.shape[-1])

@@ -124,7 +124,29 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-class PoseNet(nn.Module):
+class MapsNet(nn.Module):
+    """What every posed network shares: scores from heatmap outputs and the output grid.
+    Subclasses set ``score`` and the ``mean`` buffer, and return the heatmap first."""
+
+    score: str
+
+    def probabilities(self, heat: torch.Tensor) -> torch.Tensor:
+        """Heatmap outputs to the scores decoding takes the argmax of, as the model was trained."""
+        # For ``clip`` models the map is passed on raw: DeepLabCut takes the argmax before
+        # clipping, and decoding clips the likelihood it reads to [0, 1].
+        return torch.sigmoid(heat) if self.score == "sigmoid" else heat
+
+    @torch.no_grad()
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        """Output grid (h, w) for an input of ``height``×``width``, found by a dry run."""
+        was_training = self.training
+        self.eval()
+        heat = self.forward(torch.zeros(1, 3, height, width, device=self.mean.device))[0]
+        self.train(was_training)
+        return int(heat.shape[-2]), int(heat.shape[-1])
+
+
+class PoseNet(MapsNet):
     """Backbone + heatmap and location-refinement heads.
 
     Takes RGB images as float N×3×H×W on the 0..255 scale (normalisation is part of the
@@ -171,21 +193,6 @@ class PoseNet(nn.Module):
         feats = self.backbone(x)[-1]
         return self.heatmap(feats), self.locref(feats)
 
-    def probabilities(self, heat: torch.Tensor) -> torch.Tensor:
-        """Heatmap outputs to the scores decoding takes the argmax of, as the model was trained."""
-        # For ``clip`` models the map is passed on raw: DeepLabCut takes the argmax before
-        # clipping, and decoding clips the likelihood it reads to [0, 1].
-        return torch.sigmoid(heat) if self.score == "sigmoid" else heat
-
-    @torch.no_grad()
-    def grid_size(self, height: int, width: int) -> tuple[int, int]:
-        """Output grid (h, w) for an input of ``height``×``width``, found by a dry run."""
-        was_training = self.training
-        self.eval()
-        heat, _ = self.forward(torch.zeros(1, 3, height, width, device=self.mean.device))
-        self.train(was_training)
-        return int(heat.shape[-2]), int(heat.shape[-1])
-
 
 class BottomUpNet(PoseNet):
     """:class:`PoseNet` plus a part-affinity-field head: the bottom-up multi-animal model.
@@ -214,11 +221,3 @@ class BottomUpNet(PoseNet):
         x = (x - self.mean) / self.std
         feats = self.backbone(x)[-1]
         return self.heatmap(feats), self.locref(feats), self.paf(feats)
-
-    @torch.no_grad()
-    def grid_size(self, height: int, width: int) -> tuple[int, int]:
-        was_training = self.training
-        self.eval()
-        heat = self.forward(torch.zeros(1, 3, height, width, device=self.mean.device))[0]
-        self.train(was_training)
-        return int(heat.shape[-2]), int(heat.shape[-1])
