@@ -236,6 +236,12 @@ frames = np.random.default_rng(0).integers(0, 255, (1, 96, 128, 3), dtype=np.uin
 want = r.predict(frames)
 before = tasks()
 r.handoff()
+# libgomp's workers leave the pool's last barrier and then exit on their own: poll briefly
+# rather than read the count at one instant (a loaded machine may not have run them yet).
+import time
+deadline = time.monotonic() + 10
+while tasks() > before - 1 and time.monotonic() < deadline:
+    time.sleep(0.01)
 after = tasks()
 got = {{}}
 t = threading.Thread(target=lambda: got.update(p=r.predict(frames))); t.start(); t.join()
