@@ -52,7 +52,9 @@ def resolve_bundle(source: "str | Path | ModelBundle", engine: "str | Engine | N
     if found is not None:
         from posed.engines.dlc.shuffle import shuffle_bundle
 
-        return shuffle_bundle(found, _dlc_snapshot(found, snapshot, dlc.get("snapshot_index")))
+        detector = dlc.get("detector_snapshot_index")
+        return shuffle_bundle(found, _dlc_snapshot(found, snapshot, dlc.get("snapshot_index")),
+                              found.detector_snapshot(detector) if detector is not None else None)
     eng = resolve_engine(engine, project)
     snap = get_snapshot(project, shuffle, eng, snapshot)
     return _with_snapshot(load_bundle(snap.parent, verify=False), snap.stem.split("-")[1])
@@ -84,8 +86,9 @@ def load_served_model(path: "str | Path") -> ModelBundle:
 
 def _dlc_shuffle(project: Any, shuffle: int, layout: str | None, engine: Any,
                  trainingsetindex: int = 0, modelprefix: str = "",
-                 snapshot_index: Any = None) -> Any:
-    """The DeepLabCut shuffle to serve, or None for posed's own layout."""
+                 snapshot_index: Any = None, detector_snapshot_index: Any = None) -> Any:
+    """The DeepLabCut shuffle to serve, or None for posed's own layout (the snapshot indices
+    are applied by the caller)."""
     from posed.engines.dlc.layout import find_shuffle
     from posed.engines.project.folders import get_train_folder, list_snapshots
 
@@ -152,6 +155,9 @@ def load_model(source: "str | Path | ModelBundle", engine: "str | Engine | None"
         raise CapabilityError(f"{bundle.path}: multi-animal models are not supported by engine "
                               f"'{eng.value}' (engines that can: "
                               f"{', '.join(e.value for e in MULTIANIMAL_ENGINES)})")
+    if "topdown" in bundle.architecture and eng is not Engine.PYTORCH:
+        raise CapabilityError(f"{bundle.path}: top-down models (detector + pose model) run on "
+                              f"engine 'pytorch' only so far, not '{eng.value}'")
     return capability(eng, "load_runner")(bundle, **options)
 
 

@@ -56,6 +56,9 @@ def _native(bundle: ModelBundle) -> FramesToPoseMaps:
     if bundle.engine != "pytorch" or bundle.format != "safetensors":
         raise ExportError(f"{bundle.path}: only PyTorch safetensors bundles can be exported here "
                           f"(this one is {bundle.engine}/{bundle.format})")
+    if "topdown" in bundle.architecture:
+        raise ExportError(f"{bundle.path}: top-down models (detector + pose model) cannot be "
+                          "exported yet; run the bundle on the pytorch engine")
     if "individuals" in bundle.architecture:
         from posed.engines.pytorch.multianimal import build_model
     else:

@@ -25,15 +25,16 @@ from posed.engines.project import Project
 from posed.engines.project.folders import get_model_folder
 from posed.engines.pytorch import multianimal
 from posed.engines.pytorch.accel import OpenMPHandoff, load_torchscript, select_device
-from posed.engines.pytorch.dlc_families import DLC_FAMILIES, random_dlc_export
+from posed.engines.pytorch.dlc_families import (DLC_FAMILIES, TOP_DOWN_FAMILIES,
+                                                random_dlc_export)
 from posed.engines.pytorch.model import NET_HEADS, TIMM_NAMES, PoseNet, load_for_inference
 from posed.engines.pytorch.training import ENGINE, pose_loss, prepare_training, run_training
 from posed.engines.training import SampleMaker, TrainConfig, bundle_source, load_training_data
 from posed.engines.training.pseudo import pseudo_labels_for
 from posed.errors import ConfigError, InferenceError, ModelLoadError
 
-__all__ = ["DLC_FAMILIES", "ENGINE", "PoseNet", "TorchRunner", "TorchScriptRunner", "build_model",
-           "load_runner", "load_torchscript", "pose_loss", "prepare_training", "random_bundle",
+__all__ = ["DLC_FAMILIES", "ENGINE", "TOP_DOWN_FAMILIES", "PoseNet", "TorchRunner",
+           "TorchScriptRunner", "build_model", "load_runner", "load_torchscript", "pose_loss", "prepare_training", "random_bundle",
            "random_dlc_export", "run_training", "select_device", "train"]
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,12 @@ class TorchScriptRunner(OpenMPHandoff, PoseRunner):
 
 def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
     """Engine entry point used by :func:`posed.engines.api.load_model`; bottom-up
-    multi-animal bundles get a :class:`~posed.engines.base.MultiAnimalRunner`."""
+    multi-animal bundles get a :class:`~posed.engines.base.MultiAnimalRunner`, top-down ones a
+    :class:`~posed.engines.topdown.TopDownRunner`."""
+    if "topdown" in bundle.architecture:
+        from posed.engines.pytorch import topdown
+
+        return topdown.load_runner(bundle, TorchRunner.load, **options)
     if multianimal.is_multianimal(bundle):
         return multianimal.load_runner(bundle, **options)
     return load_by_format(bundle, options, {"torchscript": TorchScriptRunner.load},

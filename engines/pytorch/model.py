@@ -20,7 +20,9 @@ SCORES = ("sigmoid", "clip")
 # HeatmapHead layer: a (2h+1) x (2w+1) grid whose cell i is cell i-1 of the padded head, so
 # imported DeepLabCut weights need it to decode to the same pixels with the shared
 # (i + 0.5) * stride convention.
-HEADS = {"deconv3x3s2": (1, 1), "deconv3x3s2_nopad": (0, 0)}
+# ``conv1x1`` is DeepLabCut 3's top-down HeatmapHead: one 1x1 convolution at the backbone's
+# own stride (its crops are small; no upsampling).
+HEADS = {"deconv3x3s2": (1, 1), "deconv3x3s2_nopad": (0, 0), "conv1x1": None}
 
 # posed net name -> timm model name
 TIMM_NAMES = {
@@ -151,7 +153,8 @@ class PoseNet(MapsNet):
 
     Takes RGB images as float N×3×H×W on the 0..255 scale (normalisation is part of the
     network, so exported graphs accept raw pixels) and returns heatmap logits N×K×h×w and
-    locref offsets N×2K×h×w at ``stride = output_stride / 2``. ``score`` says how heatmap
+    locref offsets N×2K×h×w at ``stride = output_stride / 2`` (``output_stride`` with the
+    ``conv1x1`` head). ``score`` says how heatmap
     outputs become probabilities: ``sigmoid`` (posed's models, trained with BCE) or ``clip``
     to [0, 1] (DeepLabCut 3 models, trained with MSE on Gaussian targets). ``head`` is a
     key of :data:`HEADS` (``deconv3x3s2_nopad`` for imported DeepLabCut 3 models).
@@ -173,11 +176,15 @@ class PoseNet(MapsNet):
         self.head = head
         self.backbone = build_backbone(net, output_stride, pretrained, timm_model)
         channels = self.backbone.feature_info.channels()[-1]
-        pad, out_pad = HEADS[head]
-        self.heatmap = nn.ConvTranspose2d(channels, num_keypoints, 3, stride=2, padding=pad,
-                                          output_padding=out_pad)
-        self.locref = nn.ConvTranspose2d(channels, 2 * num_keypoints, 3, stride=2, padding=pad,
-                                         output_padding=out_pad)
+        if head == "conv1x1":
+            self.heatmap = nn.Conv2d(channels, num_keypoints, 1)
+            self.locref = nn.Conv2d(channels, 2 * num_keypoints, 1)
+        else:
+            pad, out_pad = HEADS[head]
+            self.heatmap = nn.ConvTranspose2d(channels, num_keypoints, 3, stride=2, padding=pad,
+                                              output_padding=out_pad)
+            self.locref = nn.ConvTranspose2d(channels, 2 * num_keypoints, 3, stride=2,
+                                             padding=pad, output_padding=out_pad)
         # Heatmaps start near zero probability: a sparse target otherwise takes long to learn.
         nn.init.normal_(self.heatmap.weight, std=0.001)
         nn.init.constant_(self.heatmap.bias, -4.0)
@@ -186,7 +193,7 @@ class PoseNet(MapsNet):
         # Not persistent: normalisation is recorded in the bundle, weights files hold weights only.
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
-        self.stride = output_stride / 2
+        self.stride = output_stride if head == "conv1x1" else output_stride / 2
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (x - self.mean) / self.std
