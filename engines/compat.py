@@ -73,9 +73,10 @@ def _project(config: "str | Path") -> Any:
     return load_project(config)
 
 
-def _dlc_choice(trainingsetindex: int, modelprefix: str, snapshot_index: Any = None) -> dict:
+def _dlc_choice(trainingsetindex: int, modelprefix: str, snapshot_index: Any = None,
+                detector_snapshot_index: Any = None) -> dict:
     return {"trainingsetindex": trainingsetindex, "modelprefix": modelprefix or "",
-            "snapshot_index": snapshot_index}
+            "snapshot_index": snapshot_index, "detector_snapshot_index": detector_snapshot_index}
 
 
 def _bundle(config: Any, shuffle: int, engine: Any, trainingsetindex: int, modelprefix: str,
@@ -84,7 +85,8 @@ def _bundle(config: Any, shuffle: int, engine: Any, trainingsetindex: int, model
     return api.resolve_bundle(
         config, _engine(engine), shuffle=shuffle, snapshot=options.pop("snapshot", None),
         layout=options.pop("layout", None),
-        **_dlc_choice(trainingsetindex, modelprefix, options.pop("snapshot_index", None)))
+        **_dlc_choice(trainingsetindex, modelprefix, options.pop("snapshot_index", None),
+                      options.pop("detector_snapshot_index", None)))
 
 
 def _engine(engine: Any) -> Any:
@@ -151,7 +153,8 @@ def create_training_dataset(config: "str | Path", num_shuffles: int = 1, Shuffle
     no_effect(fn, windows2linux=(windows2linux, False, "paths are stored portably"),
               userfeedback=(userfeedback, True, "posed never asks; an existing split is reused"),
               augmenter_type=(augmenter_type, None, "posed's augmentation is set at training"))
-    refuse(fn, detector_type=(detector_type, None, "top-down models are not supported yet"),
+    refuse(fn, detector_type=(detector_type, None, "posed does not train top-down models yet "
+                              "(it runs DeepLabCut-trained ones)"),
            posecfg_template=(posecfg_template, None, "posed trains from its own settings"),
            superanimal_name=(superanimal_name, "", "SuperAnimal models are not available"),
            weight_init=(weight_init, None, "pass pretrained weights to posed train"),
@@ -218,7 +221,8 @@ def train_network(config: "str | Path", shuffle: int = 1, trainingsetindex: int 
            superanimal_transfer_learning=(superanimal_transfer_learning, False,
                                           "SuperAnimal models are not available"),
            snapshot_path=(snapshot_path, None, "pass pretrained weights to posed train"),
-           detector_path=(detector_path, None, "top-down models are not supported yet"),
+           detector_path=(detector_path, None, "posed does not train top-down models yet "
+                          "(it runs DeepLabCut-trained ones)"),
            detector_batch_size=(detector_batch_size, None, "no detector"),
            detector_epochs=(detector_epochs, None, "no detector"),
            detector_save_epochs=(detector_save_epochs, None, "no detector"),
@@ -356,9 +360,7 @@ def analyze_videos(config: "str | Path", videos: Sequence, video_extensions: Any
     refuse(fn, use_openvino=(bool(use_openvino), False, "posed's OpenVINO engine runs ONNX exports "
                              "(posed export --format onnx, then engine 'openvino')"),
            n_tracks=(n_tracks, None, _MULTI), animal_names=(animal_names, None, _MULTI),
-           calibrate=(calibrate, False, _MULTI), identity_only=(identity_only, False, _MULTI),
-           detector_snapshot_index=(options.pop("detector_snapshot_index", None), None,
-                                    "top-down models are not supported yet"))
+           calibrate=(calibrate, False, _MULTI), identity_only=(identity_only, False, _MULTI))
     if not auto_track and options.get("tracking") is None:
         options["tracking"] = {"identities": "none"}
     runner = {**(options.pop("runner_options", None) or {}),
@@ -391,9 +393,9 @@ def analyze_images(config: "str | Path", images: Any, frame_type: str | None = N
     options = params.take_options(fn, torch_kwargs, ("snapshot", "layout", "progress"))
     refuse(fn, max_individuals=(max_individuals, None, _MULTI),
            detector_snapshot_index=(detector_snapshot_index, None,
-                                    "top-down models are not supported yet"),
+                                    "analyze_images runs single-animal models"),
            plotting=(plotting, False, "plot with posed's labelled-video tools"),
-           bbox_pcutoff=(bbox_pcutoff, None, "top-down models are not supported yet"))
+           bbox_pcutoff=(bbox_pcutoff, None, "analyze_images runs single-animal models"))
     no_effect(fn, pcutoff=(pcutoff, None, "used only for plotting"),
               plot_skeleton=(plot_skeleton, False, "used only for plotting"))
     suffixes = (("." + frame_type.lstrip(".")).lower(),) if frame_type else IMAGE_SUFFIXES

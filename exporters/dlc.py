@@ -74,7 +74,8 @@ _PROJECT_RE = re.compile(r"^(?P<rest>.+)-(?P<year>\d{4})-(?P<month>\d{2})-(?P<da
 # Inference transforms that only change pixel values in ways posed's normalisation expresses.
 _PIXEL_TRANSFORMS = ("normalize_images", "scale_to_unit_range")
 # Inference transforms posed reproduces in other ways (padding: engines/padding.py).
-_OTHER_TRANSFORMS = ("auto_padding",)
+# top_down_crop: the crop of top-down models (exporters/dlc_topdown.py); no other model reads it.
+_OTHER_TRANSFORMS = ("auto_padding", "top_down_crop")
 
 _BACKBONE_PREFIX = "backbone.model."
 _HEAD_PREFIX = "heads.bodypart."
@@ -93,7 +94,13 @@ def read_dlc_export(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
         ModelLoadError: the file is missing, truncated or corrupt, would need arbitrary Python
             objects unpickled, or lacks ``config``/``pose``.
     """
-    path = Path(path)
+    config, pose, _ = _read_export(Path(path))
+    return config, pose
+
+
+def _read_export(path: Path) -> tuple[dict, dict[str, torch.Tensor], Any]:
+    """:func:`read_dlc_export` plus the export's ``detector`` state dict (None without one:
+    only top-down models have a detector)."""
     data = _load_plain(path)
     if not isinstance(data, Mapping):
         raise ModelLoadError(f"{path}: not a DeepLabCut export (expected a dict with 'config' "
@@ -107,7 +114,7 @@ def read_dlc_export(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     if not isinstance(pose, Mapping) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in pose.items()):
         raise ModelLoadError(f"{path}: key 'pose' is not a state dict of named tensors")
-    return dict(config), dict(pose)
+    return dict(config), dict(pose), data.get("detector")
 
 
 def _load_plain(path: Path) -> Any:
@@ -174,34 +181,39 @@ def import_dlc_pytorch(path: str | Path, out: str | Path, *, overwrite: bool = F
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ExportError(f"{out}: already exists and is not empty (pass overwrite to replace it)")
 
-    config, pose = read_dlc_export(path)
+    config, pose, detector = _read_export(path)
     spec = _model_spec(config, path)
     return _write_bundle(spec, _map_state_dict(pose, spec, path), path, out,
-                         _source(config, path, spec))
+                         _source(config, path, spec), detector=detector)
 
 
 def import_dlc_snapshot(pose_cfg: str | Path, snapshot: str | Path, out: str | Path, *,
-                        source: Mapping[str, Any]) -> Path:
+                        source: Mapping[str, Any], detector: str | Path | None = None) -> Path:
     """A DeepLabCut 3 shuffle's training snapshot as a posed bundle in ``out`` (which must not
     exist or be empty): the model a shuffle folder serves in place.
 
     ``source`` is the bundle's provenance (DeepLabCut's scorer, project, shuffle, snapshot),
     which the caller knows from the shuffle's folder; the same checks as
-    :func:`import_dlc_pytorch` apply.
+    :func:`import_dlc_pytorch` apply. ``detector`` is a top-down shuffle's detector snapshot
+    (``snapshot-detector-NNN.pt``).
     """
     snapshot = Path(snapshot)
     config, pose = read_dlc_snapshot(pose_cfg, snapshot)
+    detector_state = read_dlc_snapshot(pose_cfg, detector)[1] if detector else None
     spec = _model_spec(config, Path(pose_cfg))
     state = _map_state_dict(pose, spec, snapshot)
     provenance = {"imported_from": "deeplabcut", "file": snapshot.name,
                   "sha256": sha256_file(snapshot), "dlc_method": str(config.get("method")),
                   "dlc_net_type": spec["net_type"], **source}
-    return _write_bundle(spec, state, snapshot, Path(out), provenance)
+    if detector:
+        provenance["detector_sha256"] = sha256_file(Path(detector))
+    return _write_bundle(spec, state, snapshot, Path(out), provenance, detector=detector_state)
 
 
 def _write_bundle(spec: dict[str, Any], state: dict[str, torch.Tensor], path: Path, out: Path,
-                  source: dict[str, Any]) -> Path:
-    """Check ``state`` against the architecture strictly, then write the bundle atomically."""
+                  source: dict[str, Any], detector: Any = None) -> Path:
+    """Check ``state`` (and a top-down model's ``detector`` state dict, DeepLabCut's keys)
+    against the architecture strictly, then write the bundle atomically."""
     from safetensors.torch import save_file
 
     bundle = ModelBundle(
@@ -209,7 +221,11 @@ def _write_bundle(spec: dict[str, Any], state: dict[str, torch.Tensor], path: Pa
         architecture=spec["architecture"], stride=spec["stride"],
         locref_stdev=spec["locref_stdev"], mean=spec["mean"], std=spec["std"], source=source,
     )
-    if "individuals" in spec["architecture"]:
+    topdown = "topdown" in spec["architecture"]
+    if topdown and detector is None:
+        raise ModelLoadError(f"{path}: a top-down model without its detector (export it with "
+                             "the detector, or give the detector snapshot)")
+    if "individuals" in spec["architecture"] and not topdown:
         from posed.engines.pytorch.multianimal import build_model
     else:
         from posed.engines.pytorch.backend import build_model
@@ -229,7 +245,13 @@ def _write_bundle(spec: dict[str, Any], state: dict[str, torch.Tensor], path: Pa
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"imported_from": "deeplabcut", "file": path.name})
-    bundle.save(out, [WEIGHTS_FILE])
+    files = [WEIGHTS_FILE]
+    if topdown:
+        from posed.exporters.dlc_topdown import DETECTOR_FILE, map_detector_state, save_detector
+
+        save_detector(spec, map_detector_state(detector, path), path, out)
+        files.append(DETECTOR_FILE)
+    bundle.save(out, files)
     log.info("imported %s -> %s (%s)", path.name, out, bundle.scorer)
     return out
 
@@ -254,8 +276,8 @@ def _unsupported(path: Path, what: str) -> ModelLoadError:
 def _model_spec(config: Mapping, path: Path) -> dict[str, Any]:
     """Check that posed can run the model and collect the bundle's settings."""
     method = str(_get(config, "method", path)).lower()
-    if method != "bu":
-        kind = {"td": "top-down", "ctd": "conditional top-down"}.get(method, f"method '{method}'")
+    if method not in ("bu", "td"):
+        kind = {"ctd": "conditional top-down"}.get(method, f"method '{method}'")
         raise _unsupported(path, f"{kind} models (method '{method}')")
     bodyparts = _get(config, "metadata.bodyparts", path)
     if not (isinstance(bodyparts, list) and bodyparts
@@ -279,11 +301,15 @@ def _model_spec(config: Mapping, path: Path) -> dict[str, Any]:
     pad = _padding(config, path)
     if pad:
         arch["pad"] = pad
+    common = {"bodyparts": list(bodyparts), "output_stride": output_stride, "mean": mean,
+              "std": std, "net_type": net_type, "architecture": arch}
+    if method == "td":
+        from posed.exporters.dlc_topdown import topdown_spec
+
+        return topdown_spec(config, head, path, common, _normalisation)
     if htype == "DLCRNetHead":
         from posed.exporters.dlc_paf import paf_spec
 
-        common = {"bodyparts": list(bodyparts), "output_stride": output_stride, "mean": mean,
-                  "std": std, "net_type": net_type, "architecture": arch}
         return paf_spec(config, head, path, common)
     if htype != "HeatmapHead":
         raise _unsupported(path, f"head type '{htype}'")
@@ -412,6 +438,10 @@ def _map_state_dict(pose: Mapping[str, torch.Tensor], spec: dict[str, Any],
         from posed.exporters.dlc_paf import map_paf_state
 
         return map_paf_state(pose, path, _BACKBONE_PREFIX)
+    if "topdown" in spec["architecture"]:
+        from posed.exporters.dlc_topdown import map_topdown_state
+
+        return map_topdown_state(pose, path, _BACKBONE_PREFIX)
     heads = {f"{_HEAD_PREFIX}heatmap_head.deconv_layers.0.": "heatmap."}
     if spec["has_locref_layer"]:
         heads[f"{_HEAD_PREFIX}locref_head.deconv_layers.0."] = "locref."

@@ -33,6 +33,8 @@ __all__ = ["TF_DEFAULTS", "DlcShuffle", "DlcSnapshot", "find_shuffle", "list_sna
 TF_DEFAULTS = {"stride": 8.0, "mean_pixel": [123.68, 116.779, 103.939],
                "location_refinement": False, "locref_stdev": 7.2801}
 _SNAPSHOT_RE = re.compile(r"^snapshot(?P<best>-best)?-(?P<epoch>\d+)\.pt$")
+# A top-down shuffle's detector snapshots, listed and indexed alike (detector_snapshotindex).
+_DETECTOR_RE = re.compile(r"^snapshot-detector(?P<best>-best)?-(?P<epoch>\d+)\.pt$")
 _TF_SNAPSHOT_RE = re.compile(r"^snapshot-(?P<epoch>\d+)\.index$")
 _FOLDER_RE = re.compile(r"^(?P<name>.+)-trainset(?P<pp>\d+)shuffle(?P<shuffle>\d+)$")
 
@@ -97,8 +99,26 @@ class DlcShuffle:
             index = snapshot_index_setting(self.project)
         return select_snapshot(self.snapshots(), index, self.train_dir)
 
-    def scorer(self, snapshot: DlcSnapshot) -> str:
-        """DeepLabCut's scorer for this shuffle's predictions with ``snapshot``."""
+    @property
+    def top_down(self) -> bool:
+        """Whether the model is top-down (``method: td``: a detector, then the pose model)."""
+        return (self.engine is Engine.PYTORCH
+                and str(self.model_config().get("method", "")).lower() == "td")
+
+    def detector_snapshot(self, index: int | str | None = None) -> DlcSnapshot:
+        """The detector snapshot ``index`` selects (None: the project's
+        ``detector_snapshotindex``), by the same rule as :meth:`snapshot`."""
+        if index is None:
+            index = snapshot_index_setting(self.project, "detector_snapshotindex")
+        found = list_snapshots(self.train_dir, self.engine, _DETECTOR_RE)
+        if not found:
+            raise ModelLoadError(f"{self.train_dir}: no detector snapshots "
+                                 "(snapshot-detector-*.pt) for this top-down model")
+        return select_snapshot(found, index, self.train_dir)
+
+    def scorer(self, snapshot: DlcSnapshot, detector: DlcSnapshot | None = None) -> str:
+        """DeepLabCut's scorer for this shuffle's predictions with ``snapshot`` (and a
+        top-down model's ``detector`` snapshot)."""
         net_type = str(self.model_config().get("net_type") or "")
         if not camel_net(net_type):
             raise ModelLoadError(f"{self.pose_cfg}: no 'net_type'")
@@ -107,7 +127,9 @@ class DlcShuffle:
                     f"shuffle{self.shuffle}_{snapshot.epoch}")
         # DeepLabCut capitalises each part (str.capitalize lower-cases the rest).
         name = "".join(p.capitalize() for p in net_type.split("_"))
-        return f"DLC_{name}_{self.project.name}shuffle{self.shuffle}_snapshot_{snapshot.uid}"
+        detected = f"_detector_{detector.uid}" if detector is not None else ""
+        return (f"DLC_{name}_{self.project.name}shuffle{self.shuffle}{detected}"
+                f"_snapshot_{snapshot.uid}")
 
 
 def tf_net_name(net_type: str, where: Path) -> str:
@@ -189,10 +211,12 @@ def shuffle_from_folder(path: str | Path) -> DlcShuffle | None:
     return DlcShuffle(project, int(found["shuffle"]), fractions[0], engine, folder)
 
 
-def list_snapshots(train_dir: Path, engine: Engine = Engine.PYTORCH) -> list[DlcSnapshot]:
+def list_snapshots(train_dir: Path, engine: Engine = Engine.PYTORCH,
+                   pattern: re.Pattern | None = None) -> list[DlcSnapshot]:
     """Snapshots in DeepLabCut's order: by epoch (iterations), the best one last."""
     found = []
-    pattern = _TF_SNAPSHOT_RE if engine is Engine.TENSORFLOW else _SNAPSHOT_RE
+    if pattern is None:
+        pattern = _TF_SNAPSHOT_RE if engine is Engine.TENSORFLOW else _SNAPSHOT_RE
     if train_dir.is_dir():
         for path in train_dir.iterdir():
             m = pattern.match(path.name)
@@ -224,10 +248,13 @@ def select_snapshot(snapshots: list[DlcSnapshot], index: int | str,
     return snapshots[key]
 
 
-def snapshot_index_setting(project: Project) -> int | str:
-    """config.yaml's ``snapshotindex`` (DeepLabCut's default -1: the last snapshot)."""
-    value = project.raw.get("snapshotindex", -1)
+def snapshot_index_setting(project: Project, key: str = "snapshotindex") -> int | str:
+    """config.yaml's ``snapshotindex`` (or ``detector_snapshotindex``; DeepLabCut's default
+    -1: the last snapshot)."""
+    value = project.raw.get(key, -1)
+    if value is None:
+        value = -1
     if is_int(value) or (isinstance(value, str) and value.lower() in ("all", "best")):
         return value
-    raise ConfigError(f"{project.config_path}: snapshotindex must be an integer, 'all' or "
+    raise ConfigError(f"{project.config_path}: {key} must be an integer, 'all' or "
                       f"'best', got {value!r}")

@@ -31,7 +31,8 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "posed"
 
 
-def shuffle_bundle(shuffle: DlcShuffle, snapshot: DlcSnapshot) -> ModelBundle:
+def shuffle_bundle(shuffle: DlcShuffle, snapshot: DlcSnapshot,
+                   detector: DlcSnapshot | None = None) -> ModelBundle:
     """The posed bundle of one snapshot of a DeepLabCut shuffle (converted on first use).
 
     Its scorer is DeepLabCut's (:meth:`DlcShuffle.scorer`), so outputs carry DeepLabCut's
@@ -40,11 +41,16 @@ def shuffle_bundle(shuffle: DlcShuffle, snapshot: DlcSnapshot) -> ModelBundle:
     A PyTorch shuffle runs on the PyTorch engine; a TensorFlow one (a ResNet checkpoint,
     frozen into DeepLabCut's export graph) on the TensorFlow engine.
 
+    A top-down shuffle also needs its ``detector`` snapshot (None: the one the project's
+    ``detector_snapshotindex`` selects).
+
     Raises:
         ModelLoadError: the snapshot or config is unreadable, or a model posed does not run.
     """
+    if detector is None and shuffle.top_down:
+        detector = shuffle.detector_snapshot()
     digest = hashlib.sha256(shuffle.pose_cfg.read_bytes())
-    for path in snapshot.files():
+    for path in snapshot.files() + (detector.files() if detector else []):
         if not path.is_file():
             raise ModelLoadError(f"{path}: missing (snapshot {snapshot.path.name} is incomplete)")
         digest.update(sha256_file(path).encode())
@@ -54,19 +60,24 @@ def shuffle_bundle(shuffle: DlcShuffle, snapshot: DlcSnapshot) -> ModelBundle:
                   "shuffle": shuffle.shuffle, "train_fraction": shuffle.train_fraction,
                   "snapshot": snapshot.uid, "shuffle_folder": str(shuffle.folder),
                   "dlc_engine": shuffle.engine.value, "snapshot_path": str(snapshot.path),
-                  "scorer": shuffle.scorer(snapshot), "pcutoff": shuffle.project.pcutoff}
-        _convert(shuffle, snapshot, folder, source)
+                  "scorer": shuffle.scorer(snapshot, detector),
+                  "pcutoff": shuffle.project.pcutoff}
+        if detector is not None:
+            source["detector_snapshot"] = detector.uid
+        _convert(shuffle, snapshot, folder, source, detector)
     return load_bundle(folder)
 
 
-def _convert(shuffle: DlcShuffle, snapshot: DlcSnapshot, folder: Path, source: dict) -> None:
+def _convert(shuffle: DlcShuffle, snapshot: DlcSnapshot, folder: Path, source: dict,
+             detector: DlcSnapshot | None = None) -> None:
     """Write the bundle beside ``folder`` and rename it into place (two processes converting
     the same snapshot at once both succeed; one rename wins)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
+        extra = {"detector": detector.path} if detector is not None else {}
         capability(shuffle.engine, "import_dlc_snapshot")(shuffle.pose_cfg, snapshot.path, tmp,
-                                                           source=source)
+                                                           source=source, **extra)
         try:
             os.rename(tmp, folder)
         except OSError:
