@@ -20,7 +20,7 @@ from posed.engines.padding import pad_frames
 from posed.engines.pytorch.dlcrnet import DLCRNet
 from posed.engines.pytorch.model import PoseNet
 
-__all__ = ["DLC_FAMILIES", "dlc_state_dict", "random_dlc_export"]
+__all__ = ["DLC_FAMILIES", "TOP_DOWN_FAMILIES", "dlc_state_dict", "random_dlc_export"]
 
 # family -> (net_type, backbone config, backbone output stride, multi-animal)
 DLC_FAMILIES: dict[str, tuple[str, dict[str, Any], int, bool]] = {
@@ -31,6 +31,12 @@ DLC_FAMILIES: dict[str, tuple[str, dict[str, Any], int, bool]] = {
     "hrnet_w32": ("hrnet_w32", {"type": "HRNet", "model_name": "hrnet_w32"}, 4, False),
     "hrnet_w32_paf": ("hrnet_w32", {"type": "HRNet", "model_name": "hrnet_w32"}, 4, True),
 }
+# top-down family -> (net_type, backbone config, backbone stride, detector variant)
+TOP_DOWN_FAMILIES: dict[str, tuple[str, dict[str, Any], int, str]] = {
+    "top_down_resnet_50": ("resnet_50", {"type": "ResNet", "model_name": "resnet50_gn",
+                                         "output_stride": 16}, 16,
+                           "fasterrcnn_mobilenet_v3_large_fpn"),
+}
 _OUTPUTS = {"heatmap.": "heatmap_head.deconv_layers.0.",
             "locref.": "locref_head.deconv_layers.0.", "paf.": "paf_head.deconv_layers.0."}
 
@@ -39,11 +45,14 @@ def dlc_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A posed network's tensors (:class:`PoseNet` or :class:`DLCRNet`) under DeepLabCut's
     ``PoseModel`` names: the inverse of the import's mapping."""
     pose = {}
+    outputs = _OUTPUTS
+    if getattr(model, "head", None) == "conv1x1":  # DeepLabCut's top-down head
+        outputs = {"heatmap.": "heatmap_head.final_conv.", "locref.": "locref_head.final_conv."}
     for key, tensor in model.state_dict().items():
         if key.startswith("backbone."):
             pose["backbone.model." + key[len("backbone."):]] = tensor
         else:
-            head = next((v + key[len(k):] for k, v in _OUTPUTS.items() if key.startswith(k)), key)
+            head = next((v + key[len(k):] for k, v in outputs.items() if key.startswith(k)), key)
             pose["heads.bodypart." + head] = tensor
     return pose
 
@@ -109,6 +118,8 @@ def random_dlc_export(family: str, path: str | Path, *, bodyparts: int = 12, ind
     frames the model will be timed on; default: 2 noise frames of 128×160) give a few
     candidates per part (see :func:`_sparse_scores`).
     """
+    if family in TOP_DOWN_FAMILIES:
+        return _random_top_down_export(family, Path(path), bodyparts, individuals, seed)
     net_type, backbone, stride, multi = DLC_FAMILIES[family]
     names = [f"part{i}" for i in range(bodyparts)]
     graph = [[a, b] for a in range(bodyparts) for b in range(a + 1, bodyparts)] if multi else None
@@ -151,4 +162,48 @@ def random_dlc_export(family: str, path: str | Path, *, bodyparts: int = 12, ind
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save({"config": config, "pose": pose}, tmp)
+    return path
+
+
+def _random_top_down_export(family: str, path: Path, bodyparts: int, individuals: int,
+                            seed: int) -> Path:
+    """A random DeepLabCut 3 top-down export: ``{"config", "pose", "detector"}``. The
+    detector has torchvision's random init, which finds boxes (of no meaning) in any frame."""
+    from posed.engines.pytorch.topdown import build_detector
+
+    net_type, backbone, stride, variant = TOP_DOWN_FAMILIES[family]
+    torch.manual_seed(seed)
+    model = PoseNet(net_type, bodyparts, stride, timm_model=backbone["model_name"],
+                    score="clip", head="conv1x1")
+    detector = build_detector({"variant": variant, "box_score_thresh": 0.01})
+    cin = model.backbone.feature_info.channels()[-1]
+    final = {"channels": [cin], "kernel_size": [], "strides": []}
+    head = {"type": "HeatmapHead",
+            "predictor": {"type": "HeatmapPredictor", "apply_sigmoid": False,
+                          "clip_scores": True, "location_refinement": True,
+                          "locref_std": 7.2801},
+            "heatmap_config": {**final, "final_conv": {"out_channels": bodyparts,
+                                                       "kernel_size": 1}},
+            "locref_config": {**final, "final_conv": {"out_channels": 2 * bodyparts,
+                                                      "kernel_size": 1}}}
+    inference = {"normalize_images": True}
+    config = {
+        "method": "td", "net_type": net_type,
+        "metadata": {"project_path": "/data/bench-posed-2026-01-01",
+                     "bodyparts": [f"part{i}" for i in range(bodyparts)], "unique_bodyparts": [],
+                     "individuals": [f"animal{i + 1}" for i in range(individuals)],
+                     "with_identity": None},
+        "data": {"colormode": "RGB",
+                 "inference": {**inference, "top_down_crop": {"width": 256, "height": 256}}},
+        "model": {"backbone": backbone, "backbone_output_channels": cin,
+                  "heads": {"bodypart": head}},
+        "detector": {"model": {"type": "FasterRCNN", "variant": variant,
+                               "box_score_thresh": 0.01},
+                     "data": {"colormode": "RGB", "inference": inference}},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save({"config": config, "pose": dlc_state_dict(model),
+                    "detector": {"model." + k: v for k, v in detector.state_dict().items()}},
+                   tmp)
     return path

@@ -1,0 +1,270 @@
+"""DeepLabCut 3's top-down models (detector + pose model on crops) against DeepLabCut 3.0.2's
+own analysis (``tests/data/deeplabcut/td_fixture``, made by
+``benchmarks/dlc_reference/make_td_fixture.py``; check.json records how).
+
+Two shuffles of one synthetic two-animal project, both ``top_down_resnet_50``: ``frcnn``
+(Faster R-CNN MobileNetV3-FPN detector) and ``ssd`` (SSDLite). The weights are a function of
+each tensor's name and shape (``seeded_weights.py``), rebuilt here as DeepLabCut's export
+(``{"config", "pose", "detector"}``) or as its training snapshots in the project's layout.
+DeepLabCut writes an empty animal slot as -1; posed as NaN (score 0).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch")
+
+FIXTURE = Path(__file__).parent / "data" / "deeplabcut" / "td_fixture"
+PLACEHOLDER = "__PROJECT_PATH__"
+XY_TOL_PX = 1e-3
+SCORE_TOL = 1e-4
+N_FRAMES, SLOTS, PARTS = 6, 2, 4
+
+pytestmark = [pytest.mark.torch]
+
+
+def _seeded(tag: str) -> tuple[dict, dict, dict]:
+    """(pytorch_config, pose state dict, detector state dict) of one fixture shuffle."""
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("td_seeded", FIXTURE / "seeded_weights.py")
+    rule = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rule)
+    keys = json.loads((FIXTURE / tag / "state_keys.json").read_text())
+    states = [{k["name"]: torch.from_numpy(np.asarray(rule.value(k["name"], k["shape"])))
+               for k in keys[part]} for part in ("pose", "detector")]
+    config = yaml.safe_load((FIXTURE / tag / "pytorch_config.yaml").read_text())
+    return config, states[0], states[1]
+
+
+def _dlc(tag: str) -> tuple[np.ndarray, list[dict]]:
+    """DeepLabCut's keypoints (frames × slots × parts × 3, NaN for empty slots) and its
+    detections per frame (``_full.pickle``'s boxes, as JSON)."""
+    import pandas as pd
+
+    (h5,) = (FIXTURE / tag / "analyze").glob("*.h5")
+    table = pd.read_hdf(h5).to_numpy(dtype=np.float64, copy=True)
+    table = table.reshape(N_FRAMES, SLOTS, PARTS, 3)
+    table[table[..., 2] < 0] = np.nan
+    boxes = json.loads((FIXTURE / tag / "analyze" / "boxes.json").read_text())["frames"]
+    return table, boxes
+
+
+def _frames() -> np.ndarray:
+    import av
+
+    with av.open(str(FIXTURE / "synth1.mp4")) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory) -> dict[str, Path]:
+    """posed's import of DeepLabCut's export of each shuffle."""
+    from posed.engines import api
+
+    tmp = tmp_path_factory.mktemp("td")
+    out = {}
+    for tag in ("frcnn", "ssd"):
+        config, pose, detector = _seeded(tag)
+        torch.save({"config": config, "pose": pose, "detector": detector}, tmp / f"{tag}.pt")
+        out[tag] = api.import_dlc(tmp / f"{tag}.pt", tmp / f"{tag}-bundle")
+    return out
+
+
+@pytest.mark.parametrize("tag", ["frcnn", "ssd"])
+def test_boxes_and_keypoints_equal_deeplabcuts(bundles, tag):
+    from posed.engines import api
+
+    want, dlc_boxes = _dlc(tag)
+    runner = api.load_model(bundles[tag], device="cpu")
+    got = runner.predict_animals(_frames())
+    for (boxes, scores), dlc in zip(runner.detect(_frames()), dlc_boxes, strict=True):
+        np.testing.assert_allclose(boxes, dlc["bboxes"], atol=1e-3)
+        np.testing.assert_allclose(scores, dlc["bbox_scores"], atol=1e-5)
+    assert got.animals.shape == want.shape
+    np.testing.assert_array_equal(np.isnan(got.animals[..., 0]), np.isnan(want[..., 0]))
+    assert np.nanmax(np.abs(got.animals[..., :2] - want[..., :2])) < XY_TOL_PX
+    assert np.nanmax(np.abs(got.animals[..., 2] - want[..., 2])) < SCORE_TOL
+    np.testing.assert_allclose(got.scores, [d["bbox_scores"] for d in dlc_boxes], atol=1e-5)
+    # the single-animal view is the best box's animal
+    np.testing.assert_array_equal(runner.predict(_frames()[:2]), got.animals[:2, 0])
+
+
+def test_detector_keys_are_deeplabcuts():
+    from posed.engines.pytorch.topdown import build_detector
+
+    for tag, variant in (("frcnn", "fasterrcnn_mobilenet_v3_large_fpn"), ("ssd", "ssdlite")):
+        keys = json.loads((FIXTURE / tag / "state_keys.json").read_text())["detector"]
+        model = build_detector({"variant": variant, "box_score_thresh": 0.01})
+        assert ["model." + k for k in model.state_dict()] == [k["name"] for k in keys]
+
+
+def _dlc_project(root: Path, tag: str) -> Path:
+    """The fixture project in DeepLabCut's layout, with ``tag``'s shuffle trained (seeded
+    snapshots named as DeepLabCut names them)."""
+    shutil = pytest.importorskip("shutil")
+    config_text = (FIXTURE / "config.yaml").read_text().replace(PLACEHOLDER, str(root))
+    root.mkdir(parents=True)
+    (root / "config.yaml").write_text(config_text)
+    (root / "videos").mkdir()
+    shutil.copy(FIXTURE / "synth1.mp4", root / "videos" / "synth1.mp4")
+    config, pose, detector = _seeded(tag)
+    shuffle = config["metadata"]["pose_config_path"].split("shuffle")[-1].split("/")[0]
+    train = root / "dlc-models-pytorch" / "iteration-0" / f"synthJan1-trainset80shuffle{shuffle}"
+    train = train / "train"
+    train.mkdir(parents=True)
+    (train / "pytorch_config.yaml").write_text(
+        (FIXTURE / tag / "pytorch_config.yaml").read_text().replace(PLACEHOLDER, str(root)))
+    torch.save({"model": pose, "metadata": {"epoch": 5}}, train / "snapshot-005.pt")
+    torch.save({"model": detector, "metadata": {"epoch": 5}}, train / "snapshot-detector-005.pt")
+    return root / "config.yaml"
+
+
+@pytest.mark.slow
+def test_deeplabcut_shuffle_analysed_in_place_writes_deeplabcuts_file(tmp_path, monkeypatch):
+    """DeepLabCut's own call on its top-down shuffle: same file name, scorer and keypoints."""
+    import pandas as pd
+
+    from posed.engines import compat
+
+    monkeypatch.setenv("POSED_CACHE_DIR", str(tmp_path / "cache"))
+    config = _dlc_project(tmp_path / "project", "frcnn")
+    video = config.parent / "videos" / "synth1.mp4"
+    scorer = compat.analyze_videos(str(config), [str(video)], shuffle=1, device="cpu",
+                                   destfolder=str(tmp_path / "out"), auto_track=False,
+                                   save_as_csv=True)
+    (want_h5,) = (FIXTURE / "frcnn" / "analyze").glob("*.h5")
+    assert scorer == "DLC_Resnet50_synthJan1shuffle1_detector_5_snapshot_5"
+    got = pd.read_hdf(tmp_path / "out" / want_h5.name)
+    want, _ = _dlc("frcnn")
+    got_arr = got.to_numpy(dtype=np.float64).reshape(want.shape)
+    assert got.columns.get_level_values(0)[0] == scorer
+    np.testing.assert_array_equal(np.isnan(got_arr[..., 0]), np.isnan(want[..., 0]))
+    assert np.nanmax(np.abs(got_arr[..., :2] - want[..., :2])) < XY_TOL_PX
+    # DeepLabCut's detector snapshot index is honoured: there is only snapshot 0 here
+    with pytest.raises(Exception, match="detector_snapshotindex|snapshotindex 3"):
+        compat.analyze_videos(str(config), [str(video)], shuffle=1, device="cpu",
+                              destfolder=str(tmp_path / "out2"), auto_track=False,
+                              detector_snapshot_index=3)
+
+
+def _export(tmp: Path, tag: str = "frcnn", edit=None, detector: bool = True) -> Path:
+    config, pose, det = _seeded(tag)
+    if edit:
+        edit(config)
+    data = {"config": config, "pose": pose, **({"detector": det} if detector else {})}
+    torch.save(data, tmp / "export.pt")
+    return tmp / "export.pt"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["model"]["heads"]["bodypart"].update(type="RTMCCHead"),
+     "not supported yet: RTMPose models"),
+    (lambda c: c["data"]["inference"]["top_down_crop"].update(crop_with_context=False),
+     "crop_with_context: false"),
+    (lambda c: c["detector"]["model"].update(type="RetinaNet"), "detector type 'RetinaNet'"),
+    (lambda c: c["detector"]["data"]["inference"].update(normalize_images=False),
+     "input transforms differ"),
+    (lambda c: c["metadata"].update(unique_bodyparts=["tail"]), "unique body parts"),
+])
+def test_what_posed_cannot_run_is_one_line(tmp_path, edit, message):
+    from posed.engines import api
+    from posed.errors import ModelLoadError
+
+    path = _export(tmp_path, edit=edit)
+    with pytest.raises(ModelLoadError, match=message) as info:
+        api.import_dlc(path, tmp_path / "b")
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+def test_export_without_detector_and_other_engines_are_refused(bundles, tmp_path):
+    from posed.engines import api
+    from posed.errors import CapabilityError, ExportError, ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="without its detector"):
+        api.import_dlc(_export(tmp_path, detector=False), tmp_path / "b")
+    with pytest.raises(CapabilityError, match="engine 'pytorch' only"):
+        api.load_model(bundles["frcnn"], engine="onnx")
+    with pytest.raises(ExportError, match="cannot be exported yet"):
+        api.export_model(bundles["frcnn"], "onnx", tmp_path / "x")
+
+
+# ----------------------------------------------------------------------------- the crop
+
+@settings(max_examples=60, deadline=None)
+@given(x=st.floats(-30, 150), y=st.floats(-30, 110), w=st.floats(1, 120), h=st.floats(1, 120),
+       size=st.sampled_from([(64, 64), (96, 64), (48, 80)]), margin=st.sampled_from([0, 5]))
+def test_crop_keeps_the_box_centre_and_aspect(x, y, w, h, size, margin):
+    """The crop has the model's size; it covers the whole box (plus margin) with the crop's
+    aspect ratio, centred on the box; a pixel of the crop shows the frame pixel that
+    ``to_frame`` maps it to (frame = a coordinate-coded image, black outside)."""
+    from posed.engines.topdown import crop_box
+
+    frame_h, frame_w = 120, 160
+    yy, xx = np.mgrid[0:frame_h, 0:frame_w]
+    frame = np.stack([xx, yy, np.full_like(xx, 255)], -1).astype(np.uint8)
+    crop, placed = crop_box(frame, np.array([x, y, w, h], np.float32), *size, margin=margin)
+    width, height = size
+    assert crop.shape == (height, width, 3) and crop.dtype == np.uint8
+    sx, sy = placed.scale
+    assert sx == pytest.approx(sy, rel=0.1, abs=2.5 / min(width, height))
+    assert width * sx >= w + 2 * margin - 1.01 and height * sy >= h + 2 * margin - 1.01
+    centre = placed.to_frame(np.array([[width / 2, height / 2, 1.0]], np.float32))[0]
+    assert abs(centre[0] - (x + w / 2)) <= 1.0 and abs(centre[1] - (y + h / 2)) <= 1.0
+    # a crop pixel well inside the frame shows that frame pixel (bilinear: within ~1 px)
+    for cy, cx in ((height // 2, width // 2), (height // 4, width // 4)):
+        fx, fy = placed.to_frame(np.array([[cx + 0.5, cy + 0.5, 1.0]], np.float32))[0, :2] - 0.5
+        if 2 <= fx < frame_w - 3 and 2 <= fy < frame_h - 3 and crop[cy, cx, 2] == 255:
+            assert abs(int(crop[cy, cx, 0]) - fx) <= 1.0 + sx
+            assert abs(int(crop[cy, cx, 1]) - fy) <= 1.0 + sy
+
+
+@pytest.mark.slow
+def test_daemon_serves_the_top_down_bundle(bundles, tmp_path):
+    """``posed serve`` with the imported top-down model: every frame reaches a real subscriber
+    with the animals (and identities) offline analysis gives."""
+    import pandas as pd
+
+    from posed.engines import api
+    from test_daemon_e2e import stream_file
+
+    video = FIXTURE / "synth1.mp4"
+    messages = stream_file(bundles["frcnn"], video, N_FRAMES, tmp_path, threads=1)
+    assert [m.seq for m in messages] == list(range(N_FRAMES))
+    assert messages[0].individuals == ("individual1", "individual2")
+    streamed = np.stack([m.animals for m in messages])
+    report = api.analyze_videos(bundles["frcnn"], [video], dest=tmp_path / "offline",
+                                progress=False, tracking={"identities": "online"})
+    offline = pd.read_hdf(report.outputs[0]).to_numpy().reshape(streamed.shape)
+    np.testing.assert_allclose(streamed, offline, atol=1e-3, equal_nan=True)
+    # the tracker confirms a track over frames, so the first frames may hold fewer animals
+    assert np.isfinite(streamed[..., 0]).any(axis=2).sum() >= N_FRAMES
+
+
+def test_random_top_down_export_for_benchmarks_runs(tmp_path):
+    """``random_dlc_export`` of a top-down family (what ``posed bench --case families``
+    times) imports and finds animals: slots best box first, no more than the individuals."""
+    from posed.engines import api
+    from posed.engines.pytorch.dlc_families import random_dlc_export
+
+    export = random_dlc_export("top_down_resnet_50", tmp_path / "td.pt", bodyparts=3,
+                               individuals=2)
+    runner = api.load_model(api.import_dlc(export, tmp_path / "b"), device="cpu", crop_batch=3)
+    assert runner.crop_batch == 3 and runner.individuals == ["animal1", "animal2"]
+    frame = _frames()[:1]
+    found = runner.predict_animals(frame)
+    assert found.animals.shape == (1, 2, 3, 3)
+    (boxes, scores), = runner.detect(frame)
+    assert len(boxes) == len(scores) <= 2 and np.all(np.diff(scores) <= 0)
+    np.testing.assert_array_equal(found.scores[0, :len(scores)], scores)
+    filled = np.isfinite(found.animals[0, :, :, 0]).all(axis=1)
+    assert filled.tolist() == [i < len(scores) for i in range(2)]
