@@ -213,15 +213,14 @@ def case_families(opts: BenchOptions) -> dict[str, Any]:
     images = frames(opts.size, 8)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        families = [*capability("pytorch", "DLC_FAMILIES"),
-                    *capability("pytorch", "TOP_DOWN_FAMILIES")]
-        for family in families:
+        top_down = list(capability("pytorch", "TOP_DOWN_FAMILIES"))
+        for family in [*capability("pytorch", "DLC_FAMILIES"), *top_down]:
             work = Path(tmp) / family
             export = capability("pytorch", "random_dlc_export")(family, work / "export.pt",
                                                                  frames=images[:2])
             bundle = api.import_dlc(export, work / "bundle")
             runtimes = [("pytorch-eager", bundle, {"device": "cpu"})]
-            if "topdown" not in bundle.architecture:
+            if family not in top_down:
                 runtimes += [
                     ("torchscript", api.export_model(bundle, "torchscript", work / "ts"),
                      {"device": "cpu"}),

@@ -91,8 +91,14 @@ def _matmul(row: Row, res: dict[str, Any]) -> None:
 
 def _families(row: Row, res: dict[str, Any]) -> None:
     for r in res["rows"]:
-        kind = (f"multi-animal, DeepLabCut's assembly ({_fmt(r['animals_per_frame'])} animals "
-                "per frame)" if r["multianimal"] else "single-animal")
+        if "crop_batch" in r:
+            kind = (f"top-down: detector + pose model on {_fmt(r['animals_per_frame'])} crops "
+                    f"per frame (crop batch {r['crop_batch']})")
+        elif r["multianimal"]:
+            kind = (f"multi-animal, DeepLabCut's assembly ({_fmt(r['animals_per_frame'])} "
+                    "animals per frame)")
+        else:
+            kind = "single-animal"
         row(f"{r['family']} {r['runtime']}", r["frames_per_s"], r,
             f"frames/s, batch 1, {kind}, stride {_fmt(r['stride'])}")
 
