@@ -21,7 +21,7 @@ import numpy as np
 from posed.engines.bundle import ModelBundle
 from posed.engines.decoding import decode
 from posed.engines.parity import CONFIDENT, compare_poses  # noqa: F401 (exporters' API)
-from posed.errors import ConfigError, ExportError, ExportMismatchError
+from posed.errors import ConfigError, ExportError, ExportMismatchError, ModelLoadError
 
 DEFAULT_OPSET = 17
 # Largest keypoint (px) and likelihood differences an export may show against the native
@@ -294,3 +294,25 @@ def finish_onnx(fp32_path: Path, final: Path, precision: str, calibration: np.nd
         steps.append(f"onnxruntime static INT8 quantisation (QDQ, 7-bit weights, "
                      f"{len(calibration)} calibration frames)")
     return steps
+
+
+def rename_dlc_state(pose: Mapping[str, Any], path: Path, backbone_prefix: str,
+                     head_prefix: str, outputs: Mapping[str, str],
+                     keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    """DeepLabCut ``PoseModel`` tensor names -> posed's: ``backbone_prefix`` + k becomes
+    ``backbone.`` + k; ``head_prefix`` + an ``outputs`` key + k becomes its value + k;
+    ``head_prefix`` + k, k starting with one of ``keep``, becomes k. Anything else is one line
+    naming the tensor."""
+    state: dict[str, Any] = {}
+    for key, tensor in pose.items():
+        if key.startswith(backbone_prefix):
+            state["backbone." + key[len(backbone_prefix):]] = tensor
+            continue
+        rest = key[len(head_prefix):] if key.startswith(head_prefix) else None
+        target = None if rest is None else next(
+            (new + rest[len(old):] for old, new in outputs.items() if rest.startswith(old)),
+            rest if keep and rest.startswith(keep) else None)
+        if target is None:
+            raise ModelLoadError(f"{path}: unexpected tensor '{key}' in 'pose'")
+        state[target] = tensor
+    return state

@@ -118,20 +118,6 @@ def paf_spec(config: Mapping, head: Mapping, path: Path, common: dict[str, Any])
 def map_paf_state(pose: Mapping[str, torch.Tensor], path: Path,
                   backbone_prefix: str) -> dict[str, torch.Tensor]:
     """DeepLabCut ``PoseModel`` keys of a DLCRNetHead model -> :class:`DLCRNet` keys."""
-    state: dict[str, torch.Tensor] = {}
-    for key, tensor in pose.items():
-        if key.startswith(backbone_prefix):
-            state["backbone." + key[len(backbone_prefix):]] = tensor
-            continue
-        rest = key[len(_PREFIX):] if key.startswith(_PREFIX) else None
-        if rest is None:
-            raise ModelLoadError(f"{path}: unexpected tensor '{key}' in 'pose'")
-        for prefix, target in _OUTPUTS.items():
-            if rest.startswith(prefix):
-                state[target + rest[len(prefix):]] = tensor
-                break
-        else:
-            if not rest.startswith(_STAGES):
-                raise ModelLoadError(f"{path}: unexpected tensor '{key}' in 'pose'")
-            state[rest] = tensor
-    return state
+    from posed.exporters.common import rename_dlc_state
+
+    return rename_dlc_state(pose, path, backbone_prefix, _PREFIX, _OUTPUTS, keep=_STAGES)

@@ -116,17 +116,9 @@ def topdown_spec(config: Mapping, head: Mapping, path: Path, common: dict[str, A
 def map_topdown_state(pose: Mapping[str, torch.Tensor], path: Path,
                       backbone_prefix: str) -> dict[str, torch.Tensor]:
     """DeepLabCut's top-down ``PoseModel`` keys -> ``PoseNet`` keys."""
-    state: dict[str, torch.Tensor] = {}
-    for key, tensor in pose.items():
-        if key.startswith(backbone_prefix):
-            state["backbone." + key[len(backbone_prefix):]] = tensor
-            continue
-        rest = key[len(_PREFIX):] if key.startswith(_PREFIX) else ""
-        target = next((v + rest[len(k):] for k, v in _OUTPUTS.items() if rest.startswith(k)), None)
-        if target is None:
-            raise ModelLoadError(f"{path}: unexpected tensor '{key}' in the pose model")
-        state[target] = tensor
-    return state
+    from posed.exporters.common import rename_dlc_state
+
+    return rename_dlc_state(pose, path, backbone_prefix, _PREFIX, _OUTPUTS)
 
 
 def map_detector_state(detector: Any, path: Path) -> dict[str, torch.Tensor]:
