@@ -131,3 +131,30 @@ def decode(
     out = np.stack([x, y, likelihood], axis=-1).astype(np.float32)
     out[~finite] = (np.nan, np.nan, 0.0)
     return out
+
+
+def decode_simcc(logits_x: np.ndarray, logits_y: np.ndarray, split: float,
+                 scale: tuple[float, float]) -> np.ndarray:
+    """SimCC coordinate classification (RTMPose) -> N×K×3 (x, y, score) float32.
+
+    Each keypoint has ``W·split`` x bins and ``H·split`` y bins; the logits, multiplied by
+    ``scale`` (DeepLabCut: sigma × decode_beta per axis), go through a softmax per axis; the
+    keypoint is at the most likely bin of each axis divided by ``split`` (bin ``i`` is pixel
+    ``i / split``, no half-bin shift, as DeepLabCut/MMPose decode), its score the smaller of
+    the two maxima. Where that score is no better than uniform (<= 1 / number of x bins) the
+    keypoint is missing: x, y NaN, score 0.
+    """
+    def softmax(logits: np.ndarray, factor: float) -> np.ndarray:
+        z = logits.astype(np.float32) * np.float32(factor)
+        z = z - z.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=-1, keepdims=True)
+
+    px, py = softmax(logits_x, scale[0]), softmax(logits_y, scale[1])
+    out = np.empty((*px.shape[:2], 3), dtype=np.float32)
+    out[..., 0] = px.argmax(axis=-1).astype(np.float32) / np.float32(split)
+    out[..., 1] = py.argmax(axis=-1).astype(np.float32) / np.float32(split)
+    out[..., 2] = np.minimum(px.max(axis=-1), py.max(axis=-1))
+    missing = out[..., 2] <= 1.0 / px.shape[-1]
+    out[missing] = (np.nan, np.nan, 0.0)
+    return out

@@ -225,7 +225,9 @@ def _write_bundle(spec: dict[str, Any], state: dict[str, torch.Tensor], path: Pa
     if topdown and detector is None:
         raise ModelLoadError(f"{path}: a top-down model without its detector (export it with "
                              "the detector, or give the detector snapshot)")
-    if "individuals" in spec["architecture"] and not topdown:
+    if spec["architecture"].get("head") == "rtmcc":
+        from posed.engines.pytorch.rtmpose import build_model
+    elif "individuals" in spec["architecture"] and not topdown:
         from posed.engines.pytorch.multianimal import build_model
     else:
         from posed.engines.pytorch.backend import build_model
@@ -237,7 +239,8 @@ def _write_bundle(spec: dict[str, Any], state: dict[str, torch.Tensor], path: Pa
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())
-        raise ModelLoadError(f"{path}: weights do not fit {spec['architecture']['timm_model']} "
+        raise ModelLoadError(f"{path}: weights do not fit "
+                             f"{spec['architecture'].get('timm_model', spec['net_type'])} "
                              f"({detail[:300]})") from None
 
     out.mkdir(parents=True, exist_ok=True)
@@ -286,6 +289,14 @@ def _model_spec(config: Mapping, path: Path) -> dict[str, Any]:
     model_cfg = _get(config, "model", path)
     if model_cfg.get("neck"):
         raise _unsupported(path, f"a neck ({model_cfg['neck'].get('type', '?')})")
+    head = (model_cfg.get("heads") or {}).get("bodypart") or {}
+    if method == "td" and head.get("type") == "RTMCCHead":
+        from posed.exporters.dlc_topdown import rtmpose_spec
+
+        mean, std = _normalisation(config, path)
+        return rtmpose_spec(config, head, path, {
+            "bodyparts": list(bodyparts), "mean": mean, "std": std,
+            "net_type": str(config.get("net_type") or "rtmpose")}, _normalisation)
     timm_model, output_stride = _backbone(config, path)
 
     heads = _get(config, "model.heads", path)
@@ -438,6 +449,11 @@ def _map_state_dict(pose: Mapping[str, torch.Tensor], spec: dict[str, Any],
         from posed.exporters.dlc_paf import map_paf_state
 
         return map_paf_state(pose, path, _BACKBONE_PREFIX)
+    if spec["architecture"].get("head") == "rtmcc":
+        from posed.exporters.common import rename_dlc_state
+
+        # CSPNeXt is DeepLabCut's own module (no timm ``model.`` level)
+        return rename_dlc_state(pose, path, "backbone.", _HEAD_PREFIX, {"": "head."})
     if "topdown" in spec["architecture"]:
         from posed.exporters.dlc_topdown import map_topdown_state
 

@@ -2,13 +2,16 @@
 on a fixed-size crop of each detected animal.
 
 Imported, a top-down shuffle becomes one posed bundle with two weights files: the pose model
-(``model.safetensors``, a :class:`~posed.engines.pytorch.model.PoseNet` with the ``conv1x1``
-head DeepLabCut's top-down ``HeatmapHead`` has) and the detector (``detector.safetensors``,
+(``model.safetensors``: a :class:`~posed.engines.pytorch.model.PoseNet` with the ``conv1x1``
+head DeepLabCut's top-down ``HeatmapHead`` has, or for RTMPose (``RTMCCHead``) a
+:class:`~posed.engines.pytorch.rtmpose.RTMPoseNet` with ``architecture.rtmpose``) and the
+detector (``detector.safetensors``,
 torchvision's state dict, :func:`posed.engines.pytorch.topdown.build_detector`).
 ``architecture.topdown`` names the detector, ``architecture.crop`` holds DeepLabCut's
 ``data.inference.top_down_crop`` (width, height, margin) and ``individuals`` the animal slots.
 
-Refused, one line each: RTMPose (``RTMCCHead``, not built yet), a crop without context
+Refused, one line each: RTMPose variants DeepLabCut's configs do not use (relative position
+bias or rotary encoding in the attention unit, SimCC without softmax), a crop without context
 (``crop_with_context: false``), unique body parts and identity heads (DeepLabCut 3 does not
 offer them for top-down models either), and a detector whose input transforms differ from the
 pose model's.
@@ -67,22 +70,83 @@ def _detector(config: Mapping, path: Path, normalisation: Any) -> dict[str, Any]
     return {"variant": variant, "box_score_thresh": float(model.get("box_score_thresh", 0.01))}
 
 
+def _two_stage(config: Mapping, path: Path, normalisation: Any) -> dict[str, Any]:
+    """What every top-down bundle's architecture holds: the animal slots, the crop and the
+    detector."""
+    metadata = config.get("metadata") or {}
+    if metadata.get("unique_bodyparts"):
+        raise _unsupported(path, "unique body parts in a top-down model")
+    if metadata.get("with_identity"):
+        raise _unsupported(path, "identity heads")
+    crop = ((config.get("data") or {}).get("inference") or {}).get("top_down_crop") or {}
+    if not crop.get("crop_with_context", True):
+        raise _unsupported(path, "top_down_crop without context (crop_with_context: false)")
+    try:
+        crop = {"width": int(crop.get("width", 256)), "height": int(crop.get("height", 256)),
+                "margin": int(crop.get("margin", 0))}
+    except (TypeError, ValueError):
+        raise ModelLoadError(f"{path}: data.inference.top_down_crop must hold integers, "
+                             f"got {dict(crop)}") from None
+    return {"individuals": [str(i) for i in (metadata.get("individuals") or ["single"])],
+            "crop": crop, "topdown": _detector(config, path, normalisation)}
+
+
+def rtmpose_spec(config: Mapping, head: Mapping, path: Path, common: dict[str, Any],
+                 normalisation: Any) -> dict[str, Any]:
+    """The bundle settings of an RTMPose model (CSPNeXt backbone, ``RTMCCHead``, SimCC)."""
+    backbone = ((config.get("model") or {}).get("backbone")) or {}
+    if backbone.get("type") != "CSPNeXt":
+        raise _unsupported(path, f"RTMCCHead on backbone type '{backbone.get('type')}'")
+    for key, want in (("arch", "P5"), ("activation_fn", "SiLU"), ("channel_attention", True)):
+        if backbone.get(key, want) != want:
+            raise _unsupported(path, f"CSPNeXt {key} {backbone.get(key)!r}")
+    if backbone.get("norm_layer", "SyncBN") not in ("SyncBN", "BN"):
+        raise _unsupported(path, f"CSPNeXt norm_layer {backbone.get('norm_layer')!r}")
+    gau = head.get("gau_cfg") or {}
+    for key, want in (("use_rel_bias", False), ("pos_enc", False), ("act_fn", "SiLU")):
+        if gau.get(key, want) != want:
+            raise _unsupported(path, f"RTMCCHead gau_cfg {key} {gau.get(key)!r}")
+    predictor = head.get("predictor") or {}
+    if predictor.get("type") != "SimCCPredictor":
+        raise _unsupported(path, f"RTMCCHead with predictor '{predictor.get('type')}'")
+    if predictor.get("normalize_outputs") or not predictor.get("apply_softmax", True):
+        raise _unsupported(path, "SimCC decoding without softmax, or with normalize_outputs")
+    if int(head.get("out_channels", -1)) != len(common["bodyparts"]):
+        raise ModelLoadError(f"{path}: RTMCCHead out_channels {head.get('out_channels')} do not "
+                             f"match {len(common['bodyparts'])} body parts")
+    try:
+        spec = {"deepen_factor": float(backbone["deepen_factor"]),
+                "widen_factor": float(backbone["widen_factor"]),
+                "expand_ratio": float(backbone.get("expand_ratio", 0.5)),
+                "input_size": [int(v) for v in head["input_size"]],
+                "in_featuremap_size": [int(v) for v in head["in_featuremap_size"]],
+                "simcc_split_ratio": float(head["simcc_split_ratio"]),
+                "final_layer_kernel_size": int(head["final_layer_kernel_size"]),
+                "hidden_dims": int(gau["hidden_dims"]), "s": int(gau["s"]),
+                "expansion_factor": float(gau["expansion_factor"]),
+                "sigma": [float(v) for v in predictor["sigma"]],
+                "decode_beta": float(predictor["decode_beta"])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: RTMPose config lacks or mangles {exc}") from None
+    arch = {"net": "rtmpose", "head": "rtmcc", "rtmpose": spec,
+            **_two_stage(config, path, normalisation)}
+    if [arch["crop"]["width"], arch["crop"]["height"]] != spec["input_size"]:
+        raise ModelLoadError(f"{path}: top_down_crop {arch['crop']} differs from the RTMCCHead "
+                             f"input_size {spec['input_size']}")
+    # stride and locref_stdev are heatmap settings SimCC does not use (bin = pixel / split)
+    return {"bodyparts": common["bodyparts"], "architecture": arch, "stride": 1.0,
+            "locref_stdev": 1.0, "mean": common["mean"], "std": common["std"],
+            "net_type": common["net_type"]}
+
+
 def topdown_spec(config: Mapping, head: Mapping, path: Path, common: dict[str, Any],
                  normalisation: Any) -> dict[str, Any]:
     """The bundle settings of a top-down model. ``common`` holds what every DeepLabCut model
     has (body parts, output stride, normalisation, architecture so far); ``normalisation``
     is the importer's ``(config, path) -> (mean, std)``."""
     htype = str(head.get("type"))
-    if htype == "RTMCCHead":
-        raise _unsupported(path, "RTMPose models (RTMCCHead with SimCC decoding)")
     if htype != "HeatmapHead":
         raise _unsupported(path, f"top-down head type '{htype}'")
-    metadata = config.get("metadata") or {}
-    if metadata.get("unique_bodyparts"):
-        raise _unsupported(path, "unique body parts in a top-down model")
-    if metadata.get("with_identity"):
-        raise _unsupported(path, "identity heads")
-    individuals = [str(i) for i in (metadata.get("individuals") or ["single"])]
     k = len(common["bodyparts"])
     _check_final_conv(head.get("heatmap_config"), "heatmap", k, path)
     _check_final_conv(head.get("locref_config"), "locref", 2 * k, path)
@@ -94,18 +158,8 @@ def topdown_spec(config: Mapping, head: Mapping, path: Path, common: dict[str, A
                                  "(apply_sigmoid false, clip_scores true)")
     if not predictor.get("location_refinement", True):
         raise _unsupported(path, "a top-down predictor without location refinement")
-    crop = ((config.get("data") or {}).get("inference") or {}).get("top_down_crop") or {}
-    if not crop.get("crop_with_context", True):
-        raise _unsupported(path, "top_down_crop without context (crop_with_context: false)")
-    try:
-        crop = {"width": int(crop.get("width", 256)), "height": int(crop.get("height", 256)),
-                "margin": int(crop.get("margin", 0))}
-    except (TypeError, ValueError):
-        raise ModelLoadError(f"{path}: data.inference.top_down_crop must hold integers, "
-                             f"got {dict(crop)}") from None
     arch = {**common["architecture"], "score": "clip", "head": "conv1x1",
-            "individuals": individuals, "crop": crop,
-            "topdown": _detector(config, path, normalisation)}
+            **_two_stage(config, path, normalisation)}
     return {"bodyparts": common["bodyparts"], "architecture": arch,
             "stride": float(common["output_stride"]),
             "locref_stdev": float(predictor.get("locref_std", 7.2801)),

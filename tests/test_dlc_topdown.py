@@ -72,14 +72,14 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
 
     tmp = tmp_path_factory.mktemp("td")
     out = {}
-    for tag in ("frcnn", "ssd"):
+    for tag in ("frcnn", "ssd", "rtm"):
         config, pose, detector = _seeded(tag)
         torch.save({"config": config, "pose": pose, "detector": detector}, tmp / f"{tag}.pt")
         out[tag] = api.import_dlc(tmp / f"{tag}.pt", tmp / f"{tag}-bundle")
     return out
 
 
-@pytest.mark.parametrize("tag", ["frcnn", "ssd"])
+@pytest.mark.parametrize("tag", ["frcnn", "ssd", "rtm"])
 def test_boxes_and_keypoints_equal_deeplabcuts(bundles, tag):
     from posed.engines import api
 
@@ -129,29 +129,33 @@ def _dlc_project(root: Path, tag: str) -> Path:
 
 
 @pytest.mark.slow
-def test_deeplabcut_shuffle_analysed_in_place_writes_deeplabcuts_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("tag, shuffle, scorer", [
+    ("frcnn", 1, "DLC_Resnet50_synthJan1shuffle1_detector_5_snapshot_5"),
+    ("rtm", 3, "DLC_RtmposeS_synthJan1shuffle3_detector_5_snapshot_5")])
+def test_deeplabcut_shuffle_analysed_in_place_writes_deeplabcuts_file(tmp_path, monkeypatch,
+                                                                      tag, shuffle, scorer):
     """DeepLabCut's own call on its top-down shuffle: same file name, scorer and keypoints."""
     import pandas as pd
 
     from posed.engines import compat
 
     monkeypatch.setenv("POSED_CACHE_DIR", str(tmp_path / "cache"))
-    config = _dlc_project(tmp_path / "project", "frcnn")
+    config = _dlc_project(tmp_path / "project", tag)
     video = config.parent / "videos" / "synth1.mp4"
-    scorer = compat.analyze_videos(str(config), [str(video)], shuffle=1, device="cpu",
-                                   destfolder=str(tmp_path / "out"), auto_track=False,
-                                   save_as_csv=True)
-    (want_h5,) = (FIXTURE / "frcnn" / "analyze").glob("*.h5")
-    assert scorer == "DLC_Resnet50_synthJan1shuffle1_detector_5_snapshot_5"
+    got_scorer = compat.analyze_videos(str(config), [str(video)], shuffle=shuffle, device="cpu",
+                                       destfolder=str(tmp_path / "out"), auto_track=False,
+                                       save_as_csv=True)
+    (want_h5,) = (FIXTURE / tag / "analyze").glob("*.h5")
+    assert got_scorer == scorer
     got = pd.read_hdf(tmp_path / "out" / want_h5.name)
-    want, _ = _dlc("frcnn")
+    want, _ = _dlc(tag)
     got_arr = got.to_numpy(dtype=np.float64).reshape(want.shape)
     assert got.columns.get_level_values(0)[0] == scorer
     np.testing.assert_array_equal(np.isnan(got_arr[..., 0]), np.isnan(want[..., 0]))
     assert np.nanmax(np.abs(got_arr[..., :2] - want[..., :2])) < XY_TOL_PX
     # DeepLabCut's detector snapshot index is honoured: there is only snapshot 0 here
     with pytest.raises(Exception, match="detector_snapshotindex|snapshotindex 3"):
-        compat.analyze_videos(str(config), [str(video)], shuffle=1, device="cpu",
+        compat.analyze_videos(str(config), [str(video)], shuffle=shuffle, device="cpu",
                               destfolder=str(tmp_path / "out2"), auto_track=False,
                               detector_snapshot_index=3)
 
@@ -167,7 +171,7 @@ def _export(tmp: Path, tag: str = "frcnn", edit=None, detector: bool = True) -> 
 
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c["model"]["heads"]["bodypart"].update(type="RTMCCHead"),
-     "not supported yet: RTMPose models"),
+     "not supported yet: RTMCCHead on backbone type 'ResNet'"),
     (lambda c: c["data"]["inference"]["top_down_crop"].update(crop_with_context=False),
      "crop_with_context: false"),
     (lambda c: c["detector"]["model"].update(type="RetinaNet"), "detector type 'RetinaNet'"),
@@ -180,7 +184,28 @@ def test_what_posed_cannot_run_is_one_line(tmp_path, edit, message):
     from posed.errors import ModelLoadError
 
     path = _export(tmp_path, edit=edit)
-    with pytest.raises(ModelLoadError, match=message) as info:
+    _refused_in_one_line(api, ModelLoadError, path, tmp_path, message)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["model"]["heads"]["bodypart"]["gau_cfg"].update(use_rel_bias=True),
+     "gau_cfg use_rel_bias True"),
+    (lambda c: c["model"]["heads"]["bodypart"]["predictor"].update(normalize_outputs=True),
+     "normalize_outputs"),
+    (lambda c: c["model"]["backbone"].update(arch="P6"), "CSPNeXt arch 'P6'"),
+    (lambda c: c["data"]["inference"]["top_down_crop"].update(width=192),
+     "differs from the RTMCCHead input_size"),
+])
+def test_rtmpose_variants_posed_cannot_run_are_one_line(tmp_path, edit, message):
+    from posed.engines import api
+    from posed.errors import ModelLoadError
+
+    path = _export(tmp_path, "rtm", edit=edit)
+    _refused_in_one_line(api, ModelLoadError, path, tmp_path, message)
+
+
+def _refused_in_one_line(api, error, path, tmp_path, message):
+    with pytest.raises(error, match=message) as info:
         api.import_dlc(path, tmp_path / "b")
     assert str(path) in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
@@ -268,3 +293,25 @@ def test_random_top_down_export_for_benchmarks_runs(tmp_path):
     np.testing.assert_array_equal(found.scores[0, :len(scores)], scores)
     filled = np.isfinite(found.animals[0, :, :, 0]).all(axis=1)
     assert filled.tolist() == [i < len(scores) for i in range(2)]
+
+
+def test_simcc_decoding_takes_each_axis_most_likely_bin_and_drops_uniform_ones():
+    """Bin i is pixel i / split; the score is the smaller axis maximum after the softmax;
+    a keypoint no more likely than uniform is missing (NaN, score 0)."""
+    from posed.engines.decoding import decode_simcc
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 0.01, (2, 3, 512)).astype(np.float32)
+    y = rng.normal(0, 0.01, (2, 3, 512)).astype(np.float32)
+    x[0, 0, 101] = y[0, 0, 40] = 1.0
+    x[0, 1, 7] = 1.0  # sharp in x; y has two equal peaks: the first wins, y sets the score
+    y[0, 1] = 0.0
+    y[0, 1, [3, 9]] = 0.005
+    x[1] = y[1] = 0.0  # uniform: missing
+    out = decode_simcc(x, y, split=2.0, scale=(849.0, 849.0))
+    assert out.shape == (2, 3, 3) and out.dtype == np.float32
+    assert tuple(out[0, 0, :2]) == (50.5, 20.0) and out[0, 0, 2] > 0.99
+    peak = np.exp(0.005 * 849.0)
+    assert tuple(out[0, 1, :2]) == (3.5, 1.5)
+    assert out[0, 1, 2] == pytest.approx(peak / (2 * peak + 510), rel=1e-4)
+    assert np.isnan(out[1, :, :2]).all() and (out[1, :, 2] == 0).all()

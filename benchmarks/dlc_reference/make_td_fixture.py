@@ -7,18 +7,19 @@ Run with a DeepLabCut 3.0.2 environment's python (it pins numpy<2, so it cannot 
         [--posed .venv/bin/posed] [--out tests/data/deeplabcut/td_fixture] \
         [--workdir /tmp/td-fixture]
 
-One shuffle per detector DeepLabCut offers on one synthetic two-animal project, each with the
-``top_down_resnet_50`` pose model (``HeatmapHead`` of two 1x1 convolutions on crops):
+Three shuffles of one synthetic two-animal project:
 
-  frcnn:  ``fasterrcnn_mobilenet_v3_large_fpn`` (FrozenBatchNorm backbone, two classes);
-  ssd:    ``ssdlite`` (torchvision's ``ssdlite320_mobilenet_v3_large``, two classes).
+  frcnn:  ``top_down_resnet_50`` (``HeatmapHead`` of two 1x1 convolutions on crops) with
+          ``fasterrcnn_mobilenet_v3_large_fpn`` (FrozenBatchNorm backbone, two classes);
+  ssd:    ``top_down_resnet_50`` with ``ssdlite`` (``ssdlite320_mobilenet_v3_large``);
+  rtm:    ``rtmpose_s`` (CSPNeXt-s + ``RTMCCHead``, SimCC decoding) with the Faster R-CNN.
 
 Steps (timed into OUT/check.json):
 
 1. ``posed synth WORKDIR/project --animals 2 --frames 20 --video-frames 6 --size 160x120
    --seed 5 -q``.
-2. ``deeplabcut.create_training_dataset(config, Shuffles=[S], net_type="top_down_resnet_50",
-   detector_type=..., userfeedback=False)`` (S = 1 frcnn, 2 ssd).
+2. ``deeplabcut.create_training_dataset(config, Shuffles=[S], net_type=..., detector_type=...,
+   userfeedback=False)`` (S = 1 frcnn, 2 ssd, 3 rtm).
 3. DeepLabCut's ``PoseModel.build`` and ``DETECTORS.build`` of the shuffle's config (no
    pretrained weights; torchvision's Faster R-CNN still asks for MobileNetV3's ImageNet file,
    so TORCH_HOME points at a folder holding a random one under that name: the snapshot
@@ -56,8 +57,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 SYNTH = ["--animals", "2", "--frames", "20", "--video-frames", "6", "--size", "160x120",
          "--seed", "5", "-q"]
-SHUFFLES = {"frcnn": (1, "fasterrcnn_mobilenet_v3_large_fpn"), "ssd": (2, "ssdlite")}
-NET_TYPE = "top_down_resnet_50"
+# tag -> (shuffle, pose net_type, detector)
+SHUFFLES = {"frcnn": (1, "top_down_resnet_50", "fasterrcnn_mobilenet_v3_large_fpn"),
+            "ssd": (2, "top_down_resnet_50", "ssdlite"),
+            "rtm": (3, "rtmpose_s", "fasterrcnn_mobilenet_v3_large_fpn")}
 BATCH_SIZE = 4
 
 
@@ -119,13 +122,13 @@ def run_shuffle(tag: str, project: Path, sw, out_root: Path) -> dict:
     from deeplabcut.pose_estimation_pytorch.models import DETECTORS, PoseModel
     from deeplabcut.utils import auxiliaryfunctions as af
 
-    shuffle, detector = SHUFFLES[tag]
+    shuffle, net_type, detector = SHUFFLES[tag]
     config = project / "config.yaml"
     timings: dict[str, float] = {}
-    rec: dict = {"shuffle": shuffle, "net_type": NET_TYPE, "detector_type": detector}
+    rec: dict = {"shuffle": shuffle, "net_type": net_type, "detector_type": detector}
     t0 = time.perf_counter()
     with capture():
-        deeplabcut.create_training_dataset(str(config), Shuffles=[shuffle], net_type=NET_TYPE,
+        deeplabcut.create_training_dataset(str(config), Shuffles=[shuffle], net_type=net_type,
                                            detector_type=detector,
                                            engine=deeplabcut.Engine.PYTORCH, userfeedback=False)
     timings["2_create_training_dataset"] = time.perf_counter() - t0
@@ -222,8 +225,8 @@ def main() -> int:
     if not sw_path.is_file():
         raise SystemExit(f"{sw_path} is missing (it is the fixture's source, not an output)")
     sw = load_module(sw_path)
-    for p in out_root.iterdir():  # everything but seeded_weights.py is rebuilt
-        if p.name != "seeded_weights.py":
+    for p in out_root.iterdir():  # everything but seeded_weights.py and README.md is rebuilt
+        if p.name not in ("seeded_weights.py", "README.md"):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     for tag in SHUFFLES:
         (out_root / tag).mkdir()

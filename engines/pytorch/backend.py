@@ -34,8 +34,9 @@ from posed.engines.training.pseudo import pseudo_labels_for
 from posed.errors import ConfigError, InferenceError, ModelLoadError
 
 __all__ = ["DLC_FAMILIES", "ENGINE", "TOP_DOWN_FAMILIES", "PoseNet", "TorchRunner",
-           "TorchScriptRunner", "build_model", "load_runner", "load_torchscript", "pose_loss", "prepare_training", "random_bundle",
-           "random_dlc_export", "run_training", "select_device", "train"]
+           "TorchScriptRunner", "build_model", "load_runner", "load_torchscript", "pose_loss",
+           "prepare_training", "random_bundle", "random_dlc_export", "run_training",
+           "select_device", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,10 @@ def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
     if "topdown" in bundle.architecture:
         from posed.engines.pytorch import topdown
 
+        if bundle.architecture.get("head") == "rtmcc":
+            from posed.engines.pytorch.rtmpose import SimCCRunner
+
+            return topdown.load_runner(bundle, SimCCRunner.load, **options)
         return topdown.load_runner(bundle, TorchRunner.load, **options)
     if multianimal.is_multianimal(bundle):
         return multianimal.load_runner(bundle, **options)

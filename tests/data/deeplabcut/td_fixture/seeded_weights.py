@@ -17,6 +17,12 @@ head, two 1x1 convolutions ``final_conv``):
   [0, 1] instead of all being 1;
 - locref ``final_conv``: ``0.1 * N(0, 1) / sqrt(fan_in)``, bias N(0, 0.1).
 
+RTMPose (``backbone.*``: DeepLabCut's CSPNeXt, same rules as the ResNet; ``heads.bodypart.*``:
+the RTMCC head): scale-norm gains ``g`` and ``res_scale`` U(0.5, 1); the attention unit's
+``gamma``/``beta`` N(0, 0.5); the x/y classifiers ``RTM_CLS_GAIN * N(0, 1) / sqrt(fan_in)``
+(SimCC multiplies logits by sigma x decode_beta = 849: small logits keep its softmax from
+being one-hot, so the likelihoods spread); other weights He normal, biases N(0, 0.1).
+
 Detectors (``model.*``: torchvision's models as DeepLabCut builds them):
 
 - conv / linear ``weight``: N(0, sqrt(1 / fan_in)) (LeCun: the MobileNet blocks have no
@@ -33,6 +39,8 @@ import zlib
 import numpy as np
 
 HEAT_GAIN, HEAT_BIAS = 0.5, -0.3
+RTM_CLS_GAIN = 0.01
+RTMCC = tuple(f"heads.bodypart.{m}." for m in ("final_layer", "mlp", "gau", "cls_x", "cls_y"))
 DET_GAIN, DET_NORM = 2.0, (0.5, 1.0)
 
 
@@ -46,7 +54,21 @@ def _norm_or_bias(leaf, shape, rs, weight_range):
     return None
 
 
+def _rtmcc(name, leaf, shape, rs):
+    if leaf == "g" or name.endswith("res_scale.scale"):
+        return rs.uniform(0.5, 1.0, shape)
+    if leaf in ("gamma", "beta"):
+        return rs.normal(0.0, 0.5, shape)
+    if ".cls_x." in name or ".cls_y." in name:
+        return RTM_CLS_GAIN * rs.normal(0.0, 1.0, shape) / np.sqrt(shape[1])
+    if leaf == "weight":
+        return rs.normal(0.0, np.sqrt(2.0 / np.prod(shape[1:])), shape)
+    return rs.normal(0.0, 0.1, shape)
+
+
 def _pose(name, leaf, shape, rs):
+    if name.startswith(RTMCC):
+        return _rtmcc(name, leaf, shape, rs)
     if name.startswith("heads.bodypart.heatmap_head."):
         if leaf == "weight":
             return HEAT_GAIN * rs.normal(0.0, 1.0, shape) / np.sqrt(np.prod(shape[1:]))
