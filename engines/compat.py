@@ -506,11 +506,10 @@ def export_model(cfg_path: "str | Path", shuffle: int = 1, trainingsetindex: int
 
     fn = "export_model"
     no_effect(fn, TFGPUinference=(TFGPUinference, True, _TF_ONLY),
-              make_tar=(make_tar, True, "a PyTorch export is one file"),
-              without_detector=(without_detector, False, "no detector"))
+              make_tar=(make_tar, True, "a PyTorch export is one file"))
     project = _project(cfg_path)
     export_dlc_live(project, shuffle, trainingsetindex, snapshotindex, iteration, overwrite,
-                    wipepaths, modelprefix, _engine(engine))
+                    wipepaths, modelprefix, _engine(engine), without_detector=without_detector)
 
 
 # ----------------------------------------------------------------------------- visualisation

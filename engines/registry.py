@@ -11,7 +11,7 @@ names under ``tools`` (exporters, importers and the ReID model live outside the 
 - ``import_dlc(source, out, *, overwrite) -> Path``: a DeepLabCut export as a posed bundle;
 - ``import_dlc_snapshot(pose_cfg, snapshot, out, *, source) -> Path``: a DeepLabCut shuffle's
   training snapshot as a posed bundle (what serves a shuffle folder in place);
-- ``export_dlc_live(pose_cfg, snapshot, out, *, wipepaths) -> Path``: a DeepLabCut shuffle's
+- ``export_dlc_live(pose_cfg, snapshot, out, *, wipepaths, detector) -> Path``: a DeepLabCut shuffle's
   snapshot as the ``.pt`` DeepLabCut-Live loads;
 - ``publish_dlc_snapshot(weights, out, epoch) -> Path``: a posed snapshot of a DeepLabCut
   architecture as DeepLabCut's ``snapshot-NNN.pt``;

@@ -545,10 +545,11 @@ _WIPED = (("metadata", "project_path"), ("metadata", "pose_config_path"),
 
 
 def export_dlc_live(pose_cfg: str | Path, snapshot: str | Path, out: str | Path, *,
-                    wipepaths: bool = False) -> Path:
+                    wipepaths: bool = False, detector: str | Path | None = None) -> Path:
     """The file DeepLabCut-Live loads for a DeepLabCut 3 shuffle's snapshot: ``torch.save`` of
     ``{"config": <pytorch_config as plain data>, "pose": <state dict>}``, as DeepLabCut's
-    ``export_model`` writes it (``wipepaths`` blanks the machine paths in the config).
+    ``export_model`` writes it (``wipepaths`` blanks the machine paths in the config); a
+    top-down model's ``detector`` snapshot adds ``"detector": <its state dict>``.
 
     The snapshot's tensors are copied unchanged; the model is checked to be one posed runs.
     """
@@ -564,7 +565,8 @@ def export_dlc_live(pose_cfg: str | Path, snapshot: str | Path, out: str | Path,
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        torch.save({"config": config, "pose": pose}, tmp)
+        torch.save({"config": config, "pose": pose, **(
+            {"detector": read_dlc_snapshot(pose_cfg, detector)[1]} if detector else {})}, tmp)
     return out
 
 

@@ -315,3 +315,27 @@ def test_simcc_decoding_takes_each_axis_most_likely_bin_and_drops_uniform_ones()
     assert tuple(out[0, 1, :2]) == (3.5, 1.5)
     assert out[0, 1, 2] == pytest.approx(peak / (2 * peak + 510), rel=1e-4)
     assert np.isnan(out[1, :, :2]).all() and (out[1, :, 2] == 0).all()
+
+
+def test_deeplabcut_export_of_a_top_down_shuffle_holds_its_detector(tmp_path, monkeypatch):
+    """``export_model`` on DeepLabCut's top-down shuffle writes DeepLabCut's file name with
+    the detector's id and the detector inside; importing that file gives the same animals as
+    the shuffle in place. ``without_detector=True`` leaves it out, as DeepLabCut."""
+    from posed.engines import api, compat
+
+    monkeypatch.setenv("POSED_CACHE_DIR", str(tmp_path / "cache"))
+    config = _dlc_project(tmp_path / "project", "frcnn")
+    compat.export_model(str(config), shuffle=1)
+    folder = config.parent / "exported-models-pytorch" / "DLC_synth_resnet_50_iteration-0_shuffle-1"
+    path = folder / "DLC_synth_resnet_50_iteration-0_shuffle-1_snapshot-detector5_snapshot-5.pt"
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    assert sorted(data) == ["config", "detector", "pose"]
+    frames = _frames()[:2]
+    exported = api.load_model(api.import_dlc(path, tmp_path / "b"), device="cpu")
+    in_place = api.load_model(str(config), shuffle=1, device="cpu")
+    np.testing.assert_array_equal(exported.predict_animals(frames).animals,
+                                  in_place.predict_animals(frames).animals)
+    compat.export_model(str(config), shuffle=1, without_detector=True)
+    data = torch.load(folder / "DLC_synth_resnet_50_iteration-0_shuffle-1_snapshot-5.pt",
+                      map_location="cpu", weights_only=True)
+    assert sorted(data) == ["config", "pose"]

@@ -25,10 +25,13 @@ log = logging.getLogger(__name__)
 def export_dlc_live(project: Project, shuffle: int, trainingsetindex: int = 0,
                     snapshotindex: Any = None, iteration: int | None = None,
                     overwrite: bool = False, wipepaths: bool = False, modelprefix: str = "",
-                    engine: Engine | None = None) -> Path:
+                    engine: Engine | None = None, without_detector: bool = False) -> Path:
     """Export a DeepLabCut shuffle's snapshot for DeepLabCut-Live; returns the file.
 
-    An existing file is kept unless ``overwrite`` (DeepLabCut's rule).
+    An existing file is kept unless ``overwrite`` (DeepLabCut's rule). A top-down shuffle's
+    export holds its detector too (the snapshot ``detector_snapshotindex`` selects; its id in
+    the file name, ``..._snapshot-detector<uid>_snapshot-<uid>.pt``, as DeepLabCut names it),
+    unless ``without_detector``.
 
     Raises:
         CapabilityError: the shuffle is not in DeepLabCut's PyTorch layout.
@@ -46,14 +49,18 @@ def export_dlc_live(project: Project, shuffle: int, trainingsetindex: int = 0,
             "DeepLabCut-Live exports are made from DeepLabCut 3 shuffles (for posed's own "
             "models use `posed export`)")
     snap = found.snapshot(snapshotindex)
+    detector = found.detector_snapshot() if found.top_down and not without_detector else None
     net_type = str(found.model_config().get("net_type"))
     name = f"DLC_{project.task}_{net_type}_iteration-{project.iteration}_shuffle-{shuffle}"
-    out = project.root / "exported-models-pytorch" / name / f"{name}_snapshot-{snap.uid}.pt"
+    with_detector = f"_snapshot-detector{detector.uid}" if detector else ""
+    out = (project.root / "exported-models-pytorch" / name
+           / f"{name}{with_detector}_snapshot-{snap.uid}.pt")
     if out.exists() and not overwrite:
         log.info("%s exists; not overwritten (pass overwrite=True)", out)
         return out
+    extra = {"detector": detector.path} if detector else {}
     return Path(capability(Engine.PYTORCH, "export_dlc_live")(found.pose_cfg, snap.path, out,
-                                                               wipepaths=wipepaths))
+                                                               wipepaths=wipepaths, **extra))
 
 
 def _at_iteration(project: Project, iteration: int) -> Project:
