@@ -147,3 +147,34 @@ def write_check(out_dir: Path, record: dict) -> None:
     record["total_bytes"] = sum(v["bytes"] for v in record["files"].values())
     (out_dir / "check.json").write_text(json.dumps(tolist(record), indent=1) + "\n")
     print(f"fixture: {out_dir} ({record['total_bytes']} bytes, {len(record['files'])} files)")
+
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+def fixture_args(description: str, fixture: str, workdir: str):
+    """The command line every fixture script takes: ``--posed`` (posed's executable, for
+    ``posed synth``), ``--out`` (default ``tests/data/deeplabcut/<fixture>``), ``--workdir``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--posed", type=Path, default=REPO / ".venv" / "bin" / "posed")
+    ap.add_argument("--out", type=Path, default=REPO / "tests" / "data" / "deeplabcut" / fixture)
+    ap.add_argument("--workdir", type=Path, default=Path(workdir))
+    return ap.parse_args()
+
+
+def synth_project(posed: Path, project: Path, synth_args: list[str]) -> str:
+    """``posed synth project *synth_args``, then config.yaml's ``project_path`` set to
+    ``project`` (synth writes the path it was given; a symlinked or relative one differs).
+    Returns the ``project_path`` synth wrote."""
+    import subprocess
+
+    subprocess.run([str(posed), "synth", str(project), *synth_args], check=True)
+    config = project / "config.yaml"
+    text = config.read_text()
+    written = next(line.split(":", 1)[1].strip() for line in text.splitlines()
+                   if line.startswith("project_path:"))
+    if written != str(project):
+        config.write_text(text.replace(f"project_path: {written}", f"project_path: {project}"))
+    return written

@@ -49,7 +49,6 @@ The projects are built in WORKDIR (deleted first), a fixed neutral path.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import difflib
 import importlib.util
@@ -63,7 +62,8 @@ import sys
 import time
 from pathlib import Path
 
-from fixture_common import PLACEHOLDER, TEXT_SUFFIXES, capture, sha256, tolist
+from fixture_common import (PLACEHOLDER, TEXT_SUFFIXES, capture, fixture_args, sha256,
+                            synth_project, tolist)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -172,14 +172,9 @@ def run_model(tag: str, spec: dict, args, sw, out_root: Path, work: Path) -> dic
     # ------------------------------------------------------------------ 1. posed synth
     project = work / tag
     t0 = time.perf_counter()
-    subprocess.run([str(args.posed), "synth", str(project), *spec["synth"]], check=True)
+    synth_project(args.posed, project, spec["synth"])
     timings["1_posed_synth"] = time.perf_counter() - t0
     config = project / "config.yaml"
-    text = config.read_text()
-    written = next(line.split(":", 1)[1].strip() for line in text.splitlines()
-                   if line.startswith("project_path:"))
-    if written != str(project):
-        config.write_text(text.replace(f"project_path: {written}", f"project_path: {project}"))
     rec["synth_command"] = ["posed", "synth", "PROJECT", *spec["synth"]]
     video = project / "videos" / "synth1.mp4"
 
@@ -498,12 +493,7 @@ def check_structure(records: dict) -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--posed", type=Path, default=REPO / ".venv" / "bin" / "posed")
-    ap.add_argument("--out", type=Path,
-                    default=REPO / "tests" / "data" / "deeplabcut" / "hrnet_fixture")
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/hrnet-fixture"))
-    args = ap.parse_args()
+    args = fixture_args(__doc__.splitlines()[0], "hrnet_fixture", "/tmp/hrnet-fixture")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     t_start = time.perf_counter()
 

@@ -40,7 +40,6 @@ Steps (timed into OUT/check.json):
 
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib.util
 import json
@@ -51,7 +50,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from fixture_common import PLACEHOLDER, capture, replace_build_path, versions, write_check
+from fixture_common import (PLACEHOLDER, capture, fixture_args, replace_build_path,
+                            synth_project, versions, write_check)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -82,18 +82,6 @@ def fake_mobilenet_home(work: Path) -> Path:
     model = torchvision.models.mobilenet_v3_large(weights=None)
     torch.save(model.state_dict(), ckpt / "mobilenet_v3_large-8738ca79.pth")
     return home
-
-
-def make_project(args, work: Path) -> Path:
-    project = work / "project"
-    subprocess.run([str(args.posed), "synth", str(project), *SYNTH], check=True)
-    config = project / "config.yaml"
-    text = config.read_text()
-    written = next(line.split(":", 1)[1].strip() for line in text.splitlines()
-                   if line.startswith("project_path:"))
-    if written != str(project):
-        config.write_text(text.replace(f"project_path: {written}", f"project_path: {project}"))
-    return project
 
 
 def seeded(module, sw) -> tuple[dict, list[dict]]:
@@ -213,12 +201,7 @@ def check_structure(records: dict) -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--posed", type=Path, default=REPO / ".venv" / "bin" / "posed")
-    ap.add_argument("--out", type=Path,
-                    default=REPO / "tests" / "data" / "deeplabcut" / "td_fixture")
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/td-fixture"))
-    args = ap.parse_args()
+    args = fixture_args(__doc__.splitlines()[0], "td_fixture", "/tmp/td-fixture")
     t_start = time.perf_counter()
     out_root = args.out.resolve()
     sw_path = out_root / "seeded_weights.py"
@@ -239,7 +222,8 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    project = make_project(args, work)
+    project = work / "project"
+    synth_project(args.posed, project, SYNTH)
     records = {tag: run_shuffle(tag, project, sw, out_root) for tag in SHUFFLES}
     shutil.copy2(project / "config.yaml", out_root / "config.yaml")
     shutil.copy2(project / "videos" / "synth1.mp4", out_root / "synth1.mp4")

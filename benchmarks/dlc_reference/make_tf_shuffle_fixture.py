@@ -33,13 +33,11 @@ Steps:
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import pickle
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,7 +45,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-from make_shuffle_fixture import PLACEHOLDER, TEXT_SUFFIXES, capture, tolist  # noqa: E402
+from fixture_common import (PLACEHOLDER, TEXT_SUFFIXES, capture, fixture_args,  # noqa: E402
+                            synth_project, tolist)
 
 SYNTH_ARGS = ["--frames", "20", "--video-frames", "12", "--size", "80x64", "--seed", "3", "-q"]
 ITERATIONS = 5
@@ -103,22 +102,14 @@ def write_snapshot(test_cfg: Path, train_dir: Path) -> list[dict]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--posed", type=Path, default=REPO / ".venv" / "bin" / "posed")
-    ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/posed-dlc-tf-fixture"))
-    args = ap.parse_args()
+    args = fixture_args(__doc__.splitlines()[0], OUT.name, "/tmp/posed-dlc-tf-fixture")
     t_start = time.perf_counter()
     work = args.workdir.resolve()
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     project = work / "synth"
-    subprocess.run([str(args.posed), "synth", str(project), *SYNTH_ARGS], check=True)
+    synth_project(args.posed, project, SYNTH_ARGS)
     config = project / "config.yaml"
-    text = config.read_text()
-    written = next(ln.split(":", 1)[1].strip() for ln in text.splitlines()
-                   if ln.startswith("project_path:"))
-    config.write_text(text.replace(f"project_path: {written}", f"project_path: {project}"))
 
     import pandas as pd
     import tensorflow as tf
