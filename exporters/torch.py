@@ -56,9 +56,6 @@ def _native(bundle: ModelBundle) -> FramesToPoseMaps:
     if bundle.engine != "pytorch" or bundle.format != "safetensors":
         raise ExportError(f"{bundle.path}: only PyTorch safetensors bundles can be exported here "
                           f"(this one is {bundle.engine}/{bundle.format})")
-    if "topdown" in bundle.architecture:
-        raise ExportError(f"{bundle.path}: top-down models (detector + pose model) cannot be "
-                          "exported yet; run the bundle on the pytorch engine")
     if "individuals" in bundle.architecture:
         from posed.engines.pytorch.multianimal import build_model
     else:
@@ -230,5 +227,10 @@ FORMATS = {"torchscript": export_torchscript, "onnx": export_onnx}
 
 
 def export(bundle: ModelBundle, fmt: str, out: Path, **options: Any) -> Path:
-    """The PyTorch engine's ``export`` capability: a bundle to ``torchscript`` or ``onnx``."""
+    """The PyTorch engine's ``export`` capability: a bundle to ``torchscript`` or ``onnx``
+    (top-down bundles: :mod:`posed.exporters.torch_topdown`)."""
+    if "topdown" in bundle.architecture:
+        from posed.exporters.torch_topdown import export_topdown
+
+        return export_topdown(bundle, fmt, Path(out), wrapper=FramesToPoseMaps, **options)
     return export_as("pytorch", FORMATS, bundle, fmt, Path(out), options)

@@ -180,7 +180,8 @@ def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
             from posed.engines.pytorch.rtmpose import SimCCRunner
 
             return topdown.load_runner(bundle, SimCCRunner.load, **options)
-        return topdown.load_runner(bundle, TorchRunner.load, **options)
+        pose = TorchScriptRunner.load if bundle.format == "torchscript" else TorchRunner.load
+        return topdown.load_runner(bundle, pose, **options)
     if multianimal.is_multianimal(bundle):
         return multianimal.load_runner(bundle, **options)
     return load_by_format(bundle, options, {"torchscript": TorchScriptRunner.load},

@@ -213,12 +213,14 @@ def build_model(bundle: ModelBundle) -> RTMPoseNet:
 
 
 class SimCCRunner(OpenMPHandoff, PoseRunner):
-    """Eager PyTorch inference of an RTMPose pose model (crops of its ``input_size``).
-    Options: ``device``, ``threads``."""
+    """PyTorch inference (eager, or a TorchScript export) of an RTMPose pose model on crops of
+    its ``input_size``. Options: ``device``, ``threads``."""
 
     engine = "pytorch"
 
-    def __init__(self, bundle: ModelBundle, model: RTMPoseNet, device: torch.device) -> None:
+    def __init__(self, bundle: ModelBundle, model: Any, device: torch.device) -> None:
+        """``model``: an :class:`RTMPoseNet` or its TorchScript (float NCHW 0..255 in, x and
+        y logits out)."""
         super().__init__(bundle)
         self.model = model.to(device)
         self.device = device
@@ -231,6 +233,10 @@ class SimCCRunner(OpenMPHandoff, PoseRunner):
 
         if options:
             raise ConfigError(f"pytorch engine (RTMPose): unknown option '{next(iter(options))}'")
+        if bundle.format == "torchscript":
+            from posed.engines.pytorch.accel import load_torchscript
+
+            return cls(bundle, *load_torchscript(bundle, device, threads))
         if threads:
             torch.set_num_threads(int(threads))
         model = build_model(bundle)

@@ -85,7 +85,7 @@ class TorchTopDownRunner(OpenMPHandoff, TopDownRunner):
         self.detector = detector
         self.pose = pose
         self.device = device
-        self.precision = pose.precision
+        self.precision = getattr(pose, "precision", "fp32")
         # DeepLabCut normalises with reciprocals in float32 (albumentations' Normalize).
         mean = np.asarray(bundle.mean, np.float32) * np.float32(255)
         self._mean = torch.from_numpy(mean).to(device)
@@ -111,15 +111,20 @@ class TorchTopDownRunner(OpenMPHandoff, TopDownRunner):
             arch.pop(key, None)
         pose = load_pose(replace(bundle, architecture=arch, weights=bundle.weights[:1]),
                          device=device, threads=threads, **options)
-        detector = build_detector(detector_spec)
+        device_t = select_device(device)
         path = bundle.path / bundle.weights[1]["name"]
+        if bundle.format == "torchscript":
+            from posed.engines.pytorch.accel import load_torchscript
+
+            detector, _ = load_torchscript(replace(bundle, weights=bundle.weights[1:]), device)
+            return cls(bundle, detector, pose, device_t, crop_batch=crop_batch)
+        detector = build_detector(detector_spec)
         try:
             detector.load_state_dict(load_state_dict(path))
         except RuntimeError as exc:
             raise ModelLoadError(f"{path}: weights do not fit detector "
                                  f"'{detector_spec.get('variant')}' "
                                  f"({' '.join(str(exc).split())[:300]})") from None
-        device_t = select_device(device)
         return cls(bundle, detector.eval().to(device_t), pose, device_t, crop_batch=crop_batch)
 
     @torch.inference_mode()
@@ -129,7 +134,9 @@ class TorchTopDownRunner(OpenMPHandoff, TopDownRunner):
             x = torch.from_numpy(frame).to(self.device).to(torch.float32)
             x = ((x - self._mean) * self._inv_std).permute(2, 0, 1)
             try:
-                out = self.detector([x])[0]
+                out = self.detector([x])
+                # a scripted torchvision detector returns (losses, detections)
+                out = (out[1] if isinstance(out, tuple) else out)[0]
             except RuntimeError as exc:
                 raise InferenceError(f"detector forward failed: "
                                      f"{str(exc).splitlines()[0]}") from exc
@@ -146,7 +153,7 @@ def load_runner(bundle: ModelBundle, load_pose: Callable[..., Any], crop_batch: 
                 **options: Any) -> TorchTopDownRunner:
     """Engine entry for top-down bundles (``architecture.topdown``); see
     :meth:`TorchTopDownRunner.load`."""
-    if bundle.format != "safetensors":
-        raise ConfigError(f"{bundle.path}: top-down bundles run from safetensors weights only "
-                          f"(this one is {bundle.format})")
+    if bundle.format not in ("safetensors", "torchscript"):
+        raise ConfigError(f"{bundle.path}: top-down bundles run from safetensors or TorchScript "
+                          f"weights (this one is {bundle.format})")
     return TorchTopDownRunner.load(bundle, load_pose, crop_batch=crop_batch, **options)
