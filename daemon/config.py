@@ -50,6 +50,11 @@ class ModelConfig(_Strict):
         None, description="pytorch: NHWC convolutions (default: on for CUDA, off for CPU)")
     cuda_graphs: Bool = Field(True, description="pytorch on CUDA: replay a graph per input shape")
     warmup: Bool = Field(True, description="run dummy batches before reporting ready")
+    detect_every: Int = Field(1, ge=1, le=100000, description="top-down models: run the "
+                              "detector on every Nth frame of each camera, reusing its boxes "
+                              "in between")
+    crop_batch: Int | None = Field(None, ge=1, le=4096, description="top-down models: crops "
+                                   "per pose-model batch (default 8)")
 
 
 class DynamicConfig(_Strict):

@@ -266,7 +266,12 @@ class InferenceStage(StageThread):
             try:
                 batch = np.stack([img for _, img, _, _ in items])
                 if self.multianimal:
-                    found = self.runner.predict_animals(batch)
+                    # top-down: each camera is a stream (the detector's boxes are reused per
+                    # camera with detect_every)
+                    found = (self.runner.predict_animals(
+                        batch, streams=[f.camera for f, _, _, _ in items])
+                        if getattr(self.runner, "top_down", False)
+                        else self.runner.predict_animals(batch))
                     poses = np.concatenate([found.animals[:, 0], found.unique], axis=1)
                 else:
                     poses = self.runner.predict(batch)

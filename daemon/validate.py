@@ -73,6 +73,15 @@ def runner_options(m: Any, bundle: Any) -> tuple[Any, dict[str, Any]]:
     chosen, auto = auto_runtime(bundle, m.engine, {"device": m.device})
     engine = api.Engine.parse(chosen or bundle.engine)
     options: dict[str, Any] = {"threads": m.threads} if m.threads else {}
+    if "topdown" in bundle.architecture:
+        options["detect_every"] = m.detect_every
+        if m.crop_batch is not None:
+            options["crop_batch"] = m.crop_batch
+    else:
+        for key, unset in (("detect_every", 1), ("crop_batch", None)):
+            if getattr(m, key) != unset:
+                raise ConfigError(f"key 'model.{key}': only top-down models (a detector, then "
+                                  f"the pose model on crops) have it; {bundle.path} is not one")
     fast_path = engine is api.Engine.PYTORCH and bundle.format == "safetensors"
     if engine is api.Engine.OPENVINO:
         if m.precision not in ("auto", "fp32", "bf16"):

@@ -16,6 +16,7 @@ keypoint at crop pixel ``p`` is at ``p * scale + offset`` in the frame.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Hashable, Sequence
 from typing import Any, ClassVar
 
 import cv2
@@ -94,12 +95,16 @@ class TopDownRunner(PoseRunner):
     :meth:`predict_animals` gives per frame one animal per detected box (at most one per
     slot, the detector's best boxes first; ``scores`` are the box scores); ``predict`` the
     best animal, so single-animal callers work. ``crop_batch`` crops, from any frames, go
-    through the pose model at once.
+    through the pose model at once. With ``detect_every`` N > 1 the detector runs on every
+    Nth frame of each stream (the ``streams`` of :meth:`predict_animals`: the daemon's
+    cameras, offline one per video) and the frames between reuse its boxes; without streams
+    every frame is detected.
     """
 
     multianimal: ClassVar[bool] = True
+    top_down: ClassVar[bool] = True
 
-    def __init__(self, bundle: ModelBundle, crop_batch: int = 8) -> None:
+    def __init__(self, bundle: ModelBundle, crop_batch: int = 8, detect_every: int = 1) -> None:
         super().__init__(bundle)
         arch = bundle.architecture
         self.individuals: list[str] = [str(i) for i in arch["individuals"]]
@@ -107,9 +112,13 @@ class TopDownRunner(PoseRunner):
         self.unique_bodyparts: list[str] = []
         self.skeleton: list[tuple[int, int]] = []
         self.crop = crop_settings(arch, bundle.path)
-        if not isinstance(crop_batch, int) or isinstance(crop_batch, bool) or crop_batch < 1:
-            raise InferenceError(f"crop_batch must be a positive integer, got {crop_batch!r}")
+        for name, value in (("crop_batch", crop_batch), ("detect_every", detect_every)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InferenceError(f"{name} must be a positive integer, got {value!r}")
         self.crop_batch = crop_batch
+        self.detect_every = detect_every
+        # stream -> (boxes, scores, frames since they were detected)
+        self._boxes: dict[Hashable, tuple[np.ndarray, np.ndarray, int]] = {}
 
     @abstractmethod
     def _detect(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -126,8 +135,27 @@ class TopDownRunner(PoseRunner):
         slots = len(self.individuals)
         return [(b[:slots], s[:slots]) for b, s in self._detect(frames)] if len(frames) else []
 
-    def predict_animals(self, frames: np.ndarray) -> AnimalPoses:
-        """Every detected animal in each frame (see :class:`~posed.engines.base.AnimalPoses`)."""
+    def _boxes_for(self, frames: np.ndarray, streams: Sequence[Hashable] | None
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per frame its boxes: detected, or reused within ``detect_every`` of its stream."""
+        if streams is None or self.detect_every == 1:
+            return self._detect(frames)
+        if len(streams) != len(frames):
+            raise InferenceError(f"{len(streams)} streams for {len(frames)} frames")
+        found: list[Any] = [None] * len(frames)
+        for i, key in enumerate(streams):  # in order: a stream's frames come in capture order
+            last = self._boxes.get(key)
+            if last is None or last[2] + 1 >= self.detect_every:
+                boxes, scores = self._detect(frames[i:i + 1])[0]
+                last = (boxes, scores, -1)
+            self._boxes[key] = (last[0], last[1], last[2] + 1)
+            found[i] = (last[0], last[1])
+        return found
+
+    def predict_animals(self, frames: np.ndarray,
+                        streams: Sequence[Hashable] | None = None) -> AnimalPoses:
+        """Every detected animal in each frame (see :class:`~posed.engines.base.AnimalPoses`);
+        ``streams`` names each frame's stream for ``detect_every``."""
         frames = self._check_frames(frames)
         n, slots, k = frames.shape[0], len(self.individuals), len(self.bodyparts)
         animals = np.full((n, slots, k, 3), np.nan, dtype=np.float32)
@@ -136,7 +164,7 @@ class TopDownRunner(PoseRunner):
         if n == 0:
             return AnimalPoses(animals, scores, np.zeros((0, 0, 3), np.float32))
         crops, where = [], []
-        for i, (boxes, box_scores) in enumerate(self._detect(frames)):
+        for i, (boxes, box_scores) in enumerate(self._boxes_for(frames, streams)):
             for slot, box in enumerate(boxes[:slots]):
                 crop, placed = crop_box(frames[i], box, self.crop["width"], self.crop["height"],
                                         self.crop["margin"])

@@ -275,20 +275,23 @@ def test_crop_keeps_the_box_centre_and_aspect(x, y, w, h, size, margin):
 
 @pytest.mark.slow
 def test_daemon_serves_the_top_down_bundle(bundles, tmp_path):
-    """``posed serve`` with the imported top-down model: every frame reaches a real subscriber
-    with the animals (and identities) offline analysis gives."""
+    """``posed serve`` with the imported top-down model, the detector on every 2nd frame of
+    the camera: every frame reaches a real subscriber with the animals (and identities)
+    offline analysis with the same setting gives."""
     import pandas as pd
 
     from posed.engines import api
     from test_daemon_e2e import stream_file
 
     video = FIXTURE / "synth1.mp4"
-    messages = stream_file(bundles["frcnn"], video, N_FRAMES, tmp_path, threads=1)
+    messages = stream_file(bundles["frcnn"], video, N_FRAMES, tmp_path, threads=1,
+                           detect_every=2)
     assert [m.seq for m in messages] == list(range(N_FRAMES))
     assert messages[0].individuals == ("individual1", "individual2")
     streamed = np.stack([m.animals for m in messages])
     report = api.analyze_videos(bundles["frcnn"], [video], dest=tmp_path / "offline",
-                                progress=False, tracking={"identities": "online"})
+                                progress=False, tracking={"identities": "online"},
+                                runner_options={"detect_every": 2})
     offline = pd.read_hdf(report.outputs[0]).to_numpy().reshape(streamed.shape)
     np.testing.assert_allclose(streamed, offline, atol=1e-3, equal_nan=True)
     # the tracker confirms a track over frames, so the first frames may hold fewer animals
@@ -359,3 +362,45 @@ def test_deeplabcut_export_of_a_top_down_shuffle_holds_its_detector(tmp_path, mo
     data = torch.load(folder / "DLC_synth_resnet_50_iteration-0_shuffle-1_snapshot-5.pt",
                       map_location="cpu", weights_only=True)
     assert sorted(data) == ["config", "pose"]
+
+
+def test_detect_every_reuses_each_streams_boxes(bundles, monkeypatch):
+    """``detect_every`` 3: the detector runs on the 1st and 4th frame of stream a (batch
+    frames 0 and 4) and the 1st of stream b; a frame in between gets its stream's last boxes
+    (so the same box scores); without streams every frame is detected."""
+    from posed.engines import api
+
+    runner = api.load_model(bundles["frcnn"], device="cpu", detect_every=3)
+    calls = []
+    detect = runner._detect
+    monkeypatch.setattr(runner, "_detect", lambda f: calls.append(len(f)) or detect(f))
+    frames = _frames()
+    streams = ["a", "a", "b", "a", "a", "b"]
+    found = runner.predict_animals(frames, streams=streams)
+    assert calls == [1, 1, 1]  # frames 0 (a), 2 (b), 4 (a)
+    want, dlc_boxes = _dlc("frcnn")
+    for frame, detected_on in ((1, 0), (3, 0), (5, 2), (4, 4)):
+        np.testing.assert_allclose(found.scores[frame], dlc_boxes[detected_on]["bbox_scores"],
+                                   atol=1e-5)
+    assert np.nanmax(np.abs(found.animals[4] - want[4])) < XY_TOL_PX  # detected: DLC's
+    calls.clear()
+    runner.predict_animals(frames[:2])
+    assert calls == [2]
+
+
+def test_daemon_model_section_takes_detect_every_for_top_down_models_only(bundles):
+    from posed.daemon.config import parse_config
+    from posed.daemon.service import runner_options
+    from posed.engines.bundle import load_bundle
+    from posed.errors import ConfigError
+
+    def section(bundle, **model):
+        return parse_config({"model": {"bundle": str(bundle), **model},
+                             "cameras": [{"id": "c", "source": "x.mp4"}]}, "d.yaml").model
+
+    td = bundles["frcnn"]
+    _, options = runner_options(section(td, detect_every=5, crop_batch=4), load_bundle(td))
+    assert options["detect_every"] == 5 and options["crop_batch"] == 4
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo" / "model"
+    with pytest.raises(ConfigError, match="key 'model.detect_every': only top-down models"):
+        runner_options(section(demo, detect_every=5), load_bundle(demo))

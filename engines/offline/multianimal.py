@@ -92,7 +92,9 @@ def assemble_video(runner: Any, video: Path, *, batch_size: int = 8, progress: b
     cut: list[np.ndarray] = []
 
     def assemble(frames: np.ndarray) -> None:
-        found = runner.predict_animals(frames)
+        # top-down runners: the video is one stream (for their detect_every)
+        found = (runner.predict_animals(frames, streams=[str(video)] * len(frames))
+                 if getattr(runner, "top_down", False) else runner.predict_animals(frames))
         chunks.append(found)
         if crops is not None:
             cut.extend(animal_crops(frames[i], found.found(i), *crops) for i in range(len(found)))

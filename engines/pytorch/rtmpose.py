@@ -228,11 +228,16 @@ class SimCCRunner(OpenMPHandoff, PoseRunner):
 
     @classmethod
     def load(cls, bundle: ModelBundle, device: str = "auto", threads: int | None = None,
-             **options: Any) -> "SimCCRunner":
+             precision: str = "auto", channels_last: bool | None = None,
+             cuda_graphs: bool = True, **options: Any) -> "SimCCRunner":
+        """``precision`` auto or fp32 (RTMPose runs in float32 here); ``channels_last`` and
+        ``cuda_graphs`` (the daemon's PyTorch options) have no effect on it."""
         from posed.engines.pytorch.model import load_state_dict
 
         if options:
             raise ConfigError(f"pytorch engine (RTMPose): unknown option '{next(iter(options))}'")
+        if precision not in ("auto", "fp32"):
+            raise ConfigError(f"pytorch engine: RTMPose runs in fp32, not '{precision}'")
         if bundle.format == "torchscript":
             from posed.engines.pytorch.accel import load_torchscript
 

@@ -74,14 +74,15 @@ def build_detector(spec: dict[str, Any]) -> nn.Module:
 class TorchTopDownRunner(OpenMPHandoff, TopDownRunner):
     """A top-down bundle on the PyTorch engine (eager). Options: those of
     :class:`~posed.engines.pytorch.backend.TorchRunner` (they apply to the pose model; the
-    detector runs in float32) and ``crop_batch`` (crops per pose-model batch, default 8:
-    DeepLabCut's project ``batch_size``)."""
+    detector runs in float32), ``crop_batch`` (crops per pose-model batch, default 8:
+    DeepLabCut's project ``batch_size``) and ``detect_every`` (see
+    :class:`~posed.engines.topdown.TopDownRunner`)."""
 
     engine = "pytorch"
 
     def __init__(self, bundle: ModelBundle, detector: nn.Module, pose: Any,
-                 device: torch.device, crop_batch: int = 8) -> None:
-        super().__init__(bundle, crop_batch=crop_batch)
+                 device: torch.device, crop_batch: int = 8, detect_every: int = 1) -> None:
+        super().__init__(bundle, crop_batch=crop_batch, detect_every=detect_every)
         self.detector = detector
         self.pose = pose
         self.device = device
@@ -94,7 +95,7 @@ class TorchTopDownRunner(OpenMPHandoff, TopDownRunner):
 
     @classmethod
     def load(cls, bundle: ModelBundle, load_pose: Callable[..., Any], device: str = "auto",
-             threads: int | None = None, crop_batch: int = 8,
+             threads: int | None = None, crop_batch: int = 8, detect_every: int = 1,
              **options: Any) -> "TorchTopDownRunner":
         """``load_pose(bundle, device=, threads=, **options)`` loads the pose model's runner
         (the engine's single-animal runner, passed in: this module sits below it)."""
@@ -117,7 +118,7 @@ class TorchTopDownRunner(OpenMPHandoff, TopDownRunner):
             from posed.engines.pytorch.accel import load_torchscript
 
             detector, _ = load_torchscript(replace(bundle, weights=bundle.weights[1:]), device)
-            return cls(bundle, detector, pose, device_t, crop_batch=crop_batch)
+            return cls(bundle, detector, pose, device_t, crop_batch, detect_every)
         detector = build_detector(detector_spec)
         try:
             detector.load_state_dict(load_state_dict(path))
@@ -125,7 +126,8 @@ class TorchTopDownRunner(OpenMPHandoff, TopDownRunner):
             raise ModelLoadError(f"{path}: weights do not fit detector "
                                  f"'{detector_spec.get('variant')}' "
                                  f"({' '.join(str(exc).split())[:300]})") from None
-        return cls(bundle, detector.eval().to(device_t), pose, device_t, crop_batch=crop_batch)
+        return cls(bundle, detector.eval().to(device_t), pose, device_t, crop_batch,
+                   detect_every)
 
     @torch.inference_mode()
     def _detect(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -149,11 +151,11 @@ class TorchTopDownRunner(OpenMPHandoff, TopDownRunner):
         return self.pose.predict(crops)
 
 
-def load_runner(bundle: ModelBundle, load_pose: Callable[..., Any], crop_batch: int = 8,
-                **options: Any) -> TorchTopDownRunner:
+def load_runner(bundle: ModelBundle, load_pose: Callable[..., Any], **options: Any
+                ) -> TorchTopDownRunner:
     """Engine entry for top-down bundles (``architecture.topdown``); see
     :meth:`TorchTopDownRunner.load`."""
     if bundle.format not in ("safetensors", "torchscript"):
         raise ConfigError(f"{bundle.path}: top-down bundles run from safetensors or TorchScript "
                           f"weights (this one is {bundle.format})")
-    return TorchTopDownRunner.load(bundle, load_pose, crop_batch=crop_batch, **options)
+    return TorchTopDownRunner.load(bundle, load_pose, **options)

@@ -55,18 +55,21 @@ def _timed_service(cfg: Any, runner_times: list[float]) -> Any:
     ``runner_times``."""
     from posed.daemon.service import Service
 
+    def timed(call: Any) -> Any:
+        def run(frames: np.ndarray, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            out = call(frames, **kwargs)
+            runner_times.append((time.perf_counter() - t0) * 1000)
+            return out
+
+        return run
+
     class _Timed(Service):
         def _load_model(self) -> Any:
             runner = super()._load_model()
-            predict = runner.predict
-
-            def timed(frames: np.ndarray) -> np.ndarray:
-                t0 = time.perf_counter()
-                out = predict(frames)
-                runner_times.append((time.perf_counter() - t0) * 1000)
-                return out
-
-            runner.predict = timed
+            # the daemon calls predict_animals for multi-animal models, predict otherwise
+            name = "predict_animals" if getattr(runner, "multianimal", False) else "predict"
+            setattr(runner, name, timed(getattr(runner, name)))
             return runner
 
     return _Timed(cfg, notifier=QuietNotifier())
