@@ -178,3 +178,13 @@ def synth_project(posed: Path, project: Path, synth_args: list[str]) -> str:
     if written != str(project):
         config.write_text(text.replace(f"project_path: {written}", f"project_path: {project}"))
     return written
+
+
+def load_seeded_weights(path: Path):
+    """A fixture's ``seeded_weights.py`` (its one rule for the weights) as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{path.parent.name}_seeded_weights", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import importlib.util
 import json
 import logging
 import os
@@ -62,8 +61,8 @@ import sys
 import time
 from pathlib import Path
 
-from fixture_common import (PLACEHOLDER, TEXT_SUFFIXES, capture, fixture_args, sha256,
-                            synth_project, tolist)
+from fixture_common import (PLACEHOLDER, TEXT_SUFFIXES, capture, fixture_args,
+                            load_seeded_weights, sha256, synth_project, tolist)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -79,13 +78,6 @@ RUNS = {  # analyze output folder -> padding position written in pytorch_config.
     "analyze_center_padding": "center",
 }
 N_REFERENCE_FRAMES = 2
-
-
-def load_seeded_weights(path: Path):
-    spec = importlib.util.spec_from_file_location("hrnet_fixture_seeded_weights", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def stats(d):

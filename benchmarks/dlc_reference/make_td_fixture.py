@@ -41,7 +41,6 @@ Steps (timed into OUT/check.json):
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import pickle
@@ -50,8 +49,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from fixture_common import (PLACEHOLDER, capture, fixture_args, replace_build_path,
-                            synth_project, versions, write_check)
+from fixture_common import (PLACEHOLDER, capture, fixture_args, load_seeded_weights,
+                            replace_build_path, synth_project, versions, write_check)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -62,13 +61,6 @@ SHUFFLES = {"frcnn": (1, "top_down_resnet_50", "fasterrcnn_mobilenet_v3_large_fp
             "ssd": (2, "top_down_resnet_50", "ssdlite"),
             "rtm": (3, "rtmpose_s", "fasterrcnn_mobilenet_v3_large_fpn")}
 BATCH_SIZE = 4
-
-
-def load_module(path: Path):
-    spec = importlib.util.spec_from_file_location("td_fixture_seeded_weights", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def fake_mobilenet_home(work: Path) -> Path:
@@ -207,7 +199,7 @@ def main() -> int:
     sw_path = out_root / "seeded_weights.py"
     if not sw_path.is_file():
         raise SystemExit(f"{sw_path} is missing (it is the fixture's source, not an output)")
-    sw = load_module(sw_path)
+    sw = load_seeded_weights(sw_path)
     for p in out_root.iterdir():  # everything but seeded_weights.py and README.md is rebuilt
         if p.name not in ("seeded_weights.py", "README.md"):
             shutil.rmtree(p) if p.is_dir() else p.unlink()

@@ -33,7 +33,6 @@ Steps:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pickle
 import platform
@@ -46,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 from fixture_common import (PLACEHOLDER, TEXT_SUFFIXES, capture, fixture_args,  # noqa: E402
-                            synth_project, tolist)
+                            load_seeded_weights, synth_project, tolist)
 
 SYNTH_ARGS = ["--frames", "20", "--video-frames", "12", "--size", "80x64", "--seed", "3", "-q"]
 ITERATIONS = 5
@@ -73,10 +72,7 @@ in a DeepLabCut 3.0.2 environment with TensorFlow 2.15 (`check.json` has the ver
 
 def seeded_weights():
     """The fixture's ``seeded_weights`` module (the one rule for the weights)."""
-    spec = importlib.util.spec_from_file_location("seeded_weights", OUT / "seeded_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_seeded_weights(OUT / "seeded_weights.py")
 
 
 def write_snapshot(test_cfg: Path, train_dir: Path) -> list[dict]:
