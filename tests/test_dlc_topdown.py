@@ -85,8 +85,9 @@ def test_boxes_and_keypoints_equal_deeplabcuts(bundles, tag):
 
     want, dlc_boxes = _dlc(tag)
     runner = api.load_model(bundles[tag], device="cpu")
-    got = runner.predict_animals(_frames())
-    for (boxes, scores), dlc in zip(runner.detect(_frames()), dlc_boxes, strict=True):
+    frames = _frames()
+    got = runner.predict_animals(frames)
+    for (boxes, scores), dlc in zip(runner.detect(frames), dlc_boxes, strict=True):
         np.testing.assert_allclose(boxes, dlc["bboxes"], atol=1e-3)
         np.testing.assert_allclose(scores, dlc["bbox_scores"], atol=1e-5)
     assert got.animals.shape == want.shape
@@ -95,7 +96,7 @@ def test_boxes_and_keypoints_equal_deeplabcuts(bundles, tag):
     assert np.nanmax(np.abs(got.animals[..., 2] - want[..., 2])) < SCORE_TOL
     np.testing.assert_allclose(got.scores, [d["bbox_scores"] for d in dlc_boxes], atol=1e-5)
     # the single-animal view is the best box's animal
-    np.testing.assert_array_equal(runner.predict(_frames()[:2]), got.animals[:2, 0])
+    np.testing.assert_array_equal(runner.predict(frames[:2]), got.animals[:2, 0])
 
 
 def test_detector_keys_are_deeplabcuts():

@@ -150,6 +150,23 @@ def test_settings_layers_merge_key_by_key():
     assert cfg.to_dict()["pseudo_labels"]["videos"] == ["x.mp4"]
 
 
+def _with_unlabelled_video(trained: Path, tmp_path: Path) -> Path:
+    """A copy of a trained project with ``videos/unlabelled.mp4``, a video no labelled image
+    comes from (a copy of the project's video, whose ground truth is known)."""
+    proj = tmp_path / "proj"
+    shutil.copytree(trained, proj)
+    shutil.copy(proj / "videos" / "synth1.mp4", proj / "videos" / "unlabelled.mp4")
+    return proj
+
+
+def _label_errors(rows: list, proj: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Each kept pseudo-label's distance (px) to the video's ground truth (NaN where a part
+    was not kept), and which were kept."""
+    labels = np.stack([k for _, _, k in rows])
+    err = np.linalg.norm(labels - _truth(proj)[[i for _, i, _ in rows]], axis=-1)
+    return err, np.isfinite(err)
+
+
 def _truth(project: Path) -> np.ndarray:
     table = pd.read_csv(project / "videos" / "synth1_truth.csv", index_col=0)
     return table.to_numpy(dtype=float).reshape(len(table), -1, 2)
@@ -164,9 +181,7 @@ def test_training_learns_from_confident_labels_of_an_unlabelled_video(trained_pr
     from posed.engines import api
     from posed.engines.project import load_project
 
-    proj = tmp_path / "proj"
-    shutil.copytree(trained_project, proj)
-    shutil.copy(proj / "videos" / "synth1.mp4", proj / "videos" / "unlabelled.mp4")
+    proj = _with_unlabelled_video(trained_project, tmp_path)
     pseudo = {"enabled": True, "videos": ["videos/unlabelled.mp4"], "frames": 30, "start": 0.9,
               "pcutoff": 0.6}
     project = load_project(proj)
@@ -175,12 +190,8 @@ def test_training_learns_from_confident_labels_of_an_unlabelled_video(trained_pr
     table = folder / "pseudo-labels.csv"
     rows = read_labels(table, len(project.bodyparts))
     assert 15 <= len(rows) <= 30  # most of the 30 frames have half their parts kept
-    truth = _truth(proj)
-    labels = np.stack([k for _, _, k in rows])
-    frames = [i for _, i, _ in rows]
     assert all(v == proj / "videos" / "unlabelled.mp4" for v, _, _ in rows)
-    err = np.linalg.norm(labels - truth[frames], axis=-1)
-    kept = np.isfinite(err)
+    err, kept = _label_errors(rows, proj)
     assert kept.mean() > 0.6
     # The labels are as good as the model that made them (its own test error is ~2 px):
     # median 2.55 px measured on an AVX2 EPYC (one run); the bound leaves room for other CPUs.
@@ -191,35 +202,6 @@ def test_training_learns_from_confident_labels_of_an_unlabelled_video(trained_pr
     api.train_network(project, 1, "pytorch", {"epochs": 45, "pseudo_labels": pseudo},
                       progress=False, resume=True)
     assert table.read_bytes() == before  # resuming past the start reuses the labels
-
-
-@pytest.mark.slow
-def test_tensorflow_training_learns_from_confident_labels_too(tf_trained, tmp_path):
-    """The TensorFlow engine's path: resumed with pseudo-labels, its model labels the
-    unlabelled video; the kept labels are right against the ground truth, training goes on
-    to the last epoch, and the labels sit in the training folder as with PyTorch."""
-    from posed.engines import api
-    from posed.engines.project import load_project
-
-    proj = tmp_path / "proj"
-    shutil.copytree(tf_trained, proj)
-    shutil.copy(proj / "videos" / "synth1.mp4", proj / "videos" / "unlabelled.mp4")
-    pseudo = {"enabled": True, "videos": ["videos/unlabelled.mp4"], "frames": 20, "start": 0.9,
-              "pcutoff": 0.6}
-    project = load_project(proj)
-    folder = api.train_network(project, 1, "tensorflow",
-                               {"epochs": 22, "pseudo_labels": pseudo},
-                               progress=False, resume=True)
-    rows = read_labels(folder / "pseudo-labels.csv", len(project.bodyparts))
-    assert 10 <= len(rows) <= 20
-    labels = np.stack([k for _, _, k in rows])
-    err = np.linalg.norm(labels - _truth(proj)[[i for _, i, _ in rows]], axis=-1)
-    kept = np.isfinite(err)
-    assert kept.mean() > 0.5
-    # measured: 17 frames, 69% of parts kept, median 1.75 px, 95th percentile 3.1 px (one run,
-    # AMD EPYC with AVX-512); the bounds leave room for other CPUs
-    assert np.median(err[kept]) < 3.0 and np.percentile(err[kept], 95) < 8.0
-    assert (folder / "learning_stats.csv").read_text().splitlines()[-1].startswith("22,")
 
 
 def test_refusals_are_one_line(project_copy, tmp_path, capsys):
