@@ -158,3 +158,10 @@ def decode_simcc(logits_x: np.ndarray, logits_y: np.ndarray, split: float,
     missing = out[..., 2] <= 1.0 / px.shape[-1]
     out[missing] = (np.nan, np.nan, 0.0)
     return out
+
+
+def decode_rtmpose(logits_x: np.ndarray, logits_y: np.ndarray, spec: dict) -> np.ndarray:
+    """:func:`decode_simcc` with the settings of a bundle's ``architecture.rtmpose``."""
+    beta = float(spec["decode_beta"])
+    return decode_simcc(logits_x, logits_y, split=float(spec["simcc_split_ratio"]),
+                        scale=(float(spec["sigma"][0]) * beta, float(spec["sigma"][1]) * beta))

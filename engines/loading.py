@@ -18,11 +18,14 @@ from posed.errors import CapabilityError, ConfigError, ModelLoadError
 if TYPE_CHECKING:
     from posed.engines.base import PoseRunner
 
-__all__ = ["MULTIANIMAL_ENGINES", "load_model", "load_served_model", "resolve_bundle"]
+__all__ = ["MULTIANIMAL_ENGINES", "TOPDOWN_ENGINES", "load_model", "load_served_model",
+           "resolve_bundle"]
 
 MULTIANIMAL_ENGINES = (Engine.PYTORCH, Engine.ONNX, Engine.OPENVINO)
 """Engines with a multi-animal runner (PyTorch trains and exports the models; ONNX Runtime and
 OpenVINO run the exports)."""
+TOPDOWN_ENGINES = (Engine.PYTORCH, Engine.ONNX)
+"""Engines with a top-down runner (PyTorch eager and TorchScript, ONNX Runtime)."""
 
 
 def resolve_bundle(source: "str | Path | ModelBundle", engine: "str | Engine | None" = None, *,
@@ -155,9 +158,10 @@ def load_model(source: "str | Path | ModelBundle", engine: "str | Engine | None"
         raise CapabilityError(f"{bundle.path}: multi-animal models are not supported by engine "
                               f"'{eng.value}' (engines that can: "
                               f"{', '.join(e.value for e in MULTIANIMAL_ENGINES)})")
-    if "topdown" in bundle.architecture and eng is not Engine.PYTORCH:
+    if "topdown" in bundle.architecture and eng not in TOPDOWN_ENGINES:
         raise CapabilityError(f"{bundle.path}: top-down models (detector + pose model) run on "
-                              f"engine 'pytorch' only so far, not '{eng.value}'")
+                              f"engines {', '.join(e.value for e in TOPDOWN_ENGINES)}, not "
+                              f"'{eng.value}'")
     return capability(eng, "load_runner")(bundle, **options)
 
 

@@ -135,6 +135,16 @@ class TopDownRunner(PoseRunner):
         slots = len(self.individuals)
         return [(b[:slots], s[:slots]) for b, s in self._detect(frames)] if len(frames) else []
 
+    def pose_crops(self, crops: np.ndarray) -> np.ndarray:
+        """The pose model on uint8 M×h×w×3 crops of the bundle's crop size: float32 M×K×3
+        (x, y, score) in crop pixels."""
+        crops = np.asarray(crops)
+        want = (self.crop["height"], self.crop["width"], 3)
+        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != want:
+            raise InferenceError(f"crops must be uint8 M×{want[0]}×{want[1]}×3, got "
+                                 f"{crops.dtype} {crops.shape}")
+        return self._pose_crops(crops)
+
     def _boxes_for(self, frames: np.ndarray, streams: Sequence[Hashable] | None
                    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per frame its boxes: detected, or reused within ``detect_every`` of its stream."""

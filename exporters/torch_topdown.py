@@ -1,17 +1,22 @@
-"""TorchScript export of top-down bundles (detector + pose model on crops).
+"""TorchScript and ONNX exports of top-down bundles (detector + pose model on crops).
 
-The bundle keeps its architecture and gets two TorchScript files: ``pose.pt`` (the pose model,
-traced at the crop size: uint8 N×H×W×3 crops in, score maps and locref out; for RTMPose float
-N×3×H×W in, SimCC logits out) and ``detector.pt`` (torchvision's detector, scripted: a list
-of normalised CHW frames in, ``(losses, detections)`` out). Cropping, decoding and mapping
-back stay in the shared numpy code (:mod:`posed.engines.topdown`), so both bundles crop alike.
-The export runs the original and the exported runner on the same frames and records the
-largest keypoint and box-score differences (``export.parity``); beyond the fp32 tolerance it
-is an :class:`~posed.errors.ExportMismatchError` and nothing is written.
+The new bundle keeps the architecture and holds two files, the pose model first:
 
-ONNX is not built yet and is refused in one line (torchvision's detectors do export to ONNX:
-a first try on the fixture's seeded Faster R-CNN gave its boxes within 3e-5 px; an ONNX
-top-down runner and its parity checks are the next step).
+- TorchScript: ``pose.pt`` (traced at the crop size: uint8 N×H×W×3 crops in, score maps and
+  locref out; for RTMPose float N×3×H×W in, SimCC logits out) and ``detector.pt``
+  (torchvision's detector, scripted: a list of normalised CHW frames in, ``(losses,
+  detections)`` out);
+- ONNX: ``pose.onnx`` (uint8 N×H×W×3 crops in, batch dynamic; score maps and locref, or
+  RTMPose's ``simcc_x``/``simcc_y`` logits, out) and ``detector.onnx`` (one uint8 1×H×W×3
+  frame of any size in, DeepLabCut's normalisation folded in; ``boxes`` (n×4 x, y, w, h frame
+  pixels, best first) and ``scores`` out).
+
+Cropping, decoding and mapping back stay in the shared numpy code
+(:mod:`posed.engines.topdown`), so every engine crops alike. Each part is checked against the
+original: the detector's boxes on the check frames, the pose model on the crops of the
+original's boxes and of each whole frame. The largest differences go to ``export.parity``;
+beyond the fp32 tolerance the export is an :class:`~posed.errors.ExportMismatchError` and
+nothing is written.
 """
 
 from __future__ import annotations
@@ -24,109 +29,191 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from posed.engines.bundle import ModelBundle
 from posed.errors import ExportError, ExportMismatchError
-from posed.exporters.common import TOLERANCE, staging_parent, write_bundle
+from posed.exporters.common import DEFAULT_OPSET, TOLERANCE, staging_parent, write_bundle
 from posed.exporters.common import check_frames as _check_frames
 
-__all__ = ["export_topdown", "export_topdown_torchscript"]
+__all__ = ["FrameToBoxes", "export_topdown"]
+
+PARTS = {"torchscript": ("pose.pt", "detector.pt"), "onnx": ("pose.onnx", "detector.onnx")}
 
 
-def _trace_pose(bundle: ModelBundle, crop: dict[str, int], path: Path,
-                wrapper: Callable[[torch.nn.Module], torch.nn.Module]) -> None:
+class FrameToBoxes(nn.Module):
+    """A torchvision detector taking one uint8 1×H×W×3 frame, normalised as DeepLabCut does
+    (``(x - mean·255) · (1 / (std·255))`` in float32, then torchvision's own normalisation),
+    returning its boxes as x, y, w, h and their scores."""
+
+    def __init__(self, detector: nn.Module, mean: Any, std: Any) -> None:
+        super().__init__()
+        self.detector = detector
+        scaled_std = np.asarray(std, np.float32) * np.float32(255)
+        self.register_buffer("mean", torch.from_numpy(np.asarray(mean, np.float32)
+                                                      * np.float32(255)))
+        self.register_buffer("inv_std", torch.from_numpy(np.reciprocal(scaled_std)))
+
+    def forward(self, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = ((frame[0].float() - self.mean) * self.inv_std).permute(2, 0, 1)
+        found = self.detector([x])[0]
+        boxes = found["boxes"]
+        return torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1), found["scores"]
+
+
+class FramesToSimCC(nn.Module):
+    """An RTMPose network taking uint8 N×H×W×3 crops."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(crops.permute(0, 3, 1, 2).float())
+
+
+def _pose_module(bundle: ModelBundle, crop: dict[str, int], fmt: str,
+                 wrapper: Callable[[nn.Module], nn.Module]) -> tuple[nn.Module, torch.Tensor]:
+    """The pose model, weights loaded, as the export takes it, and an example input."""
     from posed.engines.pytorch.model import load_state_dict
 
     arch = {k: v for k, v in bundle.architecture.items()
             if k not in ("topdown", "individuals", "crop")}
     pose_bundle = replace(bundle, architecture=arch, weights=bundle.weights[:1])
+    example = torch.zeros(1, crop["height"], crop["width"], 3, dtype=torch.uint8)
     if arch.get("head") == "rtmcc":
         from posed.engines.pytorch.rtmpose import build_model
 
-        model, example = build_model(pose_bundle), torch.zeros(1, 3, crop["height"],
-                                                               crop["width"])
-    else:
-        from posed.engines.pytorch.backend import build_model
+        net = build_model(pose_bundle)
+        net.load_state_dict(load_state_dict(bundle.weights_path))
+        if fmt == "torchscript":  # SimCCRunner hands it float NCHW crops
+            return net.eval(), example.permute(0, 3, 1, 2).float()
+        return FramesToSimCC(net).eval(), example
+    from posed.engines.pytorch.backend import build_model
 
-        model = wrapper(build_model(pose_bundle))
-        example = torch.zeros(1, crop["height"], crop["width"], 3, dtype=torch.uint8)
-    target = model.model if hasattr(model, "model") else model
-    target.load_state_dict(load_state_dict(bundle.weights_path))
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarnings, TorchScript deprecation notices
-        traced = torch.jit.freeze(torch.jit.trace(model.eval(), example, check_trace=False))
-        traced.save(str(path))
+    model = wrapper(build_model(pose_bundle))
+    model.model.load_state_dict(load_state_dict(bundle.weights_path))
+    return model.eval(), example
 
 
-def _script_detector(bundle: ModelBundle, path: Path) -> None:
+def _detector_module(bundle: ModelBundle) -> nn.Module:
     from posed.engines.pytorch.model import load_state_dict
     from posed.engines.pytorch.topdown import build_detector
 
     detector = build_detector(bundle.architecture["topdown"])
     detector.load_state_dict(load_state_dict(bundle.path / bundle.weights[1]["name"]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.jit.script(detector.eval()).save(str(path))
+    return detector.eval()
 
 
-def _parity(native: Any, exported: Any, frames: np.ndarray, out: Path) -> dict[str, float]:
-    """Largest keypoint (px) and box-score differences of the two runners on ``frames``."""
-    want, got = native.predict_animals(frames), exported.predict_animals(frames)
-    same_missing = np.array_equal(np.isnan(want.animals[..., 0]), np.isnan(got.animals[..., 0]))
-    xy = np.nan_to_num(np.abs(want.animals[..., :2] - got.animals[..., :2]))
-    result = {"max_keypoint_px": float(xy.max(initial=0.0)),
-              "max_score_diff": float(np.abs(want.animals[..., 2] - got.animals[..., 2]).max(
-                  initial=0.0)),
-              "max_box_score_diff": float(np.abs(want.scores - got.scores).max(initial=0.0))}
+def _write_torchscript(bundle: ModelBundle, crop: dict[str, int], staging: Path,
+                       wrapper: Callable[[nn.Module], nn.Module], opset: int) -> str:
+    pose, example = _pose_module(bundle, crop, "torchscript", wrapper)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings, TorchScript deprecation notices
+        traced = torch.jit.freeze(torch.jit.trace(pose, example, check_trace=False))
+        traced.save(str(staging / "pose.pt"))
+        torch.jit.script(_detector_module(bundle)).save(str(staging / "detector.pt"))
+    return f"torch.jit.trace + torch.jit.script (torch {torch.__version__})"
+
+
+def _write_onnx(bundle: ModelBundle, crop: dict[str, int], staging: Path,
+                wrapper: Callable[[nn.Module], nn.Module], opset: int) -> str:
+    import onnx
+
+    pose, example = _pose_module(bundle, crop, "onnx", wrapper)
+    outputs = ["simcc_x", "simcc_y"] if isinstance(pose, FramesToSimCC) else ["scores", "locref"]
+    detector = FrameToBoxes(_detector_module(bundle), bundle.mean, bundle.std).eval()
+    frame = torch.zeros(1, 240, 320, 3, dtype=torch.uint8)
+    graphs = [(pose, example, "pose.onnx", ["crops"], outputs,
+               {"crops": {0: "batch"}, **{name: {0: "batch"} for name in outputs}}),
+              (detector, frame, "detector.onnx", ["frame"], ["boxes", "scores"],
+               {"frame": {1: "height", 2: "width"}, "boxes": {0: "boxes"},
+                "scores": {0: "boxes"}})]
+    for module, x, name, inputs, outs, dynamic in graphs:
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # exporter notices; parity is checked instead
+                torch.onnx.export(module, (x,), str(staging / name), input_names=inputs,
+                                  output_names=outs, dynamic_axes=dynamic, opset_version=opset,
+                                  dynamo=False, do_constant_folding=True)
+        except Exception as exc:  # the exporter raises many internal error types
+            raise ExportError(f"{bundle.path}: ONNX export of the {name.split('.')[0]} failed "
+                              f"({str(exc).splitlines()[0]})") from exc
+        onnx.checker.check_model(str(staging / name))
+    return f"torch.onnx.export (TorchScript-based, torch {torch.__version__}), opset {opset}"
+
+
+def _parity(native: Any, exported: Any, frames: np.ndarray, out: Path, fmt: str
+            ) -> dict[str, Any]:
+    """Each part of the two runners on the same input: the detector's boxes on ``frames``, the
+    pose model on the crops of the native boxes and of every whole frame."""
+    from posed.engines.topdown import crop_box
+
+    want, got = native.detect(frames), exported.detect(frames)
+    same_boxes = [len(w[0]) for w in want] == [len(g[0]) for g in got]
+    box_px = box_score = 0.0
+    crops = []
+    for frame, (w_boxes, w_scores), (g_boxes, g_scores) in zip(frames, want, got):
+        if same_boxes and len(w_boxes):
+            box_px = max(box_px, float(np.abs(w_boxes - g_boxes).max()))
+            box_score = max(box_score, float(np.abs(w_scores - g_scores).max()))
+        whole = np.array([0, 0, frame.shape[1], frame.shape[0]], np.float32)
+        crops += [crop_box(frame, box, native.crop["width"], native.crop["height"],
+                           native.crop["margin"])[0] for box in [whole, *w_boxes]]
+    crops = np.stack(crops)
+    want_kp, got_kp = native.pose_crops(crops), exported.pose_crops(crops)
+    same_missing = np.array_equal(np.isnan(want_kp[..., 0]), np.isnan(got_kp[..., 0]))
+    result = {"check_frames": list(frames.shape), "boxes": sum(len(w[0]) for w in want),
+              "max_box_px": box_px, "max_box_score_diff": box_score, "crops": len(crops),
+              "max_keypoint_px": float(np.nan_to_num(
+                  np.abs(want_kp[..., :2] - got_kp[..., :2])).max(initial=0.0)),
+              "max_score_diff": float(np.abs(want_kp[..., 2] - got_kp[..., 2]).max(initial=0.0))}
     px, score = TOLERANCE["fp32"]
-    if not same_missing or result["max_keypoint_px"] > px or result["max_score_diff"] > score \
-            or result["max_box_score_diff"] > score:
-        raise ExportMismatchError(f"{out}: the TorchScript export disagrees with the model "
-                                  f"({result}, same animals found: {same_missing})")
+    if not (same_boxes and same_missing) or max(box_px, result["max_keypoint_px"]) > px \
+            or max(box_score, result["max_score_diff"]) > score:
+        raise ExportMismatchError(f"{out}: the {fmt} export disagrees with the model "
+                                  f"({result}; same boxes found: {same_boxes}, same keypoints "
+                                  f"missing: {same_missing})")
     return result
 
 
-def export_topdown_torchscript(bundle: ModelBundle, out: str | Path, *,
-                               wrapper: Callable[[torch.nn.Module], torch.nn.Module],
-                               check_frames: np.ndarray | None = None,
-                               overwrite: bool = False, **options: Any) -> Path:
-    """Export a top-down bundle to TorchScript in a new bundle folder ``out`` (see module).
-    ``wrapper`` is the PyTorch exporter's frames-to-maps wrapper of a heatmap pose model
-    (:class:`posed.exporters.torch.FramesToPoseMaps`, passed in: that module calls this one)."""
+def export_topdown(bundle: ModelBundle, fmt: str, out: Path, *,
+                   wrapper: Callable[[nn.Module], nn.Module],
+                   check_frames: np.ndarray | None = None, overwrite: bool = False,
+                   opset: int = DEFAULT_OPSET, **options: Any) -> Path:
+    """Export a top-down bundle to ``torchscript`` or ``onnx`` (fp32) in a new bundle folder
+    ``out`` (see module). ``wrapper`` is the PyTorch exporter's frames-to-maps wrapper of a
+    heatmap pose model (:class:`posed.exporters.torch.FramesToPoseMaps`, passed in: that module
+    calls this one); ``opset`` applies to ONNX."""
+    from posed.engines.api import load_model
     from posed.engines.bundle import load_bundle
-    from posed.engines.pytorch.backend import load_runner
     from posed.engines.topdown import crop_settings
 
+    if fmt not in PARTS:
+        raise ExportError(f"{bundle.path}: top-down models export to torchscript or onnx, "
+                          f"not {fmt}")
     used = {k: v for k, v in options.items()
-            if v not in (None, False) and (k, v) != ("precision", "fp32")}
+            if v not in (None, False) and (k, v) not in (("precision", "fp32"), ("simplify", True))}
     if used:
         raise ExportError(f"{bundle.path}: option '{next(iter(used))}' does not apply to "
-                          "top-down exports (fp32 TorchScript only)")
+                          "top-down exports (fp32 only, any frame size)")
     out = Path(out)
     frames = _check_frames(check_frames, (240, 320))
     crop = crop_settings(bundle.architecture, bundle.path)
+    write = _write_onnx if fmt == "onnx" else _write_torchscript
     with tempfile.TemporaryDirectory(dir=staging_parent(out)) as tmp:
         staging = Path(tmp) / "bundle"
         staging.mkdir()
-        _trace_pose(bundle, crop, staging / "pose.pt", wrapper)
-        _script_detector(bundle, staging / "detector.pt")
-        draft = replace(bundle, format="torchscript", weights=[])
-        draft.save(staging, ["pose.pt", "detector.pt"])
-        native = load_runner(bundle, device="cpu")
-        exported = load_runner(load_bundle(staging), device="cpu")
-        parity = _parity(native, exported, frames, out)
-        export = {"tool": f"torch.jit.trace + torch.jit.script (torch {torch.__version__})",
-                  "precision": "fp32", "input": "uint8 NHWC RGB frames (the runner crops)",
-                  "parity": {"check_frames": list(frames.shape), **parity}}
-        return write_bundle(bundle, staging, out, ["pose.pt", "detector.pt"], engine="pytorch",
-                            fmt="torchscript", input_size=None, export=export,
-                            overwrite=overwrite)
-
-
-def export_topdown(bundle: ModelBundle, fmt: str, out: Path, **options: Any) -> Path:
-    """The PyTorch engine's export of a top-down bundle: ``torchscript`` only (``options``
-    as :func:`export_topdown_torchscript`)."""
-    if fmt != "torchscript":
-        raise ExportError(f"{bundle.path}: top-down models export to TorchScript only; ONNX "
-                          "is not supported yet (not built)")
-    return export_topdown_torchscript(bundle, out, **options)
+        tool = write(bundle, crop, staging, wrapper, opset)
+        replace(bundle, engine=fmt if fmt == "onnx" else "pytorch", format=fmt,
+                weights=[]).save(staging, list(PARTS[fmt]))
+        native = load_model(bundle, device="cpu")
+        exported = load_model(load_bundle(staging), device="cpu")
+        export = {"tool": tool, "precision": "fp32",
+                  "input": "uint8 NHWC RGB frames (the runner crops)",
+                  "parity": _parity(native, exported, frames, out, fmt)}
+        if fmt == "onnx":
+            export["opset"] = opset
+        return write_bundle(bundle, staging, out, list(PARTS[fmt]),
+                            engine="onnx" if fmt == "onnx" else "pytorch", fmt=fmt,
+                            input_size=None, export=export, overwrite=overwrite)

@@ -214,34 +214,14 @@ def _refused_in_one_line(api, error, path, tmp_path, message):
 
 def test_export_without_detector_and_other_engines_are_refused(bundles, tmp_path):
     from posed.engines import api
-    from posed.errors import CapabilityError, ExportError, ModelLoadError
+    from posed.errors import CapabilityError, ModelLoadError
 
     with pytest.raises(ModelLoadError, match="without its detector"):
         api.import_dlc(_export(tmp_path, detector=False), tmp_path / "b")
-    with pytest.raises(CapabilityError, match="engine 'pytorch' only"):
+    with pytest.raises(CapabilityError, match="run on engines pytorch, onnx, not 'openvino'"):
+        api.load_model(bundles["frcnn"], engine="openvino")
+    with pytest.raises(ModelLoadError, match="onnx engine cannot run format 'safetensors'"):
         api.load_model(bundles["frcnn"], engine="onnx")
-    with pytest.raises(ExportError, match="TorchScript only; ONNX is not supported yet"):
-        api.export_model(bundles["frcnn"], "onnx", tmp_path / "x")
-    with pytest.raises(ExportError, match="option 'precision' does not apply"):
-        api.export_model(bundles["frcnn"], "torchscript", tmp_path / "x", precision="fp16")
-
-
-@pytest.mark.slow
-def test_torchscript_export_finds_deeplabcuts_animals(bundles, tmp_path):
-    """RTMPose with the Faster R-CNN, exported: a scripted detector and a traced pose model
-    in one bundle, equal to DeepLabCut's boxes and keypoints, its parity recorded."""
-    from posed.engines import api
-
-    out = api.export_model(bundles["rtm"], "torchscript", tmp_path / "ts")
-    runner = api.load_model(out, device="cpu")
-    assert runner.bundle.format == "torchscript"
-    assert runner.bundle.export["parity"]["max_keypoint_px"] <= 1e-3
-    want, dlc_boxes = _dlc("rtm")
-    got = runner.predict_animals(_frames())
-    np.testing.assert_array_equal(np.isnan(got.animals[..., 0]), np.isnan(want[..., 0]))
-    assert np.nanmax(np.abs(got.animals[..., :2] - want[..., :2])) < XY_TOL_PX
-    assert np.nanmax(np.abs(got.animals[..., 2] - want[..., 2])) < SCORE_TOL
-    np.testing.assert_allclose(got.scores, [d["bbox_scores"] for d in dlc_boxes], atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- the crop

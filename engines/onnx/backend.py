@@ -245,7 +245,12 @@ class OnnxMultiAnimalRunner(_Session, MultiAnimalRunner):
 
 def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
     """Engine entry point used by :func:`posed.engines.api.load_model`; bottom-up
-    multi-animal bundles get an :class:`OnnxMultiAnimalRunner`."""
+    multi-animal bundles get an :class:`OnnxMultiAnimalRunner`, top-down ones an
+    :class:`~posed.engines.onnx.topdown.OnnxTopDownRunner`."""
+    if "topdown" in bundle.architecture:
+        from posed.engines.onnx.topdown import load_runner as load_topdown
+
+        return load_topdown(bundle, **options)
     if "individuals" in bundle.architecture:
         return OnnxMultiAnimalRunner.load(bundle, **options)
     return OnnxRunner.load(bundle, **options)

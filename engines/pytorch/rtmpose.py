@@ -257,7 +257,7 @@ class SimCCRunner(OpenMPHandoff, PoseRunner):
 
     @torch.inference_mode()
     def _forward(self, frames: np.ndarray) -> np.ndarray:
-        from posed.engines.decoding import decode_simcc
+        from posed.engines.decoding import decode_rtmpose
 
         # one contiguous NCHW batch, as DeepLabCut stacks its crops
         x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().contiguous()
@@ -265,8 +265,5 @@ class SimCCRunner(OpenMPHandoff, PoseRunner):
             logits_x, logits_y = self.model(x)
         except RuntimeError as exc:
             raise InferenceError(f"pytorch forward failed: {str(exc).splitlines()[0]}") from exc
-        spec = self.bundle.architecture["rtmpose"]
-        return decode_simcc(logits_x.float().cpu().numpy(), logits_y.float().cpu().numpy(),
-                            split=float(spec["simcc_split_ratio"]),
-                            scale=(float(spec["sigma"][0]) * float(spec["decode_beta"]),
-                                   float(spec["sigma"][1]) * float(spec["decode_beta"])))
+        return decode_rtmpose(logits_x.float().cpu().numpy(), logits_y.float().cpu().numpy(),
+                              self.bundle.architecture["rtmpose"])

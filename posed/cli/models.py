@@ -59,7 +59,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         print(summary(export["auto"]), file=sys.stderr)
     parity = export.get("parity", {})
-    if "max_px" not in parity:  # torchscript records one entry per checked input size
+    if "max_box_px" in parity:  # top-down: each part on its own (exporters/torch_topdown.py)
+        print(f"parity with the native model: detector within {parity['max_box_px']:.2g} px "
+              f"on {parity['boxes']} boxes, pose model within {parity['max_keypoint_px']:.2g} "
+              f"px on {parity['crops']} crops, likelihood within "
+              f"{parity['max_score_diff']:.2g}", file=sys.stderr)
+        parity = {}
+    elif "max_px" not in parity:  # torchscript records one entry per checked input size
         parity = max(parity.values(), key=lambda p: p["max_px"], default={})
     if parity:
         median = (f"median {parity['median_px_confident']:.2g} px, "
