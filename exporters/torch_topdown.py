@@ -185,8 +185,9 @@ def export_topdown(bundle: ModelBundle, fmt: str, out: Path, *,
     ``out`` (see module). ``wrapper`` is the PyTorch exporter's frames-to-maps wrapper of a
     heatmap pose model (:class:`posed.exporters.torch.FramesToPoseMaps`, passed in: that module
     calls this one); ``opset`` applies to ONNX."""
-    from posed.engines.api import load_model
     from posed.engines.bundle import load_bundle
+    from posed.engines.onnx.backend import OnnxTopDownRunner
+    from posed.engines.pytorch.backend import load_runner
     from posed.engines.topdown import crop_settings
 
     if fmt not in PARTS:
@@ -207,8 +208,9 @@ def export_topdown(bundle: ModelBundle, fmt: str, out: Path, *,
         tool = write(bundle, crop, staging, wrapper, opset)
         replace(bundle, engine=fmt if fmt == "onnx" else "pytorch", format=fmt,
                 weights=[]).save(staging, list(PARTS[fmt]))
-        native = load_model(bundle, device="cpu")
-        exported = load_model(load_bundle(staging), device="cpu")
+        native = load_runner(bundle, device="cpu")
+        exported = (OnnxTopDownRunner.load(load_bundle(staging), device="cpu") if fmt == "onnx"
+                    else load_runner(load_bundle(staging), device="cpu"))
         export = {"tool": tool, "precision": "fp32",
                   "input": "uint8 NHWC RGB frames (the runner crops)",
                   "parity": _parity(native, exported, frames, out, fmt)}
