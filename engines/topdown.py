@@ -26,7 +26,8 @@ from posed.engines.base import AnimalPoses, PoseRunner
 from posed.engines.bundle import ModelBundle
 from posed.errors import InferenceError, ModelLoadError
 
-__all__ = ["CropBox", "TopDownRunner", "crop_box", "crop_settings"]
+__all__ = ["CropBox", "TopDownRunner", "crop_box", "crop_settings", "detector_normalisation",
+           "pose_bundle"]
 
 CROP_DEFAULTS = {"width": 256, "height": 256, "margin": 0}
 
@@ -41,6 +42,25 @@ def crop_settings(arch: dict[str, Any], where: Any) -> dict[str, int]:
                                  f"{'non-negative' if key == 'margin' else 'positive'} integer, "
                                  f"got {value!r}")
     return {k: int(crop[k]) for k in CROP_DEFAULTS}
+
+
+def pose_bundle(bundle: ModelBundle) -> ModelBundle:
+    """The pose model of a top-down bundle as a single-animal bundle of its own (its first
+    weights file, the architecture without detector, animal slots and crop)."""
+    from dataclasses import replace
+
+    arch = {k: v for k, v in bundle.architecture.items()
+            if k not in ("topdown", "individuals", "crop")}
+    return replace(bundle, architecture=arch, weights=bundle.weights[:1])
+
+
+def detector_normalisation(bundle: ModelBundle) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``(mean·255, 1 / (std·255))``: DeepLabCut normalises a frame for its detector
+    as ``(x - mean) * inv_std`` with these (albumentations' reciprocal arithmetic)."""
+    mean = np.asarray(bundle.mean, np.float32) * np.float32(255)
+    inv_std = np.reciprocal(np.asarray(bundle.std, np.float32) * np.float32(255),
+                            dtype=np.float32)
+    return mean, inv_std
 
 
 class CropBox:

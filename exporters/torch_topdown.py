@@ -46,13 +46,14 @@ class FrameToBoxes(nn.Module):
     (``(x - mean·255) · (1 / (std·255))`` in float32, then torchvision's own normalisation),
     returning its boxes as x, y, w, h and their scores."""
 
-    def __init__(self, detector: nn.Module, mean: Any, std: Any) -> None:
+    def __init__(self, detector: nn.Module, bundle: ModelBundle) -> None:
+        from posed.engines.topdown import detector_normalisation
+
         super().__init__()
         self.detector = detector
-        scaled_std = np.asarray(std, np.float32) * np.float32(255)
-        self.register_buffer("mean", torch.from_numpy(np.asarray(mean, np.float32)
-                                                      * np.float32(255)))
-        self.register_buffer("inv_std", torch.from_numpy(np.reciprocal(scaled_std)))
+        mean, inv_std = detector_normalisation(bundle)
+        self.register_buffer("mean", torch.from_numpy(mean))
+        self.register_buffer("inv_std", torch.from_numpy(inv_std))
 
     def forward(self, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = ((frame[0].float() - self.mean) * self.inv_std).permute(2, 0, 1)
@@ -76,22 +77,21 @@ def _pose_module(bundle: ModelBundle, crop: dict[str, int], fmt: str,
                  wrapper: Callable[[nn.Module], nn.Module]) -> tuple[nn.Module, torch.Tensor]:
     """The pose model, weights loaded, as the export takes it, and an example input."""
     from posed.engines.pytorch.model import load_state_dict
+    from posed.engines.topdown import pose_bundle
 
-    arch = {k: v for k, v in bundle.architecture.items()
-            if k not in ("topdown", "individuals", "crop")}
-    pose_bundle = replace(bundle, architecture=arch, weights=bundle.weights[:1])
+    pose_part = pose_bundle(bundle)
     example = torch.zeros(1, crop["height"], crop["width"], 3, dtype=torch.uint8)
-    if arch.get("head") == "rtmcc":
+    if pose_part.architecture.get("head") == "rtmcc":
         from posed.engines.pytorch.rtmpose import build_model
 
-        net = build_model(pose_bundle)
+        net = build_model(pose_part)
         net.load_state_dict(load_state_dict(bundle.weights_path))
         if fmt == "torchscript":  # SimCCRunner hands it float NCHW crops
             return net.eval(), example.permute(0, 3, 1, 2).float()
         return FramesToSimCC(net).eval(), example
     from posed.engines.pytorch.backend import build_model
 
-    model = wrapper(build_model(pose_bundle))
+    model = wrapper(build_model(pose_part))
     model.model.load_state_dict(load_state_dict(bundle.weights_path))
     return model.eval(), example
 
@@ -122,7 +122,7 @@ def _write_onnx(bundle: ModelBundle, crop: dict[str, int], staging: Path,
 
     pose, example = _pose_module(bundle, crop, "onnx", wrapper)
     outputs = ["simcc_x", "simcc_y"] if isinstance(pose, FramesToSimCC) else ["scores", "locref"]
-    detector = FrameToBoxes(_detector_module(bundle), bundle.mean, bundle.std).eval()
+    detector = FrameToBoxes(_detector_module(bundle), bundle).eval()
     frame = torch.zeros(1, 240, 320, 3, dtype=torch.uint8)
     graphs = [(pose, example, "pose.onnx", ["crops"], outputs,
                {"crops": {0: "batch"}, **{name: {0: "batch"} for name in outputs}}),
@@ -201,13 +201,12 @@ def export_topdown(bundle: ModelBundle, fmt: str, out: Path, *,
     out = Path(out)
     frames = _check_frames(check_frames, (240, 320))
     crop = crop_settings(bundle.architecture, bundle.path)
-    write = _write_onnx if fmt == "onnx" else _write_torchscript
+    write, engine = (_write_onnx, "onnx") if fmt == "onnx" else (_write_torchscript, "pytorch")
     with tempfile.TemporaryDirectory(dir=staging_parent(out)) as tmp:
         staging = Path(tmp) / "bundle"
         staging.mkdir()
         tool = write(bundle, crop, staging, wrapper, opset)
-        replace(bundle, engine=fmt if fmt == "onnx" else "pytorch", format=fmt,
-                weights=[]).save(staging, list(PARTS[fmt]))
+        replace(bundle, engine=engine, format=fmt, weights=[]).save(staging, list(PARTS[fmt]))
         native = load_runner(bundle, device="cpu")
         exported = (OnnxTopDownRunner.load(load_bundle(staging), device="cpu") if fmt == "onnx"
                     else load_runner(load_bundle(staging), device="cpu"))
@@ -217,5 +216,5 @@ def export_topdown(bundle: ModelBundle, fmt: str, out: Path, *,
         if fmt == "onnx":
             export["opset"] = opset
         return write_bundle(bundle, staging, out, list(PARTS[fmt]),
-                            engine="onnx" if fmt == "onnx" else "pytorch", fmt=fmt,
+                            engine=engine, fmt=fmt,
                             input_size=None, export=export, overwrite=overwrite)

@@ -22,8 +22,8 @@ import onnxruntime as ort
 
 from posed.engines.base import MultiAnimalRunner, PoseRunner
 from posed.engines.bundle import ModelBundle
-from posed.engines.topdown import TopDownRunner
 from posed.engines.decoding import decode, decode_rtmpose
+from posed.engines.topdown import TopDownRunner, pose_bundle
 from posed.errors import ConfigError, InferenceError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -296,11 +296,9 @@ class OnnxTopDownRunner(TopDownRunner):
         if len(bundle.weights) != 2:
             raise ModelLoadError(f"{bundle.path}: a top-down bundle holds two weights files "
                                  "(pose model, detector)")
-        arch = {k: v for k, v in bundle.architecture.items()
-                if k not in ("topdown", "individuals", "crop")}
-        pose_bundle = replace(bundle, architecture=arch, weights=bundle.weights[:1])
-        pose_cls = OnnxSimCCRunner if arch.get("head") == "rtmcc" else OnnxRunner
-        pose = pose_cls.load(pose_bundle, provider, threads, optimization, device)
+        pose_part = pose_bundle(bundle)
+        pose_cls = OnnxSimCCRunner if pose_part.architecture.get("head") == "rtmcc" else OnnxRunner
+        pose = pose_cls.load(pose_part, provider, threads, optimization, device)
         detector_bundle = replace(bundle, weights=bundle.weights[1:])
         detector = _Detector(detector_bundle, *open_session(detector_bundle, provider, threads,
                                                             optimization, device))

@@ -28,7 +28,7 @@ from torch import nn
 
 from posed.engines.bundle import ModelBundle
 from posed.engines.pytorch.accel import OpenMPHandoff, select_device
-from posed.engines.topdown import TopDownRunner
+from posed.engines.topdown import TopDownRunner, detector_normalisation, pose_bundle
 from posed.errors import ConfigError, InferenceError, ModelLoadError
 
 __all__ = ["DETECTORS", "TorchTopDownRunner", "build_detector", "load_runner"]
@@ -87,11 +87,9 @@ class TorchTopDownRunner(OpenMPHandoff, TopDownRunner):
         self.pose = pose
         self.device = device
         self.precision = getattr(pose, "precision", "fp32")
-        # DeepLabCut normalises with reciprocals in float32 (albumentations' Normalize).
-        mean = np.asarray(bundle.mean, np.float32) * np.float32(255)
+        mean, inv_std = detector_normalisation(bundle)
         self._mean = torch.from_numpy(mean).to(device)
-        self._inv_std = torch.from_numpy(np.reciprocal(
-            np.asarray(bundle.std, np.float32) * np.float32(255), dtype=np.float32)).to(device)
+        self._inv_std = torch.from_numpy(inv_std).to(device)
 
     @classmethod
     def load(cls, bundle: ModelBundle, load_pose: Callable[..., Any], device: str = "auto",
@@ -106,12 +104,8 @@ class TorchTopDownRunner(OpenMPHandoff, TopDownRunner):
         if len(bundle.weights) != 2 or bundle.path is None:
             raise ModelLoadError(f"{bundle.path}: a top-down bundle holds two weights files "
                                  "(pose model, detector)")
-        arch = dict(bundle.architecture)
-        detector_spec = dict(arch.pop("topdown"))
-        for key in ("individuals", "crop"):
-            arch.pop(key, None)
-        pose = load_pose(replace(bundle, architecture=arch, weights=bundle.weights[:1]),
-                         device=device, threads=threads, **options)
+        detector_spec = dict(bundle.architecture["topdown"])
+        pose = load_pose(pose_bundle(bundle), device=device, threads=threads, **options)
         device_t = select_device(device)
         path = bundle.path / bundle.weights[1]["name"]
         if bundle.format == "torchscript":
