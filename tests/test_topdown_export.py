@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_dlc_topdown import N_FRAMES, SCORE_TOL, XY_TOL_PX, FIXTURE, _dlc, _frames, bundles
+from test_dlc_topdown import (N_FRAMES, FIXTURE, _assert_deeplabcuts, _frames,
+                              bundles)
 
 torch = pytest.importorskip("torch")
 
@@ -24,15 +25,6 @@ def onnx_exports(bundles, tmp_path_factory) -> dict:
 
     tmp = tmp_path_factory.mktemp("onnx")
     return {tag: api.export_model(bundles[tag], "onnx", tmp / tag) for tag in ("ssd", "rtm")}
-
-
-def _assert_deeplabcuts(runner, tag: str) -> None:
-    want, dlc_boxes = _dlc(tag)
-    got = runner.predict_animals(_frames())
-    np.testing.assert_array_equal(np.isnan(got.animals[..., 0]), np.isnan(want[..., 0]))
-    assert np.nanmax(np.abs(got.animals[..., :2] - want[..., :2])) < XY_TOL_PX
-    assert np.nanmax(np.abs(got.animals[..., 2] - want[..., 2])) < SCORE_TOL
-    np.testing.assert_allclose(got.scores, [d["bbox_scores"] for d in dlc_boxes], atol=1e-5)
 
 
 @pytest.mark.slow

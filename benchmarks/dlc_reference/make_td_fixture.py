@@ -7,19 +7,24 @@ Run with a DeepLabCut 3.0.2 environment's python (it pins numpy<2, so it cannot 
         [--posed .venv/bin/posed] [--out tests/data/deeplabcut/td_fixture] \
         [--workdir /tmp/td-fixture]
 
-Three shuffles of one synthetic two-animal project:
+Seven shuffles of one synthetic two-animal project:
 
-  frcnn:  ``top_down_resnet_50`` (``HeatmapHead`` of two 1x1 convolutions on crops) with
-          ``fasterrcnn_mobilenet_v3_large_fpn`` (FrozenBatchNorm backbone, two classes);
-  ssd:    ``top_down_resnet_50`` with ``ssdlite`` (``ssdlite320_mobilenet_v3_large``);
-  rtm:    ``rtmpose_s`` (CSPNeXt-s + ``RTMCCHead``, SimCC decoding) with the Faster R-CNN.
+  frcnn:     ``top_down_resnet_50`` (``HeatmapHead`` of two 1x1 convolutions on crops) with
+             ``fasterrcnn_mobilenet_v3_large_fpn`` (FrozenBatchNorm backbone, two classes);
+  ssd:       ``top_down_resnet_50`` with ``ssdlite`` (``ssdlite320_mobilenet_v3_large``);
+  rtm:       ``rtmpose_s`` (CSPNeXt-s + ``RTMCCHead``, SimCC decoding) with the Faster R-CNN;
+  frcnn_r50: ``top_down_resnet_50`` with ``fasterrcnn_resnet50_fpn_v2`` (BatchNorm ResNet-50);
+  hrnet:     ``top_down_hrnet_w18`` with ``ssdlite``;
+  rtm_m:     ``rtmpose_m`` with ``ssdlite``;
+  rtm_x:     ``rtmpose_x`` with ``ssdlite``.
 
 Steps (timed into OUT/check.json):
 
 1. ``posed synth WORKDIR/project --animals 2 --frames 20 --video-frames 6 --size 160x120
    --seed 5 -q``.
 2. ``deeplabcut.create_training_dataset(config, Shuffles=[S], net_type=..., detector_type=...,
-   userfeedback=False)`` (S = 1 frcnn, 2 ssd, 3 rtm).
+   userfeedback=False)`` (S = 1 frcnn, 2 ssd, 3 rtm, 4 frcnn_r50, 5 hrnet,
+   6 rtm_m, 7 rtm_x).
 3. DeepLabCut's ``PoseModel.build`` and ``DETECTORS.build`` of the shuffle's config (no
    pretrained weights; torchvision's Faster R-CNN still asks for MobileNetV3's ImageNet file,
    so TORCH_HOME points at a folder holding a random one under that name: the snapshot
@@ -59,7 +64,12 @@ SYNTH = ["--animals", "2", "--frames", "20", "--video-frames", "6", "--size", "1
 # tag -> (shuffle, pose net_type, detector)
 SHUFFLES = {"frcnn": (1, "top_down_resnet_50", "fasterrcnn_mobilenet_v3_large_fpn"),
             "ssd": (2, "top_down_resnet_50", "ssdlite"),
-            "rtm": (3, "rtmpose_s", "fasterrcnn_mobilenet_v3_large_fpn")}
+            "rtm": (3, "rtmpose_s", "fasterrcnn_mobilenet_v3_large_fpn"),
+            # the wider variants (the slow tests): the other detector, HRNet and RTMPose m/x
+            "frcnn_r50": (4, "top_down_resnet_50", "fasterrcnn_resnet50_fpn_v2"),
+            "hrnet": (5, "top_down_hrnet_w18", "ssdlite"),
+            "rtm_m": (6, "rtmpose_m", "ssdlite"),
+            "rtm_x": (7, "rtmpose_x", "ssdlite")}
 BATCH_SIZE = 4
 
 
@@ -93,6 +103,29 @@ def seeded(module, sw) -> tuple[dict, list[dict]]:
     return state, keys
 
 
+def match_crop_to_head(pcfg: dict, path: Path) -> str | None:
+    """DeepLabCut 3.0.2 writes the project's 256x256 ``top_down_crop`` into an ``rtmpose_x``
+    shuffle whose head wants 384x384 crops (its own model config says 384), and its
+    ``analyze_videos`` then fails on a shape mismatch. The reference sets the crop to the
+    head's ``input_size``, as DeepLabCut's rtmpose_x.yaml does; recorded in check.json."""
+    from deeplabcut.core.config import write_config
+
+    head = pcfg["model"]["heads"]["bodypart"]
+    if "input_size" not in head:
+        return None
+    w, h = head["input_size"]
+    edited = None
+    for section in ("inference", "train"):
+        crop = pcfg["data"][section]["top_down_crop"]
+        if (crop["width"], crop["height"]) != (w, h):
+            edited = (f"data.*.top_down_crop {crop['width']}x{crop['height']} -> {w}x{h} "
+                      "(the head's input_size; DeepLabCut's analyze_videos fails otherwise)")
+            crop.update(width=w, height=h)
+    if edited:
+        write_config(str(path), pcfg)
+    return edited
+
+
 def run_shuffle(tag: str, project: Path, sw, out_root: Path) -> dict:
     import deeplabcut
     import numpy as np
@@ -117,6 +150,7 @@ def run_shuffle(tag: str, project: Path, sw, out_root: Path) -> dict:
                                               engine=deeplabcut.Engine.PYTORCH) / "train"
     pcfg_path = train_dir / "pytorch_config.yaml"
     pcfg = read_config_as_dict(pcfg_path)
+    rec["config_edit"] = match_crop_to_head(pcfg, pcfg_path)
     rec["pytorch_config"] = {"method": pcfg.get("method"), "model": copy.deepcopy(pcfg["model"]),
                              "detector_model": copy.deepcopy(pcfg["detector"]["model"]),
                              "data_inference": copy.deepcopy(pcfg["data"]["inference"])}

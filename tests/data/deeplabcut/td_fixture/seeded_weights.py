@@ -6,12 +6,13 @@ posed's (which checks it) build the same weights without committing ~100 MB of s
 
 ``value(name, shape)`` returns float32 (int64 zeros for ``num_batches_tracked``).
 
-Pose model (``backbone.model.*``: timm ``resnet50_gn``; ``heads.bodypart.*``: the top-down
+Pose model (``backbone.model.*``: timm ``resnet50_gn`` or HRNet-W18; ``heads.bodypart.*``: the top-down
 head, two 1x1 convolutions ``final_conv``):
 
 - conv ``weight`` (4-D): He normal N(0, sqrt(2 / fan_in));
-- norm ``weight``: U(0.5, 1), except the norm closing a residual branch (``bn3``): U(0.1, 0.3)
-  so that activations stay O(1) over 16 bottlenecks; ``bias``: N(0, 0.1);
+- norm ``weight``: U(0.5, 1), except the norm closing a residual branch (``bn3``; in HRNet
+  also the BasicBlocks' ``bn2``) and HRNet's cross-branch ``fuse_layers`` norms: U(0.1, 0.3)
+  so that activations stay O(1) over 16 bottlenecks or 8 HRNet modules; ``bias``: N(0, 0.1);
 - heatmap ``final_conv.weight``: ``HEAT_GAIN * N(0, 1) / sqrt(fan_in)``, bias
   ``HEAT_BIAS``: raw scores of O(1) around 0.5, so DeepLabCut's clipped likelihoods spread in
   [0, 1] instead of all being 1;
@@ -34,6 +35,7 @@ The random detectors find boxes anywhere (they were never trained): what the fix
 that posed finds the same boxes, crops them alike and decodes the same keypoints in them.
 """
 
+import re
 import zlib
 
 import numpy as np
@@ -41,6 +43,9 @@ import numpy as np
 HEAT_GAIN, HEAT_BIAS = 0.5, -0.3
 RTM_CLS_GAIN = 0.01
 RTMCC = tuple(f"heads.bodypart.{m}." for m in ("final_layer", "mlp", "gau", "cls_x", "cls_y"))
+# the norms closing a residual branch (ResNet/HRNet Bottleneck bn3, HRNet BasicBlock bn2) and
+# HRNet's cross-branch fuse norms
+_DAMPED = re.compile(r"\.bn3\.|branches\.\d+\.\d+\.bn2\.|fuse_layers\.")
 DET_GAIN, DET_NORM = 2.0, (0.5, 1.0)
 
 
@@ -79,7 +84,7 @@ def _pose(name, leaf, shape, rs):
         return rs.normal(0.0, 0.1, shape)
     if leaf == "weight" and len(shape) == 4:
         return rs.normal(0.0, np.sqrt(2.0 / np.prod(shape[1:])), shape)
-    damped = ".bn3." in name
+    damped = _DAMPED.search(name) is not None
     return _norm_or_bias(leaf, shape, rs, (0.1, 0.3) if damped else (0.5, 1.0))
 
 
