@@ -316,14 +316,16 @@ def test_daemon_serves_the_top_down_bundle(bundles, tmp_path):
     assert np.isfinite(streamed[..., 0]).any(axis=2).sum() >= N_FRAMES
 
 
-def test_random_top_down_export_for_benchmarks_runs(tmp_path):
+@pytest.mark.parametrize("family", ["top_down_resnet_50", "top_down_resnet_50_ssdlite",
+                                    "rtmpose_s"])
+def test_random_top_down_export_for_benchmarks_runs(tmp_path, family):
     """``random_dlc_export`` of a top-down family (what ``posed bench --case families``
     times) imports and finds animals: slots best box first, no more than the individuals."""
     from posed.engines import api
-    from posed.engines.pytorch.dlc_families import random_dlc_export
+    from posed.engines.pytorch.dlc_families import TOP_DOWN_FAMILIES, random_dlc_export
 
-    export = random_dlc_export("top_down_resnet_50", tmp_path / "td.pt", bodyparts=3,
-                               individuals=2)
+    assert family in TOP_DOWN_FAMILIES
+    export = random_dlc_export(family, tmp_path / "td.pt", bodyparts=3, individuals=2)
     runner = api.load_model(api.import_dlc(export, tmp_path / "b"), device="cpu", crop_batch=3)
     assert runner.crop_batch == 3 and runner.individuals == ["animal1", "animal2"]
     frame = _frames()[:1]

@@ -32,11 +32,25 @@ DLC_FAMILIES: dict[str, tuple[str, dict[str, Any], int, bool]] = {
     "hrnet_w32_paf": ("hrnet_w32", {"type": "HRNet", "model_name": "hrnet_w32"}, 4, True),
 }
 # top-down family -> (net_type, backbone config, backbone stride, detector variant)
+# (RTMPose: CSPNeXt with DeepLabCut's rtmpose_s settings, stride 32)
 TOP_DOWN_FAMILIES: dict[str, tuple[str, dict[str, Any], int, str]] = {
     "top_down_resnet_50": ("resnet_50", {"type": "ResNet", "model_name": "resnet50_gn",
                                          "output_stride": 16}, 16,
                            "fasterrcnn_mobilenet_v3_large_fpn"),
+    "top_down_resnet_50_ssdlite": ("resnet_50", {"type": "ResNet", "model_name": "resnet50_gn",
+                                                 "output_stride": 16}, 16, "ssdlite"),
+    "rtmpose_s": ("rtmpose_s", {"type": "CSPNeXt", "model_name": "cspnext_s", "arch": "P5",
+                                "deepen_factor": 0.33, "widen_factor": 0.5}, 32, "ssdlite"),
 }
+# DeepLabCut 3.0.2's rtmpose_s head (256x256 crops)
+_RTMCC = {"type": "RTMCCHead", "input_size": [256, 256], "in_featuremap_size": [8, 8],
+          "simcc_split_ratio": 2.0, "final_layer_kernel_size": 7,
+          "gau_cfg": {"hidden_dims": 256, "s": 128, "expansion_factor": 2, "dropout_rate": 0,
+                      "drop_path": 0.0, "act_fn": "SiLU", "use_rel_bias": False,
+                      "pos_enc": False},
+          "predictor": {"type": "SimCCPredictor", "simcc_split_ratio": 2.0,
+                        "sigma": [5.66, 5.66], "decode_beta": 150.0, "apply_softmax": True,
+                        "normalize_outputs": False}}
 _OUTPUTS = {"heatmap.": "heatmap_head.deconv_layers.0.",
             "locref.": "locref_head.deconv_layers.0.", "paf.": "paf_head.deconv_layers.0."}
 
@@ -173,20 +187,25 @@ def _random_top_down_export(family: str, path: Path, bodyparts: int, individuals
 
     net_type, backbone, stride, variant = TOP_DOWN_FAMILIES[family]
     torch.manual_seed(seed)
-    model = PoseNet(net_type, bodyparts, stride, timm_model=backbone["model_name"],
-                    score="clip", head="conv1x1")
     detector = build_detector({"variant": variant, "box_score_thresh": 0.01})
-    cin = model.backbone.feature_info.channels()[-1]
-    final = {"channels": [cin], "kernel_size": [], "strides": []}
-    head = {"type": "HeatmapHead",
-            "predictor": {"type": "HeatmapPredictor", "apply_sigmoid": False,
-                          "clip_scores": True, "location_refinement": True,
-                          "locref_std": 7.2801},
-            "heatmap_config": {**final, "final_conv": {"out_channels": bodyparts,
-                                                       "kernel_size": 1}},
-            "locref_config": {**final, "final_conv": {"out_channels": 2 * bodyparts,
-                                                      "kernel_size": 1}}}
+    if backbone["type"] == "CSPNeXt":
+        model, head, cin, pose = _random_rtmpose(backbone, bodyparts)
+    else:
+        model = PoseNet(net_type, bodyparts, stride, timm_model=backbone["model_name"],
+                        score="clip", head="conv1x1")
+        cin = model.backbone.feature_info.channels()[-1]
+        final = {"channels": [cin], "kernel_size": [], "strides": []}
+        head = {"type": "HeatmapHead",
+                "predictor": {"type": "HeatmapPredictor", "apply_sigmoid": False,
+                              "clip_scores": True, "location_refinement": True,
+                              "locref_std": 7.2801},
+                "heatmap_config": {**final, "final_conv": {"out_channels": bodyparts,
+                                                           "kernel_size": 1}},
+                "locref_config": {**final, "final_conv": {"out_channels": 2 * bodyparts,
+                                                          "kernel_size": 1}}}
+        pose = dlc_state_dict(model)
     inference = {"normalize_images": True}
+    crop = head.get("input_size", [256, 256])
     config = {
         "method": "td", "net_type": net_type,
         "metadata": {"project_path": "/data/bench-posed-2026-01-01",
@@ -194,7 +213,8 @@ def _random_top_down_export(family: str, path: Path, bodyparts: int, individuals
                      "individuals": [f"animal{i + 1}" for i in range(individuals)],
                      "with_identity": None},
         "data": {"colormode": "RGB",
-                 "inference": {**inference, "top_down_crop": {"width": 256, "height": 256}}},
+                 "inference": {**inference,
+                               "top_down_crop": {"width": crop[0], "height": crop[1]}}},
         "model": {"backbone": backbone, "backbone_output_channels": cin,
                   "heads": {"bodypart": head}},
         "detector": {"model": {"type": "FasterRCNN", "variant": variant,
@@ -203,7 +223,26 @@ def _random_top_down_export(family: str, path: Path, bodyparts: int, individuals
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        torch.save({"config": config, "pose": dlc_state_dict(model),
+        torch.save({"config": config, "pose": pose,
                     "detector": {"model." + k: v for k, v in detector.state_dict().items()}},
                    tmp)
     return path
+
+
+def _random_rtmpose(backbone: dict[str, Any], bodyparts: int
+                    ) -> tuple[torch.nn.Module, dict[str, Any], int, dict[str, torch.Tensor]]:
+    """A random RTMPose (posed's modules, DeepLabCut's settings): the model, DeepLabCut's head
+    config, the backbone's output channels and the state dict under DeepLabCut's names."""
+    from posed.engines.pytorch.rtmpose import RTMPoseNet
+
+    head = {**_RTMCC, "out_channels": bodyparts}
+    spec = {"deepen_factor": backbone["deepen_factor"], "widen_factor": backbone["widen_factor"],
+            **{k: head[k] for k in ("input_size", "in_featuremap_size", "simcc_split_ratio",
+                                    "final_layer_kernel_size")},
+            **{k: head["gau_cfg"][k] for k in ("hidden_dims", "s", "expansion_factor")}}
+    model = RTMPoseNet(bodyparts, spec, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    head["in_channels"] = model.backbone.channels
+    # DeepLabCut's names: its CSPNeXt has no timm ``model.`` level; the head is heads.bodypart
+    pose = {("heads.bodypart." + k[len("head."):]) if k.startswith("head.") else k: v
+            for k, v in model.state_dict().items()}
+    return model, head, model.backbone.channels, pose

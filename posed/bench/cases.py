@@ -205,27 +205,24 @@ def case_matmul(opts: BenchOptions) -> dict[str, Any]:
 def case_families(opts: BenchOptions) -> dict[str, Any]:
     """DeepLabCut 3 families posed imports (random weights): eager, TorchScript and ONNX
     frames/s and latency at batch 1, multi-animal ones with DeepLabCut's assembly, top-down
-    ones (eager only: detector + pose model on every box's crop) with the crop batch size and
-    boxes per frame."""
+    ones (detector + pose model on every box's crop) with the crop batch size."""
     from posed.engines import api
     from posed.engines.registry import capability
 
     images = frames(opts.size, 8)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        top_down = list(capability("pytorch", "TOP_DOWN_FAMILIES"))
-        for family in [*capability("pytorch", "DLC_FAMILIES"), *top_down]:
+        for family in [*capability("pytorch", "DLC_FAMILIES"),
+                       *capability("pytorch", "TOP_DOWN_FAMILIES")]:
             work = Path(tmp) / family
             export = capability("pytorch", "random_dlc_export")(family, work / "export.pt",
                                                                  frames=images[:2])
             bundle = api.import_dlc(export, work / "bundle")
-            runtimes = [("pytorch-eager", bundle, {"device": "cpu"})]
-            if family not in top_down:
-                runtimes += [
-                    ("torchscript", api.export_model(bundle, "torchscript", work / "ts"),
-                     {"device": "cpu"}),
-                    ("onnx-fp32", api.export_model(bundle, "onnx", work / "onnx"),
-                     {"provider": "cpu"})]
+            runtimes = [("pytorch-eager", bundle, {"device": "cpu"}),
+                        ("torchscript", api.export_model(bundle, "torchscript", work / "ts"),
+                         {"device": "cpu"}),
+                        ("onnx-fp32", api.export_model(bundle, "onnx", work / "onnx"),
+                         {"provider": "cpu"})]
             for name, path, extra in runtimes:
                 runner = api.load_model(path, **extra)
                 try:
