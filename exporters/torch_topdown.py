@@ -143,23 +143,41 @@ def _write_onnx(bundle: ModelBundle, crop: dict[str, int], staging: Path,
     return f"torch.onnx.export (TorchScript-based, torch {torch.__version__}), opset {opset}"
 
 
+def _matched_box_px(w_boxes: np.ndarray, w_scores: np.ndarray, g_boxes: np.ndarray,
+                    g_scores: np.ndarray, score_tol: float = 1e-4) -> float:
+    """The largest distance from a native box to the nearest exported box of the same score.
+    Boxes with tied scores (common in untrained detectors) come in either order, so slot
+    order is not compared; a native box with no exported box of its score is infinitely far."""
+    worst = 0.0
+    for box, score in zip(w_boxes, w_scores):
+        same = np.abs(g_scores - score) <= score_tol
+        if not same.any():
+            return float("inf")
+        worst = max(worst, float(np.abs(g_boxes[same] - box).max(axis=1).min()))
+    return worst
+
+
 def _parity(native: Any, exported: Any, frames: np.ndarray, out: Path, fmt: str
             ) -> dict[str, Any]:
-    """Each part of the two runners on the same input: the detector's boxes on ``frames``, the
-    pose model on the crops of the native boxes and of every whole frame."""
+    """Each part of the two runners on the same input: the detector's boxes on ``frames``
+    (all it returns), the pose model on the crops of the native kept boxes and of every whole
+    frame."""
     from posed.engines.topdown import crop_box
 
-    want, got = native.detect(frames), exported.detect(frames)
+    # every box the detector returns, not only those kept for the animal slots: a tie in
+    # score at the cut would otherwise keep different boxes
+    want, got = native._detect(frames), exported._detect(frames)
     same_boxes = [len(w[0]) for w in want] == [len(g[0]) for g in got]
     box_px = box_score = 0.0
     crops = []
+    slots = len(native.individuals)
     for frame, (w_boxes, w_scores), (g_boxes, g_scores) in zip(frames, want, got):
         if same_boxes and len(w_boxes):
-            box_px = max(box_px, float(np.abs(w_boxes - g_boxes).max()))
+            box_px = max(box_px, _matched_box_px(w_boxes, w_scores, g_boxes, g_scores))
             box_score = max(box_score, float(np.abs(w_scores - g_scores).max()))
         whole = np.array([0, 0, frame.shape[1], frame.shape[0]], np.float32)
         crops += [crop_box(frame, box, native.crop["width"], native.crop["height"],
-                           native.crop["margin"])[0] for box in [whole, *w_boxes]]
+                           native.crop["margin"])[0] for box in [whole, *w_boxes[:slots]]]
     crops = np.stack(crops)
     want_kp, got_kp = native.pose_crops(crops), exported.pose_crops(crops)
     same_missing = np.array_equal(np.isnan(want_kp[..., 0]), np.isnan(got_kp[..., 0]))

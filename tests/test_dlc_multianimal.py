@@ -396,7 +396,9 @@ def test_deeplabcut_analyze_videos_assemblies_in_place(ma_reference, tmp_path, m
     """The shuffle DeepLabCut trained, analysed in place through DeepLabCut's own call with
     ``auto_track=False``: every frame's animals are those DeepLabCut's ``analyze_videos``
     assembled (its ``_assemblies.pickle``, read here from check.json: posed never unpickles
-    DeepLabCut's files), in its order, in DeepLabCut's file names and scorer."""
+    DeepLabCut's files), in its order, in DeepLabCut's file names and scorer; posed's own
+    ``_assemblies.pickle`` and ``_full.pickle`` hold them as DeepLabCut's do."""
+    import pickle
     import shutil
 
     import pandas as pd
@@ -417,13 +419,31 @@ def test_deeplabcut_analyze_videos_assemblies_in_place(ma_reference, tmp_path, m
     assert scorer == MA_SCORER
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == [
-        f"synth1{scorer}{end}" for end in (".h5", "_meta.json", "_meta.pickle")]
+        f"synth1{scorer}{end}" for end in (".h5", "_assemblies.pickle", "_full.pickle",
+                                           "_meta.json", "_meta.pickle")]
     table = pd.read_hdf(out / f"synth1{scorer}.h5")
     assert len(table) == len(assemblies) == 12
     animals = table.to_numpy().reshape(len(table), 3, 4, 3)  # individuals × parts × xyp
+    # DeepLabCut's detection pickles, as DeepLabCut writes them (posed wrote these two)
+    with open(out / f"synth1{scorer}_assemblies.pickle", "rb") as fh:
+        got_assemblies = pickle.load(fh)
+    with open(out / f"synth1{scorer}_full.pickle", "rb") as fh:
+        full = pickle.load(fh)
+    assert sorted(got_assemblies, key=str) == sorted(["single", *range(12)], key=str)
+    assert full["metadata"]["nframes"] == 12 and full["metadata"]["key_str_width"] == 2
+    assert full["metadata"]["all_joints_names"] == ["snout", "leftear", "rightear", "tailbase"]
     for i in range(len(table)):
         want = np.array(assemblies[str(i)], dtype=float)  # A × K × (x, y, likelihood, id)
         _assert_same_animals(animals[i], want[..., :2], want[..., 2], f"frame {i}")
+        got = got_assemblies[i]
+        assert got.shape == want.shape, f"frame {i}"
+        np.testing.assert_allclose(got, want, atol=XY_TOL_PX, err_msg=f"frame {i}")
+        frame = full[f"frame{i:02d}"]
+        xy = np.stack(frame["coordinates"][0], axis=1)  # slots × parts × 2, -1 when missing
+        conf = np.stack(frame["confidence"], axis=1)[..., 0]
+        np.testing.assert_allclose(xy[:len(want)], want[..., :2], atol=XY_TOL_PX)
+        np.testing.assert_allclose(conf[:len(want)], want[..., 2], atol=1e-5)
+        assert (xy[len(want):] == -1).all() and frame["costs"] is None
 
 
 @pytest.mark.slow

@@ -172,7 +172,10 @@ def _dlc_project(root: Path, tag: str) -> Path:
     ("rtm", 3, "DLC_RtmposeS_synthJan1shuffle3_detector_5_snapshot_5")])
 def test_deeplabcut_shuffle_analysed_in_place_writes_deeplabcuts_file(tmp_path, monkeypatch,
                                                                       tag, shuffle, scorer):
-    """DeepLabCut's own call on its top-down shuffle: same file name, scorer and keypoints."""
+    """DeepLabCut's own call on its top-down shuffle: same file name, scorer and keypoints,
+    and DeepLabCut's detection pickles with its boxes."""
+    import pickle
+
     import pandas as pd
 
     from posed.engines import compat
@@ -191,6 +194,16 @@ def test_deeplabcut_shuffle_analysed_in_place_writes_deeplabcuts_file(tmp_path, 
     assert got.columns.get_level_values(0)[0] == scorer
     np.testing.assert_array_equal(np.isnan(got_arr[..., 0]), np.isnan(want[..., 0]))
     assert np.nanmax(np.abs(got_arr[..., :2] - want[..., :2])) < XY_TOL_PX
+    # DeepLabCut's _full.pickle (posed wrote it): each frame's boxes and box scores
+    _, dlc_boxes = _dlc(tag)
+    with open(tmp_path / "out" / want_h5.name.replace(".h5", "_full.pickle"), "rb") as fh:
+        full = pickle.load(fh)
+    assert full["metadata"]["nframes"] == N_FRAMES
+    for i, dlc in enumerate(dlc_boxes):
+        np.testing.assert_allclose(full[f"frame{i}"]["bboxes"], dlc["bboxes"], atol=1e-3)
+        np.testing.assert_allclose(full[f"frame{i}"]["bbox_scores"], dlc["bbox_scores"],
+                                   atol=1e-5)
+    assert (tmp_path / "out" / want_h5.name.replace(".h5", "_assemblies.pickle")).is_file()
     # DeepLabCut's detector snapshot index is honoured: there is only snapshot 0 here
     with pytest.raises(Exception, match="detector_snapshotindex|snapshotindex 3"):
         compat.analyze_videos(str(config), [str(video)], shuffle=shuffle, device="cpu",
