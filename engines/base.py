@@ -132,11 +132,14 @@ class AnimalPoses:
             every part an animal lacks. Slot order carries no identity.
         scores: float32 N×I assembly scores (0 for empty slots).
         unique: float32 N×U×3 unique body parts (NaN, score 0 when not found).
+        boxes: top-down models: float32 N×I×4 each slot's detector box (x, y, w, h; NaN for
+            empty slots); None for bottom-up models.
     """
 
     animals: np.ndarray
     scores: np.ndarray
     unique: np.ndarray
+    boxes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.animals)

@@ -191,8 +191,9 @@ class TopDownRunner(PoseRunner):
         animals = np.full((n, slots, k, 3), np.nan, dtype=np.float32)
         animals[..., 2] = 0.0
         scores = np.zeros((n, slots), dtype=np.float32)
+        placed_boxes = np.full((n, slots, 4), np.nan, dtype=np.float32)
         if n == 0:
-            return AnimalPoses(animals, scores, np.zeros((0, 0, 3), np.float32))
+            return AnimalPoses(animals, scores, np.zeros((0, 0, 3), np.float32), placed_boxes)
         crops, where = [], []
         for i, (boxes, box_scores) in enumerate(self._boxes_for(frames, streams)):
             for slot, box in enumerate(boxes[:slots]):
@@ -201,11 +202,12 @@ class TopDownRunner(PoseRunner):
                 crops.append(crop)
                 where.append((i, slot, placed))
                 scores[i, slot] = box_scores[slot]
+                placed_boxes[i, slot] = box
         for start in range(0, len(crops), self.crop_batch):
             poses = self._pose_crops(np.stack(crops[start:start + self.crop_batch]))
             for (i, slot, placed), pose in zip(where[start:start + self.crop_batch], poses):
                 animals[i, slot] = placed.to_frame(pose)
-        return AnimalPoses(animals, scores, np.zeros((n, 0, 3), np.float32))
+        return AnimalPoses(animals, scores, np.zeros((n, 0, 3), np.float32), placed_boxes)
 
     def _forward(self, frames: np.ndarray) -> np.ndarray:
         """The single-animal view: the best-scoring animal's parts (NaN where none)."""

@@ -9,6 +9,13 @@ PROJECT holds the DeepLabCut shuffle posed analysed with (``dlc-models-pytorch/.
 config's ``project_path`` must be PROJECT, as DeepLabCut requires). The script calls, in order,
 ``filterpredictions``, ``plot_trajectories``, ``analyzeskeleton`` and ``create_labeled_video``
 on DESTFOLDER, records for each whether it ran and what it wrote, and exits 1 if any failed.
+
+With ``--multianimal`` (posed analysed a multi-animal shuffle with ``auto_track=False``) it
+runs DeepLabCut's own tracking on posed's detection pickles instead:
+``convert_detections2tracklets`` (reads ``_full.pickle``, ``_assemblies.pickle``,
+``_meta.pickle``; writes ``_el.pickle``), ``stitch_tracklets`` (writes ``_el.h5``, with
+``--min-length`` for short clips), ``create_video_with_all_detections`` (reads
+``_full.pickle``) and ``create_labeled_video`` of the tracked table.
 """
 
 from __future__ import annotations
@@ -22,6 +29,22 @@ import traceback
 from pathlib import Path
 
 
+def multianimal_steps(deeplabcut, cfg: str, video: str, dest: str, args) -> dict:
+    """DeepLabCut's tracking of posed's untracked multi-animal analysis."""
+    return {
+        "convert_detections2tracklets": lambda: deeplabcut.convert_detections2tracklets(
+            cfg, [video], shuffle=args.shuffle, destfolder=dest, track_method="ellipse"),
+        "stitch_tracklets": lambda: deeplabcut.stitch_tracklets(
+            cfg, [video], shuffle=args.shuffle, destfolder=dest, track_method="ellipse",
+            min_length=args.min_length, save_as_csv=True),
+        "create_video_with_all_detections": lambda: deeplabcut.create_video_with_all_detections(
+            cfg, [video], shuffle=args.shuffle, destfolder=dest),
+        "create_labeled_video": lambda: deeplabcut.create_labeled_video(
+            cfg, [video], shuffle=args.shuffle, destfolder=dest, track_method="ellipse",
+            color_by="individual"),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config", type=Path)
@@ -29,12 +52,14 @@ def main() -> int:
     ap.add_argument("dest", type=Path)
     ap.add_argument("--shuffle", type=int, default=1)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--multianimal", action="store_true")
+    ap.add_argument("--min-length", type=int, default=10)
     args = ap.parse_args()
 
     import deeplabcut
 
     video, dest, cfg = str(args.video), str(args.dest), str(args.config)
-    steps = {
+    steps = multianimal_steps(deeplabcut, cfg, video, dest, args) if args.multianimal else {
         "filterpredictions": lambda: deeplabcut.filterpredictions(
             cfg, [video], shuffle=args.shuffle, destfolder=dest, save_as_csv=True),
         "plot_trajectories": lambda: deeplabcut.plot_trajectories(

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from posed.engines.base import PoseRunner
+from posed.engines.dlc.detections import write_detection_pickles
 from posed.engines.dlc.meta import is_dlc_model, video_metadata, write_meta_pickle
 from posed.engines.offline.outputs import already_done, output_metadata, run_signature, skipped
 from posed.engines.offline.reading import BarFactory, VideoRead, for_each_batch  # noqa: F401
@@ -101,9 +102,12 @@ def assemble_video(runner: Any, video: Path, *, batch_size: int = 8, progress: b
 
     read = for_each_batch(video, assemble, batch_size=batch_size, progress=progress,
                           bar_factory=bar_factory)
+    boxes = None
+    if chunks and chunks[0].boxes is not None:  # top-down: each slot's detector box
+        boxes = read.spread(np.concatenate([c.boxes for c in chunks]))
     animals = AnimalPoses(read.spread(np.concatenate([c.animals for c in chunks])),
                           read.spread(np.concatenate([c.scores for c in chunks]), fill=0.0),
-                          read.spread(np.concatenate([c.unique for c in chunks])))
+                          read.spread(np.concatenate([c.unique for c in chunks])), boxes)
     if cut:
         empty = np.zeros((0, *cut[0].shape[1:]), cut[0].dtype)
         placed = [empty] * read.rows
@@ -190,8 +194,10 @@ def analyze_multianimal_video(runner: Any, video: Path, *, dest: Path | None = N
     identities (:func:`track_identities`). Writes ``<stem><scorer>.h5`` (+ ``.csv``): the
     DeepLabCut multi-animal table (``scorer/individuals/bodyparts/coords``, unique parts
     under ``single``), ``<stem><scorer>_tracklets.h5`` (key ``tracklets``,
-    :func:`posed.engines.tracking.tracklets_table`; PyTables, no pickle) and the metadata
-    file last. Resumable like :func:`analyze_video`.
+    :func:`posed.engines.tracking.tracklets_table`; PyTables, no pickle), for a DeepLabCut
+    shuffle in place DeepLabCut's detection pickles of the untracked animals
+    (:mod:`posed.engines.dlc.detections`) and ``_meta.pickle``, and the metadata file last.
+    Resumable like :func:`analyze_video`.
     """
     from posed.engines.project.posetables import multianimal_poses_to_frame
     from posed.engines.io import atomic_path, cleanup_stale_temps
@@ -229,6 +235,8 @@ def analyze_multianimal_video(runner: Any, video: Path, *, dest: Path | None = N
         cleanup_stale_temps(target.parent, target.name)
         with atomic_path(target) as tmp:
             table.to_hdf(tmp, key="tracklets", format="table", mode="w")
+    if is_dlc_model(runner.bundle):  # DeepLabCut's detection pickles, for its own tools
+        write_detection_pickles(h5, animals, runner.animal_bodyparts, runner.unique_bodyparts)
     write_metadata(h5.with_name(h5.stem + "_meta.json"), output_metadata(
         runner, video=str(video), fps=info.fps, nframes=int(len(poses)),
         frame_dimensions=[info.height, info.width], batch_size=batch_size,
