@@ -15,7 +15,10 @@ runs DeepLabCut's own tracking on posed's detection pickles instead:
 ``convert_detections2tracklets`` (reads ``_full.pickle``, ``_assemblies.pickle``,
 ``_meta.pickle``; writes ``_el.pickle``), ``stitch_tracklets`` (writes ``_el.h5``, with
 ``--min-length`` for short clips), ``create_video_with_all_detections`` (reads
-``_full.pickle``) and ``create_labeled_video`` of the tracked table.
+``_full.pickle``) and ``create_labeled_video`` of the tracked table. ``--reference-tracklets
+EL_PICKLE`` (DeepLabCut's ``_el.pickle`` from its own analysis of the same video) compares
+the tracklets DeepLabCut made from posed's pickles with it: same tracklets, frames and
+NaNs, and the largest coordinate difference.
 """
 
 from __future__ import annotations
@@ -45,6 +48,37 @@ def multianimal_steps(deeplabcut, cfg: str, video: str, dest: str, args) -> dict
     }
 
 
+def compare_tracklets(dest: Path, reference: Path) -> dict:
+    """DeepLabCut's tracklets of posed's detections (the ``_el.pickle`` in ``dest`` of the
+    reference's name) against ``reference``."""
+    import pickle
+
+    import numpy as np
+
+    with open(dest / reference.name, "rb") as fh:
+        got = pickle.load(fh)
+    with open(reference, "rb") as fh:
+        want = pickle.load(fh)
+    ids = [k for k in want if k != "header"]
+    same = sorted(map(str, got)) == sorted(map(str, want)) and bool(
+        (got["header"] == want["header"]).all())
+    worst = 0.0
+    for k in ids:
+        if not same or sorted(got[k]) != sorted(want[k]):
+            same = False
+            break
+        for frame in want[k]:
+            a, b = np.asarray(got[k][frame], float), np.asarray(want[k][frame], float)
+            if a.shape != b.shape or not (np.isnan(a) == np.isnan(b)).all():
+                same = False
+                break
+            if np.isfinite(b).any():
+                worst = max(worst, float(np.nanmax(np.abs(a - b))))
+    return {"ok": same and worst < 1e-3, "tracklets": len(ids),
+            "same_tracklets_frames_and_nans": same, "max_abs_diff": worst,
+            "reference": str(reference)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config", type=Path)
@@ -54,6 +88,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--multianimal", action="store_true")
     ap.add_argument("--min-length", type=int, default=10)
+    ap.add_argument("--reference-tracklets", type=Path)
     args = ap.parse_args()
 
     import deeplabcut
@@ -83,6 +118,9 @@ def main() -> int:
         results[name] = {"ok": ok, "error": error, "seconds": round(time.perf_counter() - t0, 2),
                          "written": written, "returned": repr(returned)[:200]}
         print(f"{name}: {'ok' if ok else 'FAILED'} {error or ''} wrote {written}")
+    if args.reference_tracklets:
+        results["tracklets_vs_reference"] = compare_tracklets(Path(dest), args.reference_tracklets)
+        print("tracklets_vs_reference:", results["tracklets_vs_reference"])
     record = {"deeplabcut": deeplabcut.__version__, "python": platform.python_version(),
               "machine": platform.machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                    time.gmtime()),
