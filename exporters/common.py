@@ -296,6 +296,13 @@ def finish_onnx(fp32_path: Path, final: Path, precision: str, calibration: np.nd
     return steps
 
 
+def unsupported(path: Path, what: str) -> ModelLoadError:
+    """A DeepLabCut model posed cannot run yet: one line naming what, pointing to the table
+    of DeepLabCut 3 families posed runs."""
+    return ModelLoadError(f"{path}: not supported yet: {what} (the DeepLabCut 3 families posed "
+                          "runs: README, 'DeepLabCut 3 models')")
+
+
 def rename_dlc_state(pose: Mapping[str, Any], path: Path, backbone_prefix: str,
                      head_prefix: str, outputs: Mapping[str, str],
                      keep: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -49,6 +49,7 @@ from posed.engines.bundle import IMAGENET_MEAN, IMAGENET_STD, ModelBundle, sha25
 from posed.engines.project.posetables import camel_net as _camel_net, scorer_name
 from posed.engines.io import atomic_path
 from posed.errors import ExportError, ModelLoadError, reason
+from posed.exporters.common import unsupported as _unsupported
 
 __all__ = ["export_dlc_live", "import_dlc_pytorch", "import_dlc_snapshot", "publish_dlc_snapshot",
            "read_dlc_export", "read_dlc_snapshot"]
@@ -270,10 +271,6 @@ def _get(config: Mapping, dotted: str, path: Path) -> Any:
             raise ModelLoadError(f"{path}: config lacks key '{dotted}'")
         node = node[part]
     return node
-
-
-def _unsupported(path: Path, what: str) -> ModelLoadError:
-    return ModelLoadError(f"{path}: not supported yet: {what}")
 
 
 def _model_spec(config: Mapping, path: Path) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from posed.errors import ModelLoadError
+from posed.exporters.common import unsupported as _unsupported
 
 __all__ = ["map_paf_state", "paf_spec"]
 
@@ -38,10 +39,6 @@ _STAGES = ("convt1.", "convt2.", "convt3.", "convt4.", "hm_ref_layers.", "paf_re
 # The assembler settings DeepLabCut's PartAffinityFieldPredictor does not pass on (its
 # Assembler.empty defaults).
 _ASSEMBLER_DEFAULTS = {"pcutoff": 0.1, "min_n_links": 2, "max_overlap": 0.8}
-
-
-def _unsupported(path: Path, what: str) -> ModelLoadError:
-    return ModelLoadError(f"{path}: not supported yet: {what}")
 
 
 def _edges(value: Any, what: str, n_parts: int, path: Path) -> list[tuple[int, int]]:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from posed.errors import ModelLoadError
+from posed.exporters.common import unsupported as _unsupported
 
 __all__ = ["DETECTOR_FILE", "map_detector_state", "topdown_spec"]
 
@@ -33,10 +34,6 @@ DETECTOR_FILE = "detector.safetensors"
 _PREFIX = "heads.bodypart."
 _OUTPUTS = {"heatmap_head.final_conv.": "heatmap.", "locref_head.final_conv.": "locref."}
 _DETECTOR_TYPES = {"FasterRCNN": None, "SSDLite": "ssdlite"}
-
-
-def _unsupported(path: Path, what: str) -> ModelLoadError:
-    return ModelLoadError(f"{path}: not supported yet: {what}")
 
 
 def _check_final_conv(cfg: Any, name: str, out_channels: int, path: Path) -> None:

@@ -274,6 +274,8 @@ def test_unsupported_models(tmp_path, dlc_config, change, what):
     with pytest.raises(ModelLoadError, match="not supported yet") as err:
         import_dlc_pytorch(path, tmp_path / "out")
     assert what in str(err.value) and str(path) in str(err.value)
+    assert "README, 'DeepLabCut 3 models'" in str(err.value)  # the table of supported families
+    assert "\n" not in str(err.value)
     assert not (tmp_path / "out").exists()
 
 
