@@ -188,3 +188,22 @@ def load_seeded_weights(path: Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def seeded(module, sw) -> tuple[dict, list[dict]]:
+    """Load ``sw.value(name, shape)`` into every tensor of ``module`` (checked against its
+    shape and dtype); returns (state dict, [{name, shape, dtype}] in state-dict order)."""
+    import numpy as np
+    import torch
+
+    state, keys = {}, []
+    for name, tensor in module.state_dict().items():
+        v = torch.from_numpy(np.array(sw.value(name, tuple(tensor.shape)), copy=True, order="C"))
+        if tuple(v.shape) != tuple(tensor.shape) or v.dtype != tensor.dtype:
+            raise RuntimeError(f"{name}: seeded {tuple(v.shape)} {v.dtype}, DLC "
+                               f"{tuple(tensor.shape)} {tensor.dtype}")
+        state[name] = v
+        keys.append({"name": name, "shape": list(tensor.shape),
+                     "dtype": str(tensor.dtype).replace("torch.", "")})
+    module.load_state_dict(state, strict=True)
+    return state, keys

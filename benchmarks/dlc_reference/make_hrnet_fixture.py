@@ -62,7 +62,7 @@ import time
 from pathlib import Path
 
 from fixture_common import (PLACEHOLDER, TEXT_SUFFIXES, capture, fixture_args,
-                            load_seeded_weights, sha256, synth_project, tolist)
+                            load_seeded_weights, seeded, sha256, synth_project, tolist)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -194,28 +194,18 @@ def run_model(tag: str, spec: dict, args, sw, out_root: Path, work: Path) -> dic
     # ------------------------------------------------------------------ 3. seeded snapshot
     t0 = time.perf_counter()
     model = PoseModel.build(copy.deepcopy(pcfg["model"]))  # as get_pose_inference_runner
-    sd = model.state_dict()
-    seeded, keys = {}, []
-    for name, tensor in sd.items():
-        v = torch.from_numpy(np.array(sw.value(name, tuple(tensor.shape)), copy=True, order="C"))
-        if tuple(v.shape) != tuple(tensor.shape) or v.dtype != tensor.dtype:
-            raise RuntimeError(f"{name}: seeded {tuple(v.shape)} {v.dtype}, DLC "
-                               f"{tuple(tensor.shape)} {tensor.dtype}")
-        seeded[name] = v
-        keys.append({"name": name, "shape": list(tensor.shape),
-                     "dtype": str(tensor.dtype).replace("torch.", "")})
-    model.load_state_dict(seeded, strict=True)
+    seeded_sd, keys = seeded(model, sw)
     snapshot_path = train_dir / "snapshot-005.pt"
-    torch.save({"model": seeded, "metadata": {"epoch": 5}}, snapshot_path)
+    torch.save({"model": seeded_sd, "metadata": {"epoch": 5}}, snapshot_path)
     picked = get_model_snapshots(cfg.get("snapshotindex", -1), train_dir, Task(pcfg["method"]))
     stride = float(model.get_stride("bodypart"))
     with torch.inference_mode():
         probe = model(torch.zeros(1, 3, 96, 128))["bodypart"]
     rec["state_dict"] = {
         "n_tensors": len(keys),
-        "n_values": int(sum(t.numel() for t in seeded.values())),
+        "n_values": int(sum(t.numel() for t in seeded_sd.values())),
         "float32_megabytes": round(sum(t.numel() * t.element_size()
-                                       for t in seeded.values()) / 2**20, 1),
+                                       for t in seeded_sd.values()) / 2**20, 1),
         "snapshot": "train/snapshot-005.pt = {'model': state_dict, 'metadata': {'epoch': 5}}",
         "snapshot_bytes": snapshot_path.stat().st_size,
         "dlc_picks_with_snapshotindex": cfg.get("snapshotindex", -1),
@@ -420,8 +410,8 @@ def run_model(tag: str, spec: dict, args, sw, out_root: Path, work: Path) -> dic
         "files": [str(p.relative_to(project)) for p in exported],
         "bytes": [p.stat().st_size for p in exported],
         "top_level_keys": sorted(raw.keys()),
-        "pose_equals_snapshot_model": bool(raw["pose"].keys() == seeded.keys() and all(
-            torch.equal(raw["pose"][k], seeded[k]) for k in seeded)),
+        "pose_equals_snapshot_model": bool(raw["pose"].keys() == seeded_sd.keys() and all(
+            torch.equal(raw["pose"][k], seeded_sd[k]) for k in seeded_sd)),
         "copied_into_fixture": False,
     }
 

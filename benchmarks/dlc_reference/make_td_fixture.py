@@ -55,7 +55,7 @@ import time
 from pathlib import Path
 
 from fixture_common import (PLACEHOLDER, capture, fixture_args, load_seeded_weights,
-                            replace_build_path, synth_project, versions, write_check)
+                            replace_build_path, seeded, synth_project, versions, write_check)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -84,23 +84,6 @@ def fake_mobilenet_home(work: Path) -> Path:
     model = torchvision.models.mobilenet_v3_large(weights=None)
     torch.save(model.state_dict(), ckpt / "mobilenet_v3_large-8738ca79.pth")
     return home
-
-
-def seeded(module, sw) -> tuple[dict, list[dict]]:
-    import numpy as np
-    import torch
-
-    state, keys = {}, []
-    for name, tensor in module.state_dict().items():
-        v = torch.from_numpy(np.array(sw.value(name, tuple(tensor.shape)), copy=True, order="C"))
-        if tuple(v.shape) != tuple(tensor.shape) or v.dtype != tensor.dtype:
-            raise RuntimeError(f"{name}: seeded {tuple(v.shape)} {v.dtype}, DLC "
-                               f"{tuple(tensor.shape)} {tensor.dtype}")
-        state[name] = v
-        keys.append({"name": name, "shape": list(tensor.shape),
-                     "dtype": str(tensor.dtype).replace("torch.", "")})
-    module.load_state_dict(state, strict=True)
-    return state, keys
 
 
 def match_crop_to_head(pcfg: dict, path: Path) -> str | None:
