@@ -91,6 +91,10 @@ def _matmul(row: Row, res: dict[str, Any]) -> None:
 
 def _families(row: Row, res: dict[str, Any]) -> None:
     for r in res["rows"]:
+        if "export_refused" in r:
+            row(f"{r['family']} {r['runtime']}", None, r,
+                f"not timed: export refused ({r['export_refused'][:120]})")
+            continue
         if "crop_batch" in r:
             kind = (f"top-down: detector + pose model on {_fmt(r['animals_per_frame'])} crops "
                     f"per frame (crop batch {r['crop_batch']})")
