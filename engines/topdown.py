@@ -95,6 +95,8 @@ def crop_box(frame: np.ndarray, box: np.ndarray, width: int, height: int,
         w = h * width / height
     x1, y1 = int(round(cx - w / 2)), int(round(cy - h / 2))
     x2, y2 = int(round(cx + w / 2)), int(round(cy + h / 2))
+    # a box that rounds to no pixel (DeepLabCut's crop would be empty) still crops one
+    x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
     left, top = max(0, -x1), max(0, -y1)
     right, bottom = max(0, x2 - frame_w), max(0, y2 - frame_h)
     x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, frame_w), min(y2, frame_h)

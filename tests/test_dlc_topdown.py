@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
@@ -279,6 +279,7 @@ def test_export_without_detector_and_other_engines_are_refused(bundles, tmp_path
 @settings(max_examples=60, deadline=None)
 @given(x=st.floats(-30, 150), y=st.floats(-30, 110), w=st.floats(1, 120), h=st.floats(1, 120),
        size=st.sampled_from([(64, 64), (96, 64), (48, 80)]), margin=st.sampled_from([0, 5]))
+@example(x=0.0, y=-0.5, w=1.0, h=1.0, size=(64, 64), margin=0)  # rounded to no pixel once
 def test_crop_keeps_the_box_centre_and_aspect(x, y, w, h, size, margin):
     """The crop has the model's size; it covers the whole box (plus margin) with the crop's
     aspect ratio, centred on the box; a pixel of the crop shows the frame pixel that
