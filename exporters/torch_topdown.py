@@ -143,30 +143,58 @@ def _write_onnx(bundle: ModelBundle, crop: dict[str, int], staging: Path,
     return f"torch.onnx.export (TorchScript-based, torch {torch.__version__}), opset {opset}"
 
 
+SCORE_TIE = 1e-4  # scores this close are the same score in another runtime's arithmetic
+
+
 def _matched_box_px(w_boxes: np.ndarray, w_scores: np.ndarray, g_boxes: np.ndarray,
-                    g_scores: np.ndarray, score_tol: float = 1e-4) -> float:
+                    g_scores: np.ndarray) -> float:
     """The largest distance from a native box to the nearest exported box of the same score.
     Boxes with tied scores (common in untrained detectors) come in either order, so slot
     order is not compared; a native box with no exported box of its score is infinitely far."""
     worst = 0.0
     for box, score in zip(w_boxes, w_scores):
-        same = np.abs(g_scores - score) <= score_tol
+        same = np.abs(g_scores - score) <= SCORE_TIE
         if not same.any():
             return float("inf")
         worst = max(worst, float(np.abs(g_boxes[same] - box).max(axis=1).min()))
     return worst
 
 
+def _score_cut(detector: nn.Module) -> tuple[float, int]:
+    """A torchvision detector's score threshold and most boxes per image."""
+    heads = getattr(detector, "roi_heads", detector)  # Faster R-CNN keeps them in roi_heads
+    return float(heads.score_thresh), int(heads.detections_per_img)
+
+
+def _decided(want: tuple[np.ndarray, np.ndarray], got: tuple[np.ndarray, np.ndarray],
+             cut: tuple[float, int]) -> tuple[tuple[np.ndarray, np.ndarray],
+                                               tuple[np.ndarray, np.ndarray], int]:
+    """Both runtimes' boxes of one frame without those at a cut, and how many were dropped.
+    A box scoring within :data:`SCORE_TIE` of the score threshold, or of the lowest score
+    kept when a runtime returned its most boxes, is kept by one runtime and not the other by
+    float rounding alone (common in SSDLite, whose threshold is 0.001): no export error."""
+    thresh, most = cut
+    floor = thresh + SCORE_TIE
+    if most in (len(want[1]), len(got[1])):
+        floor = max(floor, min(want[1].min(initial=1.0), got[1].min(initial=1.0)) + SCORE_TIE)
+    keep_w, keep_g = want[1] > floor, got[1] > floor
+    dropped = int((~keep_w).sum() + (~keep_g).sum())
+    return (want[0][keep_w], want[1][keep_w]), (got[0][keep_g], got[1][keep_g]), dropped
+
+
 def _parity(native: Any, exported: Any, frames: np.ndarray, out: Path, fmt: str
             ) -> dict[str, Any]:
     """Each part of the two runners on the same input: the detector's boxes on ``frames``
-    (all it returns), the pose model on the crops of the native kept boxes and of every whole
-    frame."""
+    (all it returns but those at a cut, see :func:`_decided`), the pose model on the crops of
+    the native kept boxes and of every whole frame."""
     from posed.engines.topdown import crop_box
 
     # every box the detector returns, not only those kept for the animal slots: a tie in
-    # score at the cut would otherwise keep different boxes
-    want, got = native._detect(frames), exported._detect(frames)
+    # score at the slot cut would otherwise keep different boxes
+    cut = _score_cut(native.detector)
+    decided = [_decided(w, g, cut) for w, g in zip(native._detect(frames),
+                                                    exported._detect(frames))]
+    want, got = [d[0] for d in decided], [d[1] for d in decided]
     same_boxes = [len(w[0]) for w in want] == [len(g[0]) for g in got]
     box_px = box_score = 0.0
     crops = []
@@ -182,6 +210,7 @@ def _parity(native: Any, exported: Any, frames: np.ndarray, out: Path, fmt: str
     want_kp, got_kp = native.pose_crops(crops), exported.pose_crops(crops)
     same_missing = np.array_equal(np.isnan(want_kp[..., 0]), np.isnan(got_kp[..., 0]))
     result = {"check_frames": list(frames.shape), "boxes": sum(len(w[0]) for w in want),
+              "boxes_at_cut": sum(d[2] for d in decided),
               "max_box_px": box_px, "max_box_score_diff": box_score, "crops": len(crops),
               "max_keypoint_px": float(np.nan_to_num(
                   np.abs(want_kp[..., :2] - got_kp[..., :2])).max(initial=0.0)),

@@ -93,7 +93,8 @@ def test_daemon_serves_the_onnx_top_down_bundle(onnx_exports, tmp_path):
 
 def test_part_parity_refuses_a_detector_or_pose_model_that_differs(bundles, tmp_path):
     """The export's check compares each part: boxes 0.5 px off, or keypoints 0.2 px off on
-    the same crops, are a mismatch naming the format; tied boxes in another order are not."""
+    the same crops, are a mismatch naming the format; tied boxes in another order, or a box at
+    the detector's score threshold found by one runtime only, are not."""
     from posed.engines import api
     from posed.errors import ExportMismatchError
     from posed.exporters.torch_topdown import _parity
@@ -117,6 +118,20 @@ def test_part_parity_refuses_a_detector_or_pose_model_that_differs(bundles, tmp_
     swapped = api.load_model(bundles["ssd"], device="cpu")
     swapped._detect = lambda f: [(b[::-1], np.full_like(s, 0.5)) for b, s in native._detect(f)]
     assert _parity(tied, swapped, frames, tmp_path, "onnx")["max_box_px"] == 0.0
+    # a box at the score threshold (0.001 for SSDLite) that one runtime keeps is no error; a
+    # box above it that only one runtime finds is
+    def _plus(score):
+        def detect(f):
+            return [(np.vstack([b, [[5, 5, 20, 20]]]), np.append(s, np.float32(score)))
+                    for b, s in native._detect(f)]
+        return detect
+    edge = api.load_model(bundles["ssd"], device="cpu")
+    edge._detect = _plus(0.001 + 5e-5)
+    assert _parity(native, edge, frames, tmp_path, "onnx")["boxes_at_cut"] >= len(frames)
+    extra = api.load_model(bundles["ssd"], device="cpu")
+    extra._detect = _plus(0.3)
+    with pytest.raises(ExportMismatchError, match="same boxes found: False"):
+        _parity(native, extra, frames, tmp_path, "onnx")
 
 
 def test_top_down_exports_refuse_what_they_cannot_honour(bundles, tmp_path):

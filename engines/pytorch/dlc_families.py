@@ -179,15 +179,39 @@ def random_dlc_export(family: str, path: str | Path, *, bodyparts: int = 12, ind
     return path
 
 
+@torch.no_grad()
+def _spread_detector(detector: torch.nn.Module, seed: int) -> None:
+    """Re-draw a torchvision detector's weights so that its box scores differ. torchvision's
+    own init gives an untrained Faster R-CNN's boxes tied scores, and which of the tied boxes
+    a runtime keeps is chance, so no export could pass a parity check. Weights: He normal;
+    norm gains U(0.5, 1), biases and means N(0, 0.1), variances U(0.5, 1.5) (the rule of the
+    top-down reference fixture, ``tests/data/deeplabcut/td_fixture/seeded_weights.py``)."""
+    generator = torch.Generator().manual_seed(seed)
+    for name, tensor in detector.state_dict().items():
+        leaf = name.rsplit(".", 1)[-1]
+        if not tensor.is_floating_point():
+            continue
+        if leaf == "weight" and tensor.dim() >= 2:
+            tensor.normal_(0.0, (2.0 / tensor[0].numel()) ** 0.5, generator=generator)
+        elif leaf == "weight":
+            tensor.uniform_(0.5, 1.0, generator=generator)
+        elif leaf == "running_var":
+            tensor.uniform_(0.5, 1.5, generator=generator)
+        else:  # bias, running_mean
+            tensor.normal_(0.0, 0.1, generator=generator)
+
+
 def _random_top_down_export(family: str, path: Path, bodyparts: int, individuals: int,
                             seed: int) -> Path:
     """A random DeepLabCut 3 top-down export: ``{"config", "pose", "detector"}``. The
-    detector has torchvision's random init, which finds boxes (of no meaning) in any frame."""
+    detector finds boxes (of no meaning) in any frame, with distinct scores (see
+    :func:`_spread_detector`)."""
     from posed.engines.pytorch.topdown import build_detector
 
     net_type, backbone, stride, variant = TOP_DOWN_FAMILIES[family]
     torch.manual_seed(seed)
     detector = build_detector({"variant": variant, "box_score_thresh": 0.01})
+    _spread_detector(detector, seed)
     if backbone["type"] == "CSPNeXt":
         model, head, cin, pose = _random_rtmpose(backbone, bodyparts)
     else:
