@@ -26,10 +26,10 @@ being one-hot, so the likelihoods spread); other weights He normal, biases N(0, 
 
 Detectors (``model.*``: torchvision's models as DeepLabCut builds them):
 
-- conv / linear ``weight``: N(0, sqrt(1 / fan_in)) (LeCun: the MobileNet blocks have no
-  residual damping, He gain makes their activations grow);
-- BatchNorm / FrozenBatchNorm ``weight``: U(0.3, 0.6), ``bias`` and ``running_mean``:
-  N(0, 0.1), ``running_var``: U(0.5, 1.5); other biases N(0, 0.1).
+- conv / linear ``weight``: N(0, sqrt(DET_GAIN / fan_in)), DET_GAIN = 2 (He);
+- BatchNorm / FrozenBatchNorm ``weight``: U(DET_NORM) = U(0.5, 1), ``bias`` and
+  ``running_mean``: N(0, 0.1), ``running_var``: U(0.5, 1.5); other biases N(0, 0.1).
+  (Their scores are distinct, unlike torchvision's init of an untrained Faster R-CNN.)
 
 The random detectors find boxes anywhere (they were never trained): what the fixture checks is
 that posed finds the same boxes, crops them alike and decodes the same keypoints in them.
