@@ -82,6 +82,38 @@ def files_of(root: Path) -> set[Path]:
     return {p for p in root.rglob("*") if p.is_file()}
 
 
+def posed_synth(posed: Path, workdir: Path, synth_args: list[str]
+                ) -> tuple[Path, dict, str, list[str], float]:
+    """Make ``workdir/synth`` (emptied first) with ``posed synth``, its config's
+    ``project_path`` set to where it is. Returns the project, the record of the step (the
+    command, the path it wrote under :data:`PLACEHOLDER`, whether it was fixed), posed's
+    version, the project's files and the seconds it took."""
+    import shutil
+    import subprocess
+    import time
+
+    work = workdir.resolve()
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    project = work / "synth"
+    t0 = time.perf_counter()
+    subprocess.run([str(posed), "synth", str(project), *synth_args], check=True)
+    seconds = time.perf_counter() - t0
+    version = subprocess.run([str(posed), "--version"], capture_output=True, text=True,
+                             check=False).stdout.strip()
+    config = project / "config.yaml"
+    text = config.read_text()
+    written = next(line.split(":", 1)[1].strip() for line in text.splitlines()
+                   if line.startswith("project_path:"))
+    record = {"command": ["posed", "synth", "PROJECT", *synth_args],
+              "project_path_written": written.replace(str(project), PLACEHOLDER),
+              "project_path_fixed": written != str(project)}
+    if written != str(project):
+        config.write_text(text.replace(f"project_path: {written}", f"project_path: {project}"))
+    files = sorted(str(p.relative_to(project)) for p in files_of(project))
+    return project, record, version, files, seconds
+
 def pkg_version(name: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -57,12 +57,11 @@ import json
 import logging
 import pickle
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from fixture_common import (PLACEHOLDER, capture, files_of, replace_build_path, sha256, tolist,
+from fixture_common import (PLACEHOLDER, capture, files_of, posed_synth, replace_build_path, sha256, tolist,
                             versions, write_check)
 
 HERE = Path(__file__).resolve().parent
@@ -124,28 +123,9 @@ def main() -> int:
     record: dict = {}
 
     # ------------------------------------------------------------------ 1. posed synth
-    work = args.workdir.resolve()
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    project = work / "synth"
-    synth_cmd = [str(args.posed), "synth", str(project), *SYNTH_ARGS]
-    t0 = time.perf_counter()
-    subprocess.run(synth_cmd, check=True)
-    timings["1_posed_synth"] = time.perf_counter() - t0
-    posed_version = subprocess.run([str(args.posed), "--version"], capture_output=True,
-                                   text=True, check=False).stdout.strip()
-    config = project / "config.yaml"
-    text = config.read_text()
-    written_path = next(line.split(":", 1)[1].strip() for line in text.splitlines()
-                        if line.startswith("project_path:"))
-    record["synth"] = {"command": ["posed", "synth", "PROJECT", *SYNTH_ARGS],
-                       "project_path_written": written_path.replace(str(project), PLACEHOLDER),
-                       "project_path_fixed": written_path != str(project)}
-    if written_path != str(project):
-        config.write_text(text.replace(f"project_path: {written_path}",
-                                       f"project_path: {project}"))
-    synth_files = sorted(str(p.relative_to(project)) for p in files_of(project))
+    project, record["synth"], posed_version, synth_files, timings["1_posed_synth"] = \
+        posed_synth(args.posed, args.workdir, SYNTH_ARGS)
+    work, config = project.parent, project / "config.yaml"
 
     import deeplabcut
     import numpy as np
