@@ -50,11 +50,16 @@ def test_torchscript_export_finds_deeplabcuts_animals(bundles, tmp_path, capsys)
 @pytest.mark.parametrize("tag", ["ssd", "rtm"])
 def test_onnx_export_finds_deeplabcuts_animals(bundles, onnx_exports, tag):
     """On ONNX Runtime: DeepLabCut's boxes and keypoints on its frames; on frames of another
-    size the detector's boxes equal the PyTorch model's (the graph's size is dynamic)."""
+    size the detector's boxes equal the PyTorch model's (the graph's size is dynamic); the
+    detector's and pose model's sessions do not spin."""
     from posed.engines import api
 
     runner = api.load_model(onnx_exports[tag], provider="cpu")
     assert runner.engine == "onnx" and runner.provider == "CPUExecutionProvider"
+    # the two sessions run in turn: neither's threads may spin and take the other's cores
+    for session in (runner.detector.session, runner.pose.session):
+        options = session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert [w["name"] for w in runner.bundle.weights] == ["pose.onnx", "detector.onnx"]
     parity = runner.bundle.export["parity"]
     assert parity["max_keypoint_px"] <= 1e-3 and parity["max_box_px"] <= 1e-3

@@ -91,7 +91,8 @@ def _provider_options(providers: list[str], cache_dir: Path | None) -> list[dict
 
 
 def open_session(bundle: ModelBundle, provider: str = "auto", threads: int | None = None,
-                 optimization: str = "all", device: str | None = None) -> tuple[ort.InferenceSession, str]:
+                 optimization: str = "all", device: str | None = None, spin: bool = True
+                 ) -> tuple[ort.InferenceSession, str]:
     """Create the onnxruntime session of an ``onnx`` bundle.
 
     Args:
@@ -101,6 +102,9 @@ def open_session(bundle: ModelBundle, provider: str = "auto", threads: int | Non
         optimization: Graph optimisation level: disable, basic, extended, all.
         device: Accepted for symmetry with other engines: ``cpu`` means provider ``cpu``,
             ``cuda``/``cuda:N`` means provider ``cuda`` on that device.
+        spin: Whether the intra-op threads spin after a run waiting for the next (onnxruntime's
+            default). Sessions run in turn (a top-down detector and pose model) must not spin:
+            the idle session's spinning threads take the cores from the working one.
 
     Returns:
         The session and the provider it really uses (logged, with the reason).
@@ -123,6 +127,8 @@ def open_session(bundle: ModelBundle, provider: str = "auto", threads: int | Non
     opts.graph_optimization_level = OPT_LEVELS[optimization]
     if threads:
         opts.intra_op_num_threads = int(threads)
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3  # the provider actually used is reported below instead
     provider_options = _provider_options(chosen, bundle.path / "trt-cache" if bundle.path else None)
     for name, popt in zip(chosen, provider_options):
@@ -205,11 +211,12 @@ class OnnxRunner(_Session, PoseRunner):
 
     @classmethod
     def load(cls, bundle: ModelBundle, provider: str = "auto", threads: int | None = None,
-             optimization: str = "all", device: str | None = None, **options: Any) -> "OnnxRunner":
+             optimization: str = "all", device: str | None = None, spin: bool = True,
+             **options: Any) -> "OnnxRunner":
         """Create the runner; the options are those of :func:`open_session`."""
         if options:
             raise ConfigError(f"onnx engine: unknown option '{next(iter(options))}'")
-        return cls(bundle, *open_session(bundle, provider, threads, optimization, device))
+        return cls(bundle, *open_session(bundle, provider, threads, optimization, device, spin))
 
     def _forward(self, frames: np.ndarray) -> np.ndarray:
         scores, locref = self._run(frames)
@@ -298,10 +305,11 @@ class OnnxTopDownRunner(TopDownRunner):
                                  "(pose model, detector)")
         pose_part = pose_bundle(bundle)
         pose_cls = OnnxSimCCRunner if pose_part.architecture.get("head") == "rtmcc" else OnnxRunner
-        pose = pose_cls.load(pose_part, provider, threads, optimization, device)
+        # the two sessions run in turn: neither may spin (see open_session)
+        pose = pose_cls.load(pose_part, provider, threads, optimization, device, spin=False)
         detector_bundle = replace(bundle, weights=bundle.weights[1:])
         detector = _Detector(detector_bundle, *open_session(detector_bundle, provider, threads,
-                                                            optimization, device))
+                                                            optimization, device, spin=False))
         return cls(bundle, detector, pose, crop_batch, detect_every)
 
     def _detect(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
