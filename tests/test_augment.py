@@ -312,3 +312,43 @@ def test_unknown_body_parts_are_refused(tmp_path):
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match=r"key 'augment.flip_pairs': pair \[1, 7\]"):
         _maker(AugmentConfig(flip_pairs=((1, 7),)))
+
+
+def test_crop_sampling_cuts_crops_on_the_animal_anywhere_or_either():
+    """``centred`` crops sit on the parts' mean; ``uniform`` ones anywhere inside the image
+    (so the model sees the background far from the animal); ``hybrid`` either, about
+    half each; evaluation samples are centred whatever the setting."""
+    h, w, crop = 300, 400, (64, 48)
+    ys, xs = np.mgrid[0:h, 0:w]
+    image = np.stack([xs // 2, ys // 2, np.zeros_like(xs)], -1).astype(np.uint8)  # position
+    points = np.array([[50.0, 40.0], [60.0, 50.0]])
+
+    def maker(sampling):
+        cfg = TrainConfig(crop=crop, crop_sampling=sampling, augment=AugmentConfig(**QUIET))
+        return SampleMaker([image], [points], cfg, lambda h, w: (h, w), 1.0,
+                           target_fn=lambda kpts, grid, stride, spec: {"keypoints": kpts})
+
+    def origins(sampling, n=300):
+        m, rng = maker(sampling), np.random.default_rng(0)
+        out = []
+        for _ in range(n):
+            s = m.sample(0, rng)
+            x0, y0 = s["image"][0, 0, :2].astype(float) * 2
+            out.append((x0, y0, np.isfinite(s["keypoints"]).all()))
+        return np.array(out)
+
+    on_animal = (55 - (crop[0] - 1) / 2, 45 - (crop[1] - 1) / 2)  # parts' mean at the centre
+    centred = origins("centred")
+    assert np.abs(centred[:, :2] - on_animal).max() <= 2 and centred[:, 2].all()
+    uniform = origins("uniform")
+    assert uniform[:, 0].min() >= 0 and uniform[:, 0].max() <= w - crop[0] + 2
+    assert uniform[:, 1].min() >= 0 and uniform[:, 1].max() <= h - crop[1] + 2
+    assert uniform[:, 0].max() > 0.8 * (w - crop[0]) and uniform[:, 1].max() > 0.8 * (h - crop[1])
+    assert 0 < uniform[:, 2].mean() < 0.2  # mostly crops without the animal
+    hybrid = origins("hybrid")
+    share = (np.abs(hybrid[:, :2] - on_animal).max(axis=1) <= 2).mean()
+    assert 0.4 < share < 0.6
+    s = maker("uniform").sample(0, np.random.default_rng(0), augment=False)
+    assert np.abs(s["image"][0, 0, :2].astype(float) * 2 - on_animal).max() <= 2
+    with pytest.raises(ConfigError, match="crop_sampling 'random' is not one of"):
+        make_train_config([("cli", {"crop_sampling": "random"})])

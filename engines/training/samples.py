@@ -70,7 +70,12 @@ class SampleMaker:
         kpts = self.keypoints[index].reshape(-1, 2)  # any layout of points: K×2, I×K×2
         out_w, out_h = self.out_size(index)
         centre = None
-        if self.crop_centre is not None and self.cfg.crop is not None:
+        sampling = self.cfg.crop_sampling
+        # drawn only when not centred, so centred settings keep their sample stream
+        if self.cfg.crop is not None and augment and sampling != "centred" and (
+                sampling == "uniform" or rng.random() < 0.5):
+            centre = _uniform_centre(image.shape[:2], (out_w, out_h), rng)
+        elif self.crop_centre is not None and self.cfg.crop is not None:
             centre = self.crop_centre(self.keypoints[index], rng)
         matrix, flipped = self._affine(image.shape[:2], kpts, (out_w, out_h), rng, augment,
                                        centre)
@@ -183,3 +188,17 @@ def _motion_kernel(hw: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     # Point-symmetric, so the blur smears each part along the line without moving it.
     kernel = kernel + kernel[::-1, ::-1]
     return kernel / kernel.sum()
+
+
+def _uniform_centre(hw: tuple[int, int], out: tuple[int, int],
+                    rng: np.random.Generator) -> tuple[float, float]:
+    """A crop centre drawn uniformly among those that keep an ``out`` (width, height) crop
+    inside an image of ``hw`` (height, width); the image centre along a side shorter than
+    the crop."""
+    (h, w), (out_w, out_h) = hw, out
+
+    def draw(size: int, crop: int) -> float:
+        half = (crop - 1) / 2.0
+        return float(rng.uniform(half, size - 1 - half)) if size > crop else (size - 1) / 2.0
+    return draw(w, out_w), draw(h, out_h)
+

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 NETS = ("resnet_50", "resnet_18", "mobilenet_v2_1.0", "mobilenet_v2_0.35", "efficientnet_b0",
         "dlc_resnet_50")
 SCHEDULES = ("cosine", "step", "constant")
+CROP_SAMPLING = ("centred", "uniform", "hybrid")
 RECIPES = ("auto", "scratch", "finetune")
 # From random init a network needs a higher rate, finer score maps and a fixed amount of
 # optimisation whatever the project size. Measured on synthetic projects (tests/conftest.py
@@ -162,6 +163,11 @@ class TrainConfig:
         warmup_epochs: Linear warm-up length for the cosine schedule.
         save_every: Write a snapshot every this many epochs (and always at the end).
         crop: Training crop (width, height) in pixels; ``None`` trains on whole images.
+        crop_sampling: Where training crops are cut: ``centred`` on the animal (shifted by
+            ``augment.shift``), ``uniform`` anywhere in the image, or ``hybrid`` (each
+            sample either, at even odds). Crops away from the animal show the model the
+            background it meets on whole frames at inference: centred crops alone never
+            show it the far parts of a large frame, where it may then find a part.
         locref_loss_weight: Weight of the location-refinement loss.
         seed: Seed for weights init, sample order and augmentation.
         num_workers: Data-loading worker processes (0 = in the training process).
@@ -184,6 +190,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     save_every: int = 10
     crop: tuple[int, int] | None = None
+    crop_sampling: str = "centred"
     locref_loss_weight: float = 0.1
     seed: int = 0
     num_workers: int = 0
@@ -300,6 +307,9 @@ def make_train_config(layers: list[tuple[str, Mapping[str, Any] | None]]) -> Tra
         raise ConfigError(f"recipe '{merged.recipe}' is not one of {', '.join(RECIPES)}")
     if merged.schedule not in SCHEDULES:
         raise ConfigError(f"schedule '{merged.schedule}' is not one of {', '.join(SCHEDULES)}")
+    if merged.crop_sampling not in CROP_SAMPLING:
+        raise ConfigError(f"crop_sampling '{merged.crop_sampling}' is not one of "
+                          f"{', '.join(CROP_SAMPLING)}")
     for name in ("epochs", "batch_size", "save_every"):
         if getattr(merged, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(merged, name)}")

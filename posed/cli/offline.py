@@ -73,7 +73,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {
         "net": args.net, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "output_stride": args.output_stride, "save_every": args.save_every, "seed": args.seed,
-        "crop": list(args.crop) if args.crop else None, "num_workers": args.workers,
+        "crop": list(args.crop) if args.crop else None, "crop_sampling": args.crop_sampling,
+        "num_workers": args.workers,
         "pretrained": args.pretrained, "recipe": args.recipe,
     }
     if args.pretrained in ("true", "imagenet"):
@@ -110,6 +111,9 @@ def add_train(sub: Any) -> None:
                        "weights) or auto, which picks by --pretrained (default auto)")
         p.add_argument("--crop", type=size,
                        help="train on random WIDTHxHEIGHT crops around the animal")
+        p.add_argument("--crop-sampling", choices=("centred", "uniform", "hybrid"),
+                       help="where --crop cuts: centred on the animal, anywhere, or either "
+                       "(default centred)")
         p.add_argument("--save-every", type=positive,
                        help="snapshot interval in epochs (default 10)")
         p.add_argument("--seed", type=int, help="random seed (default 0)")
