@@ -62,6 +62,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, help="default: the recipe's")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--crop", default="320x320", help="training crop WxH")
+    ap.add_argument("--crop-sampling", choices=("centred", "uniform", "hybrid"),
+                    help="where crops are cut (default: the training default)")
     ap.add_argument("--save-every", type=int, default=10, help="epochs between test points")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-config", type=Path, help="YAML of further training settings")
@@ -82,7 +84,8 @@ def main() -> int:
     w, h = (int(v) for v in args.crop.split("x"))
     settings = {"net": args.net, "epochs": args.epochs, "output_stride": args.output_stride,
                 "lr": args.lr, "batch_size": args.batch_size, "crop": [w, h],
-                "save_every": args.save_every, "seed": args.seed}
+                "save_every": args.save_every, "seed": args.seed,
+                "crop_sampling": args.crop_sampling}
     if args.train_config:
         settings.update(yaml.safe_load(args.train_config.read_text()) or {})
     t0, c0 = time.perf_counter(), time.process_time()

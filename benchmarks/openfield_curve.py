@@ -1,0 +1,127 @@
+"""Benchmark summary: openfield test error against CPU-minutes over several training runs.
+
+Reads records written by ``train_openfield.py`` (one per seed or setting), and writes
+
+- a JSON summary: each run's final test errors and curve, and per label (runs with the same
+  settings but the seed) the mean, spread (sample standard deviation) and range of the final
+  test mean error over seeds;
+- a plot (PNG, needs matplotlib: ``pip install posed[plots]``) of every run's curve, with the
+  human labeller's error and DeepLabCut 3.0.2's random-init figure for reference.
+
+    python benchmarks/openfield_curve.py results/train_openfield-seed*.json \\
+        results/train_openfield-pseudo04-seed0.json --label-by pseudo_labels.pcutoff
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info  # noqa: E402
+
+from posed.engines.io import atomic_path, atomic_write_text  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+HUMAN_PX = 2.7  # a careful labeller on these frames (issue 22)
+DLC_RANDOM_INIT = (30.0, 92.0)  # DeepLabCut 3.0.2 from random init: (CPU-minutes, test px)
+
+
+def _test_all(record: dict) -> dict:
+    return next(r for r in record["errors"] if r["set"] == "test" and r["bodypart"] == "all")
+
+
+def label(record: dict) -> str:
+    """What distinguishes a run, seed aside: the recipe, crop sampling and pseudo-labels."""
+    resolved = record["resolved"]
+    name = f"{resolved.get('recipe', 'custom')} recipe"
+    if resolved.get("crop_sampling", "centred") != "centred":
+        name += f", {resolved['crop_sampling']} crops"
+    pseudo = resolved.get("pseudo_labels", {})
+    if pseudo.get("enabled"):
+        name += f", pseudo-labels (pcutoff {pseudo['pcutoff']})"
+    return name
+
+
+def summarise(records: list[dict]) -> dict:
+    """Per run and per label (over seeds) the final test error; every run's curve."""
+    runs = []
+    for rec in records:
+        test = _test_all(rec)
+        runs.append({"label": label(rec), "seed": rec["resolved"]["seed"],
+                     "cpu": rec["machine"].get("cpu"),
+                     "train_cpu_minutes": rec["train_cpu_minutes"],
+                     "test_mean_px": round(test["error_px"], 3),
+                     "test_median_px": round(test["median_px"], 3),
+                     "pck": {k: test[k] for k in test if k.startswith("pck@")},
+                     "curve": rec["curve"]})
+    labels = {}
+    for name in dict.fromkeys(r["label"] for r in runs):
+        finals = [r["test_mean_px"] for r in runs if r["label"] == name]
+        labels[name] = {"seeds": [r["seed"] for r in runs if r["label"] == name],
+                        "test_mean_px": round(statistics.fmean(finals), 3),
+                        "test_mean_px_sd": round(statistics.stdev(finals), 3)
+                        if len(finals) > 1 else None,
+                        "test_mean_px_range": [min(finals), max(finals)]}
+    return {"runs": runs, "labels": labels}
+
+
+def plot(summary: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    colours = dict(zip(summary["labels"], plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for run in summary["runs"]:
+        xs = [p["cpu_minutes"] for p in run["curve"]]
+        ys = [p["test_error_px"] for p in run["curve"]]
+        ax.plot(xs, ys, marker="o", ms=3, lw=1.2, color=colours[run["label"]],
+                label=f"posed, {run['label']}, seed {run['seed']}")
+    ax.axhline(HUMAN_PX, color="k", ls="--", lw=1, label=f"human labeller ({HUMAN_PX} px)")
+    ax.plot(*DLC_RANDOM_INIT, "kx", ms=8, label="DeepLabCut 3.0.2, random init")
+    ax.set_yscale("log")
+    ax.set_xlabel("training CPU-minutes (2-core machine, one thread per run)")
+    ax.set_ylabel("mean test error (px, 5 test frames)")
+    ax.set_title("openfield, mobilenet_v2_0.35 from random init")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("records", nargs="+", type=Path, help="train_openfield.py JSON records")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "train_openfield_seeds.json")
+    ap.add_argument("--plot", type=Path, default=HERE / "results" / "train_openfield_curve.png")
+    args = ap.parse_args()
+    records = []
+    for path in args.records:
+        try:
+            rec = json.loads(path.read_text())
+            if rec.get("benchmark") != "train_openfield":
+                raise ValueError("not a train_openfield.py record")
+        except (OSError, ValueError) as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            return 1
+        records.append(rec)
+    summary = {"benchmark": "openfield_curve", "machine": machine_info(),
+               "records": [str(p) for p in args.records], **summarise(records)}
+    atomic_write_text(args.out, json.dumps(summary, indent=2) + "\n")
+    plot(summary, args.plot)
+    for name, agg in summary["labels"].items():
+        print(f"{name}: test mean {agg['test_mean_px']} px (sd {agg['test_mean_px_sd']}, "
+              f"range {agg['test_mean_px_range']}) over seeds {agg['seeds']}")
+    print(f"written {args.out} and {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
