@@ -106,3 +106,44 @@ def test_config_check_and_keys_from_the_cli(tmp_path, capsys):
     assert (tmp_path / "keys" / "server.key_secret").stat().st_mode & 0o077 == 0
     code, _, err = run(capsys, "keys", "generate", str(tmp_path / "keys"))
     assert code == 1 and "error:" in err
+
+
+def test_analyze_precision_is_recorded_and_refused_where_the_hardware_lacks_it(
+        trained_project, tmp_path, capsys):
+    """``--precision`` reaches the runner and ``_meta.json``; fp16 on the CPU is one line;
+    bf16 runs where the CPU has it (close to fp32) and is one line where it has not."""
+    import json
+
+    import numpy as np
+
+    from posed.engines.pytorch.accel import cpu_bf16_support
+
+    video = trained_project / "videos" / "synth1.mp4"
+    stem = "synth1posed_MobilenetV2035_synthJan1shuffle1_snapshot_40"
+
+    def analyze(precision: str, dest: str):
+        return run(capsys, "analyze", str(trained_project), str(video), "--device", "cpu",
+                   "--precision", precision, "--dest", str(tmp_path / dest), "-q")
+
+    code, _, err = analyze("fp32", "fp32")
+    assert code == 0, err
+    meta = json.loads((tmp_path / "fp32" / f"{stem}_meta.json").read_text())
+    assert meta["precision"].split()[0] == "fp32" and meta["signature"]["precision"]
+
+    code, _, err = analyze("fp16", "fp16")
+    assert code != 0 and err.count("\n") == 1 and "fp16" in err and "CUDA" in err
+
+    code, _, err = analyze("bf16", "bf16")
+    if cpu_bf16_support() is None:
+        assert code != 0 and err.count("\n") == 1 and "no native bf16" in err
+        return
+    assert code == 0, err
+    meta = json.loads((tmp_path / "bf16" / f"{stem}_meta.json").read_text())
+    assert meta["precision"].split()[0] == "bf16"
+    fp32 = pd.read_hdf(tmp_path / "fp32" / f"{stem}.h5").to_numpy().reshape(60, -1, 3)
+    bf16 = pd.read_hdf(tmp_path / "bf16" / f"{stem}.h5").to_numpy().reshape(60, -1, 3)
+    seen = (fp32[..., 2] >= 0.5) & (bf16[..., 2] >= 0.5)
+    assert seen.mean() > 0.5
+    # bf16 keeps 8 bits of mantissa: a keypoint moves by a fraction of a pixel, rarely more
+    # (openfield ResNet-50: 0.03 px median, benchmarks/RESULTS.md)
+    assert np.median(np.linalg.norm(fp32[..., :2] - bf16[..., :2], axis=-1)[seen]) < 0.5

@@ -19,6 +19,7 @@ def output_metadata(runner: PoseRunner, **extra: object) -> dict:
     return {
         "posed_version": posed.__version__,
         "engine": runner.engine,
+        "precision": getattr(runner, "precision", None),
         "scorer": bundle.scorer,
         "bodyparts": list(bundle.bodyparts),
         "model": {"path": str(bundle.path) if bundle.path else None,
@@ -36,6 +37,7 @@ def run_signature(runner: PoseRunner, video: Path, csv: bool) -> dict:
     """
     stat = video.stat()
     return {"weights": [w.get("sha256") for w in runner.bundle.weights], "engine": runner.engine,
+            "precision": getattr(runner, "precision", None),
             "format": runner.bundle.format, "video_size": stat.st_size,
             "video_mtime_ns": stat.st_mtime_ns, "csv": csv}
 

@@ -110,10 +110,10 @@ def add_train(sub: Any) -> None:
                        help="default settings: scratch (random init), finetune (pretrained "
                        "weights) or auto, which picks by --pretrained (default auto)")
         p.add_argument("--crop", type=size,
-                       help="train on random WIDTHxHEIGHT crops around the animal")
+                       help="train on random WIDTHxHEIGHT crops (where: --crop-sampling)")
         p.add_argument("--crop-sampling", choices=("centred", "uniform", "hybrid"),
                        help="where --crop cuts: centred on the animal, anywhere, or either "
-                       "(default centred)")
+                       "(default hybrid)")
         p.add_argument("--save-every", type=positive,
                        help="snapshot interval in epochs (default 10)")
         p.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -230,10 +230,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                 snapshot=args.snapshot, layout=args.layout, dest=args.dest,
                                 csv=args.csv,
                                    batch_size=args.batch_size, progress=not args.quiet,
-                                   overwrite=args.overwrite, runner_options={"device": args.device},
+                                   overwrite=args.overwrite, runner_options=_runner_options(args),
                                    allow_truncated=args.allow_truncated,
                                    dynamic=_dynamic(args.dynamic), **scale)
     return _report(report, "videos")
+
+
+def _runner_options(args: argparse.Namespace) -> dict:
+    """The runner options of ``analyze``: the device, and the precision only when asked (an
+    engine without precisions refuses the option)."""
+    options = {"device": args.device}
+    if args.precision is not None:
+        options["precision"] = args.precision
+    return options
 
 
 def _dynamic(text: str | None) -> tuple[bool, float, float] | None:
@@ -273,6 +282,10 @@ def add_analyze(sub: Any) -> None:
         p.add_argument("--allow-truncated", action="store_true",
                        help="exit 0 even when a video holds fewer frames than its header "
                        "promises (it is analysed and warned about either way)")
+        p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"),
+                       help="compute precision of the pytorch and openvino engines: fp16 on "
+                       "CUDA; bf16 on CPUs with AMX or AVX512-BF16 (refused elsewhere); "
+                       "recorded in _meta.json (default auto: fp32 on the CPU)")
         p.add_argument("--dynamic", nargs="?", const="0.5,10", metavar="PCUTOFF,MARGIN",
                        help="dynamic cropping: infer each frame on the box around the previous "
                        "frame's body parts with likelihood >= PCUTOFF, grown by MARGIN pixels; "
