@@ -41,14 +41,20 @@ def model_gflop(bundle: Path, height: int, width: int) -> float:
 
 
 def gemm_peak(seconds: float = 3.0, n: int = 2048) -> dict[str, float]:
-    """Best GFLOP/s of an n×n float32 matrix product (PyTorch's BLAS, all its threads), and
-    GOP/s of a u8×s8 one in ONNX Runtime (``MatMulInteger``: the kernels its INT8 convolutions
-    use; PyTorch's CPU int8 matmul is a reference loop)."""
+    """Best GFLOP/s of an n×n float32 matrix product (PyTorch's BLAS, all its threads), of a
+    bfloat16 one where the CPU has native bf16, and GOP/s of a u8×s8 one in ONNX Runtime
+    (``MatMulInteger``: the kernels its INT8 convolutions use; PyTorch's CPU int8 matmul is a
+    reference loop)."""
     import torch
 
     out: dict[str, float] = {"threads": torch.get_num_threads(), "n": n}
     a, b = torch.randn(n, n), torch.randn(n, n)
     out["fp32_gflops"] = _best(lambda: torch.mm(a, b), 2 * n**3, seconds)
+    from posed.engines.pytorch.accel import cpu_bf16_support
+
+    if cpu_bf16_support() is not None:  # AMX / AVX512-BF16: the ceiling of the bf16 rows
+        a16, b16 = a.bfloat16(), b.bfloat16()
+        out["bf16_gflops"] = _best(lambda: torch.mm(a16, b16), 2 * n**3, seconds)
     try:
         out["int8_gops"] = _best(_int8_matmul(n), 2 * n**3, seconds)
     except ImportError:

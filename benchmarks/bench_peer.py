@@ -270,7 +270,13 @@ def main() -> int:
         int8 = {"precision": "int8", "calibration": calibration, "check_frames": frames[:8]}
         # GroupNorm statistics frozen on the same 32 frames (posed export --freeze-norm).
         frozen = {"freeze_norm": True, "calibration": calibration, "check_frames": frames[:8]}
+        # PyTorch bf16 only where the CPU computes it natively (AMX or AVX512-BF16).
+        from posed.engines.pytorch.accel import cpu_bf16_support
+
+        bf16_cpu = cpu_bf16_support() is not None
         runtimes = [("posed pytorch-eager fp32", lambda: bundle, {"device": "cpu"}),
+                    *([("posed pytorch-eager bf16", lambda: bundle,
+                        {"device": "cpu", "precision": "bf16"})] if bf16_cpu else []),
                     ("posed torchscript fp32", lambda: export("ts", "torchscript"),
                      {"device": "cpu"}),
                     ("posed onnx-fp32", lambda: export("onnx", "onnx"), {"provider": "cpu"}),
