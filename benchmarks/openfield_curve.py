@@ -3,13 +3,13 @@
 Reads records written by ``train_openfield.py`` (one per seed or setting), and writes
 
 - a JSON summary: each run's final test errors and curve, and per label (runs with the same
-  settings but the seed) the mean, spread (sample standard deviation) and range of the final
-  test mean error over seeds;
+  settings but the seed and CPU) the mean, spread (sample standard deviation) and range of
+  the final test mean error over its runs;
 - a plot (PNG, needs matplotlib: ``pip install posed[plots]``) of every run's curve, with the
   human labeller's error and DeepLabCut 3.0.2's random-init figure for reference.
 
-    python benchmarks/openfield_curve.py results/train_openfield-seed*.json \\
-        results/train_openfield-pseudo04-seed0.json --label-by pseudo_labels.pcutoff
+    python benchmarks/openfield_curve.py results/train_openfield-hybrid-seed*.json \\
+        results/train_openfield-seed0.json results/train_openfield-hybrid-pseudo04-seed0.json
 """
 
 from __future__ import annotations
@@ -35,15 +35,21 @@ def _test_all(record: dict) -> dict:
 
 
 def label(record: dict) -> str:
-    """What distinguishes a run, seed aside: the recipe, crop sampling and pseudo-labels."""
+    """What distinguishes a run, seed and CPU aside: the recipe, epochs, crop sampling and
+    pseudo-labels."""
     resolved = record["resolved"]
-    name = f"{resolved.get('recipe', 'custom')} recipe"
-    if resolved.get("crop_sampling", "centred") != "centred":
-        name += f", {resolved['crop_sampling']} crops"
+    name = f"{resolved.get('recipe', 'custom')} recipe, {resolved['epochs']} epochs"
+    name += f", {resolved.get('crop_sampling', 'centred')} crops"
     pseudo = resolved.get("pseudo_labels", {})
     if pseudo.get("enabled"):
         name += f", pseudo-labels (pcutoff {pseudo['pcutoff']})"
     return name
+
+
+def simd(machine: dict) -> str:
+    """The widest vector extension of a record's CPU: runs differ between AVX2 and AVX-512."""
+    flags = set(machine.get("cpu_flags", []))
+    return "AMX" if "amx_tile" in flags else "AVX-512" if "avx512f" in flags else "AVX2"
 
 
 def summarise(records: list[dict]) -> dict:
@@ -52,7 +58,7 @@ def summarise(records: list[dict]) -> dict:
     for rec in records:
         test = _test_all(rec)
         runs.append({"label": label(rec), "seed": rec["resolved"]["seed"],
-                     "cpu": rec["machine"].get("cpu"),
+                     "cpu": f"{rec['machine'].get('cpu')} {simd(rec['machine'])}",
                      "train_cpu_minutes": rec["train_cpu_minutes"],
                      "test_mean_px": round(test["error_px"], 3),
                      "test_median_px": round(test["median_px"], 3),
@@ -62,6 +68,7 @@ def summarise(records: list[dict]) -> dict:
     for name in dict.fromkeys(r["label"] for r in runs):
         finals = [r["test_mean_px"] for r in runs if r["label"] == name]
         labels[name] = {"seeds": [r["seed"] for r in runs if r["label"] == name],
+                        "cpus": [r["cpu"] for r in runs if r["label"] == name],
                         "test_mean_px": round(statistics.fmean(finals), 3),
                         "test_mean_px_sd": round(statistics.stdev(finals), 3)
                         if len(finals) > 1 else None,
@@ -75,24 +82,26 @@ def plot(summary: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(8, 7), dpi=110)
     colours = dict(zip(summary["labels"], plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for run in summary["runs"]:
         xs = [p["cpu_minutes"] for p in run["curve"]]
         ys = [p["test_error_px"] for p in run["curve"]]
         ax.plot(xs, ys, marker="o", ms=3, lw=1.2, color=colours[run["label"]],
-                label=f"posed, {run['label']}, seed {run['seed']}")
+                ls="--" if run["cpu"].endswith("AVX2") else "-",
+                label=f"{run['label']}, seed {run['seed']}, {run['cpu']}")
     ax.axhline(HUMAN_PX, color="k", ls="--", lw=1, label=f"human labeller ({HUMAN_PX} px)")
     ax.plot(*DLC_RANDOM_INIT, "kx", ms=8, label="DeepLabCut 3.0.2, random init")
     ax.set_yscale("log")
     ax.set_xlabel("training CPU-minutes (2-core machine, one thread per run)")
     ax.set_ylabel("mean test error (px, 5 test frames)")
-    ax.set_title("openfield, mobilenet_v2_0.35 from random init")
+    ax.set_title("posed on openfield: mobilenet_v2_0.35 from random init")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    # below the axes: inside, it would hide the curves' start or DeepLabCut's point
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1)
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.95, bottom=0.4)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", bbox_inches="tight")
     plt.close(fig)
 
 
@@ -118,7 +127,7 @@ def main() -> int:
     plot(summary, args.plot)
     for name, agg in summary["labels"].items():
         print(f"{name}: test mean {agg['test_mean_px']} px (sd {agg['test_mean_px_sd']}, "
-              f"range {agg['test_mean_px_range']}) over seeds {agg['seeds']}")
+              f"range {agg['test_mean_px_range']}) over seeds {agg['seeds']} on {agg['cpus']}")
     print(f"written {args.out} and {args.plot}")
     return 0
 

@@ -168,6 +168,8 @@ class TrainConfig:
             sample either, at even odds). Crops away from the animal show the model the
             background it meets on whole frames at inference: centred crops alone never
             show it the far parts of a large frame, where it may then find a part.
+            ``hybrid`` is the default, as in DeepLabCut 3 (measured on openfield: see
+            benchmarks/RESULTS.md).
         locref_loss_weight: Weight of the location-refinement loss.
         seed: Seed for weights init, sample order and augmentation.
         num_workers: Data-loading worker processes (0 = in the training process).
@@ -190,7 +192,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     save_every: int = 10
     crop: tuple[int, int] | None = None
-    crop_sampling: str = "centred"
+    crop_sampling: str = "hybrid"
     locref_loss_weight: float = 0.1
     seed: int = 0
     num_workers: int = 0
