@@ -88,7 +88,7 @@ def plot(summary: dict, out: Path) -> None:
         xs = [p["cpu_minutes"] for p in run["curve"]]
         ys = [p["test_error_px"] for p in run["curve"]]
         ax.plot(xs, ys, marker="o", ms=3, lw=1.2, color=colours[run["label"]],
-                ls="--" if run["cpu"].endswith("AVX2") else "-",
+                ls={"AVX2": "--", "AMX": ":"}.get(run["cpu"].rsplit(" ", 1)[-1], "-"),
                 label=f"{run['label']}, seed {run['seed']}, {run['cpu']}")
     ax.axhline(HUMAN_PX, color="k", ls="--", lw=1, label=f"human labeller ({HUMAN_PX} px)")
     ax.plot(*DLC_RANDOM_INIT, "kx", ms=8, label="DeepLabCut 3.0.2, random init")
