@@ -59,6 +59,7 @@ def summarise(records: list[dict]) -> dict:
         test = _test_all(rec)
         runs.append({"label": label(rec), "seed": rec["resolved"]["seed"],
                      "cpu": f"{rec['machine'].get('cpu')} {simd(rec['machine'])}",
+                     "simd": simd(rec["machine"]),
                      "train_cpu_minutes": rec["train_cpu_minutes"],
                      "test_mean_px": round(test["error_px"], 3),
                      "test_median_px": round(test["median_px"], 3),
@@ -88,7 +89,7 @@ def plot(summary: dict, out: Path) -> None:
         xs = [p["cpu_minutes"] for p in run["curve"]]
         ys = [p["test_error_px"] for p in run["curve"]]
         ax.plot(xs, ys, marker="o", ms=3, lw=1.2, color=colours[run["label"]],
-                ls={"AVX2": "--", "AMX": ":"}.get(run["cpu"].rsplit(" ", 1)[-1], "-"),
+                ls={"AVX2": "--", "AMX": ":"}.get(run["simd"], "-"),
                 label=f"{run['label']}, seed {run['seed']}, {run['cpu']}")
     ax.axhline(HUMAN_PX, color="k", ls="--", lw=1, label=f"human labeller ({HUMAN_PX} px)")
     ax.plot(*DLC_RANDOM_INIT, "kx", ms=8, label="DeepLabCut 3.0.2, random init")
