@@ -27,6 +27,16 @@ def test_evaluate_openfield_writes_a_table(openfield_trained):
     assert (result.folder / "errors.csv").is_file()
 
 
+def test_evaluate_from_the_cli_notes_the_test_image_with_swapped_ears(openfield_trained, capsys):
+    """m4s1/img0102.png has its ear labels the other way round (tests/test_labelcheck.py):
+    the evaluation says that its error counts against the model."""
+    from posed.cli import main
+
+    assert main(["evaluate", str(openfield_trained), "-q"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "labeled-data/m4s1/img0102.png: leftear/rightear" in notes[0]
+
+
 REACHING = DLC_EXAMPLES / "Reaching-Mackenzie-2018-08-30"
 
 

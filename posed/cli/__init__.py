@@ -28,7 +28,8 @@ log = logging.getLogger("posed")
 
 # The order of `posed --help`, whichever module a command lives in.
 COMMANDS = (
-    offline.add_synth, offline.add_train, offline.add_evaluate, offline.add_analyze,
+    offline.add_synth, offline.add_train, offline.add_evaluate, offline.add_check_labels,
+    offline.add_analyze,
     offline.add_analyze_images, offline.add_create_tracking_dataset, models.add_export,
     models.add_import_dlc, live.add_serve, live.add_config, live.add_listen, live.add_keys,
     bench.add_bench, offline.add_filter, offline.add_label_video, offline.add_plot,

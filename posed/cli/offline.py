@@ -157,7 +157,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"(pcutoff {result.pcutoff}, PCK within {result.pck_px} px)")
     print(result.format())
     print(f"written to {result.folder}")
+    _note_mirrored(project)
     return 0
+
+
+def _note_mirrored(project: Any) -> None:
+    """A note on stderr for each labelled sample whose left/right pair looks swapped: the
+    errors above count it against the model."""
+    from posed.engines.project.labelcheck import check_project
+
+    for issue in check_project(project):
+        print(f"note: {issue.format()} (its error counts against the model; "
+              "posed check-labels)", file=sys.stderr)
+
+
+def cmd_check_labels(args: argparse.Namespace) -> int:
+    """labelled samples whose left/right pairs look swapped
+
+    Seen from above, an animal is never its own mirror image: a sample where a left/right
+    pair (from the config's flip_pairs or the names) turns against the body's midline parts
+    the other way from nearly all other samples is printed, one line each. Exit status 1 when
+    any sample is flagged. The project's files are not changed.
+    """
+    from posed.engines.project import load_project
+    from posed.engines.project.labelcheck import check_project
+    from posed.engines.training.settings import project_flip_pairs
+
+    project = load_project(args.project)
+    issues = check_project(project)
+    for issue in issues:
+        print(issue.format())
+    pairs = len(project_flip_pairs(project))
+    print(f"{project.name}: {len(issues)} sample(s) with a left/right pair in the mirror order "
+          f"({pairs} pair(s) checked)", file=sys.stderr)
+    return 1 if issues else 0
+
+
+def add_check_labels(sub: Any) -> None:
+    with command(sub, "check-labels", cmd_check_labels) as p:
+        p.add_argument("project", help="project folder or its config.yaml")
 
 
 def add_evaluate(sub: Any) -> None:
