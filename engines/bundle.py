@@ -58,6 +58,9 @@ class ModelBundle:
             (frames of another size must then be resized by the caller).
         source: Where the model came from (project, shuffle, snapshot, scorer, ...).
         export: How the weights were exported (options, opset, measured parity), if they were.
+        body_window: Half-size in pixels of the square around one animal's body that decoding
+            reads every part in (:func:`posed.engines.decoding.decode`); fitted to the labels
+            by posed's single-animal training, None for imported models (plain argmax).
         path: Bundle directory (not stored in the file).
     """
 
@@ -73,6 +76,7 @@ class ModelBundle:
     input_size: list[int] | None = None
     source: dict[str, Any] = field(default_factory=dict)
     export: dict[str, Any] = field(default_factory=dict)
+    body_window: float | None = None
     created: str = ""
     posed_version: str = posed.__version__
     format_version: int = FORMAT_VERSION
@@ -162,6 +166,9 @@ def _check_fields(data: dict[str, Any], meta_file: Path) -> None:
     for key in ("architecture", "source", "export"):
         if key in data and not isinstance(data[key], dict):
             raise bad(key, "a mapping")
+    window = data.get("body_window")
+    if window is not None and not (_is_number(window) and window > 0):
+        raise bad("body_window", "null or a positive number of pixels")
     size = data.get("input_size")
     if size is not None and not (isinstance(size, list) and len(size) == 2
                                  and all(isinstance(v, int) and v > 0 for v in size)):

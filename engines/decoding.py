@@ -15,6 +15,7 @@ before calling these functions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -93,11 +94,80 @@ def make_targets(
     }
 
 
+BODY_WINDOW_MARGIN = 1.25
+"""The body window's half-size over the largest labelled distance of a part from its sample's
+centre (openfield: 1.0-1.5 all move a snout found 395 px from the mouse back onto it, 2.0 does
+not; ``benchmarks/RESULTS.md``)."""
+
+
+def body_window_px(keypoints: Sequence[np.ndarray]) -> float | None:
+    """Half-size in pixels of the square :func:`decode` looks in for one animal's parts.
+
+    ``keypoints``: the training labels, K×2 per sample (NaN where not labelled). The window is
+    :data:`BODY_WINDOW_MARGIN` times the largest distance of a labelled part from the mean of
+    its sample's labelled parts; None (no window) without a sample with two labelled parts.
+    """
+    reach = 0.0
+    for kp in keypoints:
+        kp = np.asarray(kp, dtype=np.float64)
+        kp = kp[np.isfinite(kp).all(axis=1)]
+        if len(kp) >= 2:
+            reach = max(reach, float(np.linalg.norm(kp - kp.mean(axis=0), axis=1).max()))
+    return round(BODY_WINDOW_MARGIN * reach, 2) if reach > 0 else None
+
+
+def window_cells(window_px: float, stride: float) -> int:
+    """The body window's half-size in grid cells (at least one)."""
+    return max(int(np.ceil(window_px / stride)), 1)
+
+
+def window_blocks(radius: int) -> int:
+    """Cells per side of the blocks the body centre is searched on: the search runs on a grid
+    coarsened to about 8 blocks per window radius (a 61-cell max filter costs 10-100× the
+    decoding itself; 8 blocks do it in a fraction of a millisecond)."""
+    return max(radius // 8, 1)
+
+
+def window_from_centre(cy: np.ndarray, cx: np.ndarray, radius: int, block: int,
+                       h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows N×h and columns N×w inside the window around block centres (cy, cx); the window
+    grows by half a block, for where in its block the centre is."""
+    half = block // 2
+    fy, fx = cy * block + half, cx * block + half
+    rows = np.abs(np.arange(h)[None, :] - fy[:, None]) <= radius + half
+    cols = np.abs(np.arange(w)[None, :] - fx[:, None]) <= radius + half
+    return rows, cols
+
+
+def body_window(scores: np.ndarray, radius: int) -> np.ndarray:
+    """N×1×h×w: True inside the square of ``radius`` cells around each frame's body centre.
+
+    The centre is the block (:func:`window_blocks`) whose surrounding square holds the highest
+    sum over parts of each part's best score in it: where most parts are found together. A
+    single part's confident peak far from the rest cannot pull it away, and the parts are
+    then read inside it.
+    """
+    from scipy.ndimage import maximum_filter
+
+    n, k, h, w = scores.shape
+    b = window_blocks(radius)
+    hb, wb = -(-h // b), -(-w // b)
+    clean = np.full((n, k, hb * b, wb * b), -np.inf, dtype=np.float32)
+    clean[:, :, :h, :w] = np.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
+    blocks = clean.reshape(n, k, hb, b, wb, b).max(axis=(3, 5))
+    rb = radius // b
+    reach = maximum_filter(blocks, size=(1, 1, 2 * rb + 1, 2 * rb + 1), mode="nearest")
+    cy, cx = np.divmod(reach.sum(axis=1).reshape(n, hb * wb).argmax(axis=1), wb)
+    rows, cols = window_from_centre(cy, cx, radius, b, h, w)
+    return (rows[:, :, None] & cols[:, None, :])[:, None]
+
+
 def decode(
     scores: np.ndarray,
     locref: np.ndarray | None,
     stride: float,
     locref_stdev: float,
+    window: float | None = None,
 ) -> np.ndarray:
     """Turn score maps (and locref fields) into keypoints by argmax + refinement.
 
@@ -107,6 +177,10 @@ def decode(
         locref: N×2K×h×w offsets (interleaved x, y), or None to use cell centres only.
         stride: Input pixels per grid cell.
         locref_stdev: Scale the offsets were trained with.
+        window: One animal's body window half-size in pixels (a bundle's ``body_window``,
+            fitted by posed's training): each part is the best peak inside the
+            :func:`body_window`, not anywhere in the frame. None: plain argmax (DeepLabCut's
+            decoding, used for every imported model).
 
     Returns:
         N×K×3 float32 (x, y, likelihood) in input pixels. Non-finite score maps give NaN
@@ -117,6 +191,9 @@ def decode(
     flat = scores.reshape(n, k, h * w)
     finite = np.isfinite(flat).all(axis=2)
     flat = np.where(np.isfinite(flat), flat, -np.inf)
+    if window and k > 1:
+        inside = body_window(scores, window_cells(window, stride)).reshape(n, 1, h * w)
+        flat = np.where(inside, flat, -np.inf)
     idx = flat.argmax(axis=2)  # N×K
     row, col = np.divmod(idx, w)
     # Clipped: models trained with MSE (DeepLabCut 3) can overshoot 1 or undershoot 0.

@@ -95,8 +95,9 @@ def verify(kind: str, reference: Maps, exported: Maps, bundle: ModelBundle, out:
     if len(reference) != len(exported):
         raise ExportMismatchError(f"{out}: the export has {len(exported)} outputs, the native "
                                   f"model {len(reference)}")
-    ref_poses = decode(reference[0], reference[1], bundle.stride, bundle.locref_stdev)
-    got_poses = decode(exported[0], exported[1], bundle.stride, bundle.locref_stdev)
+    window = bundle.body_window
+    ref_poses = decode(reference[0], reference[1], bundle.stride, bundle.locref_stdev, window)
+    got_poses = decode(exported[0], exported[1], bundle.stride, bundle.locref_stdev, window)
     parity = compare_poses(ref_poses, got_poses)
     parity["max_score_diff"] = float(np.abs(reference[0] - exported[0]).max())
     parity["max_locref_px"] = float(np.abs(reference[1] - exported[1]).max() * bundle.locref_stdev)

@@ -34,11 +34,13 @@ def _maps(seed: int, n: int = 3, k: int = 4, h: int = 7, w: int = 9):
     return scores, locref
 
 
+@pytest.mark.parametrize("window", [None, 6.0, 30.0])
 @pytest.mark.parametrize("seed", range(4))
-def test_device_decoding_equals_the_shared_numpy_decoding(seed):
+def test_device_decoding_equals_the_shared_numpy_decoding(seed, window):
     scores, locref = _maps(seed)
-    want = decode(scores, locref, 4.0, 7.2801)
-    got = accel.decode_torch(torch.from_numpy(scores), torch.from_numpy(locref), 4.0, 7.2801).numpy()
+    want = decode(scores, locref, 4.0, 7.2801, window)
+    got = accel.decode_torch(torch.from_numpy(scores), torch.from_numpy(locref), 4.0, 7.2801,
+                             window).numpy()
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, equal_nan=True)
     assert got[1, 2].tolist()[2] == 0.0 and np.isnan(got[1, 2, :2]).all()

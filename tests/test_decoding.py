@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from posed.engines.decoding import TargetSpec, decode, make_targets
+from posed.engines.decoding import TargetSpec, body_window_px, decode, make_targets
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "plateau"])
@@ -49,3 +51,51 @@ def test_decode_nan_scores_give_nan_with_zero_likelihood():
 def test_unknown_target_kind_is_rejected():
     with pytest.raises(ValueError, match="not one of"):
         TargetSpec(kind="box")
+
+
+def _pose_maps(points, grid, stride, sigma=6.0):
+    spec = TargetSpec(sigma=sigma)
+    t = make_targets(np.asarray(points, float), grid, stride, spec)
+    return t["heatmap"][None] * 0.9, t["locref"][None], spec.locref_stdev
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(2, 6), stride=st.sampled_from([4, 8]),
+       window=st.floats(40.0, 160.0))
+def test_body_window_changes_nothing_when_the_parts_are_together(seed, k, stride, window):
+    """Invariant: parts found within a square of the window's size decode as with no window."""
+    rng = np.random.default_rng(seed)
+    grid = (480 // stride, 640 // stride)  # a 640x480 frame
+    edge = window / 4 + 10
+    centre = rng.uniform([edge, edge], [640 - edge, 480 - edge])
+    points = centre + rng.uniform(-window / 4, window / 4, (k, 2))
+    scores, locref, ls = _pose_maps(points, grid, stride)
+    scores += rng.uniform(0, 0.05, scores.shape).astype(np.float32)  # background clutter
+    plain = decode(scores, locref, stride, ls)
+    np.testing.assert_array_equal(decode(scores, locref, stride, ls, window), plain)
+
+
+def test_body_window_reads_a_part_near_the_body_not_its_far_confident_peak():
+    stride, grid = 4.0, (120, 160)  # a 640x480 frame
+    body = [[100, 100], [90, 92], [90, 108], [160, 100]]  # snout, ears, tail base
+    scores, locref, ls = _pose_maps(body, grid, stride)
+    decoy, _, _ = _pose_maps([[560, 420]], grid, stride)
+    scores[0, 0] = np.maximum(scores[0, 0] * 0.6, decoy[0, 0])  # snout: a brighter far peak
+    plain = decode(scores, locref, stride, ls)[0]
+    assert np.linalg.norm(plain[0, :2] - [560, 420]) < stride  # argmax alone takes the decoy
+    window = body_window_px([np.array(body, float)])
+    assert window == pytest.approx(1.25 * np.linalg.norm(np.array(body) - np.mean(body, 0),
+                                                         axis=1).max(), abs=0.01)
+    fixed = decode(scores, locref, stride, ls, window)[0]
+    np.testing.assert_allclose(fixed[:, :2], body, atol=1e-3)
+    assert 0.45 < fixed[0, 2] < plain[0, 2]  # the likelihood of the peak it read
+    np.testing.assert_array_equal(fixed[1:], plain[1:])
+
+
+def test_body_window_needs_two_labelled_parts():
+    assert body_window_px([np.array([[1.0, 2.0], [np.nan, np.nan]])]) is None
+    assert body_window_px([]) is None
+    one = np.zeros((1, 1, 10, 10), np.float32)
+    one[0, 0, 9, 9] = 1.0
+    # One body part: no window whatever the bundle says.
+    assert decode(one, None, 4.0, 1.0, 8.0)[0, 0].tolist() == [38.0, 38.0, 1.0]

@@ -56,6 +56,10 @@ def test_fp32_exports_match_the_native_model_on_every_test_frame(trained_project
     got = np.concatenate([runner.predict(frames[i:i + 7]) for i in range(0, len(frames), 7)])
     max_px, max_p = _parity(native, got)
     assert max_px <= 0.1 and max_p <= 1e-3, (max_px, max_p)
+    # The export decodes in the same body window as the trained model (fitted to its labels).
+    window = load_bundle(exports[name]).body_window
+    assert window is not None and window == runner.bundle.body_window == \
+        api.resolve_bundle(trained_project).body_window
 
 
 @pytest.mark.slow

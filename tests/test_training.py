@@ -165,3 +165,20 @@ def test_training_data_follows_the_split_and_refuses_unlabelled_training_images(
     with pytest.raises(ConfigError, match=f"{tmp_path}: split lists 'labeled-data/synth1/nothere.png', "
                                           "which has no labels"):
         load_training_data(project, 1, cfg, tmp_path)
+
+
+def test_trained_bundle_decodes_in_a_body_window_fitted_to_its_training_labels(trained_project):
+    from posed.engines import api
+    from posed.engines.decoding import BODY_WINDOW_MARGIN
+    from posed.engines.project import load_labels, load_project, load_split
+
+    project = load_project(trained_project)
+    labels = load_labels(project)
+    rows = [labels.images.index(img) for img in load_split(project, 1).train]
+    reach = max(float(np.linalg.norm(kp - np.nanmean(kp, axis=0), axis=1)[
+        np.isfinite(kp).all(axis=1)].max()) for kp in labels.keypoints[rows]
+        if np.isfinite(kp).all(axis=1).sum() >= 2)
+    window = api.resolve_bundle(trained_project).body_window
+    assert window == pytest.approx(BODY_WINDOW_MARGIN * reach, abs=0.01)
+    # The synthetic animals are small in their 128x128 frames: the window is not the frame.
+    assert 10 < window < 64

@@ -136,7 +136,8 @@ class OpenVinoRunner(_Compiled, PoseRunner):
 
     def _forward(self, frames: np.ndarray) -> np.ndarray:
         scores, locref = self._run(frames)
-        return decode(scores, locref, self.bundle.stride, self.bundle.locref_stdev)
+        return decode(scores, locref, self.bundle.stride, self.bundle.locref_stdev,
+                      self.bundle.body_window)
 
 
 class OpenVinoMultiAnimalRunner(_Compiled, MultiAnimalRunner):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from posed.engines.cpu import cpu_flags
+from posed.engines.decoding import window_blocks, window_cells
 from posed.errors import CapabilityError, ConfigError, ModelLoadError, reason
 
 if TYPE_CHECKING:
@@ -131,13 +132,36 @@ def resolve_precision(requested: str, device: torch.device,
 
 # ----------------------------------------------------------------------------- decoding
 
+def body_window_torch(scores: torch.Tensor, radius: int) -> torch.Tensor:
+    """:func:`posed.engines.decoding.body_window` on tensors: N×1×h×w, True inside."""
+    pool = torch.nn.functional.max_pool2d
+    n, _, h, w = scores.shape
+    b = window_blocks(radius)
+    clean = torch.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
+    # Both pools pad with -inf, which a max ignores: the same as the numpy version's padding
+    # and edge mode.
+    blocks = pool(clean, b, stride=b, ceil_mode=True)
+    rb = radius // b
+    reach = pool(blocks, 2 * rb + 1, stride=1, padding=rb)
+    wb = blocks.shape[-1]
+    centre = reach.sum(dim=1).reshape(n, -1).argmax(dim=1)
+    cy = torch.div(centre, wb, rounding_mode="floor")
+    cx = centre - cy * wb
+    half = b // 2
+    fy, fx = cy * b + half, cx * b + half
+    rows = (torch.arange(h, device=scores.device)[None, :] - fy[:, None]).abs() <= radius + half
+    cols = (torch.arange(w, device=scores.device)[None, :] - fx[:, None]).abs() <= radius + half
+    return (rows[:, :, None] & cols[:, None, :])[:, None]
+
+
 def decode_torch(scores: torch.Tensor, locref: torch.Tensor | None, stride: float,
-                 locref_stdev: float) -> torch.Tensor:
+                 locref_stdev: float, window: float | None = None) -> torch.Tensor:
     """:func:`posed.engines.decoding.decode` on tensors, on whatever device they live.
 
     Args:
         scores: N×K×h×w scores (any float dtype; read in fp32).
         locref: N×2K×h×w interleaved offsets, or None.
+        window: The bundle's body window in pixels, or None (see ``decode``).
 
     Returns:
         float32 N×K×3 (x, y, likelihood); non-finite maps give NaN, NaN, 0.
@@ -148,6 +172,9 @@ def decode_torch(scores: torch.Tensor, locref: torch.Tensor | None, stride: floa
     finite_cells = torch.isfinite(flat)
     finite = finite_cells.all(dim=2)
     flat = torch.where(finite_cells, flat, torch.full_like(flat, float("-inf")))
+    if window and k > 1:
+        inside = body_window_torch(scores, window_cells(window, stride)).reshape(n, 1, h * w)
+        flat = flat.masked_fill(~inside, float("-inf"))
     peak, idx = flat.max(dim=2)
     # max() returns the first maximal index, as numpy's argmax does.
     likelihood = peak.clamp(0.0, 1.0)
@@ -249,17 +276,19 @@ class FastForward:
         dtype: Compute dtype (see :func:`resolve_precision`).
         channels_last: Run convolutions in NHWC memory format.
         cuda_graphs: Replay captured graphs per shape (CUDA only).
-        stride, locref_stdev: The bundle's decoding constants.
+        stride, locref_stdev, window: The bundle's decoding constants.
     """
 
     def __init__(self, model: Any, device: torch.device, dtype: torch.dtype, *,
                  channels_last: bool, cuda_graphs: bool, stride: float, locref_stdev: float,
+                 window: float | None = None,
                  capture: Callable[[Replay, torch.Tensor], Replay] = capture_cuda_graph) -> None:
         self.device = device
         self.dtype = dtype
         self.channels_last = channels_last
         self.stride = stride
         self.locref_stdev = locref_stdev
+        self.window = window
         model = model.to(device=device).eval()
         if dtype == torch.float16:
             # fp16 weights and activations; bf16 on CPU runs under autocast instead so that
@@ -284,7 +313,7 @@ class FastForward:
         else:
             heat, locref = self.model(x)
         scores = self.model.probabilities(heat.float())
-        return decode_torch(scores, locref, self.stride, self.locref_stdev)
+        return decode_torch(scores, locref, self.stride, self.locref_stdev, self.window)
 
     def _to_device(self, frames: Any) -> torch.Tensor:
         host = torch.from_numpy(frames)

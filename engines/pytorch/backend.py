@@ -101,7 +101,7 @@ class TorchRunner(OpenMPHandoff, PoseRunner):
         channels_last = cuda if channels_last is None else bool(channels_last)
         self.fast = FastForward(model, device, dtype, channels_last=channels_last,
                                 cuda_graphs=cuda_graphs, stride=model.stride,
-                                locref_stdev=bundle.locref_stdev)
+                                locref_stdev=bundle.locref_stdev, window=bundle.body_window)
         self.model = self.fast.model
         self.device = device
         self.precision = describe(dtype, channels_last, self.fast.pool is not None)
@@ -166,7 +166,7 @@ class TorchScriptRunner(OpenMPHandoff, PoseRunner):
         except RuntimeError as exc:
             raise InferenceError(f"torchscript forward failed: {str(exc).splitlines()[0]}") from exc
         return decode(scores.float().cpu().numpy(), locref.float().cpu().numpy(),
-                      self.bundle.stride, self.bundle.locref_stdev)
+                      self.bundle.stride, self.bundle.locref_stdev, self.bundle.body_window)
 
 
 def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
@@ -190,17 +190,19 @@ def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
 
 # ----------------------------------------------------------------------------- training
 
-def _bundle_for(project: Project, shuffle: int, cfg: TrainConfig, model: PoseNet, epoch: int) -> ModelBundle:
+def _bundle_for(project: Project, shuffle: int, cfg: TrainConfig, model: PoseNet, epoch: int,
+                window: float | None) -> ModelBundle:
     return ModelBundle(
         engine=ENGINE, format="safetensors", bodyparts=list(project.bodyparts),
         architecture={"net": cfg.net, "output_stride": cfg.output_stride, "head": model.head,
                       "timm_model": TIMM_NAMES[cfg.net], "score": model.score},
         stride=float(model.stride), locref_stdev=cfg.target.locref_stdev,
-        source=bundle_source(project, shuffle, cfg, epoch),
+        source=bundle_source(project, shuffle, cfg, epoch), body_window=window,
     )
 
 
-def _predict(model: PoseNet, images: list[np.ndarray], locref_stdev: float) -> np.ndarray:
+def _predict(model: PoseNet, images: list[np.ndarray], locref_stdev: float,
+             window: float | None = None) -> np.ndarray:
     """N×K×3 poses of ``model`` on full images (one at a time: sizes may differ); leaves the
     model in eval mode."""
     model.eval()
@@ -210,15 +212,15 @@ def _predict(model: PoseNet, images: list[np.ndarray], locref_stdev: float) -> n
             heat, loc = model(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
                               .float())
             out.append(decode(model.probabilities(heat).numpy(), loc.numpy(), model.stride,
-                              locref_stdev)[0])
+                              locref_stdev, window)[0])
     return np.stack(out) if out else np.zeros((0, 0, 3))
 
 
 def _mean_error(model: PoseNet, images: list[np.ndarray], keypoints: list[np.ndarray],
-                locref_stdev: float) -> float:
+                locref_stdev: float, window: float | None = None) -> float:
     """Mean pixel error of ``model`` on full images (NaN when nothing is labelled)."""
     errs = []
-    for pred, kp in zip(_predict(model, images, locref_stdev), keypoints):
+    for pred, kp in zip(_predict(model, images, locref_stdev, window), keypoints):
         d = np.linalg.norm(pred[:, :2] - kp, axis=1)
         errs.extend(d[np.isfinite(d)].tolist())
     model.train()
@@ -248,14 +250,16 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
         return pose_loss(heat, locref, batch, cfg.locref_loss_weight)
 
     def before_epoch(epoch: int) -> None:
-        pseudo.before_epoch(epoch, lambda ims: _predict(model, ims, cfg.target.locref_stdev))
+        pseudo.before_epoch(epoch, lambda ims: _predict(model, ims, cfg.target.locref_stdev,
+                                                        data.body_window))
 
     return run_training(
         project, shuffle, cfg, folder, existing, resume, progress, model,
         maker if pseudo is None else pseudo.samples, step,
         test_error=lambda: _mean_error(model, data.test_images, data.test_keypoints,
-                                       cfg.target.locref_stdev),
-        bundle_for=lambda epoch: _bundle_for(project, shuffle, cfg, model, epoch),
+                                       cfg.target.locref_stdev, data.body_window),
+        bundle_for=lambda epoch: _bundle_for(project, shuffle, cfg, model, epoch,
+                                             data.body_window),
         before_epoch=None if pseudo is None else before_epoch)
 
 

@@ -113,7 +113,7 @@ class TFRunner(PoseRunner):
         # decode() takes the PyTorch layout (N×K×h×w); the Keras heads are channels-last.
         return decode(np.transpose(probs.numpy(), (0, 3, 1, 2)),
                       np.transpose(locref.numpy(), (0, 3, 1, 2)), self.stride,
-                      self.bundle.locref_stdev)
+                      self.bundle.locref_stdev, self.bundle.body_window)
 
 
 class SavedModelRunner(PoseRunner):
@@ -157,7 +157,8 @@ class SavedModelRunner(PoseRunner):
                 scores, locref = self.function(tf.convert_to_tensor(frames))
         except (tf.errors.OpError, ValueError, TypeError) as exc:
             raise InferenceError(f"savedmodel forward failed: {str(exc).splitlines()[0]}") from exc
-        return decode(scores.numpy(), locref.numpy(), self.bundle.stride, self.bundle.locref_stdev)
+        return decode(scores.numpy(), locref.numpy(), self.bundle.stride, self.bundle.locref_stdev,
+                      self.bundle.body_window)
 
 
 def load_runner(bundle: ModelBundle, **options: Any) -> PoseRunner:
@@ -227,33 +228,35 @@ def _load_resume_state(path: Path, optimizer: "keras.optimizers.Optimizer") -> i
     return int(meta["epoch"])
 
 
-def _bundle_for(project: Project, shuffle: int, cfg: TrainConfig, epoch: int) -> ModelBundle:
+def _bundle_for(project: Project, shuffle: int, cfg: TrainConfig, epoch: int,
+                window: float | None) -> ModelBundle:
     ctor, kwargs = KERAS_NETS[cfg.net]
     return ModelBundle(
         engine=ENGINE, format="safetensors", bodyparts=list(project.bodyparts),
         architecture={"net": cfg.net, "output_stride": cfg.output_stride, "head": HEAD,
                       "keras_model": ctor, **kwargs, "score": "sigmoid", "layout": "channels_last"},
         stride=cfg.output_stride / 2, locref_stdev=cfg.target.locref_stdev,
-        source=bundle_source(project, shuffle, cfg, epoch),
+        source=bundle_source(project, shuffle, cfg, epoch), body_window=window,
     )
 
 
 def _poses(predict: Any, images: list[np.ndarray], stride: float,
-           locref_stdev: float) -> np.ndarray:
+           locref_stdev: float, window: float | None = None) -> np.ndarray:
     """N×K×3 poses on full images (one at a time: sizes may differ)."""
     out = []
     for img in images:
         probs, loc = predict(tf.convert_to_tensor(img[None]))
         out.append(decode(np.transpose(probs.numpy(), (0, 3, 1, 2)),
-                          np.transpose(loc.numpy(), (0, 3, 1, 2)), stride, locref_stdev)[0])
+                          np.transpose(loc.numpy(), (0, 3, 1, 2)), stride, locref_stdev,
+                          window)[0])
     return np.stack(out) if out else np.zeros((0, 0, 3))
 
 
 def _mean_error(predict: Any, images: list[np.ndarray], keypoints: list[np.ndarray],
-                stride: float, locref_stdev: float) -> float:
+                stride: float, locref_stdev: float, window: float | None = None) -> float:
     """Mean pixel error on full images (NaN when nothing is labelled)."""
     errs = []
-    for pred, kp in zip(_poses(predict, images, stride, locref_stdev), keypoints):
+    for pred, kp in zip(_poses(predict, images, stride, locref_stdev, window), keypoints):
         d = np.linalg.norm(pred[:, :2] - kp, axis=1)
         errs.extend(d[np.isfinite(d)].tolist())
     return float(np.mean(errs)) if errs else float("nan")
@@ -308,7 +311,8 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
         totals, lr = np.zeros(3), cfg.lr
         if pseudo is not None:
             pseudo.before_epoch(epoch, lambda ims: _poses(predict, ims, stride,
-                                                          cfg.target.locref_stdev))
+                                                          cfg.target.locref_stdev,
+                                                          data.body_window))
         for step, batch in enumerate(_dataset(samples, cfg, epoch, drop_last)):
             lr = lr_at(cfg, epoch + step / steps_per_epoch)
             optimizer.learning_rate = lr
@@ -317,7 +321,7 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
         return totals / steps_per_epoch, lr
 
     def save(epoch: int) -> None:
-        write_snapshot(folder, epoch, _bundle_for(project, shuffle, cfg, epoch),
+        write_snapshot(folder, epoch, _bundle_for(project, shuffle, cfg, epoch, data.body_window),
                        lambda path: save_weights(model, path, metadata={
                            "epoch": str(epoch), "net": cfg.net, "engine": ENGINE}),
                        lambda path: _save_resume_state(path, optimizer, epoch))
@@ -327,7 +331,7 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
         restore=lambda snapshot: load_weights(model, snapshot),
         load_state=lambda path: _load_resume_state(path, optimizer), train_epoch=train_epoch,
         test_error=lambda: _mean_error(predict, data.test_images, data.test_keypoints, stride,
-                                       cfg.target.locref_stdev),
+                                       cfg.target.locref_stdev, data.body_window),
         save_snapshot=save)
 
 

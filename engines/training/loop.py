@@ -155,6 +155,13 @@ class TrainingData:
     test_keypoints: list[np.ndarray]
     labelled: tuple[str, ...] = ()  # every labelled image of the project (train and test)
 
+    @property
+    def body_window(self) -> float | None:
+        """The decoding window fitted to the training labels (a bundle's ``body_window``)."""
+        from posed.engines.decoding import body_window_px
+
+        return body_window_px(self.keypoints)
+
 
 def split_rows(project: Any, shuffle: int, labelled: Sequence[str],
                 where: Path) -> tuple[list[int], list[int]]:
