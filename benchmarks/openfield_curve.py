@@ -63,6 +63,10 @@ def summarise(records: list[dict]) -> dict:
                      "train_cpu_minutes": rec["train_cpu_minutes"],
                      "test_mean_px": round(test["error_px"], 3),
                      "test_median_px": round(test["median_px"], 3),
+                     # Against labels with posed check-labels' flagged pairs swapped back
+                     # (records from before the check have none).
+                     "test_mean_px_labels_swapped_back":
+                         rec.get("labels_swapped_back", {}).get("test_error_px"),
                      "pck": {k: test[k] for k in test if k.startswith("pck@")},
                      "curve": rec["curve"]})
     labels = {}
