@@ -96,8 +96,8 @@ def make_targets(
 
 BODY_WINDOW_MARGIN = 1.25
 """The body window's half-size over the largest labelled distance of a part from its sample's
-centre (openfield: 1.0-1.5 all move a snout found 395 px from the mouse back onto it, 2.0 does
-not; ``benchmarks/RESULTS.md``)."""
+centre (openfield: 1.0-1.5 all move a left ear found 395 px from the mouse back onto it, 2.0
+does not; ``benchmarks/RESULTS.md``)."""
 
 
 def body_window_px(keypoints: Sequence[np.ndarray]) -> float | None:
@@ -123,8 +123,8 @@ def window_cells(window_px: float, stride: float) -> int:
 
 def window_blocks(radius: int) -> int:
     """Cells per side of the blocks the body centre is searched on: the search runs on a grid
-    coarsened to about 8 blocks per window radius (a 61-cell max filter costs 10-100× the
-    decoding itself; 8 blocks do it in a fraction of a millisecond)."""
+    coarsened to about 8 blocks per window radius (in torch on a CPU, a 61-cell max pool took
+    over 200 ms per 640x480 frame; on the coarse grid the whole window adds 1-2 ms)."""
     return max(radius // 8, 1)
 
 
