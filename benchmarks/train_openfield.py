@@ -1,6 +1,7 @@
 """Benchmark: train and evaluate on DeepLabCut's openfield example project (not a test).
 
-Copies ``../shared/data/dlc-examples/openfield-Pranav-2018-10-30`` to a work folder, trains
+Copies ``../shared/data/dlc-examples/openfield-Pranav-2018-10-30`` (or ``--project DIR``,
+e.g. the Reaching example) to a work folder, trains
 shuffle 1 from the command line's settings, evaluates it, and writes a JSON record (machine,
 versions, settings, wall times, per-body-part errors) to ``benchmarks/results/``.
 
@@ -10,6 +11,7 @@ into this repository.
 
     python benchmarks/train_openfield.py                       # posed's recipe for random init
     python benchmarks/train_openfield.py --epochs 60 --lr 3e-3  # any setting overrides it
+    python benchmarks/train_openfield.py --project ../shared/data/dlc-examples/Reaching-Mackenzie-2018-08-30
 
 Settings not given come from the training recipe (``recipe: auto``: ``scratch`` without
 pretrained weights). The test error at every ``--save-every`` epochs, against the CPU time
@@ -87,6 +89,8 @@ def labels_swapped_back(project, result) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--project", type=Path, default=DATA,
+                    help="DeepLabCut project to copy and train (default: openfield)")
     ap.add_argument("--net", default="mobilenet_v2_0.35")
     ap.add_argument("--epochs", type=int, help="default: the recipe's")
     ap.add_argument("--output-stride", type=int, help="default: the recipe's")
@@ -101,14 +105,15 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, help="keep the trained project here (default: temp)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "train_openfield.json")
     args = ap.parse_args()
-    if not DATA.is_dir():
-        print(f"error: {DATA}: example data not found", file=sys.stderr)
+    data = args.project.resolve()
+    if not (data / "config.yaml").is_file():
+        print(f"error: {data / 'config.yaml'}: example project not found", file=sys.stderr)
         return 1
     work = args.workdir or Path(tempfile.mkdtemp(prefix="posed-openfield-"))
-    proj_dir = work / DATA.name
+    proj_dir = work / data.name
     if proj_dir.exists():
         shutil.rmtree(proj_dir)
-    shutil.copytree(DATA, proj_dir)
+    shutil.copytree(data, proj_dir)
     for p in proj_dir.rglob("*"):
         p.chmod(p.stat().st_mode | 0o200)  # shared/ is read-only; the copy must be writable
     project = load_project(proj_dir)
@@ -132,7 +137,7 @@ def main() -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "threads": torch_threads(),
-        "data": str(DATA.name),
+        "data": data.name,
         "settings": settings,
         "resolved": yaml.safe_load((folder / "train_config.yaml").read_text()),
         "pretrained": False,
