@@ -145,9 +145,12 @@ def load_model(source: "str | Path | ModelBundle", engine: "str | Engine | None"
     (:func:`~posed.engines.autoprecision.auto_runtime`), else from the bundle itself.
     ``options`` go to the engine's runner (``device``, ``threads``, ``provider``, ...);
     ``layout`` and ``dlc`` choose a project's shuffle as :func:`resolve_bundle` says.
+    ``flip_test=True`` (and optional ``flip_pairs``, name pairs) wraps the runner in a
+    :class:`~posed.engines.fliptest.FlipTestRunner`.
     """
     from posed.engines.autoprecision import auto_runtime
 
+    flip_test, flip_pairs = options.pop("flip_test", False), options.pop("flip_pairs", None)
     bundle = resolve_bundle(source, engine, shuffle=shuffle, snapshot=snapshot, layout=layout,
                             **(dlc or {}))
     engine, options = auto_runtime(bundle, engine, options)
@@ -162,7 +165,16 @@ def load_model(source: "str | Path | ModelBundle", engine: "str | Engine | None"
         raise CapabilityError(f"{bundle.path}: top-down models (detector + pose model) run on "
                               f"engines {', '.join(e.value for e in TOPDOWN_ENGINES)}, not "
                               f"'{eng.value}'")
-    return capability(eng, "load_runner")(bundle, **options)
+    runner = capability(eng, "load_runner")(bundle, **options)
+    if not flip_test:
+        return runner
+    from posed.engines.fliptest import FlipTestRunner
+
+    try:
+        return FlipTestRunner(runner, flip_pairs)
+    except Exception:
+        runner.close()
+        raise
 
 
 def _with_snapshot(bundle: ModelBundle, snapshot: int | str) -> ModelBundle:

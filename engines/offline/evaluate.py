@@ -123,10 +123,12 @@ def _labelled_sets(split: Any, index: dict[str, int]) -> Iterator[tuple[str, lis
 
 
 def _output_folder(runner: Any, model_folder: Path) -> Path:
-    """``<model folder>/evaluation/snapshot-NNN`` (or the bundle's snapshot name)."""
+    """``<model folder>/evaluation/snapshot-NNN`` (or the bundle's snapshot name), with
+    ``-flip`` for a flip-tested runner (its results never overwrite the plain ones)."""
     snapshot = runner.bundle.source.get("snapshot", "model")
+    name = f"snapshot-{int(snapshot):03d}" if isinstance(snapshot, int) else str(snapshot)
     return model_folder / "evaluation" / (
-        f"snapshot-{int(snapshot):03d}" if isinstance(snapshot, int) else str(snapshot))
+        name + "-flip" if runner.bundle.source.get("flip_test") else name)
 
 
 def _write_results(folder: Path, table: pd.DataFrame, pcutoff: float, pck_px: float,

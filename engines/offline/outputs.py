@@ -20,6 +20,7 @@ def output_metadata(runner: PoseRunner, **extra: object) -> dict:
         "posed_version": posed.__version__,
         "engine": runner.engine,
         "precision": getattr(runner, "precision", None),
+        **_flip(runner),
         "scorer": bundle.scorer,
         "bodyparts": list(bundle.bodyparts),
         "model": {"path": str(bundle.path) if bundle.path else None,
@@ -39,7 +40,13 @@ def run_signature(runner: PoseRunner, video: Path, csv: bool) -> dict:
     return {"weights": [w.get("sha256") for w in runner.bundle.weights], "engine": runner.engine,
             "precision": getattr(runner, "precision", None),
             "format": runner.bundle.format, "video_size": stat.st_size,
-            "video_mtime_ns": stat.st_mtime_ns, "csv": csv}
+            "video_mtime_ns": stat.st_mtime_ns, "csv": csv, **_flip(runner)}
+
+
+def _flip(runner: PoseRunner) -> dict:
+    """``flip_test: true`` for a flip-tested runner; nothing otherwise, so the signatures of
+    outputs written before flip tests existed still match."""
+    return {"flip_test": True} if getattr(runner, "flip_test", False) else {}
 
 
 def already_done(h5: Path, signature: dict, csv: bool) -> dict | None:

@@ -150,8 +150,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"--pck-thresholds: {exc}") from None
     project = load_project(args.project)
+    runner_options = {"flip_test": True, "flip_pairs": _flip_pairs(project)} \
+        if args.flip_test else None
     result = api.evaluate_network(project, args.shuffle, args.engine, snapshot=args.snapshot,
-                                  layout=args.layout, pcutoff=args.pcutoff, pck_px=args.pck,
+                                  layout=args.layout, runner_options=runner_options,
+                                  pcutoff=args.pcutoff, pck_px=args.pck,
                                   pck_thresholds=args.pck_thresholds, plots=args.plots)
     print(f"evaluation of {project.name} shuffle {args.shuffle} "
           f"(pcutoff {result.pcutoff}, PCK within {result.pck_px} px)")
@@ -159,6 +162,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"written to {result.folder}")
     _note_mirrored(project)
     return 0
+
+
+def _flip_pairs(project: Any) -> list[tuple[str, str]]:
+    """The project's left/right pairs by name (its ``flip_pairs``, else found in the names)."""
+    from posed.engines.training.settings import project_flip_pairs
+
+    parts = list(project.bodyparts)
+    return [(parts[a], parts[b]) for a, b in project_flip_pairs(project)]
 
 
 def _note_mirrored(project: Any) -> None:
@@ -198,6 +209,14 @@ def add_check_labels(sub: Any) -> None:
         p.add_argument("project", help="project folder or its config.yaml")
 
 
+def add_flip_test(p: argparse.ArgumentParser) -> None:
+    """``--flip-test``: infer each frame and its mirror image, fuse the two poses."""
+    p.add_argument("--flip-test", action="store_true",
+                   help="also infer each image mirrored left to right (left/right parts "
+                   "swapped: the project's flip_pairs, else pairs found in the names) and fuse "
+                   "the two poses; twice the inference time (single-animal models)")
+
+
 def add_evaluate(sub: Any) -> None:
     with command(sub, "evaluate", cmd_evaluate) as p:
         p.add_argument("project", help="project folder or its config.yaml")
@@ -209,6 +228,7 @@ def add_evaluate(sub: Any) -> None:
         p.add_argument("--plots", action="store_true", help="also write error-per-bodypart.png "
                        "and test-images/ (labels and predictions drawn on each test image); "
                        "needs the 'plots' extra")
+        add_flip_test(p)
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -277,10 +297,25 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def _runner_options(args: argparse.Namespace) -> dict:
     """The runner options of ``analyze``: the device, and the precision only when asked (an
     engine without precisions refuses the option)."""
-    options = {"device": args.device}
+    options: dict[str, Any] = {"device": args.device}
     if args.precision is not None:
         options["precision"] = args.precision
+    if args.flip_test:
+        options["flip_test"] = True
+        project = _project_of(args.source)
+        if project is not None:
+            options["flip_pairs"] = _flip_pairs(project)
     return options
+
+
+def _project_of(source: str) -> Any:
+    """The project ``source`` names, or None for a model bundle."""
+    from posed.engines.project import load_project
+
+    path = Path(source)
+    if path.name == "config.yaml" or (path / "config.yaml").is_file():
+        return load_project(path)
+    return None
 
 
 def _dynamic(text: str | None) -> tuple[bool, float, float] | None:
@@ -328,6 +363,7 @@ def add_analyze(sub: Any) -> None:
                        help="dynamic cropping: infer each frame on the box around the previous "
                        "frame's body parts with likelihood >= PCUTOFF, grown by MARGIN pixels; "
                        "the whole frame when none (default 0.5,10, as DeepLabCut-Live)")
+        add_flip_test(p)
         p.add_argument("--workers", type=positive, default=1,
                        help="analyse this many videos at once in worker processes, each "
                        "with cores/N inference threads (1: in this process)")
