@@ -15,7 +15,9 @@ into this repository.
 
 Settings not given come from the training recipe (``recipe: auto``: ``scratch`` without
 pretrained weights). The test error at every ``--save-every`` epochs, against the CPU time
-spent so far, is the record's ``curve``.
+spent so far, is the record's ``curve``. Each run is evaluated again with test-time flips
+(``posed evaluate --flip-test``): the record's ``flip_test``. ``--flip-only`` adds that to an
+existing record from the model kept in ``--workdir``, without training.
 """
 
 from __future__ import annotations
@@ -87,6 +89,40 @@ def labels_swapped_back(project, result) -> dict:
             "test_median_px": round(float(np.median(d)), 3)}
 
 
+def flip_test(project) -> dict:
+    """Test-set figures of ``posed evaluate --flip-test`` on the trained shuffle 1, as given
+    and with flagged left/right labels swapped back."""
+    from posed.engines.training.settings import project_flip_pairs
+
+    parts = list(project.bodyparts)
+    pairs = [(parts[a], parts[b]) for a, b in project_flip_pairs(project)]
+    t0 = time.perf_counter()
+    result = api.evaluate_network(project, 1, "pytorch",
+                                  runner_options={"flip_test": True, "flip_pairs": pairs})
+    test = result.table.loc[("test", "all")]
+    return {"pairs": pairs, "evaluate_seconds": round(time.perf_counter() - t0, 1),
+            "test_error_px": round(float(test["error_px"]), 3),
+            "test_median_px": round(float(test["median_px"]), 3),
+            "test_pck@2": round(float(test["pck@2"]), 3),
+            "test_pck@5": round(float(test["pck@5"]), 3),
+            "errors": json.loads(result.table.reset_index().to_json(orient="records")),
+            "labels_swapped_back": labels_swapped_back(project, result)}
+
+
+def add_flip_test(work: Path, data: Path, out: Path) -> int:
+    """``--flip-only``: the flip-test figures of the model kept in ``work``, into ``out``."""
+    proj_dir = work / data.name
+    if not (proj_dir / "config.yaml").is_file() or not out.is_file():
+        print(f"error: --flip-only needs the kept project {proj_dir} and the record {out}",
+              file=sys.stderr)
+        return 1
+    record = json.loads(out.read_text())
+    record["flip_test"] = flip_test(load_project(proj_dir))
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+    print(f"flip test: {record['flip_test']['test_error_px']:.2f} px; written {out}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--project", type=Path, default=DATA,
@@ -104,11 +140,19 @@ def main() -> int:
     ap.add_argument("--train-config", type=Path, help="YAML of further training settings")
     ap.add_argument("--workdir", type=Path, help="keep the trained project here (default: temp)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "train_openfield.json")
+    ap.add_argument("--flip-only", action="store_true",
+                    help="no training: add the flip-test figures of the model kept in "
+                    "--workdir to the record --out")
     args = ap.parse_args()
     data = args.project.resolve()
     if not (data / "config.yaml").is_file():
         print(f"error: {data / 'config.yaml'}: example project not found", file=sys.stderr)
         return 1
+    if args.flip_only:
+        if args.workdir is None:
+            print("error: --flip-only needs --workdir", file=sys.stderr)
+            return 1
+        return add_flip_test(args.workdir, data, args.out)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="posed-openfield-"))
     proj_dir = work / data.name
     if proj_dir.exists():
@@ -151,6 +195,7 @@ def main() -> int:
         "pck_px": result.pck_px,
         "errors": json.loads(table.to_json(orient="records")),
         "labels_swapped_back": labels_swapped_back(project, result),
+        "flip_test": flip_test(project),
         "learning_stats": (folder / "learning_stats.csv").read_text(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

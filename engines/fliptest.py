@@ -4,9 +4,12 @@ poses are fused.
 The mirrored frame's pose is mapped back (x → W − 1 − x, the pixel-centre convention of the
 labels and of training's flip augmentation) with each left/right pair swapped, so both poses
 name the same parts in the same frame. Per part, two estimates within ``agree_px`` of each
-other are averaged, weighted by likelihood; farther apart, the more likely one is kept. The
-likelihood is the mean of both: what a mean of the two score maps would read at the peak,
-so a part only one view finds comes out less sure than one both find.
+other are averaged, weighted by likelihood, with the mean of both likelihoods. Farther apart,
+the plain frame's estimate stands as it is: the mirror image refines, it never overrides. A
+model trained without flips can misread a mirrored animal entirely (on openfield one put the
+snout at the tail, confidently enough to win a more-likely-wins rule), and the plain view is
+the one a model is trained on. A part only the mirror image finds takes its position at
+half its likelihood.
 
 It costs a second forward pass per frame, so it is for offline analysis and evaluation
 (``--flip-test``), not the daemon. It suits views where a mirrored animal is a plausible
@@ -57,23 +60,21 @@ def mirror_back(poses: np.ndarray, width: int, order: np.ndarray) -> np.ndarray:
     return out
 
 
-def fuse(a: np.ndarray, b: np.ndarray, agree_px: float) -> np.ndarray:
-    """Per part, the likelihood-weighted mean of two N×K×3 estimates that agree within
-    ``agree_px``, else the more likely one; the likelihood is the mean of both. A part one
-    estimate lacks (NaN) takes the other's position."""
-    pa, pb = a[..., 2], b[..., 2]
-    dist = np.linalg.norm(a[..., :2] - b[..., :2], axis=-1)
+def fuse(plain: np.ndarray, mirrored: np.ndarray, agree_px: float) -> np.ndarray:
+    """Per part of two N×K×3 estimates: the likelihood-weighted mean (likelihood: the mean of
+    both) where they agree within ``agree_px``; elsewhere ``plain``, or where it is missing
+    (NaN), ``mirrored`` at half its likelihood."""
+    pa, pb = plain[..., 2], mirrored[..., 2]
+    dist = np.linalg.norm(plain[..., :2] - mirrored[..., :2], axis=-1)
     agree = np.isfinite(dist) & (dist <= agree_px)
     total = pa + pb
     # Both at likelihood 0 and agreeing: the plain mean.
-    wa = np.where(total > 0, pa / np.where(total > 0, total, 1.0), 0.5)
-    mean_xy = wa[..., None] * a[..., :2] + (1.0 - wa[..., None]) * b[..., :2]
-    a_better = (pa >= pb) | ~np.isfinite(b[..., 0])
-    a_better &= np.isfinite(a[..., 0])
-    pick_xy = np.where(a_better[..., None], a[..., :2], b[..., :2])
-    out = np.empty_like(a)
-    out[..., :2] = np.where(agree[..., None], mean_xy, pick_xy)
-    out[..., 2] = 0.5 * (pa + pb)
+    wa = np.where(total > 0, pa / np.where(total > 0, total, 1.0), 0.5)[..., None]
+    only_mirror = ~np.isfinite(plain[..., 0]) & np.isfinite(mirrored[..., 0])
+    out = plain.copy()
+    out[..., :2] = np.where(agree[..., None], wa * plain[..., :2] + (1 - wa) * mirrored[..., :2],
+                            np.where(only_mirror[..., None], mirrored[..., :2], plain[..., :2]))
+    out[..., 2] = np.where(agree, 0.5 * total, np.where(only_mirror, 0.5 * pb, pa))
     return out
 
 
