@@ -178,3 +178,26 @@ def test_a_part_only_one_view_finds_takes_its_position():
     b = np.array([[[np.nan, np.nan, 0.0], [3.0, 4.0, 0.6]]], np.float32)
     out = fuse(a, b, 8.0)
     np.testing.assert_allclose(out, [[[10.0, 5.0, 0.9], [3.0, 4.0, 0.3]]])
+
+
+def test_multi_animal_models_are_refused_in_one_line():
+    from posed.engines.base import MultiAnimalRunner
+    from posed.errors import CapabilityError
+
+    class Herd(MultiAnimalRunner):
+        engine = "fake"
+
+        @classmethod
+        def load(cls, bundle, **options):
+            return cls(bundle)
+
+        def _maps(self, frames):
+            raise AssertionError("never run")
+
+    bundle = ModelBundle(engine="fake", format="none", bodyparts=["snout", "tail"],
+                         architecture={"individuals": ["a", "b"],
+                                       "multianimalbodyparts": ["snout", "tail"]},
+                         stride=8.0, locref_stdev=7.2801)
+    with pytest.raises(CapabilityError, match="multi-animal") as err:
+        FlipTestRunner(Herd.load(bundle))
+    assert "\n" not in str(err.value)
