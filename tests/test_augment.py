@@ -14,7 +14,6 @@ from posed.engines.project import load_project
 from posed.engines.training import AugmentConfig, SampleMaker, TrainConfig, make_train_config
 from posed.engines.training.loop import resolve_train_config
 from posed.engines.training.settings import infer_flip_pairs, project_flip_pairs
-from posed.engines.training.samples import spread_centre
 from posed.errors import ConfigError
 
 # One colour per part, told apart by which channels are lit.
@@ -353,31 +352,3 @@ def test_crop_sampling_cuts_crops_on_the_animal_anywhere_or_either():
     assert np.abs(s["image"][0, 0, :2].astype(float) * 2 - on_animal).max() <= 2
     with pytest.raises(ConfigError, match="crop_sampling 'random' is not one of"):
         make_train_config([("cli", {"crop_sampling": "random"})])
-
-
-def test_centred_crops_show_every_part_of_a_spread_out_animal():
-    """Parts spread wider than the crop (a hand and a far tongue): each centred crop is on one
-    visible part, so every part, the far one included, is inside about its share of crops;
-    a mean-centred crop would hold none of them. A part that is not visible is never drawn."""
-    image = np.zeros((300, 400, 3), np.uint8)
-    points = np.array([[60.0, 150.0], [70.0, 160.0], [340.0, 150.0], [np.nan, np.nan]])
-    cfg = TrainConfig(crop=(64, 64), crop_sampling="centred", augment=AugmentConfig(**QUIET))
-    m = SampleMaker([image], [points], cfg, lambda h, w: (h, w), 1.0,
-                    target_fn=lambda kpts, grid, stride, spec: {"keypoints": kpts})
-    rng = np.random.default_rng(0)
-    inside = np.array([np.isfinite(m.sample(0, rng)["keypoints"]).all(axis=1)
-                       for _ in range(300)])
-    assert not inside[:, 3].any()
-    assert 0.2 < inside[:, 2].mean() < 0.5, inside.mean(axis=0)  # the far part: 1 in 3
-    assert 0.55 < inside[:, 0].mean() < 0.8, inside.mean(axis=0)  # near parts: 2 in 3
-    assert not (inside[:, 2] & inside[:, 0]).any()  # never both: they are 280 px apart
-    # Evaluation samples stay on the parts' mean, whatever the spread.
-    s = m.sample(0, np.random.default_rng(0), augment=False)
-    assert not np.isfinite(s["keypoints"]).all(axis=1)[:3].any()
-    # Parts that fit: the mean, and no draw from the sample's RNG.
-    spread = {"compact": np.array([[50.0, 40.0], [80.0, 60.0]]), "wide": points}
-    assert spread_centre(spread["compact"], (64, 64), np.random.default_rng(1)) == (65.0, 50.0)
-    rng = np.random.default_rng(1)
-    spread_centre(spread["compact"], (64, 64), rng)
-    assert rng.integers(1 << 30) == np.random.default_rng(1).integers(1 << 30)
-    assert spread_centre(np.full((2, 2), np.nan), (64, 64), rng) is None

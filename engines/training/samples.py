@@ -14,27 +14,6 @@ from posed.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-def spread_centre(kpts: np.ndarray, crop: tuple[int, int],
-                  rng: np.random.Generator) -> tuple[float, float] | None:
-    """Centre of a crop on the animal: the mean of the visible parts when they all fit well
-    inside the crop, else one visible part drawn at random; None when none is visible.
-
-    A mean-centred crop smaller than the parts' spread never shows the far parts (a tongue
-    or a joystick 300 px from a hand in a 320-px crop), so they would be learnt only from the
-    rare uniform crops that catch them. Drawing a part only then keeps the sample stream of
-    compact animals unchanged.
-    """
-    visible = kpts[np.isfinite(kpts).all(axis=1)]
-    if not len(visible):
-        return None
-    mean = visible.mean(axis=0)
-    # 0.4 of the crop each way: the rest is the margin augment.shift (0.1) may take away.
-    if (np.abs(visible - mean) <= 0.4 * np.asarray(crop, dtype=float)).all():
-        return float(mean[0]), float(mean[1])
-    x, y = visible[rng.integers(len(visible))]
-    return float(x), float(y)
-
-
 class SampleMaker:
     """Turns (image, keypoints) into augmented training samples with targets.
 
@@ -49,7 +28,7 @@ class SampleMaker:
             :func:`make_targets` (K×2 keypoints). Multi-animal training passes I×K×2
             keypoints and its own function; augmentation treats every point alike.
         crop_centre: With ``cfg.crop``, picks the crop centre from the (unflattened)
-            keypoints and the sample's RNG; by default :func:`spread_centre`.
+            keypoints and the sample's RNG; by default the mean of the visible points.
             Multi-animal training centres each crop on one animal picked at random.
     """
 
@@ -98,8 +77,6 @@ class SampleMaker:
             centre = _uniform_centre(image.shape[:2], (out_w, out_h), rng)
         elif self.crop_centre is not None and self.cfg.crop is not None:
             centre = self.crop_centre(self.keypoints[index], rng)
-        elif self.cfg.crop is not None and augment:
-            centre = spread_centre(kpts, (out_w, out_h), rng)
         matrix, flipped = self._affine(image.shape[:2], kpts, (out_w, out_h), rng, augment,
                                        centre)
         # Replicate the edge: reflecting would mirror body parts into the sample without
