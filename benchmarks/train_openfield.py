@@ -92,15 +92,13 @@ def labels_swapped_back(project, result) -> dict:
 def flip_test(project) -> dict:
     """Test-set figures of ``posed evaluate --flip-test`` on the trained shuffle 1, as given
     and with flagged left/right labels swapped back."""
-    from posed.engines.training.settings import project_flip_pairs
+    from posed.engines.fliptest import project_pairs
 
-    parts = list(project.bodyparts)
-    pairs = [(parts[a], parts[b]) for a, b in project_flip_pairs(project)]
     t0 = time.perf_counter()
-    result = api.evaluate_network(project, 1, "pytorch",
-                                  runner_options={"flip_test": True, "flip_pairs": pairs})
+    result = api.evaluate_network(project, 1, "pytorch", runner_options={"flip_test": True})
     test = result.table.loc[("test", "all")]
-    return {"pairs": pairs, "evaluate_seconds": round(time.perf_counter() - t0, 1),
+    return {"pairs": project_pairs(api.resolve_bundle(project.root, "pytorch")),
+            "evaluate_seconds": round(time.perf_counter() - t0, 1),
             "test_error_px": round(float(test["error_px"]), 3),
             "test_median_px": round(float(test["median_px"]), 3),
             "test_pck@2": round(float(test["pck@2"]), 3),

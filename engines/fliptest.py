@@ -52,6 +52,23 @@ def flip_order(bodyparts: Sequence[str],
     return order
 
 
+def project_pairs(bundle: Any) -> list[tuple[str, str]] | None:
+    """The left/right pairs by name of the project a bundle was trained in (its
+    ``flip_pairs``, else those found in its names), or None where the bundle names no project
+    that is there: pairs are then found in the model's part names."""
+    from pathlib import Path
+
+    from posed.engines.project import load_project
+    from posed.engines.training.settings import project_flip_pairs
+
+    root = (bundle.source or {}).get("project")
+    if not root or not (Path(root) / "config.yaml").is_file():
+        return None
+    project = load_project(root)
+    parts = list(project.bodyparts)
+    return [(parts[a], parts[b]) for a, b in project_flip_pairs(project)]
+
+
 def mirror_back(poses: np.ndarray, width: int, order: np.ndarray) -> np.ndarray:
     """Poses found on mirrored frames ``width`` pixels wide, in the unmirrored frames' pixels
     and part order."""

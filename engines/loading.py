@@ -145,8 +145,9 @@ def load_model(source: "str | Path | ModelBundle", engine: "str | Engine | None"
     (:func:`~posed.engines.autoprecision.auto_runtime`), else from the bundle itself.
     ``options`` go to the engine's runner (``device``, ``threads``, ``provider``, ...);
     ``layout`` and ``dlc`` choose a project's shuffle as :func:`resolve_bundle` says.
-    ``flip_test=True`` (and optional ``flip_pairs``, name pairs) wraps the runner in a
-    :class:`~posed.engines.fliptest.FlipTestRunner`.
+    ``flip_test=True`` wraps the runner in a :class:`~posed.engines.fliptest.FlipTestRunner`
+    whose left/right pairs are ``flip_pairs`` (name pairs), else those of the project the
+    model was trained in, else those found in the part names.
     """
     from posed.engines.autoprecision import auto_runtime
 
@@ -168,10 +169,11 @@ def load_model(source: "str | Path | ModelBundle", engine: "str | Engine | None"
     runner = capability(eng, "load_runner")(bundle, **options)
     if not flip_test:
         return runner
-    from posed.engines.fliptest import FlipTestRunner
+    from posed.engines.fliptest import FlipTestRunner, project_pairs
 
     try:
-        return FlipTestRunner(runner, flip_pairs)
+        return FlipTestRunner(runner, project_pairs(bundle) if flip_pairs is None
+                              else flip_pairs)
     except Exception:
         runner.close()
         raise

@@ -3,6 +3,8 @@ horizontal bias cancelled; the CLI's --flip-test on a trained model is in test_c
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -201,3 +203,24 @@ def test_multi_animal_models_are_refused_in_one_line():
     with pytest.raises(CapabilityError, match="multi-animal") as err:
         FlipTestRunner(Herd.load(bundle))
     assert "\n" not in str(err.value)
+
+
+def test_the_pairs_are_those_of_the_project_the_model_was_trained_in(tmp_path):
+    """``load_model(..., flip_test=True)`` swaps the pairs the model's project declares (none
+    here, though the names pair up), else those found in the names."""
+    import yaml
+
+    from posed.engines.fliptest import project_pairs
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
+        {"Task": "t", "scorer": "s", "date": "Jan1", "bodyparts": PARTS, "flip_pairs": []}))
+    bundle = ears_runner().bundle
+    trained = dataclasses.replace(bundle, source={"project": str(tmp_path)})
+    assert project_pairs(trained) == []
+    assert list(FlipTestRunner(EarsRunner.load(trained), project_pairs(trained)).order) \
+        == [0, 1, 2, 3]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
+        {"Task": "t", "scorer": "s", "date": "Jan1", "bodyparts": PARTS}))
+    assert project_pairs(trained) == [("leftear", "rightear")]
+    moved = dataclasses.replace(bundle, source={"project": str(tmp_path / "gone")})
+    assert project_pairs(moved) is None and project_pairs(bundle) is None

@@ -150,8 +150,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"--pck-thresholds: {exc}") from None
     project = load_project(args.project)
-    runner_options = {"flip_test": True, "flip_pairs": _flip_pairs(project)} \
-        if args.flip_test else None
+    runner_options = {"flip_test": True} if args.flip_test else None
     result = api.evaluate_network(project, args.shuffle, args.engine, snapshot=args.snapshot,
                                   layout=args.layout, runner_options=runner_options,
                                   pcutoff=args.pcutoff, pck_px=args.pck,
@@ -162,14 +161,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"written to {result.folder}")
     _note_mirrored(project)
     return 0
-
-
-def _flip_pairs(project: Any) -> list[tuple[str, str]]:
-    """The project's left/right pairs by name (its ``flip_pairs``, else found in the names)."""
-    from posed.engines.training.settings import project_flip_pairs
-
-    parts = list(project.bodyparts)
-    return [(parts[a], parts[b]) for a, b in project_flip_pairs(project)]
 
 
 def _note_mirrored(project: Any) -> None:
@@ -302,20 +293,7 @@ def _runner_options(args: argparse.Namespace) -> dict:
         options["precision"] = args.precision
     if args.flip_test:
         options["flip_test"] = True
-        project = _project_of(args.source)
-        if project is not None:
-            options["flip_pairs"] = _flip_pairs(project)
     return options
-
-
-def _project_of(source: str) -> Any:
-    """The project ``source`` names, or None for a model bundle."""
-    from posed.engines.project import load_project
-
-    path = Path(source)
-    if path.name == "config.yaml" or (path / "config.yaml").is_file():
-        return load_project(path)
-    return None
 
 
 def _dynamic(text: str | None) -> tuple[bool, float, float] | None:
