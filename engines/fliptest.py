@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,8 +57,6 @@ def project_pairs(bundle: Any) -> list[tuple[str, str]] | None:
     """The left/right pairs by name of the project a bundle was trained in (its
     ``flip_pairs``, else those found in its names), or None where the bundle names no project
     that is there: pairs are then found in the model's part names."""
-    from pathlib import Path
-
     from posed.engines.project import load_project
     from posed.engines.training.settings import project_flip_pairs
 
