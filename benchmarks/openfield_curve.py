@@ -35,11 +35,14 @@ def _test_all(record: dict) -> dict:
 
 
 def label(record: dict) -> str:
-    """What distinguishes a run, seed and CPU aside: the recipe, epochs, crop sampling and
-    pseudo-labels."""
+    """What distinguishes a run, seed and CPU aside: the recipe, epochs, crop sampling,
+    inverted images and pseudo-labels."""
     resolved = record["resolved"]
     name = f"{resolved.get('recipe', 'custom')} recipe, {resolved['epochs']} epochs"
     name += f", {resolved.get('crop_sampling', 'centred')} crops"
+    invert = resolved.get("augment", {}).get("invert_prob", 0.0)
+    if invert:
+        name += f", invert {invert:g}"
     pseudo = resolved.get("pseudo_labels", {})
     if pseudo.get("enabled"):
         name += f", pseudo-labels (pcutoff {pseudo['pcutoff']})"

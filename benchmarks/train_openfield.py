@@ -130,7 +130,8 @@ def main() -> int:
     ap.add_argument("--output-stride", type=int, help="default: the recipe's")
     ap.add_argument("--lr", type=float, help="default: the recipe's")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--crop", default="320x320", help="training crop WxH")
+    ap.add_argument("--crop", help="training crop WxH (default: the recipe's, 320x320 for "
+                    "frames larger than that)")
     ap.add_argument("--crop-sampling", choices=("centred", "uniform", "hybrid"),
                     help="where crops are cut (default: the training default)")
     ap.add_argument("--save-every", type=int, default=10, help="epochs between test points")
@@ -159,9 +160,9 @@ def main() -> int:
     for p in proj_dir.rglob("*"):
         p.chmod(p.stat().st_mode | 0o200)  # shared/ is read-only; the copy must be writable
     project = load_project(proj_dir)
-    w, h = (int(v) for v in args.crop.split("x"))
+    crop = [int(v) for v in args.crop.split("x")] if args.crop else None
     settings = {"net": args.net, "epochs": args.epochs, "output_stride": args.output_stride,
-                "lr": args.lr, "batch_size": args.batch_size, "crop": [w, h],
+                "lr": args.lr, "batch_size": args.batch_size, "crop": crop,
                 "save_every": args.save_every, "seed": args.seed,
                 "crop_sampling": args.crop_sampling}
     if args.train_config:

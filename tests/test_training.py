@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from posed.engines.training import AugmentConfig, SampleMaker, TrainConfig, lr_at, make_train_config
-from posed.errors import ConfigError
+from posed.errors import ConfigError, DataError
 
 
 def _dot_image(points, size=(96, 128)):
@@ -110,7 +112,8 @@ def test_recipe_follows_the_weights_and_every_setting_overrides_it(project_copy,
     assert (cfg.recipe, cfg.lr, cfg.output_stride) == ("scratch", 3e-3, 8)
     assert cfg.epochs == min(300, max(30, math.ceil(SCRATCH_STEPS / steps)))
     aug = cfg.augment  # the recipe's photometric strength, the other effects as defaulted
-    assert (aug.brightness, aug.contrast, aug.noise, aug.rotation) == (0.4, 0.5, 0.04, 25.0)
+    assert (aug.brightness, aug.contrast, aug.noise, aug.invert_prob, aug.rotation) == (
+        0.4, 0.5, 0.04, 0.15, 25.0)
     lines = [r.message for r in caplog.records if r.message.startswith("training recipe:")]
     assert len(lines) == 1 and "scratch (no pretrained weights)" in lines[0]
     mine = resolve_train_config(project, 1, {"lr": 5e-4, "epochs": 3,
@@ -120,6 +123,61 @@ def test_recipe_follows_the_weights_and_every_setting_overrides_it(project_copy,
     fine = resolve_train_config(project, 1, {"pretrained": "w.safetensors"}, "pytorch")
     assert (fine.recipe, fine.lr, fine.output_stride, fine.epochs) == ("finetune", 1e-3, 16, 50)
     assert (fine.augment.brightness, fine.augment.contrast) == (0.15, 0.2)
+
+
+def test_scratch_recipe_crops_large_frames_and_trains_larger_inputs_longer():
+    """1200 steps for small frames, 2400 for 320-px inputs (both measured), linear between;
+    frames over 320 px on a side train on 320x320 crops unless the user sets a crop."""
+    import math
+
+    from posed.engines.training.settings import SCRATCH_STEPS, recipe_settings, scratch_steps
+
+    assert scratch_steps(64) == scratch_steps(128) == SCRATCH_STEPS
+    assert scratch_steps(320) == scratch_steps(2000) == 2 * SCRATCH_STEPS
+    assert SCRATCH_STEPS < scratch_steps(224) == 1800 < 2 * SCRATCH_STEPS
+    # openfield: 88 training frames of 640x480 at batch 8 (11 steps an epoch)
+    chosen = recipe_settings(TrainConfig(batch_size=8), 88, (640, 480))[1]
+    assert chosen["crop"] == [320, 320] and chosen["epochs"] == math.ceil(2400 / 11) == 219
+    mine = recipe_settings(TrainConfig(batch_size=8, crop=(160, 160)), 88, (640, 480))[1]
+    assert "crop" not in mine and mine["epochs"] == math.ceil(scratch_steps(160) / 11)
+    small = recipe_settings(TrainConfig(batch_size=8), 64, (128, 96))[1]
+    assert "crop" not in small and small["epochs"] == 150
+    assert recipe_settings(TrainConfig(batch_size=8), 64, None)[1]["epochs"] == 150
+    assert "crop" not in recipe_settings(TrainConfig(pretrained=True), 88, (640, 480))[1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(1, 4000), st.floats(1, 4000))
+def test_scratch_steps_stay_within_the_measured_range_and_grow_with_size(a, b):
+    from posed.engines.training.settings import SCRATCH_STEPS, scratch_steps
+
+    lo, hi = sorted((a, b))
+    assert SCRATCH_STEPS <= scratch_steps(lo) <= scratch_steps(hi) <= 2 * SCRATCH_STEPS
+
+
+def test_large_project_frames_get_the_scratch_crop(tmp_path, caplog):
+    """The recipe reads the training images' sizes (PNG headers) and logs the crop it picked."""
+    import logging
+
+    import cv2
+
+    from posed.engines.project import create_split, image_size, load_project
+    from posed.engines.synth import generate_project
+    from posed.engines.training import resolve_train_config
+
+    generate_project(tmp_path / "p", frames=6, size=(400, 240), seed=0, video_frames=0)
+    project = load_project(tmp_path / "p")
+    split = create_split(project, 1)
+    assert image_size(project.root, split.train[0]) == (400, 240)
+    with caplog.at_level(logging.INFO, "posed.engines.training.loop"):
+        cfg = resolve_train_config(project, 1, None, "pytorch")
+    assert cfg.crop == (320, 320) and cfg.epochs == 300  # 2 steps an epoch, at most 300 epochs
+    assert any("320x320 crops" in r.message for r in caplog.records)
+    jpeg = tmp_path / "p" / "frame.jpg"  # not a PNG: decoded to learn its size
+    cv2.imwrite(str(jpeg), np.zeros((50, 70, 3), np.uint8))
+    assert image_size(project.root, "frame.jpg") == (70, 50)
+    with pytest.raises(DataError, match=r"nothing\.png: image missing"):
+        image_size(project.root, "nothing.png")
 
 
 def test_local_pretrained_backbone_weights_are_loaded(tmp_path):

@@ -21,6 +21,7 @@ from posed.engines.project.labels import (
     read_multianimal_label_file,
     load_labels,
     load_multianimal_labels,
+    image_size,
     load_image,
 )
 from posed.engines.project.split import Split, create_split, load_split, save_split, split_path
@@ -35,6 +36,7 @@ __all__ = [
     "read_multianimal_label_file",
     "load_labels",
     "load_multianimal_labels",
+    "image_size",
     "load_image",
     "Split",
     "split_path",

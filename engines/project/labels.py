@@ -3,6 +3,7 @@ and the labelled frames they point to."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,6 +334,28 @@ def load_multianimal_labels(project: Project, check_images: bool = True) -> Mult
         unique=np.concatenate([data.unique for data in parts], axis=0),
         uniquebodyparts=project.uniquebodyparts,
     )
+
+
+def image_size(project_root: Path, relpath: str) -> tuple[int, int]:
+    """(width, height) of a project image; a PNG's are read from its header, other images are
+    decoded.
+
+    Raises:
+        DataError: The image is missing or cannot be decoded.
+    """
+    path = Path(project_root) / relpath
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(24)
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: image missing") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read image ({exc.strerror or exc})") from exc
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        return int(width), int(height)
+    image = load_image(project_root, relpath)
+    return image.shape[1], image.shape[0]
 
 
 def load_image(project_root: Path, relpath: str) -> np.ndarray:

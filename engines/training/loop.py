@@ -55,23 +55,31 @@ def resolve_train_config(project: Any, shuffle: int, overrides: "Mapping[str, An
               ("command line", overrides or {})]
     first = make_train_config(layers)
     # The recipe sits below every layer, so whatever the project or the user set wins.
-    name, recipe, why = recipe_settings(first, _train_images(project, shuffle))
+    count, size = _train_images(project, shuffle)
+    name, recipe, why = recipe_settings(first, count, size)
     cfg = make_train_config([(f"recipe '{name}'", recipe), *layers])
     if not resume:
-        log.info("training recipe: %s (%s): lr %g, output stride %d, %d epochs, batch %d; "
-                 "any of them can be set (--lr, --output-stride, --epochs, recipe:)", name,
-                 why, cfg.lr, cfg.output_stride, cfg.epochs, cfg.batch_size)
+        crop = "%dx%d crops" % cfg.crop if cfg.crop else "whole images"
+        log.info("training recipe: %s (%s): lr %g, output stride %d, %d epochs, batch %d, %s; "
+                 "any of them can be set (--lr, --output-stride, --epochs, --crop, recipe:)",
+                 name, why, cfg.lr, cfg.output_stride, cfg.epochs, cfg.batch_size, crop)
     return cfg
 
 
-def _train_images(project: Any, shuffle: int) -> int:
-    """How many images the shuffle trains on (0 when it has no split yet)."""
-    from posed.engines.project import load_split
+def _train_images(project: Any, shuffle: int) -> tuple[int, tuple[int, int] | None]:
+    """How many images the shuffle trains on and the largest one's (width, height); (0, None)
+    when it has no split yet, and no size when an image cannot be read (training says why)."""
+    from posed.engines.project import image_size, load_split
 
     try:
-        return len(load_split(project, shuffle).train)
+        train = load_split(project, shuffle).train
     except (PosedError, OSError):
-        return 0
+        return 0, None
+    try:
+        sizes = [image_size(project.root, name) for name in train]
+    except (PosedError, OSError):
+        return len(train), None
+    return len(train), (max(w for w, _ in sizes), max(h for _, h in sizes)) if sizes else None
 
 
 def write_resolved_config(path: Path, cfg: TrainConfig) -> None:

@@ -28,10 +28,24 @@ RECIPES = ("auto", "scratch", "finetune")
 # photometric augmentation over twice the steps (benchmarks/results/augment.json) then gives
 # 1.8-2.0 px on the project's own test images and 2.1-2.7 px on projects of other floors and
 # coats, where the plain augmentation over 600 steps gave 2.2-2.4 and 7.6-19 px (means).
+# Inverting 15% of the images as well (benchmarks/results/recipe-invert-intel-amx.json, same
+# CPU, 80 and 160 frames, two seeds each) keeps every unseen floor within 3 px, the inverted
+# one included, where without it each of the 4 such models was over 3 px on one floor or
+# more (3.3-45.8 px).
 SCRATCH = {"lr": 3e-3, "output_stride": 8,
-           "augment": {"brightness": 0.4, "contrast": 0.5, "noise": 0.04}}
+           "augment": {"brightness": 0.4, "contrast": 0.5, "noise": 0.04, "invert_prob": 0.15}}
 SCRATCH_STEPS = 1200
 SCRATCH_EPOCHS = (30, 300)  # the bounds on the epochs those steps become
+# Larger training inputs need more steps. Measured at two sizes: 1200 steps suffice for 128x128
+# synthetic frames; DeepLabCut's openfield project on 320x320 crops is <= 5 px mean in 4 of 9
+# runs after 1200 steps and in 4 of 4 after 2400 (benchmarks/results/train_openfield_seeds.json).
+# In between the steps grow linearly with the input's side; beyond 320 px (not measured) they
+# stay at 2400.
+SCRATCH_SIDES = (128, 320)
+# Frames larger than this on a side train on crops of this size (cut "hybrid": on the animal
+# or anywhere), as the openfield measurement did: whole 640x480 frames would cost 3x the CPU
+# per step.
+SCRATCH_CROP = 320
 # DeepLabCut's own architectures keep DeepLabCut's stride: it is part of the snapshot format
 # that posed publishes for DeepLabCut to read (engines/dlc/roundtrip.py).
 FIXED_STRIDE_NETS = ("dlc_resnet_50",)
@@ -404,12 +418,24 @@ def lr_at(cfg: TrainConfig, progress_epochs: float) -> float:
     return cfg.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
-def recipe_settings(cfg: TrainConfig, train_images: int) -> tuple[str, dict[str, Any], str]:
+def scratch_steps(side: float) -> int:
+    """Optimisation steps of the ``scratch`` recipe for training inputs ``side`` pixels a side
+    (the geometric mean of width and height): :data:`SCRATCH_STEPS` up to the first of
+    :data:`SCRATCH_SIDES`, twice that from the second, linear in between."""
+    lo, hi = SCRATCH_SIDES
+    frac = min(1.0, max(0.0, (side - lo) / (hi - lo)))
+    return int(round(SCRATCH_STEPS * (1.0 + frac)))
+
+
+def recipe_settings(cfg: TrainConfig, train_images: int,
+                    image_size: tuple[int, int] | None = None) -> tuple[str, dict[str, Any], str]:
     """The recipe for ``cfg`` (its ``recipe``, or chosen by ``auto``), its settings and why.
 
-    ``scratch`` (random init): :data:`SCRATCH` and enough epochs for :data:`SCRATCH_STEPS`
-    optimisation steps over ``train_images``, within :data:`SCRATCH_EPOCHS`. ``finetune``
-    (pretrained weights): the plain defaults of :class:`TrainConfig`.
+    ``scratch`` (random init): :data:`SCRATCH`; crops of :data:`SCRATCH_CROP` pixels when the
+    largest training image (``image_size``, width and height) is larger on a side and ``cfg``
+    sets no crop; and enough epochs for :func:`scratch_steps` optimisation steps over
+    ``train_images``, within :data:`SCRATCH_EPOCHS`. ``finetune`` (pretrained weights): the
+    plain defaults of :class:`TrainConfig`.
     """
     name = cfg.recipe
     if name == "auto":
@@ -419,10 +445,16 @@ def recipe_settings(cfg: TrainConfig, train_images: int) -> tuple[str, dict[str,
         why = "asked for"
     if name == "finetune":
         return name, {"recipe": name}, why
+    settings: dict[str, Any] = {**SCRATCH, "recipe": name}
+    crop = cfg.crop
+    if crop is None and image_size is not None and max(image_size) > SCRATCH_CROP:
+        crop = (SCRATCH_CROP, SCRATCH_CROP)
+        settings["crop"] = list(crop)
+    sample = crop or image_size
+    side = math.sqrt(sample[0] * sample[1]) if sample else SCRATCH_SIDES[0]
     steps = max(1, math.ceil(max(1, train_images) / cfg.batch_size))
     lo, hi = SCRATCH_EPOCHS
-    epochs = min(hi, max(lo, math.ceil(SCRATCH_STEPS / steps)))
-    settings = {**SCRATCH, "epochs": epochs, "recipe": name}
+    settings["epochs"] = min(hi, max(lo, math.ceil(scratch_steps(side) / steps)))
     if cfg.net in FIXED_STRIDE_NETS:
         del settings["output_stride"]
     return name, settings, why

@@ -99,7 +99,8 @@ def add_train(sub: Any) -> None:
                        "mobilenet_v2_0.35, efficientnet_b0, dlc_resnet_50 (DeepLabCut 3's "
                        "GroupNorm ResNet-50) (default: project default_net_type)")
         p.add_argument("--epochs", type=positive, help="training epochs (default: the "
-                       "recipe's: 1200 steps from scratch, within 30..300; 50 to fine-tune)")
+                       "recipe's: 1200-2400 steps from scratch by input size, within 30..300; "
+                       "50 to fine-tune)")
         p.add_argument("--batch-size", type=positive,
                        help="batch size (default: project batch_size)")
         p.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3 from "
@@ -110,7 +111,8 @@ def add_train(sub: Any) -> None:
                        help="default settings: scratch (random init), finetune (pretrained "
                        "weights) or auto, which picks by --pretrained (default auto)")
         p.add_argument("--crop", type=size,
-                       help="train on random WIDTHxHEIGHT crops (where: --crop-sampling)")
+                       help="train on random WIDTHxHEIGHT crops (where: --crop-sampling; "
+                       "default from scratch: 320x320 for frames larger than that)")
         p.add_argument("--crop-sampling", choices=("centred", "uniform", "hybrid"),
                        help="where --crop cuts: centred on the animal, anywhere, or either "
                        "(default hybrid)")
