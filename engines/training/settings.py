@@ -38,7 +38,7 @@ SCRATCH_STEPS = 1200
 SCRATCH_EPOCHS = (30, 300)  # the bounds on the epochs those steps become
 # Larger training inputs need more steps. Measured at two sizes: 1200 steps suffice for 128x128
 # synthetic frames; DeepLabCut's openfield project on 320x320 crops is <= 5 px mean in 4 of 9
-# runs after 1200 steps and in 4 of 4 after 2400 (benchmarks/results/train_openfield_seeds.json).
+# runs after 1200 steps and in 5 of 6 after 2400 (benchmarks/results/train_openfield_seeds.json).
 # In between the steps grow linearly with the input's side; beyond 320 px (not measured) they
 # stay at 2400.
 SCRATCH_SIDES = (128, 320)
