@@ -45,15 +45,13 @@ UNSEEN_SEEDS = (1, 3, 5)  # 1 and 3: darker floor and animal than seed 0; 5: a l
 # Augmentation presets (keys of the training config's ``augment``); "default" sets nothing
 # (the recipe's: photometric and ``invert_prob`` 0.15 since 2026-12-07; "photometric" was the
 # default before).
+PHOTOMETRIC = {"brightness": 0.4, "contrast": 0.5, "noise": 0.04}
 AUGMENT = {
     "default": {},
-    "photometric": {"brightness": 0.4, "contrast": 0.5, "noise": 0.04, "invert_prob": 0.0},
-    "photometric+rot180": {"brightness": 0.4, "contrast": 0.5, "noise": 0.04, "invert_prob": 0.0,
-                           "rotation": 180},
-    "photometric+invert": {"brightness": 0.4, "contrast": 0.5, "noise": 0.04,
-                           "invert_prob": 0.3},
-    "photometric+invert015": {"brightness": 0.4, "contrast": 0.5, "noise": 0.04,
-                              "invert_prob": 0.15},
+    "photometric": {**PHOTOMETRIC, "invert_prob": 0.0},
+    "photometric+rot180": {**PHOTOMETRIC, "invert_prob": 0.0, "rotation": 180},
+    "photometric+invert": {**PHOTOMETRIC, "invert_prob": 0.3},
+    "photometric+invert015": {**PHOTOMETRIC, "invert_prob": 0.15},
 }
 # Presets trained for twice the scratch recipe's steps of the time (600; 80 frames: 150 epochs,
 # 1200 steps). The "default-x2" rows of augment.json are the plain augmentation, then the

@@ -67,8 +67,9 @@ def resolve_train_config(project: Any, shuffle: int, overrides: "Mapping[str, An
 
 
 def _train_images(project: Any, shuffle: int) -> tuple[int, tuple[int, int] | None]:
-    """How many images the shuffle trains on and the largest one's (width, height); (0, None)
-    when it has no split yet, and no size when an image cannot be read (training says why)."""
+    """How many images the shuffle trains on and the largest width and height among them;
+    (0, None) when it has no split yet, and no size when an image cannot be read (training
+    says why)."""
     from posed.engines.project import image_size, load_split
 
     try:
