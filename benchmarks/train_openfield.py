@@ -11,6 +11,7 @@ into this repository.
 
     python benchmarks/train_openfield.py                       # posed's recipe for random init
     python benchmarks/train_openfield.py --epochs 60 --lr 3e-3  # any setting overrides it
+    python benchmarks/train_openfield.py --budget 22            # what 22 minutes buy
     python benchmarks/train_openfield.py --project ../shared/data/dlc-examples/Reaching-Mackenzie-2018-08-30
 
 Settings not given come from the training recipe (``recipe: auto``: ``scratch`` without
@@ -51,7 +52,8 @@ DATA = HERE.parent.parent / "shared" / "data" / "dlc-examples" / "openfield-Pran
 
 def curve(stats: Path, cores_busy: float) -> list[dict[str, float]]:
     """(CPU-minutes, mean test error) at each epoch that has one: wall seconds of the epochs
-    so far times the run's average busy cores (process CPU time over wall time)."""
+    so far (their training; since 2026-12-07 without the snapshot evaluations) times the
+    run's average busy cores (process CPU time over wall time)."""
     rows, wall, out = stats.read_text().splitlines(), 0.0, []
     head = rows[0].split(",")
     for line in rows[1:]:
@@ -135,6 +137,8 @@ def main() -> int:
     ap.add_argument("--crop-sampling", choices=("centred", "uniform", "hybrid"),
                     help="where crops are cut (default: the training default)")
     ap.add_argument("--save-every", type=int, default=10, help="epochs between test points")
+    ap.add_argument("--budget", type=float, metavar="MINUTES",
+                    help="posed train --budget: wall-clock minutes for training (default: none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-config", type=Path, help="YAML of further training settings")
     ap.add_argument("--workdir", type=Path, help="keep the trained project here (default: temp)")
@@ -164,7 +168,7 @@ def main() -> int:
     settings = {"net": args.net, "epochs": args.epochs, "output_stride": args.output_stride,
                 "lr": args.lr, "batch_size": args.batch_size, "crop": crop,
                 "save_every": args.save_every, "seed": args.seed,
-                "crop_sampling": args.crop_sampling}
+                "crop_sampling": args.crop_sampling, "budget_minutes": args.budget}
     if args.train_config:
         settings.update(yaml.safe_load(args.train_config.read_text()) or {})
     t0, c0 = time.perf_counter(), time.process_time()

@@ -41,6 +41,9 @@ def test_bad_input_gives_one_line_errors(tmp_path, capsys):
 def test_unknown_engine_named_on_the_command_line(project_copy, capsys):
     code, _, err = run(capsys, "train", str(project_copy), "--engine", "caffe", "-q")
     assert code == 2 and "unknown engine 'caffe' (known:" in err
+    code, _, err = run(capsys, "train", str(project_copy), "--budget", "-3", "-q")
+    assert code == 2 and err.count("\n") == 1
+    assert "budget_minutes must be a positive number of minutes, got -3.0" in err
 
 
 def test_analyze_reports_broken_videos_and_goes_on(trained_project, tmp_path, capsys):

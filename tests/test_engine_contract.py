@@ -138,6 +138,62 @@ def test_resume_reproduces_an_uninterrupted_run(engine, tmp_path, monkeypatch):
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2"]
 
 
+def test_a_budget_ends_training_as_a_run_of_the_epochs_it_fits(engine, tmp_path, monkeypatch,
+                                                              caplog):
+    """A budget that fits 2 of 4 epochs trains exactly as ``epochs: 2`` would (the schedule
+    follows the lowered epochs), and a resumed run keeps them."""
+    import logging
+
+    import yaml
+
+    from posed.engines.synth import generate_project
+
+    settings = {"net": "mobilenet_v2_0.35", "epochs": 2, "save_every": 1, "batch_size": 8,
+                "crop": [64, 64], "recipe": "scratch"}
+    generate_project(tmp_path / "a", frames=24, size=(96, 96), seed=4, video_frames=2)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    straight = api.train_network(load_project(tmp_path / "a"), 1, engine, dict(settings),
+                                 progress=False)
+    seen = []
+
+    def fits_two(cfg, seconds):
+        seen.append(seconds)
+        return 2
+    monkeypatch.setattr(backend_common, "budget_epochs", fits_two)
+    with caplog.at_level(logging.INFO, logger="posed.engines.backend_common"):
+        budgeted = api.train_network(load_project(tmp_path / "b"), 1, engine,
+                                     {**settings, "epochs": 4, "budget_minutes": 5},
+                                     progress=False)
+    assert len(seen) == 1 and seen[0] > 0  # asked once, after the first epoch
+    assert "training budget 5 min" in caplog.text and "2 of 4 epochs" in caplog.text
+    resolved = yaml.safe_load((budgeted / "train_config.yaml").read_text())
+    assert (resolved["epochs"], resolved["budget_minutes"]) == (2, 5.0)
+    assert [p.name for p in api.list_snapshots(budgeted)] == [
+        "snapshot-001.safetensors", "snapshot-002.safetensors"]
+    with open(budgeted / "learning_stats.csv") as fh:
+        assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2"]
+
+    from safetensors.numpy import load_file
+
+    a = load_file(str(straight / "snapshot-002.safetensors"))
+    b = load_file(str(budgeted / "snapshot-002.safetensors"))
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-3, atol=1e-4, err_msg=key)
+    # Resumed with the same settings, the run makes the same choice from its first epoch's
+    # recorded pace: it is already complete.
+    again = api.train_network(load_project(tmp_path / "b"), 1, engine,
+                              {**settings, "epochs": 4, "budget_minutes": 5},
+                              progress=False, resume=True)
+    assert seen[1] == pytest.approx(seen[0], abs=0.01)
+    assert len(api.list_snapshots(again)) == 2
+    monkeypatch.undo()
+    # A budget shorter than one epoch keeps the epoch already run.
+    short = api.train_network(load_project(tmp_path / "a"), 1, engine,
+                              {**settings, "epochs": 3, "budget_minutes": 1e-4},
+                              progress=False, overwrite=True)
+    assert [p.name for p in api.list_snapshots(short)] == ["snapshot-001.safetensors"]
+
+
 def test_unknown_training_setting_is_a_clear_error(engine, project_copy):
     project = load_project(project_copy)
     folder = api.get_model_folder(project, 1, engine)

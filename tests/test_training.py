@@ -155,6 +155,32 @@ def test_scratch_steps_stay_within_the_measured_range_and_grow_with_size(a, b):
     assert SCRATCH_STEPS <= scratch_steps(lo) <= scratch_steps(hi) <= 2 * SCRATCH_STEPS
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 400), st.floats(0.01, 600), st.floats(1e-3, 120))
+def test_a_budget_keeps_the_epochs_that_fit_and_never_adds_any(epochs, budget, seconds):
+    from posed.engines.training import budget_epochs
+
+    cfg = TrainConfig(epochs=epochs, budget_minutes=budget)
+    fit = budget_epochs(cfg, seconds)
+    assert 1 <= fit <= epochs
+    # Within the budget unless even one epoch exceeds it; one more epoch would not fit.
+    assert fit * seconds <= budget * 60 + 1e-6 or fit == 1
+    assert fit == epochs or (fit + 1) * seconds > budget * 60
+    assert budget_epochs(TrainConfig(epochs=epochs), seconds) == epochs
+
+
+def test_budget_setting_errors_name_the_key():
+    cfg = make_train_config([("x", {"budget_minutes": 30})])
+    assert cfg.budget_minutes == 30.0 and cfg.to_dict()["budget_minutes"] == 30.0
+    for bad in (0, -5, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="budget_minutes must be a positive number"):
+            make_train_config([("x", {"budget_minutes": bad})])
+    with pytest.raises(ConfigError, match="f.yaml: key 'budget_minutes': expected float"):
+        make_train_config([("f.yaml", {"budget_minutes": "30m"})])
+    with pytest.raises(ConfigError, match="budget_minutes: not supported with pseudo_labels"):
+        make_train_config([("x", {"budget_minutes": 30, "pseudo_labels": {"enabled": True}})])
+
+
 def test_large_project_frames_get_the_scratch_crop(tmp_path, caplog):
     """The recipe reads the training images' sizes (PNG headers) and logs the crop it picked."""
     import logging

@@ -136,7 +136,7 @@ def run_training(project: Project, shuffle: int, cfg: TrainConfig, folder: Path,
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(len(loader), 1)
 
-    def train_epoch(epoch: int) -> tuple[np.ndarray, float]:
+    def train_epoch(epoch: int, cfg: TrainConfig) -> tuple[np.ndarray, float]:
         # Sample order and augmentation depend only on (seed, epoch), so a resumed run
         # sees exactly the batches an uninterrupted run would have seen.
         if before_epoch is not None:

@@ -307,7 +307,7 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
     steps_per_epoch = max(len(maker) // cfg.batch_size if drop_last
                           else math.ceil(len(maker) / cfg.batch_size), 1)
 
-    def train_epoch(epoch: int) -> tuple[np.ndarray, float]:
+    def train_epoch(epoch: int, cfg: TrainConfig) -> tuple[np.ndarray, float]:
         totals, lr = np.zeros(3), cfg.lr
         if pseudo is not None:
             pseudo.before_epoch(epoch, lambda ims: _poses(predict, ims, stride,

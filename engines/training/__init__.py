@@ -18,6 +18,7 @@ from posed.engines.training.settings import (
     make_train_config,
     read_train_config_file,
     lr_at,
+    budget_epochs,
 )
 from posed.engines.training.samples import SampleMaker
 from posed.engines.training.loop import (
@@ -53,6 +54,7 @@ __all__ = [
     "make_train_config",
     "read_train_config_file",
     "lr_at",
+    "budget_epochs",
     "SampleMaker",
     "STATS_FILE",
     "RESUME_FILE",

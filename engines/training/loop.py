@@ -129,8 +129,8 @@ class LearningStats:
         self._fh.flush()
 
     def row(self, epoch: int, lr: float, losses: np.ndarray, seconds: float, test_error: float) -> None:
-        """Append one epoch: (total, heatmap, locref, *extra) losses; NaN test error is left
-        empty."""
+        """Append one epoch: (total, heatmap, locref, *extra) losses, its training seconds
+        (the snapshot's evaluation not counted); NaN test error is left empty."""
         self._writer.writerow([epoch, f"{lr:.6g}", f"{losses[0]:.6f}", f"{losses[1]:.6f}",
                                f"{losses[2]:.6f}", f"{seconds:.2f}",
                                "" if np.isnan(test_error) else f"{test_error:.3f}",

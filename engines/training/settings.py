@@ -193,6 +193,10 @@ class TrainConfig:
             ``scratch`` or ``finetune``: the defaults below the project's and the user's
             settings (:func:`recipe_settings`); the resolved config names the one used.
         pseudo_labels: Training on confidently self-labelled video frames (off by default).
+        budget_minutes: Wall-clock minutes the training epochs may take (``None``: no limit).
+            After the first epoch ``epochs`` is lowered, never raised, to what fits at that
+            epoch's pace (:func:`budget_epochs`); the rest of the run is then the run those
+            epochs would have been. Snapshot evaluations are not counted.
     """
 
     net: str = "resnet_50"
@@ -214,6 +218,7 @@ class TrainConfig:
     target: TargetSpec = field(default_factory=TargetSpec)
     recipe: str = "auto"
     pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    budget_minutes: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-friendly dict."""
@@ -238,6 +243,9 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     elif text == "float":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
+    elif text == "float | None":
+        ok = value is None or isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok and value is not None else value
     elif text == "str":
         ok = isinstance(value, str)
     elif text == "bool | str":
@@ -329,6 +337,14 @@ def make_train_config(layers: list[tuple[str, Mapping[str, Any] | None]]) -> Tra
     for name in ("epochs", "batch_size", "save_every"):
         if getattr(merged, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(merged, name)}")
+    if merged.budget_minutes is not None:
+        if not 0 < merged.budget_minutes < math.inf:
+            raise ConfigError(f"budget_minutes must be a positive number of minutes, "
+                              f"got {merged.budget_minutes}")
+        if merged.pseudo_labels.enabled:
+            # Pseudo-labelling starts at a fraction of the epochs, fixed before the budget
+            # could lower them.
+            raise ConfigError("budget_minutes: not supported with pseudo_labels yet")
     return merged
 
 
@@ -416,6 +432,15 @@ def lr_at(cfg: TrainConfig, progress_epochs: float) -> float:
     span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
     t = min((progress_epochs - cfg.warmup_epochs) / span, 1.0)
     return cfg.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+
+def budget_epochs(cfg: TrainConfig, epoch_seconds: float) -> int:
+    """The epochs of ``cfg`` that fit in its ``budget_minutes`` when one epoch takes
+    ``epoch_seconds``: at least 1 (the epoch already run), at most ``cfg.epochs``."""
+    if cfg.budget_minutes is None or epoch_seconds <= 0:
+        return cfg.epochs
+    fit = math.floor(cfg.budget_minutes * 60.0 / epoch_seconds + 1e-9)  # 59.999... is 60
+    return max(1, min(cfg.epochs, fit))
 
 
 def scratch_steps(side: float) -> int:

@@ -74,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "net": args.net, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "output_stride": args.output_stride, "save_every": args.save_every, "seed": args.seed,
         "crop": list(args.crop) if args.crop else None, "crop_sampling": args.crop_sampling,
-        "num_workers": args.workers,
+        "num_workers": args.workers, "budget_minutes": args.budget,
         "pretrained": args.pretrained, "recipe": args.recipe,
     }
     if args.pretrained in ("true", "imagenet"):
@@ -101,6 +101,9 @@ def add_train(sub: Any) -> None:
         p.add_argument("--epochs", type=positive, help="training epochs (default: the "
                        "recipe's: 1200-2400 steps from scratch by input size, within 30..300; "
                        "50 to fine-tune)")
+        p.add_argument("--budget", type=float, metavar="MINUTES",
+                       help="fit training in this many minutes: after the first epoch, "
+                       "fewer epochs if all would take longer (logged; default: no limit)")
         p.add_argument("--batch-size", type=positive,
                        help="batch size (default: project batch_size)")
         p.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3 from "
