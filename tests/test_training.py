@@ -120,6 +120,10 @@ def test_recipe_follows_the_weights_and_every_setting_overrides_it(project_copy,
                                              "augment": {"brightness": 0.1}}, "pytorch")
     assert (mine.lr, mine.epochs, mine.output_stride) == (5e-4, 3, 8)
     assert (mine.augment.brightness, mine.augment.contrast) == (0.1, 0.5)  # key by key
+    caplog.clear()
+    with caplog.at_level(logging.INFO, "posed.engines.training.loop"):
+        resolve_train_config(project, 1, {"budget_minutes": 2.5}, "pytorch")
+    assert "epochs (fewer if they take over 2.5 min)" in caplog.text
     fine = resolve_train_config(project, 1, {"pretrained": "w.safetensors"}, "pytorch")
     assert (fine.recipe, fine.lr, fine.output_stride, fine.epochs) == ("finetune", 1e-3, 16, 50)
     assert (fine.augment.brightness, fine.augment.contrast) == (0.15, 0.2)

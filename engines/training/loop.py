@@ -60,9 +60,12 @@ def resolve_train_config(project: Any, shuffle: int, overrides: "Mapping[str, An
     cfg = make_train_config([(f"recipe '{name}'", recipe), *layers])
     if not resume:
         crop = "%dx%d crops" % cfg.crop if cfg.crop else "whole images"
-        log.info("training recipe: %s (%s): lr %g, output stride %d, %d epochs, batch %d, %s; "
-                 "any of them can be set (--lr, --output-stride, --epochs, --crop, recipe:)",
-                 name, why, cfg.lr, cfg.output_stride, cfg.epochs, cfg.batch_size, crop)
+        budget = "" if cfg.budget_minutes is None else (
+            " (fewer if they take over %g min)" % cfg.budget_minutes)
+        log.info("training recipe: %s (%s): lr %g, output stride %d, %d epochs%s, batch %d, "
+                 "%s; any of them can be set (--lr, --output-stride, --epochs, --budget, "
+                 "--crop, recipe:)", name, why, cfg.lr, cfg.output_stride, cfg.epochs, budget,
+                 cfg.batch_size, crop)
     return cfg
 
 
