@@ -9,6 +9,7 @@ framework, as callables.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -16,11 +17,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from posed.engines.io import atomic_path
+from posed.engines.io import atomic_path, atomic_write_text
 from posed.engines.project.folders import get_train_folder, list_snapshots
-from posed.engines.training.loop import (RESUME_FILE, STATS_COLUMNS, STATS_FILE, LearningStats,
-                                         resolve_train_config, resume_epoch, snapshot_name,
-                                         stats_up_to, write_resolved_config)
+from posed.engines.training.loop import (RESUME_FILE, LearningStats, resolve_train_config,
+                                         resume_epoch, snapshot_name, write_resolved_config)
 from posed.engines.training.settings import budget_epochs
 from posed.errors import ConfigError
 
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from posed.engines.training.settings import TrainConfig
 
 log = logging.getLogger(__name__)
+
+# The budget's pace and choice (beside learning_stats.csv), read back on --resume.
+BUDGET_FILE = "budget.json"
 
 
 def prepare_training(project: "Project", shuffle: int, overrides: Any, engine: str, resume: bool,
@@ -59,7 +62,8 @@ def prepare_training(project: "Project", shuffle: int, overrides: Any, engine: s
 def run_epochs(project: "Project", shuffle: int, cfg: "TrainConfig", folder: Path,
                existing: list[Path], *, resume: bool, progress: bool,
                restore: Callable[[Path], None], load_state: Callable[[Path], int],
-               train_epoch: Callable[[int, "TrainConfig"], tuple[np.ndarray, float]],
+               train_epoch: Callable[[int, "TrainConfig", "StepClock"],
+                                     tuple[np.ndarray, float]],
                test_error: Callable[[], float], save_snapshot: Callable[[int], None],
                extra_losses: tuple[str, ...] = ()) -> Path:
     """The epoch loop of every backend; returns the training folder.
@@ -68,9 +72,10 @@ def run_epochs(project: "Project", shuffle: int, cfg: "TrainConfig", folder: Pat
         existing: Snapshots already in ``folder``, oldest first.
         restore: Loads a snapshot's weights into the model (when resuming).
         load_state: Restores ``resume-state.safetensors`` and returns its epoch.
-        train_epoch: (epoch, settings) -> (mean losses: total, heatmap, locref, *extra; last
-            learning rate). The settings are ``cfg`` with ``epochs`` as the budget left them
-            (the learning-rate schedule follows them).
+        train_epoch: (epoch, settings, clock) -> (mean losses: total, heatmap, locref,
+            *extra; last learning rate). The settings are ``cfg`` with ``epochs`` as the
+            budget left them (the learning-rate schedule follows them); ``clock.tick()`` is
+            called after each optimisation step (:class:`StepClock`).
         test_error: Mean test error in pixels, run before each snapshot.
         save_snapshot: Writes the snapshot after an epoch (given its number, from 1).
         extra_losses: Names of the extra losses (extra ``learning_stats.csv`` columns).
@@ -81,13 +86,17 @@ def run_epochs(project: "Project", shuffle: int, cfg: "TrainConfig", folder: Pat
     if resume and existing:
         restore(existing[-1])
         start_epoch = resume_epoch(folder, existing, load_state)
-        first = stats_up_to(folder / STATS_FILE, 1)
-        if cfg.budget_minutes is not None and first:
-            # The same choice as the interrupted run made, from its first epoch's pace.
-            cfg = _fit_budget(cfg, float(first[0][STATS_COLUMNS.index("seconds")]), folder)
+        if cfg.budget_minutes is not None:
+            paced = _read_pace(folder)
+            if paced is None:
+                log.info("budget_minutes: not applied, since the first epoch ran without it")
+            else:
+                cfg = _fit_budget(cfg, paced, folder)  # the interrupted run's choice again
         if start_epoch >= cfg.epochs:
             log.info("already trained to epoch %d (epochs=%d)", start_epoch, cfg.epochs)
             return folder
+    if start_epoch == 0:
+        (folder / BUDGET_FILE).unlink(missing_ok=True)  # an earlier run's, never this one's
     stats = LearningStats(folder, cfg, start_epoch, extra_losses)
     bar = tqdm(desc=f"train {project.name} shuffle {shuffle}", unit="epoch",
                disable=not progress, initial=start_epoch, total=cfg.epochs)
@@ -95,10 +104,11 @@ def run_epochs(project: "Project", shuffle: int, cfg: "TrainConfig", folder: Pat
     try:
         while epoch < cfg.epochs:
             t0 = time.perf_counter()
-            totals, lr = train_epoch(epoch, cfg)
+            clock = StepClock()
+            totals, lr = train_epoch(epoch, cfg, clock)
             seconds = time.perf_counter() - t0
             if epoch == 0 and cfg.budget_minutes is not None:
-                cfg = _fit_budget(cfg, seconds, folder)
+                cfg = _fit_budget(cfg, clock.epoch_seconds(seconds), folder)
                 bar.total = cfg.epochs
             done = epoch = epoch + 1
             test_err = float("nan")
@@ -117,10 +127,48 @@ def run_epochs(project: "Project", shuffle: int, cfg: "TrainConfig", folder: Pat
     return folder
 
 
+class StepClock:
+    """Times the optimisation steps of one epoch, for the budget.
+
+    The first step of a run also builds the graph or picks the kernels (TensorFlow traces
+    for seconds), so an epoch's pace is taken from the steps after it.
+    """
+
+    def __init__(self, timer: Callable[[], float] = time.perf_counter) -> None:
+        self._timer = timer
+        self._ticks: list[float] = []
+
+    def tick(self) -> None:
+        """One optimisation step has ended."""
+        self._ticks.append(self._timer())
+
+    def epoch_seconds(self, measured: float) -> float:
+        """Seconds an epoch of these steps takes without the first one's start-up:
+        ``measured`` (the epoch's wall time) when fewer than three steps were timed."""
+        n = len(self._ticks)
+        if n < 3:
+            return measured
+        return (self._ticks[-1] - self._ticks[0]) / (n - 1) * n
+
+
+def _read_pace(folder: Path) -> float | None:
+    """The first epoch's pace recorded in ``budget.json``; None without one."""
+    try:
+        return float(json.loads((folder / BUDGET_FILE).read_text())["epoch_seconds"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{folder / BUDGET_FILE}: unreadable ({exc}); start again with "
+                          "--overwrite") from None
+
+
 def _fit_budget(cfg: "TrainConfig", epoch_seconds: float, folder: Path) -> "TrainConfig":
-    """``cfg`` with the epochs that fit its budget at the first epoch's pace (logged), written
-    to the resolved settings."""
+    """``cfg`` with the epochs that fit its budget at ``epoch_seconds`` an epoch (logged);
+    the pace and the choice go to ``budget.json``, the epochs to the resolved settings."""
     epochs = budget_epochs(cfg, epoch_seconds)
+    atomic_write_text(folder / BUDGET_FILE, json.dumps(
+        {"budget_minutes": cfg.budget_minutes, "epoch_seconds": epoch_seconds,
+         "epochs_asked": cfg.epochs, "epochs_kept": epochs}, indent=1) + "\n")
     if epochs == cfg.epochs:
         log.info("training budget %.4g min: %d epochs of %.1f s fit", cfg.budget_minutes,
                  cfg.epochs, epoch_seconds)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -179,12 +180,14 @@ def test_a_budget_ends_training_as_a_run_of_the_epochs_it_fits(engine, tmp_path,
     b = load_file(str(budgeted / "snapshot-002.safetensors"))
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-3, atol=1e-4, err_msg=key)
-    # Resumed with the same settings, the run makes the same choice from its first epoch's
-    # recorded pace: it is already complete.
+    # Resumed with the same settings, the run makes the same choice at the pace it recorded:
+    # it is already complete.
     again = api.train_network(load_project(tmp_path / "b"), 1, engine,
                               {**settings, "epochs": 4, "budget_minutes": 5},
                               progress=False, resume=True)
-    assert seen[1] == pytest.approx(seen[0], abs=0.01)
+    assert seen[1] == seen[0]
+    assert json.loads((again / "budget.json").read_text()) == {
+        "budget_minutes": 5.0, "epoch_seconds": seen[0], "epochs_asked": 4, "epochs_kept": 2}
     assert len(api.list_snapshots(again)) == 2
     monkeypatch.undo()
     # A budget shorter than one epoch keeps the epoch already run.

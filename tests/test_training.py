@@ -173,6 +173,19 @@ def test_a_budget_keeps_the_epochs_that_fit_and_never_adds_any(epochs, budget, s
     assert budget_epochs(TrainConfig(epochs=epochs), seconds) == epochs
 
 
+def test_the_budget_paces_an_epoch_by_its_steps_after_the_first():
+    from posed.engines.backend_common import StepClock
+
+    now = iter([20.0, 21.0, 22.0, 23.0])  # ticks: a 20 s first step (tracing), then 1 s each
+    clock = StepClock(timer=lambda: next(now))
+    for _ in range(4):
+        clock.tick()
+    assert clock.epoch_seconds(23.0) == pytest.approx(4.0)
+    few = StepClock(timer=lambda: 5.0)
+    few.tick()
+    assert few.epoch_seconds(7.5) == 7.5  # too few steps to tell: the epoch's own time
+
+
 def test_budget_setting_errors_name_the_key():
     cfg = make_train_config([("x", {"budget_minutes": 30})])
     assert cfg.budget_minutes == 30.0 and cfg.to_dict()["budget_minutes"] == 30.0

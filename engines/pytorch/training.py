@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from posed.engines import backend_common as common
-from posed.engines.backend_common import run_epochs, write_snapshot
+from posed.engines.backend_common import StepClock, run_epochs, write_snapshot
 from posed.engines.bundle import ModelBundle
 from posed.engines.io import atomic_path
 from posed.engines.project import Project
@@ -136,7 +136,7 @@ def run_training(project: Project, shuffle: int, cfg: TrainConfig, folder: Path,
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(len(loader), 1)
 
-    def train_epoch(epoch: int, cfg: TrainConfig) -> tuple[np.ndarray, float]:
+    def train_epoch(epoch: int, cfg: TrainConfig, clock: StepClock) -> tuple[np.ndarray, float]:
         # Sample order and augmentation depend only on (seed, epoch), so a resumed run
         # sees exactly the batches an uninterrupted run would have seen.
         if before_epoch is not None:
@@ -154,6 +154,7 @@ def run_training(project: Project, shuffle: int, cfg: TrainConfig, folder: Path,
             losses[0].backward()
             optimizer.step()
             totals += [v.item() for v in losses]
+            clock.tick()
         return totals / steps_per_epoch, lr
 
     def evaluate() -> float:

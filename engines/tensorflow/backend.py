@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from posed.engines.backend_common import (load_by_format, prepare_training, run_epochs,
-                                          write_snapshot)
+from posed.engines.backend_common import (StepClock, load_by_format, prepare_training,
+                                          run_epochs, write_snapshot)
 from posed.engines.base import PoseRunner
 from posed.engines.bundle import ModelBundle
 from posed.engines.decoding import decode
@@ -307,7 +307,7 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
     steps_per_epoch = max(len(maker) // cfg.batch_size if drop_last
                           else math.ceil(len(maker) / cfg.batch_size), 1)
 
-    def train_epoch(epoch: int, cfg: TrainConfig) -> tuple[np.ndarray, float]:
+    def train_epoch(epoch: int, cfg: TrainConfig, clock: StepClock) -> tuple[np.ndarray, float]:
         totals, lr = np.zeros(3), cfg.lr
         if pseudo is not None:
             pseudo.before_epoch(epoch, lambda ims: _poses(predict, ims, stride,
@@ -318,6 +318,7 @@ def train(project: Project, shuffle: int, overrides: dict[str, Any] | TrainConfi
             optimizer.learning_rate = lr
             loss, hm, lo = train_step(*batch)
             totals += (float(loss), float(hm), float(lo))
+            clock.tick()
         return totals / steps_per_epoch, lr
 
     def save(epoch: int) -> None:
