@@ -130,18 +130,20 @@ def test_recipe_follows_the_weights_and_every_setting_overrides_it(project_copy,
 
 
 def test_scratch_recipe_crops_large_frames_and_trains_larger_inputs_longer():
-    """1200 steps for small frames, 2400 for 320-px inputs (both measured), linear between;
+    """1200 steps for small frames, 2800 for 320-px inputs (both measured), linear between;
     frames over 320 px on a side train on 320x320 crops unless the user sets a crop."""
     import math
 
-    from posed.engines.training.settings import SCRATCH_STEPS, recipe_settings, scratch_steps
+    from posed.engines.training.settings import (SCRATCH_STEPS, SCRATCH_STEPS_LARGE,
+                                                 recipe_settings, scratch_steps)
 
+    assert (SCRATCH_STEPS, SCRATCH_STEPS_LARGE) == (1200, 2800)
     assert scratch_steps(64) == scratch_steps(128) == SCRATCH_STEPS
-    assert scratch_steps(320) == scratch_steps(2000) == 2 * SCRATCH_STEPS
-    assert SCRATCH_STEPS < scratch_steps(224) == 1800 < 2 * SCRATCH_STEPS
+    assert scratch_steps(320) == scratch_steps(2000) == SCRATCH_STEPS_LARGE
+    assert SCRATCH_STEPS < scratch_steps(224) == 2000 < SCRATCH_STEPS_LARGE
     # openfield: 88 training frames of 640x480 at batch 8 (11 steps an epoch)
     chosen = recipe_settings(TrainConfig(batch_size=8), 88, (640, 480))[1]
-    assert chosen["crop"] == [320, 320] and chosen["epochs"] == math.ceil(2400 / 11) == 219
+    assert chosen["crop"] == [320, 320] and chosen["epochs"] == math.ceil(2800 / 11) == 255
     mine = recipe_settings(TrainConfig(batch_size=8, crop=(160, 160)), 88, (640, 480))[1]
     assert "crop" not in mine and mine["epochs"] == math.ceil(scratch_steps(160) / 11)
     small = recipe_settings(TrainConfig(batch_size=8), 64, (128, 96))[1]
@@ -153,10 +155,10 @@ def test_scratch_recipe_crops_large_frames_and_trains_larger_inputs_longer():
 @settings(max_examples=60, deadline=None)
 @given(st.floats(1, 4000), st.floats(1, 4000))
 def test_scratch_steps_stay_within_the_measured_range_and_grow_with_size(a, b):
-    from posed.engines.training.settings import SCRATCH_STEPS, scratch_steps
+    from posed.engines.training.settings import SCRATCH_STEPS, SCRATCH_STEPS_LARGE, scratch_steps
 
     lo, hi = sorted((a, b))
-    assert SCRATCH_STEPS <= scratch_steps(lo) <= scratch_steps(hi) <= 2 * SCRATCH_STEPS
+    assert SCRATCH_STEPS <= scratch_steps(lo) <= scratch_steps(hi) <= SCRATCH_STEPS_LARGE
 
 
 @settings(max_examples=80, deadline=None)

@@ -38,9 +38,11 @@ SCRATCH_STEPS = 1200
 SCRATCH_EPOCHS = (30, 300)  # the bounds on the epochs those steps become
 # Larger training inputs need more steps. Measured at two sizes: 1200 steps suffice for 128x128
 # synthetic frames; DeepLabCut's openfield project on 320x320 crops is <= 5 px mean in 4 of 9
-# runs after 1200 steps and in 5 of 6 after 2400 (benchmarks/results/train_openfield_seeds.json).
-# In between the steps grow linearly with the input's side; beyond 320 px (not measured) they
-# stay at 2400.
+# runs after 1200 steps, in 5 of 6 after 2400 and in 2 of 2 after 2800 (4.22 and 4.17 px; the
+# seed at 5.11 px after 2400 is one of them; 52 CPU-minutes on one AVX-512 core;
+# benchmarks/results/train_openfield_seeds.json). In between the steps grow linearly with the
+# input's side; beyond 320 px (not measured) they stay at 2800.
+SCRATCH_STEPS_LARGE = 2800
 SCRATCH_SIDES = (128, 320)
 # Frames larger than this on a side train on crops of this size (cut "hybrid": on the animal
 # or anywhere), as the openfield measurement did: whole 640x480 frames would cost 3x the CPU
@@ -446,10 +448,10 @@ def budget_epochs(cfg: TrainConfig, epoch_seconds: float) -> int:
 def scratch_steps(side: float) -> int:
     """Optimisation steps of the ``scratch`` recipe for training inputs ``side`` pixels a side
     (the geometric mean of width and height): :data:`SCRATCH_STEPS` up to the first of
-    :data:`SCRATCH_SIDES`, twice that from the second, linear in between."""
+    :data:`SCRATCH_SIDES`, :data:`SCRATCH_STEPS_LARGE` from the second, linear in between."""
     lo, hi = SCRATCH_SIDES
     frac = min(1.0, max(0.0, (side - lo) / (hi - lo)))
-    return int(round(SCRATCH_STEPS * (1.0 + frac)))
+    return int(round(SCRATCH_STEPS + (SCRATCH_STEPS_LARGE - SCRATCH_STEPS) * frac))
 
 
 def recipe_settings(cfg: TrainConfig, train_images: int,

@@ -99,7 +99,7 @@ def add_train(sub: Any) -> None:
                        "mobilenet_v2_0.35, efficientnet_b0, dlc_resnet_50 (DeepLabCut 3's "
                        "GroupNorm ResNet-50) (default: project default_net_type)")
         p.add_argument("--epochs", type=positive, help="training epochs (default: the "
-                       "recipe's: 1200-2400 steps from scratch by input size, within 30..300; "
+                       "recipe's: 1200-2800 steps from scratch by input size, within 30..300; "
                        "50 to fine-tune)")
         p.add_argument("--budget", type=float, metavar="MINUTES",
                        help="fit training in this many minutes: after the first epoch, "
