@@ -101,7 +101,7 @@ def plot(summary: dict, out: Path) -> None:
     ax.axhline(HUMAN_PX, color="k", ls="--", lw=1, label=f"human labeller ({HUMAN_PX} px)")
     ax.plot(*DLC_RANDOM_INIT, "kx", ms=8, label="DeepLabCut 3.0.2, random init")
     ax.set_yscale("log")
-    ax.set_xlabel("training CPU-minutes (2-core machine, one thread per run)")
+    ax.set_xlabel("training CPU-minutes (process CPU time; 2-core machines, most runs one thread)")
     ax.set_ylabel("mean test error (px, 5 test frames)")
     ax.set_title("posed on openfield: mobilenet_v2_0.35 from random init")
     ax.grid(True, which="both", alpha=0.3)
