@@ -38,8 +38,8 @@ SCRATCH_STEPS = 1200
 SCRATCH_EPOCHS = (30, 300)  # the bounds on the epochs those steps become
 # Larger training inputs need more steps. Measured at two sizes: 1200 steps suffice for 128x128
 # synthetic frames; DeepLabCut's openfield project on 320x320 crops is <= 5 px mean in 4 of 9
-# runs after 1200 steps, in 5 of 6 after 2400 and in 2 of 2 after 2800 (4.22 and 4.17 px; the
-# seed at 5.11 px after 2400 is one of them; 52 CPU-minutes on one AVX-512 core;
+# runs after 1200 steps, in 5 of 6 after 2400 and in 3 of 3 after 2800 (4.17-4.35 px; the
+# seed at 5.11 px after 2400 is one of them; 52-58 CPU-minutes on an AVX-512 CPU;
 # benchmarks/results/train_openfield_seeds.json). In between the steps grow linearly with the
 # input's side; beyond 320 px (not measured) they stay at 2800.
 SCRATCH_STEPS_LARGE = 2800
