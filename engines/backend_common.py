@@ -91,7 +91,7 @@ def run_epochs(project: "Project", shuffle: int, cfg: "TrainConfig", folder: Pat
             if paced is None:
                 log.info("budget_minutes: not applied, since the first epoch ran without it")
             else:
-                cfg = _fit_budget(cfg, paced, folder)  # the interrupted run's choice again
+                cfg = _fit_budget(cfg, paced)  # the interrupted run's choice again
         if start_epoch >= cfg.epochs:
             log.info("already trained to epoch %d (epochs=%d)", start_epoch, cfg.epochs)
             return folder
@@ -108,8 +108,12 @@ def run_epochs(project: "Project", shuffle: int, cfg: "TrainConfig", folder: Pat
             totals, lr = train_epoch(epoch, cfg, clock)
             seconds = time.perf_counter() - t0
             if epoch == 0 and cfg.budget_minutes is not None:
-                cfg = _fit_budget(cfg, clock.epoch_seconds(seconds), folder)
-                bar.total = cfg.epochs
+                pace, asked = clock.epoch_seconds(seconds), cfg.epochs
+                cfg = _fit_budget(cfg, pace)
+                _write_pace(folder, cfg, pace, asked)
+                if cfg.epochs != asked:
+                    write_resolved_config(folder / "train_config.yaml", cfg)
+                    bar.total = cfg.epochs
             done = epoch = epoch + 1
             test_err = float("nan")
             snapshot_due = done % cfg.save_every == 0 or done == cfg.epochs
@@ -162,13 +166,16 @@ def _read_pace(folder: Path) -> float | None:
                           "--overwrite") from None
 
 
-def _fit_budget(cfg: "TrainConfig", epoch_seconds: float, folder: Path) -> "TrainConfig":
-    """``cfg`` with the epochs that fit its budget at ``epoch_seconds`` an epoch (logged);
-    the pace and the choice go to ``budget.json``, the epochs to the resolved settings."""
-    epochs = budget_epochs(cfg, epoch_seconds)
+def _write_pace(folder: Path, cfg: "TrainConfig", epoch_seconds: float, asked: int) -> None:
+    """``budget.json``: the budget, the first epoch's pace and the epochs asked and kept."""
     atomic_write_text(folder / BUDGET_FILE, json.dumps(
         {"budget_minutes": cfg.budget_minutes, "epoch_seconds": epoch_seconds,
-         "epochs_asked": cfg.epochs, "epochs_kept": epochs}, indent=1) + "\n")
+         "epochs_asked": asked, "epochs_kept": cfg.epochs}, indent=1) + "\n")
+
+
+def _fit_budget(cfg: "TrainConfig", epoch_seconds: float) -> "TrainConfig":
+    """``cfg`` with the epochs that fit its budget at ``epoch_seconds`` an epoch (logged)."""
+    epochs = budget_epochs(cfg, epoch_seconds)
     if epochs == cfg.epochs:
         log.info("training budget %.4g min: %d epochs of %.1f s fit", cfg.budget_minutes,
                  cfg.epochs, epoch_seconds)
@@ -176,9 +183,7 @@ def _fit_budget(cfg: "TrainConfig", epoch_seconds: float, folder: Path) -> "Trai
     log.info("training budget %.4g min: an epoch takes %.1f s, so %d of %d epochs "
              "(all of them would take %.1f min)", cfg.budget_minutes, epoch_seconds, epochs,
              cfg.epochs, cfg.epochs * epoch_seconds / 60.0)
-    cfg = dataclasses.replace(cfg, epochs=epochs)
-    write_resolved_config(folder / "train_config.yaml", cfg)
-    return cfg
+    return dataclasses.replace(cfg, epochs=epochs)
 
 
 def write_snapshot(folder: Path, epoch: int, bundle: "ModelBundle",
