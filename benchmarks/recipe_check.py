@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import resource
 import sys
 import tempfile
@@ -37,7 +38,7 @@ from _machine import machine_info  # noqa: E402
 
 from posed.engines import api  # noqa: E402
 from posed.engines.io import atomic_write_text  # noqa: E402
-from posed.engines.project import load_image, load_labels, load_project  # noqa: E402
+from posed.engines.project import create_split, load_image, load_labels, load_project  # noqa: E402
 from posed.engines.synth import generate_project  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +53,7 @@ AUGMENT = {
     "photometric+rot180": {**PHOTOMETRIC, "invert_prob": 0.0, "rotation": 180},
     "photometric+invert": {**PHOTOMETRIC, "invert_prob": 0.3},
     "photometric+invert015": {**PHOTOMETRIC, "invert_prob": 0.15},
+    "default+rot180": {"rotation": 180},
 }
 # Presets trained for twice the scratch recipe's steps of the time (600; 80 frames: 150 epochs,
 # 1200 steps). The "default-x2" rows of augment.json are the plain augmentation, then the
@@ -96,6 +98,9 @@ def main() -> int:
     ap.add_argument("--recipes", nargs="+", default=["scratch", "finetune"])
     ap.add_argument("--augment", nargs="+", choices=sorted(AUGMENT),
                     help="compare these augmentation presets (scratch recipe)")
+    ap.add_argument("--steps", type=int,
+                    help="train this many optimisation steps instead of the recipe's "
+                         "(epochs = steps / batches per epoch, beyond the recipe's bounds)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     out = args.out or HERE / "results" / ("augment.json" if args.augment else "recipe.json")
@@ -117,7 +122,8 @@ def main() -> int:
         for frames in args.frames or [80]:
             for recipe, preset in runs:
                 for seed in args.seeds:
-                    row = train_and_score(tmp, frames, recipe, preset, seed, unseen)
+                    row = train_and_score(tmp, frames, recipe, preset, seed, unseen,
+                                          args.steps)
                     record["rows"].append(row)
                     print(json.dumps(row), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -126,11 +132,15 @@ def main() -> int:
 
 
 def train_and_score(tmp: Path, frames: int, recipe: str, preset: str | None, seed: int,
-                    unseen: dict[int, Path]) -> dict:
-    """Train one model on a seed-0 project and score it on its own and the unseen frames."""
+                    unseen: dict[int, Path], steps: int | None = None) -> dict:
+    """Train one model on a seed-0 project and score it on its own and the unseen frames
+    (for ``steps`` optimisation steps when given, else the recipe's)."""
     proj = tmp / f"p{frames}-{recipe}-{preset}-{seed}"
     generate_project(proj, frames=frames, size=(128, 128), seed=0, video_frames=0)
     settings = {"recipe": recipe, "seed": seed}
+    if steps:
+        train = len(create_split(load_project(proj), 1).train)
+        settings["epochs"] = max(1, math.ceil(steps / math.ceil(train / 8)))
     if preset:
         preset_settings = dict(AUGMENT[preset])
         if "epochs" in preset_settings:

@@ -17,8 +17,9 @@ into this repository.
 Settings not given come from the training recipe (``recipe: auto``: ``scratch`` without
 pretrained weights). The test error at every ``--save-every`` epochs, against the CPU time
 spent so far, is the record's ``curve``. Each run is evaluated again with test-time flips
-(``posed evaluate --flip-test``): the record's ``flip_test``. ``--flip-only`` adds that to an
-existing record from the model kept in ``--workdir``, without training.
+(``posed evaluate --flip-test``): the record's ``flip_test``; and on its test and training
+images turned by 90, 180 and 270 degrees: ``rotated``. ``--add flip_test rotated`` adds
+either to an existing record from the model kept in ``--workdir``, without training.
 """
 
 from __future__ import annotations
@@ -109,17 +110,63 @@ def flip_test(project) -> dict:
             "labels_swapped_back": labels_swapped_back(project, result)}
 
 
-def add_flip_test(work: Path, data: Path, out: Path) -> int:
-    """``--flip-only``: the flip-test figures of the model kept in ``work``, into ``out``."""
+def rot90_points(xy: np.ndarray, width: int, height: int, k: int) -> np.ndarray:
+    """Pixel coordinates ``xy`` (..., 2) of a ``width`` x ``height`` image after
+    ``np.rot90(image, k)`` (k quarter turns counter-clockwise as displayed)."""
+    xy = xy.copy()
+    for _ in range(k % 4):
+        xy = np.stack([xy[..., 1], width - 1 - xy[..., 0]], axis=-1)
+        width, height = height, width
+    return xy
+
+
+def rotated_test(project) -> dict:
+    """Error of the trained shuffle 1 on its test and training images turned by 90, 180 and
+    270 degrees (labels turned with them). A top-down camera sees the animal face any way; the
+    labelled frames may not show every heading, so this measures whether the model finds
+    the animal facing ways its labels never showed."""
+    from posed.engines.project import load_image
+
+    labels = load_labels(project, check_images=False)
+    row = {img: i for i, img in enumerate(labels.images)}
+    split = load_split(project, 1)
+    out: dict = {}
+    with api.load_model(api.resolve_bundle(project.root, "pytorch"), device="cpu") as runner:
+        for part, names in (("test", split.test), ("train", split.train)):
+            names = [n for n in names if n in row]
+            images = [load_image(project.root, n) for n in names]
+            truth = labels.keypoints[[row[n] for n in names]]
+            out[part] = {}
+            for k in range(4):
+                dists = []
+                for image, xy in zip(images, truth):
+                    h, w = image.shape[:2]
+                    pose = runner.predict(np.ascontiguousarray(np.rot90(image, k))[None])[0]
+                    dists.append(np.linalg.norm(pose[:, :2] - rot90_points(xy, w, h, k), axis=1))
+                d = np.concatenate(dists)
+                d = d[np.isfinite(d)]
+                out[part][str(90 * k)] = {"error_px": round(float(d.mean()), 3),
+                                          "median_px": round(float(np.median(d)), 3),
+                                          "pck@5": round(float((d <= 5).mean()), 3)}
+    return out
+
+
+ADDABLE = {"flip_test": flip_test, "rotated": rotated_test}
+
+
+def add_to_record(work: Path, data: Path, out: Path, keys: list[str]) -> int:
+    """``--add``: figures of the model kept in ``work`` (``flip_test``, ``rotated``) added
+    to the record ``out``, without training."""
     proj_dir = work / data.name
     if not (proj_dir / "config.yaml").is_file() or not out.is_file():
-        print(f"error: --flip-only needs the kept project {proj_dir} and the record {out}",
+        print(f"error: --add needs the kept project {proj_dir} and the record {out}",
               file=sys.stderr)
         return 1
     record = json.loads(out.read_text())
-    record["flip_test"] = flip_test(load_project(proj_dir))
+    for key in keys:
+        record[key] = ADDABLE[key](load_project(proj_dir))
     atomic_write_text(out, json.dumps(record, indent=2) + "\n")
-    print(f"flip test: {record['flip_test']['test_error_px']:.2f} px; written {out}")
+    print(f"added {', '.join(keys)}; written {out}")
     return 0
 
 
@@ -143,19 +190,19 @@ def main() -> int:
     ap.add_argument("--train-config", type=Path, help="YAML of further training settings")
     ap.add_argument("--workdir", type=Path, help="keep the trained project here (default: temp)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "train_openfield.json")
-    ap.add_argument("--flip-only", action="store_true",
-                    help="no training: add the flip-test figures of the model kept in "
-                    "--workdir to the record --out")
+    ap.add_argument("--add", nargs="+", choices=sorted(ADDABLE),
+                    help="no training: add these figures of the model kept in --workdir to "
+                    "the record --out")
     args = ap.parse_args()
     data = args.project.resolve()
     if not (data / "config.yaml").is_file():
         print(f"error: {data / 'config.yaml'}: example project not found", file=sys.stderr)
         return 1
-    if args.flip_only:
+    if args.add:
         if args.workdir is None:
-            print("error: --flip-only needs --workdir", file=sys.stderr)
+            print("error: --add needs --workdir", file=sys.stderr)
             return 1
-        return add_flip_test(args.workdir, data, args.out)
+        return add_to_record(args.workdir, data, args.out, args.add)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="posed-openfield-"))
     proj_dir = work / data.name
     if proj_dir.exists():
@@ -199,6 +246,7 @@ def main() -> int:
         "errors": json.loads(table.to_json(orient="records")),
         "labels_swapped_back": labels_swapped_back(project, result),
         "flip_test": flip_test(project),
+        "rotated": rotated_test(project),
         "learning_stats": (folder / "learning_stats.csv").read_text(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
