@@ -11,8 +11,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import yaml
-from posed.engines.training.settings import (TrainConfig, make_train_config, project_flip_pairs,
-                                             read_train_config_file, recipe_settings)
+from posed.engines.training.settings import (TrainConfig, axis_concentration, make_train_config,
+                                             project_flip_pairs, read_train_config_file,
+                                             recipe_settings)
 
 from posed.errors import ConfigError, PosedError
 
@@ -55,35 +56,59 @@ def resolve_train_config(project: Any, shuffle: int, overrides: "Mapping[str, An
               ("command line", overrides or {})]
     first = make_train_config(layers)
     # The recipe sits below every layer, so whatever the project or the user set wins.
-    count, size = _train_images(project, shuffle)
-    name, recipe, why = recipe_settings(first, count, size)
+    count, size, axis = _train_images(project, shuffle)
+    name, recipe, why = recipe_settings(first, count, size, axis)
     cfg = make_train_config([(f"recipe '{name}'", recipe), *layers])
     if not resume:
         crop = "%dx%d crops" % cfg.crop if cfg.crop else "whole images"
         budget = "" if cfg.budget_minutes is None else (
             " (fewer if they take over %g min)" % cfg.budget_minutes)
         log.info("training recipe: %s (%s): lr %g, output stride %d, %d epochs%s, batch %d, "
-                 "%s; any of them can be set (--lr, --output-stride, --epochs, --budget, "
-                 "--crop, recipe:)", name, why, cfg.lr, cfg.output_stride, cfg.epochs, budget,
-                 cfg.batch_size, crop)
+                 "%s, rotation up to %g degrees; any of them can be set (--lr, "
+                 "--output-stride, --epochs, --budget, --crop, augment.rotation, recipe:)",
+                 name, why, cfg.lr, cfg.output_stride, cfg.epochs, budget, cfg.batch_size, crop,
+                 cfg.augment.rotation)
     return cfg
 
 
-def _train_images(project: Any, shuffle: int) -> tuple[int, tuple[int, int] | None]:
-    """How many images the shuffle trains on and the largest width and height among them;
-    (0, None) when it has no split yet, and no size when an image cannot be read (training
-    says why)."""
+def _train_images(project: Any, shuffle: int) -> tuple[int, tuple[int, int] | None,
+                                                      float | None]:
+    """How many images the shuffle trains on, the largest width and height among them and
+    the :func:`axis_concentration` of their labels; (0, None, None) when it has no split yet,
+    and no size when an image cannot be read (training says why)."""
     from posed.engines.project import image_size, load_split
 
     try:
         train = load_split(project, shuffle).train
     except (PosedError, OSError):
-        return 0, None
+        return 0, None, None
+    axis = _train_axis(project, train)
     try:
         sizes = [image_size(project.root, name) for name in train]
     except (PosedError, OSError):
-        return len(train), None
-    return len(train), (max(w for w, _ in sizes), max(h for _, h in sizes)) if sizes else None
+        return len(train), None, axis
+    return (len(train), (max(w for w, _ in sizes), max(h for _, h in sizes)) if sizes else None,
+            axis)
+
+
+def _train_axis(project: Any, train: Sequence[str]) -> float | None:
+    """:func:`axis_concentration` of the training images' labels (each animal of a
+    multi-animal project a pose of its own); None when they cannot be read."""
+    from posed.engines.project import load_labels, load_multianimal_labels
+
+    wanted = set(train)
+    try:
+        if getattr(project, "multianimal", False):
+            labels = load_multianimal_labels(project, check_images=False)
+            rows = [i for i, name in enumerate(labels.images) if name in wanted]
+            kp = labels.keypoints[rows]
+            kp = kp.reshape(-1, *kp.shape[2:])
+        else:
+            labels = load_labels(project, check_images=False)
+            kp = labels.keypoints[[i for i, name in enumerate(labels.images) if name in wanted]]
+    except (PosedError, OSError):
+        return None
+    return axis_concentration(kp)
 
 
 def write_resolved_config(path: Path, cfg: TrainConfig) -> None:

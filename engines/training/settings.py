@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import yaml
 from posed.engines.decoding import TargetSpec
 
@@ -48,6 +49,21 @@ SCRATCH_SIDES = (128, 320)
 # or anywhere), as the openfield measurement did: whole 640x480 frames would cost 3x the CPU
 # per step.
 SCRATCH_CROP = 320
+# A top-down camera sees the animal face every way, while a few dozen labelled frames show
+# some headings only (openfield's 93 cover about 240 degrees). Rotating whole synthetic frames
+# over the full circle took 40-frame projects from 4.7-8.7 px to 2.0-3.0 px on unseen floors
+# and 80-frame ones from 2.2-3.0 to 1.8-2.4 px, at the recipe's 1200 steps; on openfield's
+# 320-px crops it did not converge within 2800 steps (benchmarks/RESULTS.md, "Full-circle
+# rotation"), so crops keep the plain rotation. The view counts as top-down when no line
+# between two labelled parts keeps its axis across the frames: the largest mean resultant
+# length of the doubled line angles (0: every axis, 1: one) is below TOPDOWN_AXIS. Measured:
+# synthetic (40 frames, seeds 0, 1, 5) 0.14-0.28, openfield 0.40, Reaching (side view, a
+# fixed joystick among its parts) 1.00. 0.55 is an axis spread evenly over about 110 degrees:
+# a side view where the body tilts between level and upright (rearing, 0.64) stays a side
+# view. Too few frames tell nothing. Fine-tuning keeps its rotation: pretrained weights cannot
+# be measured here (nothing can be downloaded).
+TOPDOWN_AXIS = 0.55
+TOPDOWN_MIN_FRAMES = 10
 # DeepLabCut's own architectures keep DeepLabCut's stride: it is part of the snapshot format
 # that posed publishes for DeepLabCut to read (engines/dlc/roundtrip.py).
 FIXED_STRIDE_NETS = ("dlc_resnet_50",)
@@ -454,15 +470,44 @@ def scratch_steps(side: float) -> int:
     return int(round(SCRATCH_STEPS + (SCRATCH_STEPS_LARGE - SCRATCH_STEPS) * frac))
 
 
+def axis_concentration(keypoints: np.ndarray) -> float | None:
+    """How firmly the labelled poses keep one orientation, in [0, 1].
+
+    For each pair of parts, the mean resultant length of twice the angle of the line between
+    them over the frames where both are labelled (doubling makes a line and its reverse one
+    axis): 1 when the line keeps its axis, near 0 when it turns every way. Returns the largest
+    over pairs, as one fixed line (a joystick, an animal seen from the side) marks a view
+    that does not turn; None when no pair is labelled in :data:`TOPDOWN_MIN_FRAMES` frames.
+
+    Args:
+        keypoints: (frames, parts, 2) pixel coordinates, NaN where not labelled.
+    """
+    kp = np.asarray(keypoints, dtype=float)
+    best = None
+    for a in range(kp.shape[1]):
+        for b in range(a + 1, kp.shape[1]):
+            d = kp[:, b] - kp[:, a]
+            ok = np.isfinite(d).all(axis=1) & (np.abs(d).sum(axis=1) > 0)
+            if ok.sum() < TOPDOWN_MIN_FRAMES:
+                continue
+            r = float(np.abs(np.exp(2j * np.arctan2(d[ok, 1], d[ok, 0])).mean()))
+            best = r if best is None else max(best, r)
+    return best
+
+
 def recipe_settings(cfg: TrainConfig, train_images: int,
-                    image_size: tuple[int, int] | None = None) -> tuple[str, dict[str, Any], str]:
+                    image_size: tuple[int, int] | None = None,
+                    axis: float | None = None) -> tuple[str, dict[str, Any], str]:
     """The recipe for ``cfg`` (its ``recipe``, or chosen by ``auto``), its settings and why.
 
     ``scratch`` (random init): :data:`SCRATCH`; crops of :data:`SCRATCH_CROP` pixels when the
     largest training image (``image_size``, width and height) is larger on a side and ``cfg``
     sets no crop; and enough epochs for :func:`scratch_steps` optimisation steps over
     ``train_images``, within :data:`SCRATCH_EPOCHS`. ``finetune`` (pretrained weights): the
-    plain defaults of :class:`TrainConfig`.
+    plain defaults of :class:`TrainConfig`. ``scratch`` rotates over the full circle when the
+    training labels' :func:`axis_concentration` (``axis``) says the view is top-down and it
+    trains on whole images (see :data:`TOPDOWN_AXIS` for why not on crops, nor when
+    fine-tuning).
     """
     name = cfg.recipe
     if name == "auto":
@@ -477,6 +522,12 @@ def recipe_settings(cfg: TrainConfig, train_images: int,
     if crop is None and image_size is not None and max(image_size) > SCRATCH_CROP:
         crop = (SCRATCH_CROP, SCRATCH_CROP)
         settings["crop"] = list(crop)
+    if axis is not None and axis < TOPDOWN_AXIS:
+        why += "; top-down view: label axes %.2f < %g" % (axis, TOPDOWN_AXIS)
+        if crop is None:
+            settings["augment"] = {**SCRATCH["augment"], "rotation": 180.0}
+        else:
+            why += ", but crops keep the plain rotation"
     sample = crop or image_size
     side = math.sqrt(sample[0] * sample[1]) if sample else SCRATCH_SIDES[0]
     steps = max(1, math.ceil(max(1, train_images) / cfg.batch_size))
