@@ -139,8 +139,9 @@ def train_and_score(tmp: Path, frames: int, recipe: str, preset: str | None, see
     generate_project(proj, frames=frames, size=(128, 128), seed=0, video_frames=0)
     settings = {"recipe": recipe, "seed": seed}
     if steps:
-        train = len(create_split(load_project(proj), 1).train)
-        settings["epochs"] = max(1, math.ceil(steps / math.ceil(train / 8)))
+        project = load_project(proj)
+        batches = math.ceil(len(create_split(project, 1).train) / project.batch_size)
+        settings["epochs"] = max(1, math.ceil(steps / batches))
     if preset:
         preset_settings = dict(AUGMENT[preset])
         if "epochs" in preset_settings:
