@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -59,6 +60,51 @@ def gemm_peak(seconds: float = 3.0, n: int = 2048) -> dict[str, float]:
         out["int8_gops"] = _best(_int8_matmul(n), 2 * n**3, seconds)
     except ImportError:
         pass
+    return out
+
+
+def constant_work(target_ms: float) -> tuple[Callable[[int], Any], str]:
+    """A call of constant arithmetic lasting about ``target_ms``: an fp32 matrix product
+    (PyTorch's BLAS, all its threads); returns it and its description."""
+    import torch
+
+    from posed.bench.stats import time_calls
+
+    def matmul(n: int) -> Callable[[int], Any]:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        return lambda _i: torch.mm(a, b)
+
+    probe = matmul(1024)
+    probe(0)
+    ms = float(np.median(time_calls(probe, 0.5)))
+    n = max(128, int(1024 * (target_ms / ms) ** (1 / 3)) // 64 * 64)  # work grows as n**3
+    return matmul(n), f"fp32 {n}x{n} matmul, {torch.get_num_threads()} threads"
+
+
+def paired_flatness(runner: Any, frames: np.ndarray, seconds: float,
+                    calls: int = 50) -> dict[str, Any]:
+    """A runtime's latency spread next to the machine's: the runner (batch 1) and
+    :func:`constant_work` as long as its median call take turns in rounds of ``calls`` calls
+    for ``seconds`` each in all, so both meet the same spells of the machine (a shared VM's
+    host slowing the vCPUs down, frequency changes). The work's arithmetic never changes, so
+    whatever spread it shows is the machine's; a runtime at the same spread adds none."""
+    from posed.bench.stats import flatness, percentiles, time_calls
+
+    for i in range(2):
+        runner.predict(frames[i:i + 1])
+    target = float(np.median(time_calls(lambda i: runner.predict(frames[i % len(frames)][None]),
+                                        0.0, min_calls=10)))
+    work, what = constant_work(target)
+    work(0)
+    lat: dict[str, list[float]] = {"runtime": [], "constant_work": []}
+    while not lat["runtime"] or sum(lat["runtime"]) < seconds * 1000:  # one round at least
+        k = len(lat["runtime"])
+        lat["runtime"] += time_calls(
+            lambda i: runner.predict(frames[(k + i) % len(frames)][None]), 0.0, calls)
+        lat["constant_work"] += time_calls(work, 0.0, calls)
+    out = {key: {"calls": len(v), **percentiles(v), **flatness(v)} for key, v in lat.items()}
+    out["constant_work"]["workload"] = what
+    out["round_calls"] = calls
     return out
 
 

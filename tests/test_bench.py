@@ -162,3 +162,63 @@ def test_without_the_source_tree_stand_ins_replace_the_demo_model_and_clip(tmp_p
     finally:
         for cached in (assets.demo_model, assets.demo_clip):
             cached.cache_clear()
+
+
+def test_flatness_tells_a_slow_second_from_single_hiccups():
+    # A machine that slows down for a while: one run of slow calls, p99 inside it.
+    steady = [10.0] * 95
+    episode = steady[:50] + [16.0] * 5 + steady[50:]
+    f = bench.flatness(episode)
+    assert f["slow_episodes"] == 1 and f["slow_share"] == round(5 / 100, 4)
+    assert f["p99_over_p50"] == 1.6
+    # The same slow calls spread out: five episodes; calls at exactly 1.5x are not slow.
+    spread = [16.0 if i % 20 == 19 else 10.0 for i in range(100)] + [15.0]
+    f = bench.flatness(spread)
+    assert f["slow_episodes"] == 5 and f["slow_share"] == round(5 / 101, 4)
+    assert bench.flatness([10.0] * 50)["p99_over_p50"] == 1.0
+    empty = bench.flatness([])
+    assert empty["slow_episodes"] == 0 and np.isnan(empty["p99_over_p50"])
+
+
+def test_measure_reports_flatness_and_calls_in_order():
+    seen = []
+
+    class Runner:
+        def predict(self, batch):
+            seen.append(int(batch[0, 0, 0, 0]))
+
+    frames = np.arange(4, dtype=np.uint8)[:, None, None, None].repeat(3, axis=3)
+    out = bench.measure(Runner(), frames, 1, 0.0)
+    assert out["calls"] == 5 and len(seen) == 7  # two warm-up calls, then at least 5
+    assert seen == [0, 1, 0, 1, 2, 3, 0]
+    assert {"p50_ms", "p99_ms", "p99_over_p50", "slow_share", "slow_episodes"} <= out.keys()
+    lat = bench.time_calls(lambda i: seen.append(i), 0.0, min_calls=3)
+    assert len(lat) == 3 and seen[-3:] == [0, 1, 2] and min(lat) >= 0
+
+
+def test_paired_flatness_times_runtime_and_constant_work_in_turns(monkeypatch):
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.modules.pop("_compute", None)
+    import _compute
+
+    order = []
+
+    class Runner:
+        def predict(self, batch):
+            assert batch.shape == (1, 2, 2, 3)
+            order.append("r")
+
+    def work(i):
+        order.append("w")
+
+    monkeypatch.setattr(_compute, "constant_work", lambda ms: (work, "stand-in"))
+    frames = np.zeros((3, 2, 2, 3), np.uint8)
+    out = _compute.paired_flatness(Runner(), frames, seconds=0.0, calls=4)
+    assert out["runtime"]["calls"] == out["constant_work"]["calls"] == 4
+    assert out["constant_work"]["workload"] == "stand-in" and out["round_calls"] == 4
+    # Warm-up and sizing calls first, then one round each: runtime, then constant work.
+    assert order[-9:] == ["w"] + ["r"] * 4 + ["w"] * 4
+    assert {"p99_over_p50", "slow_share", "slow_episodes"} <= out["runtime"].keys()

@@ -21,9 +21,9 @@ from posed.bench.assets import DEMO, DEMO_CLIP, DEMO_MODEL, BenchOptions
 from posed.bench.gpu import GPU_MODES, gpu_figures
 from posed.bench.machine import machine_info
 from posed.bench.report import to_markdown
-from posed.bench.stats import measure, measure_in_thread, percentiles
+from posed.bench.stats import flatness, measure, measure_in_thread, percentiles, time_calls
 from posed.bench.suite import CASES, list_cases, run
 
-__all__ = ["CASES", "DEMO", "DEMO_CLIP", "DEMO_MODEL", "GPU_MODES", "BenchOptions",
+__all__ = ["CASES", "DEMO", "DEMO_CLIP", "DEMO_MODEL", "GPU_MODES", "BenchOptions", "flatness",
            "gpu_figures", "list_cases", "machine_info", "measure", "measure_in_thread",
-           "percentiles", "run", "to_markdown"]
+           "percentiles", "run", "time_calls", "to_markdown"]
