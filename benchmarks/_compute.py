@@ -84,10 +84,11 @@ def constant_work(target_ms: float) -> tuple[Callable[[int], Any], str]:
 def paired_flatness(runner: Any, frames: np.ndarray, seconds: float,
                     calls: int = 50) -> dict[str, Any]:
     """A runtime's latency spread next to the machine's: the runner (batch 1) and
-    :func:`constant_work` as long as its median call take turns in rounds of ``calls`` calls
-    for ``seconds`` each in all, so both meet the same spells of the machine (a shared VM's
-    host slowing the vCPUs down, frequency changes). The work's arithmetic never changes, so
-    whatever spread it shows is the machine's; a runtime at the same spread adds none."""
+    :func:`constant_work` as long as its median call take turns, ``calls`` calls at a time,
+    until the runner's calls add up to ``seconds``; so both meet the same spells of the
+    machine (a shared VM's host slowing the vCPUs down, frequency changes). The work's
+    arithmetic never changes, so whatever spread it shows is the machine's; a runtime at the
+    same spread adds none."""
     from posed.bench.stats import flatness, percentiles, time_calls
 
     for i in range(2):
