@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402
 
 from posed.bench.assets import frames as demo_frames  # noqa: E402
-from posed.bench.stats import percentiles  # noqa: E402
+from posed.bench.stats import percentiles, time_calls  # noqa: E402
 from posed.engines import api  # noqa: E402
 from posed.engines.io import atomic_write_text  # noqa: E402
 from posed.engines.registry import capability  # noqa: E402
@@ -42,12 +42,8 @@ def timed(call: Callable[[int], Any], seconds: float) -> dict[str, Any]:
     calls): calls per second and latency percentiles."""
     call(0)
     call(1)
-    lat, start, i = [], time.perf_counter(), 0
-    while time.perf_counter() - start < seconds or len(lat) < 10:
-        t0 = time.perf_counter()
-        call(i)
-        lat.append((time.perf_counter() - t0) * 1000)
-        i += 1
+    start = time.perf_counter()
+    lat = time_calls(call, seconds, min_calls=10)
     return {"per_s": round(len(lat) / (time.perf_counter() - start), 2), **percentiles(lat)}
 
 
