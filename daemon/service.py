@@ -355,6 +355,9 @@ class Service(Lifecycle):
         self.stop_event.set()
         try:
             self.stuck = self._stop_stages()
+            # The last word on each camera: the run loop updates the gauges every 50 ms and
+            # may have ended before it saw a camera fail (or stop) just now.
+            self._down_cameras()
         finally:
             self._release_stages()  # even after an error here: non-daemon threads must end
         if self.publisher is not None:
