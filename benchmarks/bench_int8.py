@@ -43,14 +43,14 @@ from pathlib import Path
 
 import numpy as np
 
+from posed.bench import AVX2_LIMITS
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 SHARED = HERE.parent.parent / "shared"
 MODEL_DIR = SHARED / "models" / "dlc3-openfield-resnet50"
 DLC_PT = MODEL_DIR / "DLC_openfield_NetType.RESNET_50_iteration-0_shuffle-1_snapshot-1.pt"
 VIDEO = SHARED / "data" / "dlc-examples" / "openfield-Pranav-2018-10-30" / "videos" / "m3v1mp4.mp4"
-AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-        "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 THREADS = 2
 EVAL_FRAMES = 50
 TIMED_FRAMES = 10
@@ -179,7 +179,7 @@ def run_mode(mode: str, workdir: Path, calls: int) -> dict:
                           speedup_vs_onnxruntime_fp32=round(base / np.median(lat[name]), 2))
         print(json.dumps({"mode": mode, "runtime": name, "p50_ms": rows[name]["p50_ms"]}),
               file=sys.stderr, flush=True)
-    return {"mode": mode, "env": {k: os.environ.get(k) for k in AVX2},
+    return {"mode": mode, "env": {k: os.environ.get(k) for k in AVX2_LIMITS},
             "load_average_1min_before_timing": load,
             "load_average_1min_after_timing": round(os.getloadavg()[0], 2),
             "eval_frames": indices, "rows": list(rows.values())}
@@ -266,7 +266,7 @@ def main() -> int:
         record.update(prepare(Path(tmp)))
         record["modes"] = []
         for mode in args.modes:
-            env = {**os.environ, **(AVX2 if mode == "avx2" else {})}
+            env = {**os.environ, **(AVX2_LIMITS if mode == "avx2" else {})}
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 env[var] = str(THREADS)
             proc = subprocess.run([sys.executable, __file__, "--child", mode, tmp,

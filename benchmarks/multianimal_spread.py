@@ -21,11 +21,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from posed.bench import AVX2_LIMITS
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-        "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def one_run(seed: int) -> dict:
@@ -71,7 +71,7 @@ def main() -> None:
 
     runs = []
     for isa in args.isa:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", **(AVX2 if isa == "avx2" else {})}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **(AVX2_LIMITS if isa == "avx2" else {})}
         for seed in args.seeds:
             proc = subprocess.run([sys.executable, __file__, "--one", str(seed)], env=env,
                                   capture_output=True, text=True, check=True)

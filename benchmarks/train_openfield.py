@@ -73,6 +73,13 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
+def cpu_capability() -> str:
+    """The instruction set PyTorch's own kernels use (``avx2`` under ``ATEN_CPU_CAPABILITY``)."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def labels_swapped_back(project, result) -> dict:
     """The test error again, against labels whose left/right pairs ``posed check-labels``
     flags as swapped, swapped back (openfield: one test image). The headline figures stay
@@ -231,6 +238,7 @@ def main() -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "threads": torch_threads(),
+        "cpu_capability": cpu_capability(),
         "data": data.name,
         "settings": settings,
         "resolved": yaml.safe_load((folder / "train_config.yaml").read_text()),

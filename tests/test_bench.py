@@ -196,6 +196,16 @@ def test_measure_reports_flatness_and_calls_in_order():
     assert len(lat) == 3 and seen[-3:] == [0, 1, 2] and min(lat) >= 0
 
 
+def test_machine_records_instruction_set_limits(monkeypatch):
+    # A result computed as an AVX2-only CPU would (make test-avx2) must not read as native.
+    for name in bench.AVX2_LIMITS:
+        monkeypatch.delenv(name, raising=False)
+    assert bench.machine_info()["isa_limits"] == {}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "")
+    assert bench.machine_info()["isa_limits"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
 def test_paired_flatness_times_runtime_and_constant_work_in_turns(monkeypatch):
     import sys
     from pathlib import Path

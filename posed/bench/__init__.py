@@ -19,11 +19,11 @@ Example:
 
 from posed.bench.assets import DEMO, DEMO_CLIP, DEMO_MODEL, BenchOptions
 from posed.bench.gpu import GPU_MODES, gpu_figures
-from posed.bench.machine import machine_info
+from posed.bench.machine import AVX2_LIMITS, machine_info
 from posed.bench.report import to_markdown
 from posed.bench.stats import flatness, measure, measure_in_thread, percentiles, time_calls
 from posed.bench.suite import CASES, list_cases, run
 
-__all__ = ["CASES", "DEMO", "DEMO_CLIP", "DEMO_MODEL", "GPU_MODES", "BenchOptions", "flatness",
-           "gpu_figures", "list_cases", "machine_info", "measure", "measure_in_thread",
+__all__ = ["AVX2_LIMITS", "CASES", "DEMO", "DEMO_CLIP", "DEMO_MODEL", "GPU_MODES", "BenchOptions",
+           "flatness", "gpu_figures", "list_cases", "machine_info", "measure", "measure_in_thread",
            "percentiles", "run", "time_calls", "to_markdown"]
