@@ -7,8 +7,9 @@ variant of a model to ONNX (fp32; static INT8; with frozen normalisation, fp32 a
 PyTorch GroupNorm models), runs each under every runtime installed here (ONNX Runtime;
 OpenVINO fp32 and, where the CPU has native bf16, bf16), and keeps the fastest whose
 keypoints stay within :data:`CRITERION` of the native model on held-out frames. The
-candidates are timed in interleaved rounds, so drift of the machine's speed falls on all of
-them alike. Every measurement goes to ``export.auto`` in the bundle's ``posed.yaml``.
+candidates take turns of a few calls each, so drift of the machine's speed falls on all of
+them alike, and the first call of each turn is not timed: a camera's stream never switches
+runtimes. Every measurement goes to ``export.auto`` in the bundle's ``posed.yaml``.
 
 At load time :func:`auto_runtime` turns that record into the engine and precision to run
 (an engine or precision the user names wins), and says in the log when this CPU is not the
@@ -45,6 +46,7 @@ CRITERION = {"median_px_confident": 0.5, "max_likelihood": 0.15}
 EXACT_MARGIN = 0.05
 ROUNDS = 15  # timed calls per candidate, after WARMUP
 WARMUP = 2
+TURN = 3  # timed calls in a row per candidate, after one untimed call
 VARIANTS = {  # name -> export options
     "fp32": {},
     "int8": {"precision": "int8"},
@@ -265,14 +267,27 @@ def _runtime_missing(engine: str, precision: str) -> str:
 
 
 def _time_interleaved(runners: list[tuple], frames: np.ndarray, rounds: int) -> None:
-    """Batch-1 latency of every runner, one call each per round."""
-    for i in range(WARMUP + rounds):
-        frame = frames[i % len(frames)][None]
+    """Batch-1 latency of every runner over ``rounds`` calls, taken in turns.
+
+    Each turn is one untimed call and then up to :data:`TURN` timed ones. The first call
+    after another runtime ran pays for the caches and threads that one took: on a 2-core Xeon
+    it cost ONNX Runtime's INT8 ResNet-50 30 ms over its 86, and OpenVINO's 21 over 78, but
+    its bf16 variant 2 ms, so one call each in turn ranked them unlike a steady stream does.
+    """
+    for _, runner in runners:
+        for i in range(WARMUP):
+            runner.predict(frames[i % len(frames)][None])
+    done = 0
+    while done < rounds:
+        take = min(TURN, rounds - done)
         for c, runner in runners:
-            t0 = time.perf_counter()
-            runner.predict(frame)
-            if i >= WARMUP:
-                c.times_ms.append((time.perf_counter() - t0) * 1e3)
+            for j in range(take + 1):
+                frame = frames[(done + j) % len(frames)][None]
+                t0 = time.perf_counter()
+                runner.predict(frame)
+                if j:
+                    c.times_ms.append((time.perf_counter() - t0) * 1e3)
+        done += take
 
 
 def _record(best: Candidate, candidates: list[Candidate], frames: np.ndarray,
@@ -282,7 +297,7 @@ def _record(best: Candidate, candidates: list[Candidate], frames: np.ndarray,
             "criterion": dict(CRITERION), "exact_margin": EXACT_MARGIN,
             "machine": {"cpu": cpu_model(), "simd": simd_flags()},
             "frames": {"check": len(frames), "size": list(frames.shape[1:3]),
-                       "rounds": rounds, "batch": 1},
+                       "rounds": rounds, "turn": TURN, "batch": 1},
             "candidates": [c.record() for c in candidates]}
 
 

@@ -41,6 +41,38 @@ def test_an_exact_candidate_within_the_margin_wins_over_an_approximation():
     assert choose(rows).variant == "int8"
 
 
+def test_timing_skips_the_call_after_a_switch_of_runtime(monkeypatch):
+    # A runtime that is slow right after another one ran (caches, threads) but fast in a
+    # stream must be timed as the stream runs it; the candidates still take turns.
+    clock, calls = [0.0], []
+
+    class Runner:
+        def __init__(self, name, ms, switch_ms):
+            self.name, self.ms, self.switch_ms = name, ms, switch_ms
+
+        def predict(self, batch):
+            switched = bool(calls) and calls[-1] != self.name
+            calls.append(self.name)
+            clock[0] += (self.ms + (self.switch_ms if switched else 0)) / 1e3
+
+    monkeypatch.setattr(ap.time, "perf_counter", lambda: clock[0])
+    # As measured on a 2-core Xeon (ms in a stream, ms more after a switch): one call each in
+    # turn would time them at 116, 99 and 86 ms and pick c.
+    specs = {"a": ("onnx", "fp32", 86, 30), "b": ("openvino", "fp32", 78, 21),
+             "c": ("openvino", "bf16", 84, 2)}
+    runners = [(Candidate("int8", eng, prec), Runner(name, ms, switch))
+               for name, (eng, prec, ms, switch) in specs.items()]
+    ap._time_interleaved(runners, np.zeros((4, 8, 8, 3), np.uint8), 7)
+    for c, runner in runners:
+        assert c.times_ms == pytest.approx([runner.ms] * 7)
+        c.parity = {"median_px_confident": 0.2, "max_px_confident": 0.4, "max_likelihood": 0.01}
+    best = choose([c for c, _ in runners])
+    assert (best.engine, best.precision) == ("openvino", "fp32")
+    timed = calls[3 * ap.WARMUP:]
+    assert len(timed) == 3 * (7 + 3)  # 3 turns each (3 + 3 + 1 timed), one untimed call per turn
+    assert timed[:8] == ["a"] * 4 + ["b"] * 4 and timed[-6:] == ["a", "a", "b", "b", "c", "c"]
+
+
 def test_nothing_within_the_bound_is_an_error():
     with pytest.raises(ExportError, match="no candidate kept the keypoints within 0.5 px"):
         choose([cand("int8", "onnx", "fp32", 10, 2.0), cand("fp32", "onnx", "fp32", 20, 0.0,
