@@ -50,7 +50,10 @@ def label(record: dict) -> str:
 
 
 def simd(machine: dict) -> str:
-    """The widest vector extension of a record's CPU: runs differ between AVX2 and AVX-512."""
+    """The widest vector extension a record's run computed with: runs differ between AVX2
+    and AVX-512. A run held to AVX2 (``isa_limits``) counts as AVX2."""
+    if machine.get("isa_limits", {}).get("ONEDNN_MAX_CPU_ISA", "").upper() == "AVX2":
+        return "AVX2"
     flags = set(machine.get("cpu_flags", []))
     return "AMX" if "amx_tile" in flags else "AVX-512" if "avx512f" in flags else "AVX2"
 
@@ -63,6 +66,7 @@ def summarise(records: list[dict]) -> dict:
         runs.append({"label": label(rec), "seed": rec["resolved"]["seed"],
                      "cpu": f"{rec['machine'].get('cpu')} {simd(rec['machine'])}",
                      "simd": simd(rec["machine"]),
+                     "isa_limits": rec["machine"].get("isa_limits", {}),
                      "train_cpu_minutes": rec["train_cpu_minutes"],
                      "test_mean_px": round(test["error_px"], 3),
                      "test_median_px": round(test["median_px"], 3),
