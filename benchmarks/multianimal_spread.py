@@ -27,7 +27,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 
-
 def one_run(seed: int) -> dict:
     """Train and evaluate once in this process (called in a child with the ISA settings)."""
     import time
