@@ -30,6 +30,7 @@ test-fast: $(STAMP)
 # The suite as an AVX2-only CPU (AMD EPYC, older Xeons) computes it, on any AVX-512 machine:
 # PyTorch's kernels, oneDNN and MKL are held to AVX2. This reproduces such machines' training
 # results (the multi-animal test gives found = 0.777, the figure reported from an AVX2 EPYC).
+# The same variables as posed.bench.AVX2_LIMITS, which benchmark records name under isa_limits.
 AVX2_ENV = ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 test-avx2: $(STAMP)
 	$(AVX2_ENV) $(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
