@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from posed.engines.bundle import ModelBundle, load_bundle
-from posed.engines.cpu import cpu_flags, cpu_model, simd_flags
+from posed.engines.cpu import cpu_flags, cpu_id, cpu_model, simd_flags
 from posed.engines.parity import compare_poses
 from posed.engines.registry import Engine, capability, engine_available
 from posed.errors import ConfigError, ExportError, ExportMismatchError, PosedError
@@ -295,10 +295,19 @@ def _record(best: Candidate, candidates: list[Candidate], frames: np.ndarray,
     return {"chosen": {"variant": best.variant, "engine": best.engine,
                        "precision": best.precision},
             "criterion": dict(CRITERION), "exact_margin": EXACT_MARGIN,
-            "machine": {"cpu": cpu_model(), "simd": simd_flags()},
+            "machine": {"cpu": cpu_model(), "id": cpu_id(), "simd": simd_flags()},
             "frames": {"check": len(frames), "size": list(frames.shape[1:3]),
                        "rounds": rounds, "turn": TURN, "batch": 1},
             "candidates": [c.record() for c in candidates]}
+
+
+def _describe(machine: dict[str, Any]) -> str:
+    """A CPU's name, with family and model where recorded (VMs often hide the name)."""
+    cpu_id = machine.get("id") or {}
+    if "family" not in cpu_id:
+        return str(machine.get("cpu"))
+    return "%s (family %s model %s)" % (machine.get("cpu"), cpu_id["family"],
+                                        cpu_id.get("model"))
 
 
 def auto_runtime(bundle: ModelBundle, engine: Any = None,
@@ -316,10 +325,13 @@ def auto_runtime(bundle: ModelBundle, engine: Any = None,
         return (None if engine is None else str(getattr(engine, "value", engine))), options
     chosen = auto["chosen"]
     where = auto.get("machine", {})
-    if where.get("cpu") != cpu_model() or where.get("simd") != simd_flags():
+    here = {"cpu": cpu_model(), "id": cpu_id(), "simd": simd_flags()}
+    # Choices recorded before "id" was kept are compared by name and flags only.
+    if (where.get("cpu"), where.get("simd"), where.get("id", here["id"])) != (
+            here["cpu"], here["simd"], here["id"]):
         log.warning("%s: precision auto chose %s on %s; this CPU is %s: run posed export "
                     "--precision auto here to measure for it", bundle.path, chosen["engine"],
-                    where.get("cpu"), cpu_model())
+                    _describe(where), _describe(here))
     if chosen["engine"] == "openvino":
         if not engine_available(Engine.OPENVINO):
             log.warning("%s: precision auto chose openvino, but openvino is not installed "

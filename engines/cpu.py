@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-__all__ = ["SIMD_PREFIXES", "cpu_flags", "cpu_model", "simd_flags"]
+__all__ = ["SIMD_PREFIXES", "cpu_flags", "cpu_id", "cpu_model", "simd_flags"]
 
 CPUINFO = "/proc/cpuinfo"
 # The flags that change which convolution/GEMM kernels runtimes pick (and so their speed).
@@ -36,6 +36,23 @@ def cpu_flags(cpuinfo: str | Path = CPUINFO) -> set[str]:
 def simd_flags(cpuinfo: str | Path = CPUINFO) -> list[str]:
     """The sorted vector/matrix instruction-set flags (AVX2, AVX-512*, AMX*, AVX-VNNI)."""
     return sorted(f for f in cpu_flags(cpuinfo) if f.startswith(SIMD_PREFIXES))
+
+
+def cpu_id(cpuinfo: str | Path = CPUINFO) -> dict[str, str | int]:
+    """Vendor, family, model and stepping (empty where /proc/cpuinfo is absent).
+
+    Cloud VMs often hide the model name ("AMD EPYC"), and CPUs of different generations then
+    read alike; these numbers still tell them apart.
+    """
+    out: dict[str, str | int] = {}
+    vendor = _field("vendor_id", cpuinfo)
+    if vendor:
+        out["vendor"] = vendor
+    for key, name in (("family", "cpu family"), ("model", "model\t"), ("stepping", "stepping")):
+        value = _field(name, cpuinfo)
+        if value is not None and value.isdigit():
+            out[key] = int(value)
+    return out
 
 
 def cpu_model(cpuinfo: str | Path = CPUINFO) -> str:

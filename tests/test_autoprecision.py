@@ -102,14 +102,17 @@ def test_choice_invariants(specs):
 # ----------------------------------------------------------------------------- loading
 
 
-def auto_bundle(engine="openvino", precision="bf16", cpu=None, simd=None):
+def auto_bundle(engine="openvino", precision="bf16", cpu=None, simd=None, cpu_id=None):
     from posed.engines.cpu import cpu_model, simd_flags
 
+    machine = {"cpu": cpu or cpu_model(), "simd": simd or simd_flags()}
+    if cpu_id is not None:
+        machine["id"] = cpu_id
     return ModelBundle(engine="onnx", format="onnx", bodyparts=["a"], architecture={},
                        stride=8, locref_stdev=7.2, export={"auto": {
                            "chosen": {"variant": "int8", "engine": engine,
                                       "precision": precision},
-                           "machine": {"cpu": cpu or cpu_model(), "simd": simd or simd_flags()}}})
+                           "machine": machine}})
 
 
 def test_runners_follow_the_choice_unless_told_otherwise(monkeypatch):
@@ -142,6 +145,30 @@ def test_missing_runtime_or_bf16_or_another_cpu_fall_back_with_one_warning(monke
         auto_runtime(auto_bundle("onnx", "fp32", cpu="Some Other CPU"), None, {})
     assert [r.message for r in caplog.records
             if "Some Other CPU" in r.message and "--precision auto here" in r.message]
+
+
+def test_a_cpu_of_another_generation_under_the_same_name_is_noticed(monkeypatch, caplog,
+                                                                     tmp_path):
+    # Cloud VMs call Zen 3 and Zen 4 alike "AMD EPYC"; family and model tell them apart.
+    from posed.engines.cpu import cpu_id
+
+    for name, model in (("zen3", 1), ("zen4", 17)):
+        (tmp_path / name).write_text(
+            f"processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: {model}\n"
+            "model name\t: AMD EPYC\nstepping\t: 1\nflags\t\t: fpu avx2\n")
+    zen3, zen4 = cpu_id(tmp_path / "zen3"), cpu_id(tmp_path / "zen4")
+    assert zen3 == {"vendor": "AuthenticAMD", "family": 25, "model": 1, "stepping": 1}
+    assert zen4["model"] == 17 and cpu_id(tmp_path / "absent") == {}
+    monkeypatch.setattr(ap, "cpu_id", lambda: zen4)
+    monkeypatch.setattr(ap, "engine_available", lambda e: True)
+    with caplog.at_level(logging.WARNING, "posed.engines.autoprecision"):
+        auto_runtime(auto_bundle("onnx", "fp32", cpu_id=zen4), None, {})
+        auto_runtime(auto_bundle("onnx", "fp32"), None, {})  # recorded before "id" was kept
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, "posed.engines.autoprecision"):
+        auto_runtime(auto_bundle("onnx", "fp32", cpu_id=zen3), None, {})
+    assert [r.message for r in caplog.records if "--precision auto here" in r.message
+            and "(family 25 model 1);" in r.message and "(family 25 model 17)" in r.message]
 
 
 def test_daemon_serves_the_choice_and_the_config_overrides_it(monkeypatch, tmp_path):

@@ -8,7 +8,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from posed.engines.cpu import cpu_model, simd_flags
+from posed.engines.cpu import cpu_id, cpu_model, simd_flags
 
 # Settings that hold PyTorch, oneDNN and MKL to a smaller instruction set than the CPU has:
 # with AVX2_LIMITS an AVX-512 machine computes as an AVX2-only one (``make test-avx2``), so a
@@ -42,7 +42,8 @@ def machine_info() -> dict[str, Any]:
     except AttributeError:
         affinity = os.cpu_count()
     return {
-        "cpu": cpu_model(), "cpu_flags": simd_flags(), "isa_limits": isa_limits(),
+        "cpu": cpu_model(), "cpu_id": cpu_id(), "cpu_flags": simd_flags(),
+        "isa_limits": isa_limits(),
         "cores": os.cpu_count(), "usable_cores": affinity, "memory_gib": _memory_gib(),
         "os": platform.platform(), "python": sys.version.split()[0], "versions": versions,
     }
