@@ -452,13 +452,16 @@ def lr_at(cfg: TrainConfig, progress_epochs: float) -> float:
     return cfg.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
-def budget_epochs(cfg: TrainConfig, epoch_seconds: float) -> int:
-    """The epochs of ``cfg`` that fit in its ``budget_minutes`` when one epoch takes
-    ``epoch_seconds``: at least 1 (the epoch already run), at most ``cfg.epochs``."""
+def budget_epochs(cfg: TrainConfig, epoch_seconds: float, done: int = 0,
+                  elapsed_seconds: float = 0.0) -> int:
+    """The epochs of ``cfg`` that fit in its ``budget_minutes`` when ``done`` epochs took
+    ``elapsed_seconds`` and each further one takes ``epoch_seconds``: at least ``done`` and
+    1 (the epoch already run), at most ``cfg.epochs``."""
     if cfg.budget_minutes is None or epoch_seconds <= 0:
         return cfg.epochs
-    fit = math.floor(cfg.budget_minutes * 60.0 / epoch_seconds + 1e-9)  # 59.999... is 60
-    return max(1, min(cfg.epochs, fit))
+    left = cfg.budget_minutes * 60.0 - elapsed_seconds
+    fit = done + math.floor(left / epoch_seconds + 1e-9)  # 59.999... is 60
+    return max(1, done, min(cfg.epochs, fit))
 
 
 def scratch_steps(side: float) -> int:
