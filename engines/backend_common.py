@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 BUDGET_FILE = "budget.json"
 # The budget is fitted after the first epoch, then again after this many on the pace of those
 # after the first: the first epoch's steps run slower than the rest (19.5 against about 17 s
-# an epoch on an AVX2 EPYC), which left a tenth of a 60-minute budget unused.
+# an epoch on an AVX2 EPYC), which left 7-11 % of a 60-minute budget unused.
 REFIT_AFTER = 5
 
 
