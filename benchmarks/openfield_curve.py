@@ -38,7 +38,10 @@ def label(record: dict) -> str:
     """What distinguishes a run, seed and CPU aside: the recipe, epochs, crop sampling,
     inverted images and pseudo-labels."""
     resolved = record["resolved"]
-    name = f"{resolved.get('recipe', 'custom')} recipe, {resolved['epochs']} epochs"
+    budget = record.get("settings", {}).get("budget_minutes")
+    # A budget's epochs follow the machine's pace: its runs are one setting, not one each.
+    steps = f"--budget {budget:g} min" if budget else f"{resolved['epochs']} epochs"
+    name = f"{resolved.get('recipe', 'custom')} recipe, {steps}"
     name += f", {resolved.get('crop_sampling', 'centred')} crops"
     invert = resolved.get("augment", {}).get("invert_prob", 0.0)
     if invert:
@@ -95,7 +98,8 @@ def plot(summary: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 7), dpi=110)
-    colours = dict(zip(summary["labels"], plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {name: cycle[i % len(cycle)] for i, name in enumerate(summary["labels"])}
     for run in summary["runs"]:
         xs = [p["cpu_minutes"] for p in run["curve"]]
         ys = [p["test_error_px"] for p in run["curve"]]
@@ -135,8 +139,8 @@ def main() -> int:
         records.append(rec)
     summary = {"benchmark": "openfield_curve", "machine": machine_info(),
                "records": [str(p) for p in args.records], **summarise(records)}
+    plot(summary, args.plot)  # first: a plot that fails leaves the old summary and plot
     atomic_write_text(args.out, json.dumps(summary, indent=2) + "\n")
-    plot(summary, args.plot)
     for name, agg in summary["labels"].items():
         print(f"{name}: test mean {agg['test_mean_px']} px (sd {agg['test_mean_px_sd']}, "
               f"range {agg['test_mean_px_range']}) over seeds {agg['seeds']} on {agg['cpus']}")
