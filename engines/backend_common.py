@@ -120,7 +120,7 @@ def run_epochs(project: "Project", shuffle: int, cfg: "TrainConfig", folder: Pat
                 cfg = _fit_budget(cfg, pace)
                 budget = {"budget_minutes": cfg.budget_minutes, "epoch_seconds": pace,
                           "epochs_asked": asked, "epochs_kept": cfg.epochs}
-                atomic_write_text(folder / BUDGET_FILE, json.dumps(budget, indent=1) + "\n")
+                _write_budget(folder, budget)
                 if cfg.epochs != asked:
                     write_resolved_config(folder / "train_config.yaml", cfg)
                     bar.total = cfg.epochs
@@ -187,6 +187,11 @@ def _read_budget(folder: Path) -> dict[str, Any] | None:
         raise ConfigError(f"{path}: unreadable ({exc}); start again with --overwrite") from None
 
 
+def _write_budget(folder: Path, budget: dict[str, Any]) -> None:
+    """``budget.json`` (read back by :func:`_read_budget` on ``--resume``)."""
+    atomic_write_text(folder / BUDGET_FILE, json.dumps(budget, indent=1) + "\n")
+
+
 def _fit_recorded(cfg: "TrainConfig", record: dict[str, Any]) -> "TrainConfig":
     """``cfg`` with the epochs an interrupted run chose, from its ``budget.json``."""
     refit = record.get("refit")
@@ -209,7 +214,7 @@ def _refit_budget(folder: Path, cfg: "TrainConfig", budget: dict[str, Any], done
     epochs = budget_epochs(asked, epoch_seconds, done, elapsed)
     budget["refit"] = {"after_epoch": done, "elapsed_seconds": elapsed,
                        "epoch_seconds": epoch_seconds, "epochs_kept": epochs}
-    atomic_write_text(folder / BUDGET_FILE, json.dumps(budget, indent=1) + "\n")
+    _write_budget(folder, budget)
     if epochs == cfg.epochs:
         return cfg
     log.info("training budget %.4g min: after %d epochs (%.1f min) an epoch takes %.1f s, so "
