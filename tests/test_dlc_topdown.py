@@ -89,10 +89,11 @@ def _assert_deeplabcuts(runner, tag: str, box_tol_px: float = XY_TOL_PX,
     frames = _frames()
     if count is not None:
         want, dlc_boxes, frames = want[:count], dlc_boxes[:count], frames[:count]
+    # The detector runs once: the boxes predict_animals placed are those detect() returns
+    # (test_onnx_export_finds_deeplabcuts_animals compares detect() itself across runtimes).
     got = runner.predict_animals(frames)
-    for (boxes, scores), dlc in zip(runner.detect(frames), dlc_boxes, strict=True):
-        np.testing.assert_allclose(boxes, dlc["bboxes"], atol=box_tol_px)
-        np.testing.assert_allclose(scores, dlc["bbox_scores"], atol=1e-5)
+    for boxes, dlc in zip(got.boxes, dlc_boxes, strict=True):
+        np.testing.assert_allclose(boxes[~np.isnan(boxes[:, 0])], dlc["bboxes"], atol=box_tol_px)
     assert got.animals.shape == want.shape
     np.testing.assert_array_equal(np.isnan(got.animals[..., 0]), np.isnan(want[..., 0]))
     assert np.nanmax(np.abs(got.animals[..., :2] - want[..., :2])) < XY_TOL_PX
@@ -118,7 +119,7 @@ def test_boxes_and_keypoints_equal_deeplabcuts(bundles, tag):
 WIDE_BOX_TOL_PX = {"frcnn_r50": 0.05}
 # torchvision's Faster R-CNN scales each frame to 800 px first: the ResNet-50 FPN one takes
 # seconds a frame on 2 cores, so it is checked on the first frames only
-WIDE_FRAMES = {"frcnn_r50": 4}
+WIDE_FRAMES = {"frcnn_r50": 2}
 
 
 @pytest.mark.slow

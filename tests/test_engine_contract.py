@@ -91,19 +91,38 @@ def test_training_writes_snapshots_stats_and_a_bundle(engine, trained):
         api.get_snapshot(project, 1, engine, every + 1)
 
 
-def test_resume_reproduces_an_uninterrupted_run(engine, tmp_path, monkeypatch):
-    """A run killed right after a snapshot and resumed ends with the same weights."""
+# A small project's run of two epochs, as the resume and budget tests train it: TensorFlow
+# traces its graph in every run (~15 s), so the straight run is made once and shared.
+SMALL_RUN = {"net": "mobilenet_v2_0.35", "epochs": 2, "save_every": 1, "batch_size": 8,
+             "crop": [64, 64], "recipe": "scratch"}
+
+
+@pytest.fixture(scope="module")
+def small_runs(tmp_path_factory):
+    """``engine -> (pristine project, training folder of its straight SMALL_RUN)``, made once
+    per engine; both read-only (copy the project before training it)."""
     from posed.engines.synth import generate_project
 
+    made = {}
+
+    def get(engine: str) -> tuple[Path, Path]:
+        if engine not in made:
+            root = tmp_path_factory.mktemp(f"small-{engine}")
+            generate_project(root / "pristine", frames=24, size=(96, 96), seed=4, video_frames=2)
+            shutil.copytree(root / "pristine", root / "straight")
+            made[engine] = (root / "pristine", api.train_network(
+                load_project(root / "straight"), 1, engine, dict(SMALL_RUN), progress=False))
+        return made[engine]
+    return get
+
+
+def test_resume_reproduces_an_uninterrupted_run(engine, small_runs, tmp_path, monkeypatch):
+    """A run killed right after a snapshot and resumed ends with the same weights."""
     backend = api.get_backend(engine)
-    settings = {"net": "mobilenet_v2_0.35", "epochs": 2, "save_every": 1, "batch_size": 8,
-                "crop": [64, 64]}
-    # A small project: three runs of two epochs each, and TensorFlow traces every run.
+    settings = SMALL_RUN
+    pristine, straight = small_runs(engine)
     project_copy = tmp_path / "proj"
-    generate_project(project_copy, frames=40, size=(96, 96), seed=4, video_frames=2)
-    other = tmp_path / "other"
-    shutil.copytree(project_copy, other)
-    straight = api.train_network(load_project(other), 1, engine, dict(settings), progress=False)
+    shutil.copytree(pristine, project_copy)
 
     project = load_project(project_copy)
     save = backend_common.write_snapshot
@@ -139,22 +158,17 @@ def test_resume_reproduces_an_uninterrupted_run(engine, tmp_path, monkeypatch):
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2"]
 
 
-def test_a_budget_ends_training_as_a_run_of_the_epochs_it_fits(engine, tmp_path, monkeypatch,
-                                                              caplog):
+def test_a_budget_ends_training_as_a_run_of_the_epochs_it_fits(engine, small_runs, tmp_path,
+                                                              monkeypatch, caplog):
     """A budget that fits 2 of 4 epochs trains exactly as ``epochs: 2`` would (the schedule
     follows the lowered epochs), and a resumed run keeps them."""
     import logging
 
     import yaml
 
-    from posed.engines.synth import generate_project
-
-    settings = {"net": "mobilenet_v2_0.35", "epochs": 2, "save_every": 1, "batch_size": 8,
-                "crop": [64, 64], "recipe": "scratch"}
-    generate_project(tmp_path / "a", frames=24, size=(96, 96), seed=4, video_frames=2)
-    shutil.copytree(tmp_path / "a", tmp_path / "b")
-    straight = api.train_network(load_project(tmp_path / "a"), 1, engine, dict(settings),
-                                 progress=False)
+    settings = SMALL_RUN
+    pristine, straight = small_runs(engine)
+    shutil.copytree(pristine, tmp_path / "b")
     seen = []
 
     def fits_two(cfg, seconds):
@@ -190,8 +204,9 @@ def test_a_budget_ends_training_as_a_run_of_the_epochs_it_fits(engine, tmp_path,
         "budget_minutes": 5.0, "epoch_seconds": seen[0], "epochs_asked": 4, "epochs_kept": 2}
     assert len(api.list_snapshots(again)) == 2
     monkeypatch.undo()
-    # A budget shorter than one epoch keeps the epoch already run.
-    short = api.train_network(load_project(tmp_path / "a"), 1, engine,
+    # A budget shorter than one epoch keeps the epoch already run (the run starts again over
+    # the budgeted one: none of its snapshots may remain).
+    short = api.train_network(load_project(tmp_path / "b"), 1, engine,
                               {**settings, "epochs": 3, "budget_minutes": 1e-4},
                               progress=False, overwrite=True)
     assert [p.name for p in api.list_snapshots(short)] == ["snapshot-001.safetensors"]
