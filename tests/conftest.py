@@ -63,12 +63,12 @@ def build_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
 # Modules with the longest tests or fixtures, first. Under ``--dist loadscope`` a worker takes
 # whole modules in collection order, so starting the long ones first keeps both workers busy
 # to the end instead of leaving one module of minutes as the tail.
-HEAVY_FIRST = ("test_realdata_video.py", "test_multianimal_model.py", "test_export.py",
+LONG_FIRST = ("test_realdata_video.py", "test_multianimal_model.py", "test_export.py",
                "test_tensorflow_engine.py", "test_engine_contract.py", "test_realdata.py")
 
 
 def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a module
 
 

@@ -257,6 +257,8 @@ def test_export_measures_every_candidate_and_keeps_the_fastest_within_the_bound(
         assert runner.engine == "onnx"
 
 
+@pytest.mark.slow
+@pytest.mark.heavy  # quantising and compiling an EfficientNet-GN 8 ways: 40 CPU-seconds
 def test_groupnorm_models_get_frozen_candidates(synth_project, tmp_path, caplog):
     """A GroupNorm model from a bundle, calibrated on a video: the frozen-normalisation
     variants are exported and measured too, each judged on frames held out of calibration."""

@@ -123,6 +123,7 @@ WIDE_FRAMES = {"frcnn_r50": 2}
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # the code paths of test_boxes_and_keypoints_equal_deeplabcuts, larger nets
 @pytest.mark.parametrize("tag, onnx", [("frcnn_r50", False), ("hrnet", True),
                                        ("rtm_m", True), ("rtm_x", False)])
 def test_wider_variants_equal_deeplabcuts(tmp_path, tag, onnx):
@@ -314,6 +315,7 @@ def test_crop_keeps_the_box_centre_and_aspect(x, y, w, h, size, margin):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # test_daemon_serves_the_onnx_top_down_bundle serves top-down models too
 def test_daemon_serves_the_top_down_bundle(bundles, tmp_path):
     """``posed serve`` with the imported top-down model, the detector on every 2nd frame of
     the camera: every frame reaches a real subscriber with the animals (and identities)

@@ -116,6 +116,14 @@ def small_runs(tmp_path_factory):
     return get
 
 
+# Resume and budget logic is backend_common's, shared by the engines: on TensorFlow, whose every
+# run traces its graph again, these tests take 1.5 CPU-minutes and run with the heavy tier.
+ENGINES_HEAVY_TF = pytest.mark.parametrize(
+    "engine", ["pytorch", pytest.param("tensorflow", marks=[pytest.mark.slow, pytest.mark.heavy])],
+    indirect=True)
+
+
+@ENGINES_HEAVY_TF
 def test_resume_reproduces_an_uninterrupted_run(engine, small_runs, tmp_path, monkeypatch):
     """A run killed right after a snapshot and resumed ends with the same weights."""
     backend = api.get_backend(engine)
@@ -158,6 +166,7 @@ def test_resume_reproduces_an_uninterrupted_run(engine, small_runs, tmp_path, mo
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2"]
 
 
+@ENGINES_HEAVY_TF
 def test_a_budget_ends_training_as_a_run_of_the_epochs_it_fits(engine, small_runs, tmp_path,
                                                               monkeypatch, caplog):
     """A budget that fits 2 of 4 epochs trains exactly as ``epochs: 2`` would (the schedule

@@ -86,6 +86,7 @@ def test_worker_pool_matches_single_process_and_reports_a_broken_video(
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # Ray's start-up; the sharding itself is the worker pool's, tested above
 def test_ray_cluster_matches_single_process(trained_project, clips, reference, tmp_path, capsys):
     ray = pytest.importorskip("ray")
     from posed.engines import api

@@ -371,6 +371,7 @@ def test_deeplabcut2_bundle_naming_a_wrong_tensor_is_refused(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # the pseudo-labelling is shared: test_pseudo_labels.py runs it on PyTorch
 def test_tensorflow_training_learns_from_confident_labels_too(tf_trained, tmp_path):
     """Pseudo-labels on the TensorFlow engine (here, beside the other TensorFlow tests: one
     process training TensorFlow and then PyTorch can crash): resumed with pseudo-labels, its
