@@ -72,17 +72,24 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a module
 
 
+# Under xdist each worker starts by training the shared models the selected tests need, in
+# this order (one worker each while there are two): they are ready early, and no worker later
+# waits idle on another's build. `make test` needs the first two, `make test-heavy` the first
+# and the TensorFlow one.
+PREBUILD = ("trained_project", "ma_trained", "tf_trained")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _prebuild_shared_models(request):
-    """Under xdist, worker gw0 starts by training the shared PyTorch model and gw1 the
-    TensorFlow one, when the selected tests need them: both are ready early, and neither
-    worker later waits idle on the other's build."""
-    wanted = {"gw0": "trained_project", "gw1": "tf_trained"}.get(
-        os.environ.get("PYTEST_XDIST_WORKER", ""))
-    if wanted and any(wanted in getattr(item, "fixturenames", ())
-                      for item in request.session.items):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return
+    needed = [name for name in PREBUILD if any(name in getattr(item, "fixturenames", ())
+                                                  for item in request.session.items)]
+    mine = needed[int(worker[2:])::max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1)))]
+    for name in mine:
         try:
-            request.getfixturevalue(wanted)
+            request.getfixturevalue(name)
         except pytest.skip.Exception:
             pass  # its framework is not installed: the tests that need it skip themselves
 
@@ -123,6 +130,36 @@ def tf_trained(synth_project, tmp_path_factory) -> Path:
         assert main(["train", str(proj), "--engine", "tf", "--quiet", *args]) == 0
 
     return build_once(tmp_path_factory, "tftrained", build)
+
+
+# The multi-animal model: 3 animals of ~15 px on 128x128 frames, crops of 64x64, trained
+# through the command line on one thread (the bounds in test_multianimal_model.py were
+# measured so; other thread counts sum in another order and end elsewhere).
+MA_TRAIN_ARGS = ["--net", "mobilenet_v2_0.35", "--output-stride", "8", "--lr", "3e-3",
+                 "--epochs", "120", "--batch-size", "8", "--save-every", "60", "--crop", "64x64",
+                 "--recipe", "finetune", "--crop-sampling", "centred"]
+MA_VIDEO_FRAMES = 150
+
+
+@pytest.fixture(scope="session")
+def ma_trained(tmp_path_factory) -> Path:
+    """A synthetic 3-animal project (128x128, 120 labelled frames, a 150-frame video) with
+    shuffle 1 trained through the command line; read-only for the tests."""
+    torch = pytest.importorskip("torch")
+    from posed.cli import main
+    from posed.engines.synth import generate_multianimal_project
+
+    def build(root: Path) -> None:
+        generate_multianimal_project(root, animals=3, frames=120, size=(128, 128), seed=0,
+                                     video_frames=MA_VIDEO_FRAMES)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            assert main(["train", str(root), *MA_TRAIN_ARGS, "-q"]) == 0
+        finally:
+            torch.set_num_threads(threads)
+
+    return build_once(tmp_path_factory, "multianimal", build)
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,9 @@ from posed.engines.training import (SampleMaker, make_multianimal_targets, make_
                                     multianimal_skeleton, pack_multianimal, skeleton_from_labels)
 from posed.errors import CapabilityError, DataError
 
+from conftest import MA_TRAIN_ARGS as TRAIN_ARGS
+from conftest import MA_VIDEO_FRAMES as VIDEO_FRAMES
+
 SPEC = TargetSpec(sigma=3.0, radius=6.0)
 
 
@@ -271,10 +274,6 @@ def test_tensorflow_engine_refuses_multianimal(tmp_path):
 # 64x64 crops centred on one animal each: four times cheaper per step than whole frames, so
 # 120 epochs (1440 steps) cost less than 40 whole-frame epochs (about 130 CPU seconds), and
 # they reach about 3 px where 40 whole-frame epochs reached 8.5 px (test images, measured).
-TRAIN_ARGS = ["--net", "mobilenet_v2_0.35", "--output-stride", "8", "--lr", "3e-3",
-              "--epochs", "120", "--batch-size", "8", "--save-every", "60", "--crop", "64x64",
-              "--recipe", "finetune", "--crop-sampling", "centred"]  # as the bounds were measured
-VIDEO_FRAMES = 150
 MATCH_PX = 8.0  # identity matching radius; the animals are ~15 px long
 # κ of the keypoint similarity: DeepLabCut's 0.1 asks for ~1.2 px on these 15-px animals
 # (mAP 0.003 measured), so the bound is stated at 0.25 (a part scores 0.5 at ~3 px off).
@@ -297,17 +296,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def ma_project(tmp_path_factory, one_thread) -> Path:
-    """A synthetic 3-animal project (128x128, 120 labelled frames, a 150-frame video) with
-    shuffle 1 trained through the command line."""
-    from posed.cli import main
-    from posed.engines.synth import generate_multianimal_project
-
-    root = tmp_path_factory.mktemp("multianimal") / "proj"
-    generate_multianimal_project(root, animals=3, frames=120, size=(128, 128), seed=0,
-                                 video_frames=VIDEO_FRAMES)
-    assert main(["train", str(root), *TRAIN_ARGS, "-q"]) == 0
-    return root
+def ma_project(ma_trained, one_thread) -> Path:
+    """conftest's trained 3-animal project, used on one thread (see ``one_thread``)."""
+    return ma_trained
 
 
 def _bundle_dir(root: Path) -> Path:

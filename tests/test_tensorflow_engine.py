@@ -136,6 +136,7 @@ def _test_frames(project_dir: Path) -> np.ndarray:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # needs the trained TensorFlow model (test_engine_contract.TF_HEAVY)
 def test_exports_match_the_native_model_on_every_test_frame(tf_trained, tf_exports):
     frames = _test_frames(tf_trained)
     assert len(frames) >= 25
@@ -156,6 +157,7 @@ def test_exports_match_the_native_model_on_every_test_frame(tf_trained, tf_expor
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # needs the trained TensorFlow model (test_engine_contract.TF_HEAVY)
 def test_savedmodel_bundle_lists_and_verifies_every_file(tf_exports, tmp_path):
     bundle = load_bundle(tf_exports["savedmodel"])
     names = [w["name"] for w in bundle.weights]
@@ -174,6 +176,7 @@ def test_savedmodel_bundle_lists_and_verifies_every_file(tf_exports, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # needs the trained TensorFlow model (test_engine_contract.TF_HEAVY)
 def test_onnx_export_of_a_tf_model_imports_no_framework(tf_exports):
     code = (
         "import sys, json, numpy as np\n"
