@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from posed.engines.bundle import ModelBundle, load_bundle
-from posed.engines.cpu import cpu_flags, cpu_id, cpu_model, simd_flags
+from posed.engines.cpu import cpu_flags, cpu_id, cpu_model, isa_limit_allows_bf16, simd_flags
 from posed.engines.parity import compare_poses
 from posed.engines.registry import Engine, capability, engine_available
 from posed.errors import ConfigError, ExportError, ExportMismatchError, PosedError
@@ -255,7 +255,7 @@ NO_BF16 = "this CPU has no native bf16 (amx_bf16 or avx512_bf16)"
 
 
 def _native_bf16() -> bool:
-    return bool(set(NATIVE_BF16) & cpu_flags())
+    return bool(set(NATIVE_BF16) & cpu_flags()) and isa_limit_allows_bf16()
 
 
 def _runtime_missing(engine: str, precision: str) -> str:

@@ -7,6 +7,7 @@ choice measured on one CPU is used on another.
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -58,3 +59,17 @@ def cpu_id(cpuinfo: str | Path = CPUINFO) -> dict[str, str | int]:
 def cpu_model(cpuinfo: str | Path = CPUINFO) -> str:
     """The CPU's model name, else the platform's processor string, else ``unknown``."""
     return _field("model name", cpuinfo) or platform.processor() or "unknown"
+
+
+# oneDNN ISA limits (ONEDNN_MAX_CPU_ISA, as `make test-avx2` sets it) under which its bf16
+# kernels exist; any other limit leaves bf16 to emulation, or to a crash in OpenVINO's plugin.
+BF16_ISAS = ("AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
+             "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512",
+             "AVX10_2_512_AMX_2", "ALL", "DEFAULT")
+
+
+def isa_limit_allows_bf16(environ: dict[str, str] | None = None) -> bool:
+    """False where ``ONEDNN_MAX_CPU_ISA`` holds oneDNN below its bf16 kernels: the CPU's own
+    bf16 is then out of this process's reach, whatever its flags say."""
+    limit = (os.environ if environ is None else environ).get("ONEDNN_MAX_CPU_ISA", "")
+    return not limit.strip() or limit.strip().upper() in BF16_ISAS

@@ -15,6 +15,7 @@ hint governs only the layers left in float); :func:`convolution_precisions` show
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ import openvino as ov
 
 from posed.engines.base import MultiAnimalRunner, PoseRunner
 from posed.engines.bundle import ModelBundle
+from posed.engines.cpu import isa_limit_allows_bf16
 from posed.engines.decoding import decode
 from posed.errors import ConfigError, InferenceError, ModelLoadError
 
@@ -58,6 +60,9 @@ def compile_bundle(bundle: ModelBundle, precision: str = "auto", threads: int | 
     if hint == "bf16" and "BF16" not in cpu_capabilities(core):
         raise ConfigError("precision 'bf16': this CPU has no native bf16 (OpenVINO reports "
                           f"{', '.join(cpu_capabilities(core))})")
+    if hint == "bf16" and not isa_limit_allows_bf16():
+        raise ConfigError("precision 'bf16': this CPU has no native bf16 within "
+                          f"ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']}")
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
