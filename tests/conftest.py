@@ -64,7 +64,7 @@ def build_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
 # whole modules in collection order, so starting the long ones first keeps both workers busy
 # to the end instead of leaving one module of minutes as the tail.
 LONG_FIRST = ("test_realdata_video.py", "test_multianimal_model.py", "test_export.py",
-               "test_tensorflow_engine.py", "test_engine_contract.py", "test_realdata.py")
+              "test_tensorflow_engine.py", "test_engine_contract.py", "test_realdata.py")
 
 
 def pytest_collection_modifyitems(config, items):
