@@ -271,9 +271,6 @@ def test_tensorflow_engine_refuses_multianimal(tmp_path):
 
 # `posed train` on a multi-animal project trains the bottom-up model (selected by --net as
 # single-animal models are). A small backbone at output stride 8 as in tests/conftest.py, on
-# 64x64 crops centred on one animal each: four times cheaper per step than whole frames, so
-# 120 epochs (1440 steps) cost less than 40 whole-frame epochs (about 130 CPU seconds), and
-# they reach about 3 px where 40 whole-frame epochs reached 8.5 px (test images, measured).
 MATCH_PX = 8.0  # identity matching radius; the animals are ~15 px long
 # κ of the keypoint similarity: DeepLabCut's 0.1 asks for ~1.2 px on these 15-px animals
 # (mAP 0.003 measured), so the bound is stated at 0.25 (a part scores 0.5 at ~3 px off).
