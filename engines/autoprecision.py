@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from posed.engines.bundle import ModelBundle, load_bundle
-from posed.engines.cpu import cpu_flags, cpu_id, cpu_model, isa_limit_allows_bf16, simd_flags
+from posed.engines.cpu import cpu_id, cpu_model, native_bf16, simd_flags
 from posed.engines.parity import compare_poses
 from posed.engines.registry import Engine, capability, engine_available
 from posed.errors import ConfigError, ExportError, ExportMismatchError, PosedError
@@ -54,7 +54,6 @@ VARIANTS = {  # name -> export options
     "int8+frozen-norm": {"precision": "int8", "freeze_norm": True},
 }
 RUNTIMES = (("onnx", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"))
-NATIVE_BF16 = ("amx_bf16", "avx512_bf16")
 
 
 @dataclass
@@ -254,14 +253,10 @@ def _load_runners(exports: dict[str, Path], candidates: list[Candidate]) -> list
 NO_BF16 = "this CPU has no native bf16 (amx_bf16 or avx512_bf16)"
 
 
-def _native_bf16() -> bool:
-    return bool(set(NATIVE_BF16) & cpu_flags()) and isa_limit_allows_bf16()
-
-
 def _runtime_missing(engine: str, precision: str) -> str:
     if not engine_available(Engine.parse(engine)):
         return f"{engine} is not installed (pip install 'posed[{engine}]')"
-    if precision == "bf16" and not _native_bf16():
+    if precision == "bf16" and native_bf16() is None:
         return NO_BF16
     return ""
 
@@ -338,7 +333,7 @@ def auto_runtime(bundle: ModelBundle, engine: Any = None,
                         "(pip install 'posed[openvino]'); running onnx", bundle.path)
             return "onnx", options
         precision = chosen["precision"]
-        if precision == "bf16" and not _native_bf16():
+        if precision == "bf16" and native_bf16() is None:
             log.warning("%s: precision auto chose bf16, but %s; running fp32", bundle.path,
                         NO_BF16)
             precision = "fp32"

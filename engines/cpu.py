@@ -11,11 +11,14 @@ import os
 import platform
 from pathlib import Path
 
-__all__ = ["SIMD_PREFIXES", "cpu_flags", "cpu_id", "cpu_model", "simd_flags"]
+__all__ = ["NATIVE_BF16", "SIMD_PREFIXES", "cpu_flags", "cpu_id", "cpu_model",
+           "isa_limit_allows_bf16", "native_bf16", "simd_flags"]
 
 CPUINFO = "/proc/cpuinfo"
 # The flags that change which convolution/GEMM kernels runtimes pick (and so their speed).
 SIMD_PREFIXES = ("avx2", "avx512", "amx", "avx_vnni")
+# The flags of native bf16 arithmetic, best first; without one, bf16 is emulated (slower).
+NATIVE_BF16 = ("amx_bf16", "avx512_bf16")
 
 
 def _field(name: str, cpuinfo: str | Path) -> str | None:
@@ -73,3 +76,19 @@ def isa_limit_allows_bf16(environ: dict[str, str] | None = None) -> bool:
     bf16 is then out of this process's reach, whatever its flags say."""
     limit = (os.environ if environ is None else environ).get("ONEDNN_MAX_CPU_ISA", "")
     return not limit.strip() or limit.strip().upper() in BF16_ISAS
+
+
+def native_bf16(flags: set[str] | None = None, environ: dict[str, str] | None = None
+                ) -> str | None:
+    """The native bf16 instruction set (``amx_bf16``/``avx512_bf16``) or None.
+
+    By default for this process: its CPU's flags, within its oneDNN ISA limit. Given
+    ``flags``, for a CPU with those flags and no limit unless ``environ`` names one.
+    """
+    if flags is None:
+        flags = cpu_flags()
+        if not isa_limit_allows_bf16(environ):
+            return None
+    elif environ is not None and not isa_limit_allows_bf16(environ):
+        return None
+    return next((name for name in NATIVE_BF16 if name in flags), None)

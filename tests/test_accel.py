@@ -7,6 +7,7 @@ logic runs against fakes and everything else on the CPU.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -68,12 +69,15 @@ def test_reduced_precision_on_the_cpu_needs_the_hardware():
 
 
 def test_bf16_capability_is_read_from_cpu_flags(tmp_path):
+    from posed.engines.cpu import cpu_flags, native_bf16
+
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_tile amx_bf16\n")
-    assert accel.cpu_flags(info) >= {"avx512_bf16", "amx_bf16"}
-    assert accel.cpu_bf16_support(accel.cpu_flags(info)) == "amx_bf16"
+    assert cpu_flags(info) >= {"avx512_bf16", "amx_bf16"}
+    assert accel.cpu_bf16_support(cpu_flags(info)) == "amx_bf16"
+    assert native_bf16({"avx512_bf16"}) == "avx512_bf16"
     assert accel.cpu_bf16_support({"avx512f", "avx512_vnni"}) is None
-    assert accel.cpu_flags(tmp_path / "absent") == set()
+    assert cpu_flags(tmp_path / "absent") == set()
 
 
 class _FakeCapture:
@@ -299,14 +303,48 @@ print(json.dumps([applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - 
     assert faults_on * 10 < faults_off
 
 
+ISA_LIMITED = """
+import types
+import torch
+from posed.engines.cpu import native_bf16
+from posed.engines.pytorch import accel
+from posed.errors import PosedError
+print("flags:", native_bf16())
+try:
+    accel.resolve_precision("bf16", torch.device("cpu"))
+    print("pytorch: ran")
+except PosedError as exc:
+    print("pytorch:", exc)
+from posed.engines.openvino.backend import compile_bundle
+try:
+    compile_bundle(types.SimpleNamespace(format="onnx", path="m", weights_path="m.onnx"), "bf16")
+    print("openvino: ran")
+except PosedError as exc:
+    print("openvino:", exc)
+"""
+
+
 def test_a_onednn_isa_limit_below_bf16_means_no_native_bf16():
     """`make test-avx2` holds oneDNN to AVX2 on CPUs whose flags list bf16: bf16 is then out
-    of reach (OpenVINO's plugin crashed on it), so posed treats the CPU as without it."""
-    from posed.engines.cpu import isa_limit_allows_bf16
+    of reach (OpenVINO's plugin crashed on it), so every engine treats the CPU as without it."""
+    import subprocess
+    import sys
 
+    from posed.engines.cpu import isa_limit_allows_bf16, native_bf16
+
+    pytest.importorskip("openvino")
     assert isa_limit_allows_bf16({})
     assert isa_limit_allows_bf16({"ONEDNN_MAX_CPU_ISA": "avx512_core_amx"})
     assert not isa_limit_allows_bf16({"ONEDNN_MAX_CPU_ISA": "AVX2"})
     assert not isa_limit_allows_bf16({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"})
-    # Not set in this process: oneDNN reads the limit once, and every later OpenVINO call of
-    # the worker would run under it (a bf16 one then crashed a worker in CI).
+    assert native_bf16({"avx512_bf16"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}) is None
+    # In a child process: oneDNN reads the limit once, and every later OpenVINO call of this
+    # worker would run under it (a bf16 one then crashed a worker in CI).
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", ISA_LIMITED], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "flags: None"
+    assert lines[1].startswith("pytorch: precision 'bf16': this CPU has no native bf16")
+    assert lines[2].startswith("openvino: precision 'bf16': this CPU has no native bf16")

@@ -116,8 +116,7 @@ def auto_bundle(engine="openvino", precision="bf16", cpu=None, simd=None, cpu_id
 
 
 def test_runners_follow_the_choice_unless_told_otherwise(monkeypatch):
-    monkeypatch.setattr(ap, "cpu_flags", lambda: {"avx512_bf16"})
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # the faked CPU has no ISA limit
+    monkeypatch.setattr(ap, "native_bf16", lambda: "avx512_bf16")
     monkeypatch.setattr(ap, "engine_available", lambda e: True)
     assert auto_runtime(auto_bundle(), None, {"provider": "auto"}) == ("openvino",
                                                                          {"precision": "bf16"})
@@ -131,7 +130,7 @@ def test_runners_follow_the_choice_unless_told_otherwise(monkeypatch):
 
 
 def test_missing_runtime_or_bf16_or_another_cpu_fall_back_with_one_warning(monkeypatch, caplog):
-    monkeypatch.setattr(ap, "cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr(ap, "native_bf16", lambda: None)
     monkeypatch.setattr(ap, "engine_available", lambda e: True)
     with caplog.at_level(logging.WARNING, "posed.engines.autoprecision"):
         assert auto_runtime(auto_bundle(), None, {}) == ("openvino", {"precision": "fp32"})
@@ -176,8 +175,7 @@ def test_daemon_serves_the_choice_and_the_config_overrides_it(monkeypatch, tmp_p
     from posed.daemon.config import ModelConfig
     from posed.daemon.validate import runner_options
 
-    monkeypatch.setattr(ap, "cpu_flags", lambda: {"avx512_bf16"})
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # the faked CPU has no ISA limit
+    monkeypatch.setattr(ap, "native_bf16", lambda: "avx512_bf16")
     monkeypatch.setattr(ap, "engine_available", lambda e: True)
     bundle = auto_bundle()
     engine, options = runner_options(ModelConfig(bundle=tmp_path), bundle)

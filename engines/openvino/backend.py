@@ -23,7 +23,7 @@ import openvino as ov
 
 from posed.engines.base import MultiAnimalRunner, PoseRunner
 from posed.engines.bundle import ModelBundle
-from posed.engines.cpu import isa_limit_allows_bf16
+from posed.engines.cpu import native_bf16
 from posed.engines.decoding import decode
 from posed.errors import ConfigError, InferenceError, ModelLoadError
 
@@ -60,9 +60,10 @@ def compile_bundle(bundle: ModelBundle, precision: str = "auto", threads: int | 
     if hint == "bf16" and "BF16" not in cpu_capabilities(core):
         raise ConfigError("precision 'bf16': this CPU has no native bf16 (OpenVINO reports "
                           f"{', '.join(cpu_capabilities(core))})")
-    if hint == "bf16" and not isa_limit_allows_bf16():
-        raise ConfigError("precision 'bf16': this CPU has no native bf16 within "
-                          f"ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']}")
+    if hint == "bf16" and native_bf16() is None:  # e.g. under a oneDNN ISA limit below bf16
+        raise ConfigError("precision 'bf16': this CPU has no native bf16 within this "
+                          f"process's limits (ONEDNN_MAX_CPU_ISA="
+                          f"{os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')})")
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)

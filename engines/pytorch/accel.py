@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from posed.engines.cpu import cpu_flags
+from posed.engines.cpu import isa_limit_allows_bf16, native_bf16
 from posed.engines.decoding import window_blocks, window_cells
 from posed.errors import CapabilityError, ConfigError, ModelLoadError, reason
 
@@ -83,20 +83,14 @@ def cpu_bf16_support(flags: set[str] | None = None) -> str | None:
 
     Without one of these, bf16 on the CPU is emulated and slower than fp32, so it is only
     used where the hardware has it. PyTorch's own CPUID probe is asked first (a VM's
-    /proc/cpuinfo can differ from what the CPU executes); /proc/cpuinfo otherwise.
+    /proc/cpuinfo can differ from what the CPU executes), within the oneDNN ISA limit as
+    :func:`posed.engines.cpu.native_bf16` reads it; given ``flags``, those alone decide.
     """
-    if flags is None:
-        probes = (("amx_bf16", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported"))
-        if all(hasattr(torch.cpu, fn) for _, fn in probes):
-            for name, fn in probes:
-                if getattr(torch.cpu, fn)():
-                    return name
-            return None
-        flags = cpu_flags()
-    for name in ("amx_bf16", "avx512_bf16"):
-        if name in flags:
-            return name
-    return None
+    probes = (("amx_bf16", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported"))
+    probed = all(hasattr(torch.cpu, fn) for _, fn in probes)
+    if flags is None and probed and isa_limit_allows_bf16():
+        return next((name for name, fn in probes if getattr(torch.cpu, fn)()), None)
+    return native_bf16(flags)
 
 
 def resolve_precision(requested: str, device: torch.device,
