@@ -162,6 +162,20 @@ def body_window(scores: np.ndarray, radius: int) -> np.ndarray:
     return (rows[:, :, None] & cols[:, None, :])[:, None]
 
 
+def candidate_scores(scores: np.ndarray, stride: float, window: float | None = None
+                     ) -> np.ndarray:
+    """N×K×(h·w) scores of the cells :func:`decode` chooses among: non-finite values and,
+    with a ``window``, cells outside the body window are -inf."""
+    scores = np.asarray(scores, dtype=np.float32)
+    n, k, h, w = scores.shape
+    flat = scores.reshape(n, k, h * w)
+    flat = np.where(np.isfinite(flat), flat, -np.inf)
+    if window and k > 1:
+        inside = body_window(scores, window_cells(window, stride)).reshape(n, 1, h * w)
+        flat = np.where(inside, flat, -np.inf)
+    return flat
+
+
 def decode(
     scores: np.ndarray,
     locref: np.ndarray | None,
@@ -188,12 +202,8 @@ def decode(
     """
     scores = np.asarray(scores, dtype=np.float32)
     n, k, h, w = scores.shape
-    flat = scores.reshape(n, k, h * w)
-    finite = np.isfinite(flat).all(axis=2)
-    flat = np.where(np.isfinite(flat), flat, -np.inf)
-    if window and k > 1:
-        inside = body_window(scores, window_cells(window, stride)).reshape(n, 1, h * w)
-        flat = np.where(inside, flat, -np.inf)
+    finite = np.isfinite(scores.reshape(n, k, h * w)).all(axis=2)
+    flat = candidate_scores(scores, stride, window)
     idx = flat.argmax(axis=2)  # N×K
     row, col = np.divmod(idx, w)
     # Clipped: models trained with MSE (DeepLabCut 3) can overshoot 1 or undershoot 0.

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CONFIDENT", "compare_poses"]
+from posed.engines.decoding import candidate_scores
+
+__all__ = ["CONFIDENT", "compare_poses", "peak_ties"]
 
 CONFIDENT = 0.5  # reference likelihood from which a keypoint counts as seen
 
@@ -28,3 +30,19 @@ def compare_poses(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
             "median_px_confident": float(np.nanmedian(dist[seen])) if seen.any() else 0.0,
             "confident_keypoints": int(seen.sum()),
             "max_likelihood": float(np.nanmax(np.abs(reference[..., 2] - other[..., 2])))}
+
+
+def peak_ties(reference: np.ndarray, other: np.ndarray, stride: float,
+              window: float | None, margin: float) -> np.ndarray:
+    """N×K booleans: where the cell ``other``'s scores peak at is one the reference scores
+    within ``margin`` of its own peak.
+
+    The reference does not settle such a choice itself: two places it scores almost alike
+    (a weakly trained model's flat maps) trade places under any score change up to
+    ``margin``, and the keypoint jumps between them. Both maps are N×K×h×w.
+    """
+    ref = candidate_scores(reference, stride, window)
+    got = candidate_scores(other, stride, window)
+    at_other = np.take_along_axis(ref, got.argmax(axis=2)[..., None], axis=2)[..., 0]
+    with np.errstate(invalid="ignore"):  # -inf - -inf where a map is all non-finite
+        return ref.max(axis=2) - at_other <= margin

@@ -20,7 +20,7 @@ import numpy as np
 
 from posed.engines.bundle import ModelBundle
 from posed.engines.decoding import decode
-from posed.engines.parity import CONFIDENT, compare_poses  # noqa: F401 (exporters' API)
+from posed.engines.parity import CONFIDENT, compare_poses, peak_ties  # noqa: F401 (exporters' API)
 from posed.errors import ConfigError, ExportError, ExportMismatchError, ModelLoadError
 
 DEFAULT_OPSET = 17
@@ -118,13 +118,27 @@ def verify(kind: str, reference: Maps, exported: Maps, bundle: ModelBundle, out:
     elif approximate:
         bad = parity["median_px_confident"] > max_px or parity["max_likelihood"] > max_p
     else:
-        bad = parity["max_px_confident"] > max_px or parity["max_likelihood"] > max_p
+        # A keypoint that jumped to a place the native model scores within the likelihood
+        # tolerance of its own peak is a near-tie flip, not an error of the export: counted
+        # and recorded (max_px_confident keeps it), but held to no distance bound.
+        dist = np.linalg.norm(ref_poses[..., :2] - got_poses[..., :2], axis=-1)
+        seen = ref_poses[..., 2] >= CONFIDENT
+        flips = seen & (dist > max_px) & peak_ties(reference[0], exported[0], bundle.stride,
+                                                   window, max_p)
+        held = seen & ~flips
+        parity["tie_flips"] = int(flips.sum())
+        parity["max_px_confident_held"] = float(np.nanmax(dist[held])) if held.any() else 0.0
+        bad = parity["max_px_confident_held"] > max_px or parity["max_likelihood"] > max_p
     if bad or paf_bad:
         paf = f", PAF {parity['max_paf_diff']:.3g}" if len(reference) > 2 else ""
+        flips = parity.get("tie_flips", 0)
+        held = (f" ({parity['max_px_confident_held']:.3g} px beside {flips} near-tie "
+                f"flip{'s' * (flips > 1)})" if flips else "")
         raise ExportMismatchError(
             f"{out}: {kind} export disagrees with the native model (visible keypoints up to "
-            f"{parity['max_px_confident']:.3g} px, median {parity['median_px_confident']:.3g} px, "
-            f"likelihood {parity['max_likelihood']:.3g}, locref "
+            f"{parity['max_px_confident']:.3g} px{held}, median "
+            f"{parity['median_px_confident']:.3g} px, likelihood "
+            f"{parity['max_likelihood']:.3g}, locref "
             f"{parity['max_locref_px']:.3g} px{paf}; tolerance {max_px} px, {max_p})")
     return parity
 

@@ -10,14 +10,17 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from posed.engines import api
-from posed.engines.bundle import load_bundle
+from posed.engines.bundle import ModelBundle, load_bundle
 from posed.engines.calibration import read_calibration
+from posed.engines.parity import peak_ties
 from posed.engines.project import load_project
 from posed.engines.video import VideoReader
-from posed.exporters.common import CONFIDENT, TOLERANCE
+from posed.exporters.common import CONFIDENT, TOLERANCE, verify
 
-from posed.errors import DataError
+from posed.errors import DataError, ExportMismatchError
 
 
 def _video_frames(video, indices):
@@ -33,6 +36,53 @@ def _damaged_copy(video, dst):
     data[at + 4:at - 4 + size] = bytes(size - 8)
     dst.write_bytes(bytes(data))
     return dst
+
+
+# ----------------------------------------------------------------------------- the parity gate
+
+def _two_peaks(first: float, second: float) -> np.ndarray:
+    """1×1×8×8 score map with peaks at cells (1, 1) and (6, 6), 40 px apart per axis."""
+    scores = np.zeros((1, 1, 8, 8), np.float32)
+    scores[0, 0, 1, 1], scores[0, 0, 6, 6] = first, second
+    return scores
+
+
+def test_int8_gate_lets_a_near_tie_flip_pass_counted_and_refuses_a_real_jump(tmp_path):
+    """A keypoint may jump to a second peak the native model scores within the likelihood
+    tolerance of its first (seen on DeepLabCut's ResNet-50: 0.5209 against 0.5195, 79 px);
+    a jump to a place the native model does not rate is refused."""
+    bundle = ModelBundle(engine="onnx", format="onnx", bodyparts=["a"], architecture={},
+                         stride=8, locref_stdev=7.2)
+    locref = np.zeros((1, 2, 8, 8), np.float32)
+    ref = (_two_peaks(0.90, 0.85), locref)
+    parity = verify("int8", ref, (_two_peaks(0.88, 0.92), locref), bundle, tmp_path)
+    assert parity["tie_flips"] == 1 and parity["max_px_confident"] == pytest.approx(40 * 2 ** 0.5)
+    assert parity["max_px_confident_held"] == 0.0
+    far = (_two_peaks(0.90, 0.30), locref)
+    with pytest.raises(ExportMismatchError, match=r"up to 56.6 px, median"):
+        verify("int8", far, (_two_peaks(0.80, 0.85), locref), bundle, tmp_path)
+    # A flip beside a real jump of another part: refused, the flip named.
+    two = lambda a, b: np.concatenate([a, b], axis=1)  # noqa: E731
+    with pytest.raises(ExportMismatchError, match=r"up to 56.6 px \(56.6 px beside 1 near-tie "
+                                                  r"flip\)"):
+        verify("int8", (two(ref[0], far[0]), np.zeros((1, 4, 8, 8), np.float32)),
+               (two(_two_peaks(0.88, 0.92), _two_peaks(0.80, 0.85)),
+                np.zeros((1, 4, 8, 8), np.float32)), bundle, tmp_path)
+    # fp16's likelihood tolerance (0.02) is the margin there: 0.05 apart is no tie.
+    with pytest.raises(ExportMismatchError):
+        verify("fp16", ref, (_two_peaks(0.88, 0.92), locref), bundle, tmp_path)
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 4), error=st.floats(0.0, 0.2))
+def test_scores_within_e_of_the_reference_only_flip_to_ties_within_2e(seed, k, error):
+    """If no score moved by more than e, the other map's peak is a place the reference scores
+    within 2e of its own peak: every such choice is a tie at margin 2e."""
+    rng = np.random.default_rng(seed)
+    ref = rng.random((2, k, 6, 7)).astype(np.float32)
+    other = ref + rng.uniform(-error, error, ref.shape).astype(np.float32)
+    assert peak_ties(ref, other, 8, None, 2 * error + 1e-6).all()
+    assert peak_ties(ref, ref, 8, None, 0.0).all()
 
 
 # ----------------------------------------------------------------------------- reading frames

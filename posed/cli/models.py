@@ -70,10 +70,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     if parity:
         median = (f"median {parity['median_px_confident']:.2g} px, "
                   if "median_px_confident" in parity else "")
+        flips = (f"; {parity['tie_flips']} near-tie flips, the rest within "
+                 f"{parity['max_px_confident_held']:.2g} px" if parity.get("tie_flips") else "")
         print(f"parity with the native model on {parity['confident_keypoints']} visible "
-              f"keypoints: {median}within {parity['max_px_confident']:.2g} px (all keypoints: "
-              f"{parity['max_px']:.2g} px), likelihood within {parity['max_likelihood']:.2g}",
-              file=sys.stderr)
+              f"keypoints: {median}within {parity['max_px_confident']:.2g} px{flips} (all "
+              f"keypoints: {parity['max_px']:.2g} px), likelihood within "
+              f"{parity['max_likelihood']:.2g}", file=sys.stderr)
     print(out)
     return 0
 
