@@ -85,10 +85,7 @@ def native_bf16(flags: set[str] | None = None, environ: dict[str, str] | None = 
     By default for this process: its CPU's flags, within its oneDNN ISA limit. Given
     ``flags``, for a CPU with those flags and no limit unless ``environ`` names one.
     """
-    if flags is None:
-        flags = cpu_flags()
-        if not isa_limit_allows_bf16(environ):
-            return None
-    elif environ is not None and not isa_limit_allows_bf16(environ):
+    if (flags is None or environ is not None) and not isa_limit_allows_bf16(environ):
         return None
+    flags = cpu_flags() if flags is None else flags
     return next((name for name in NATIVE_BF16 if name in flags), None)
